@@ -1,0 +1,66 @@
+# PCam inference platform: `make run` starts the local stack, `make test` runs what CI runs.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+TRITON_VENV := .venv-triton
+BIN := $(VENV)/bin
+MODEL_REPOSITORY ?= model_repository
+DEMO_CONFIG ?= training/configs/demo.yaml
+
+.PHONY: help venv triton-env run test test-unit test-integration lint format repository system-deps lock clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[serve,train,dev]"
+	touch $@
+
+$(TRITON_VENV)/.installed: requirements/triton.txt
+	$(PYTHON) -m venv $(TRITON_VENV)
+	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
+	$(TRITON_VENV)/bin/pip install --quiet -r requirements/triton.txt
+	touch $@
+
+venv: $(BIN)/.installed ## the project virtualenv (services, training, dev tools)
+triton-env: $(TRITON_VENV)/.installed ## Triton's own virtualenv (tritonserver, numpy<2, onnxruntime)
+
+system-deps: ## redis-server (installed with apt-get when missing and running as root)
+	@command -v redis-server >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
+	  else echo "redis-server is required: install it (Debian/Ubuntu: sudo apt-get install redis-server)"; exit 1; fi; }
+
+repository: venv ## build the demo model repository (synthetic data) if there is none
+	@test -f $(MODEL_REPOSITORY)/release.json || $(BIN)/pcam build-repository --config $(DEMO_CONFIG) --output $(MODEL_REPOSITORY)
+
+run: system-deps venv triton-env repository ## start the local stack (gateway on :8080); Ctrl-C stops it
+	$(BIN)/python -m devstack --model-repository $(MODEL_REPOSITORY) --triton-venv $(TRITON_VENV)
+
+test: system-deps venv triton-env ## the whole test suite (unit + integration with real processes)
+	$(BIN)/python -m pytest
+
+test-unit: venv ## unit tests only
+	$(BIN)/python -m pytest tests/unit
+
+test-integration: system-deps venv triton-env ## integration tests only
+	$(BIN)/python -m pytest tests/integration
+
+lint: venv ## ruff
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
+lock: venv triton-env ## re-pin requirements/ from the current virtualenvs
+	{ echo "# Pinned versions of every Python dependency (all extras). Regenerate with: make lock"; \
+	  $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.txt
+	{ echo "# Triton's own virtualenv (python backend stub): numpy<2 is required by Triton 2.51's stub. Regenerate with: make lock"; \
+	  $(TRITON_VENV)/bin/pip freeze; } > requirements/triton.txt
+
+clean: ## remove build outputs (keeps virtualenvs and the model repository)
+	rm -rf build .pytest_cache

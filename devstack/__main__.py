@@ -1,0 +1,84 @@
+"""`make run`: build the demo model repository if there is none, start the stack, wait for Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from devstack.stack import LocalStack, StackConfig, StackPorts
+from services.common.release import RELEASE_FILENAME
+
+EXAMPLE_PATCH = Path("tests/data/he/patches/src_r1c1.png")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m devstack", description=__doc__)
+    parser.add_argument("--model-repository", type=Path, default=Path("model_repository"))
+    parser.add_argument("--config", type=Path, default=Path("training/configs/demo.yaml"))
+    parser.add_argument("--triton-venv", type=Path, default=Path(".venv-triton"))
+    parser.add_argument("--work-dir", type=Path, default=Path("build/stack"))
+    args = parser.parse_args()
+
+    if not (args.model_repository / RELEASE_FILENAME).exists():
+        print(
+            f"No release in {args.model_repository}: building the demo repository from {args.config}",
+            flush=True,
+        )
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "training.cli",
+                "build-repository",
+                "--config",
+                str(args.config),
+                "--output",
+                str(args.model_repository),
+            ],
+            check=True,
+        )
+    # SIGTERM stops the stack the same way Ctrl-C does.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    config = StackConfig(
+        model_repository=args.model_repository.resolve(),
+        triton_venv=args.triton_venv.resolve(),
+        work_dir=args.work_dir.resolve(),
+        ports=StackPorts.from_env(),
+    )
+    try:
+        with LocalStack(config) as stack:
+            _print_banner(config)
+            while all(p.alive() for p in stack.processes.values()):
+                time.sleep(1)
+            dead = [name for name, p in stack.processes.items() if not p.alive()]
+            print(f"Stopping: {', '.join(dead)} exited (logs in {config.work_dir / 'logs'})", file=sys.stderr)
+            return 1
+    except KeyboardInterrupt:
+        return 0
+
+
+def _print_banner(config: StackConfig) -> None:
+    gateway = config.url("gateway")
+    print(
+        f"""
+PCam platform is up (research use only). Logs: {config.work_dir / "logs"}
+  gateway     {gateway}   (OpenAPI: {gateway}/docs)
+  preprocess  {config.url("preprocess")}
+  ensemble    {config.url("ensemble")}
+  triton      http://127.0.0.1:{config.ports.triton_http} (gRPC {config.ports.triton_grpc}, metrics {config.ports.triton_metrics})
+  redis       127.0.0.1:{config.ports.redis}
+
+Try:
+  curl -s -F file=@{EXAMPLE_PATCH} '{gateway}/v1/predict?operating_point=screening'
+
+Ctrl-C stops everything.""",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

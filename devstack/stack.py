@@ -1,0 +1,169 @@
+"""The whole local stack: Redis, Triton, preprocess, ensemble, gateway, started in dependency order."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.triton import TritonInstall
+from services.common import ports
+
+
+@dataclass(frozen=True)
+class StackPorts:
+    gateway: int = ports.GATEWAY
+    preprocess: int = ports.PREPROCESS
+    ensemble: int = ports.ENSEMBLE
+    triton_http: int = ports.TRITON_HTTP
+    triton_grpc: int = ports.TRITON_GRPC
+    triton_metrics: int = ports.TRITON_METRICS
+    redis: int = ports.REDIS
+
+    @classmethod
+    def from_env(cls) -> StackPorts:
+        """Defaults, each overridable by `PCAM_<NAME>_PORT` (e.g. PCAM_GATEWAY_PORT)."""
+        return cls(
+            **{
+                name: int(os.environ.get(f"PCAM_{name.upper()}_PORT", default))
+                for name, default in cls().__dict__.items()
+            }
+        )
+
+    @classmethod
+    def free(cls) -> StackPorts:
+        """Free ports for every process (tests)."""
+        return cls(**{name: free_port() for name in cls().__dict__})
+
+
+@dataclass
+class StackConfig:
+    model_repository: Path
+    triton_venv: Path
+    work_dir: Path
+    ports: StackPorts = field(default_factory=StackPorts)
+    redis_server: str = "redis-server"
+    startup_timeout_s: float = 180.0
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{getattr(self.ports, service)}"
+
+
+class LocalStack:
+    """Context manager: starts every process, waits for readiness, stops all of them on exit."""
+
+    SERVICES = ("preprocess", "ensemble", "gateway")
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.processes: dict[str, ManagedProcess] = {}
+
+    def __enter__(self) -> LocalStack:
+        try:
+            self._start_redis()
+            self._start_triton()
+            for service in self.SERVICES:
+                self._start_service(service)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop every started process, last started first."""
+        for process in reversed(list(self.processes.values())):
+            process.stop()
+        self.processes.clear()
+
+    def _log(self, name: str) -> Path:
+        return self.config.work_dir / "logs" / f"{name}.log"
+
+    def _start_redis(self) -> None:
+        server = shutil.which(self.config.redis_server)
+        if server is None:
+            raise FileNotFoundError(
+                "redis-server not found: install it (Debian: apt-get install redis-server)"
+            )
+        port = self.config.ports.redis
+        process = ManagedProcess(
+            "redis",
+            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            self._log("redis"),
+        )
+        self.processes["redis"] = process
+        client = redis.Redis(port=port, socket_timeout=1)
+
+        def pong() -> bool:
+            try:
+                return bool(client.ping())
+            except redis.RedisError:
+                return False
+
+        process.wait_until(pong, 30, "answering PING")
+        client.close()
+
+    def _start_triton(self) -> None:
+        install = TritonInstall(self.config.triton_venv)
+        install.check()
+        backends = install.backend_directory(self.config.work_dir / "triton-backends")
+        p = self.config.ports
+        process = ManagedProcess(
+            "triton",
+            install.command(
+                self.config.model_repository, backends, p.triton_http, p.triton_grpc, p.triton_metrics
+            ),
+            self._log("triton"),
+            env=install.environment(os.environ.get("PATH", "")),
+        )
+        self.processes["triton"] = process
+        process.wait_until(
+            http_ok(f"http://127.0.0.1:{p.triton_http}/v2/health/ready"),
+            self.config.startup_timeout_s,
+            "ready",
+        )
+
+    def _start_service(self, service: str) -> None:
+        p, prefix = self.config.ports, f"PCAM_{service.upper()}_"
+        env = {f"{prefix}PORT": str(getattr(p, service)), f"{prefix}HOST": "127.0.0.1"}
+        env.update(
+            {
+                "preprocess": {f"{prefix}MODEL_REPOSITORY": str(self.config.model_repository)},
+                "ensemble": {
+                    f"{prefix}MODEL_REPOSITORY": str(self.config.model_repository),
+                    f"{prefix}TRITON_GRPC_URL": f"127.0.0.1:{p.triton_grpc}",
+                },
+                "gateway": {
+                    f"{prefix}PREPROCESS_URL": self.config.url("preprocess"),
+                    f"{prefix}ENSEMBLE_URL": self.config.url("ensemble"),
+                    f"{prefix}REDIS_URL": f"redis://127.0.0.1:{p.redis}/0",
+                },
+            }[service]
+        )
+        argv = [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "--factory",
+            f"services.{service}.app:create_app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(getattr(p, service)),
+            "--no-access-log",
+        ]
+        process = ManagedProcess(service, argv, self._log(service), env=env)
+        self.processes[service] = process
+        process.wait_until(
+            http_ok(f"{self.config.url(service)}/readyz"), self.config.startup_timeout_s, "ready"
+        )

@@ -1,0 +1,69 @@
+"""Running the real tritonserver shipped in the nvidia-pytriton wheel (DESIGN.md section 6)."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+
+
+@dataclass(frozen=True)
+class TritonInstall:
+    """Paths inside the dedicated Triton virtualenv (numpy<2 + onnxruntime + nvidia-pytriton)."""
+
+    venv: Path
+
+    @property
+    def site_packages(self) -> Path:
+        return self.venv / "lib" / f"python{PYTHON_VERSION}" / "site-packages"
+
+    @property
+    def server(self) -> Path:
+        return self.site_packages / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+
+    def check(self) -> None:
+        """Fail with a hint when the Triton virtualenv is missing."""
+        if not self.server.exists():
+            raise FileNotFoundError(f"{self.server} not found: run `make triton-env` to create {self.venv}")
+
+    def backend_directory(self, target: Path) -> Path:
+        """Assemble python backend + stub for this Python version in `target` (idempotent)."""
+        server_root = self.site_packages / "pytriton" / "tritonserver"
+        python_backend = target / "python"
+        if not (python_backend / "triton_python_backend_stub").exists():
+            shutil.rmtree(python_backend, ignore_errors=True)
+            shutil.copytree(server_root / "backends" / "python", python_backend)
+            shutil.copy2(
+                server_root / "python_backend_stubs" / PYTHON_VERSION / "triton_python_backend_stub",
+                python_backend / "triton_python_backend_stub",
+            )
+        return target
+
+    def environment(self, path: str) -> dict[str, str]:
+        """PATH puts the venv's python3 first: the stub finds its interpreter there, not by PYTHONPATH."""
+        return {
+            "PATH": f"{self.venv / 'bin'}:{path}",
+            "LD_LIBRARY_PATH": str(self.site_packages / "nvidia_pytriton.libs"),
+        }
+
+    def command(
+        self, repository: Path, backends: Path, http_port: int, grpc_port: int, metrics_port: int
+    ) -> list[str]:
+        """tritonserver argv serving `repository` on loopback."""
+        return [
+            str(self.server),
+            f"--model-repository={repository}",
+            f"--backend-directory={backends}",
+            f"--http-port={http_port}",
+            f"--grpc-port={grpc_port}",
+            f"--metrics-port={metrics_port}",
+            "--http-address=127.0.0.1",
+            "--grpc-address=127.0.0.1",
+            "--metrics-address=127.0.0.1",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            "--log-verbose=0",
+        ]

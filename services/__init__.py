@@ -1,0 +1,1 @@
+"""Online services of the PCam inference platform (research use only)."""

@@ -1,0 +1,1 @@
+"""What every service shares: contracts, settings, errors, wire format."""

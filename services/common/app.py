@@ -1,0 +1,38 @@
+"""The FastAPI skeleton every service shares: request ids, problem+json, metrics, liveness."""
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+
+from fastapi import FastAPI, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from services.common.metrics import HttpMetricsMiddleware
+from services.common.problems import install_problem_handlers
+from services.common.request_id import RequestIdMiddleware
+
+RESEARCH_USE_NOTICE = "**Research use only.** Not a medical device; not for diagnosis or treatment decisions."
+
+Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None] | AsyncIterator[None]]
+
+
+def create_service_app(service: str, title: str, description: str, lifespan: Lifespan) -> FastAPI:
+    """A FastAPI app with the shared middleware, error model, `/healthz` and `/metrics`."""
+    app = FastAPI(
+        title=title,
+        description=f"{RESEARCH_USE_NOTICE}\n\n{description}",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.add_middleware(HttpMetricsMiddleware, service=service)
+    app.add_middleware(RequestIdMiddleware)
+    install_problem_handlers(app)
+
+    @app.get("/healthz", tags=["operations"], summary="Liveness: the process is up.")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics.", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

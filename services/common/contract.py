@@ -1,0 +1,18 @@
+"""The model I/O contract every ensemble member honours, in every format (DESIGN.md section 3)."""
+
+from typing import Final
+
+PATCH_SIZE: Final = 96
+CHANNELS: Final = 3
+CENTER_SIZE: Final = 32
+"""PCam's label is 1 iff a tumor pixel lies in the center CENTER_SIZE x CENTER_SIZE region."""
+
+INPUT_NAME: Final = "image"
+INPUT_TRITON_DTYPE: Final = "UINT8"
+INPUT_SHAPE: Final = (PATCH_SIZE, PATCH_SIZE, CHANNELS)
+"""Per-patch shape (NHWC, RGB, already stain-normalized); the batch dimension is dynamic."""
+
+OUTPUT_NAME: Final = "logit"
+OUTPUT_TRITON_DTYPE: Final = "FP32"
+OUTPUT_SHAPE: Final = (1,)
+"""One uncalibrated logit per patch."""

@@ -1,0 +1,91 @@
+"""RFC 9457 problem details: the one error model of every service."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from services.common.request_id import current_request_id
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://pcam.example/problems/"
+logger = logging.getLogger(__name__)
+
+
+class Problem(Exception):
+    """An error the client should see; `kind` becomes the problem type URI."""
+
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        title: str,
+        detail: str,
+        headers: dict[str, str] | None = None,
+        **extensions: Any,
+    ) -> None:
+        super().__init__(detail)
+        self.status, self.kind, self.title, self.detail = status, kind, title, detail
+        self.headers = headers or {}
+        self.extensions = extensions
+
+    @classmethod
+    def from_dict(cls, body: dict[str, Any]) -> Problem:
+        """Rebuild a problem received from another service."""
+        known = {"type", "title", "status", "detail", "request_id"}
+        extensions = {k: v for k, v in body.items() if k not in known}
+        kind = str(body.get("type", "about:blank")).removeprefix(PROBLEM_TYPE_BASE)
+        return cls(int(body["status"]), kind, str(body["title"]), str(body.get("detail", "")), **extensions)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The problem body (without request id, which the response adds)."""
+        return {
+            "type": PROBLEM_TYPE_BASE + self.kind,
+            "title": self.title,
+            "status": self.status,
+            "detail": self.detail,
+            **self.extensions,
+        }
+
+
+def problem_response(problem: Problem) -> JSONResponse:
+    """A problem+json response carrying the current request id."""
+    body = {**problem.to_dict(), "request_id": current_request_id()}
+    return JSONResponse(
+        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Turn every error, including framework and unexpected ones, into problem+json."""
+
+    @app.exception_handler(Problem)
+    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+        return problem_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+            for e in exc.errors()
+        ]
+        detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
+        return problem_response(Problem(422, "invalid-request", "Invalid request", detail, errors=errors))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        title = str(exc.detail) if isinstance(exc.detail, str) else "HTTP error"
+        return problem_response(Problem(exc.status_code, kind, title, title, headers=exc.headers))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=exc)
+        return problem_response(
+            Problem(500, "internal-error", "Internal error", "An unexpected error occurred.")
+        )

@@ -1,0 +1,143 @@
+"""The release manifest (`release.json` at the model repository root): one deployable unit.
+
+The training package writes it, preprocess reads the stain reference, ensemble reads members and
+calibration, the gateway puts the release id in every cache key (DESIGN.md section 4).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+RELEASE_FILENAME = "release.json"
+MANIFEST_SCHEMA_VERSION = 1
+
+OPERATING_POINTS = ("screening", "balanced", "high_specificity")
+OPERATING_POINT_ALIASES = {"conservative": "screening", "aggressive": "high_specificity"}
+DEFAULT_OPERATING_POINT = "balanced"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StainReference(_Frozen):
+    """Macenko target: stain vectors (columns H, E in optical density), 99th-pct concentrations."""
+
+    stain_matrix: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
+    max_concentrations: tuple[float, float]
+    io: float = Field(240.0, gt=0, description="Transmitted light intensity.")
+    alpha: float = Field(1.0, gt=0, lt=50, description="Percentile for the robust stain angles.")
+    beta: float = Field(0.15, gt=0, description="Optical-density threshold for tissue pixels.")
+
+
+class DataProvenance(_Frozen):
+    source: Literal["pcam", "synthetic"]
+    checksums: dict[str, str] = Field(default_factory=dict, description="File name -> sha256.")
+    description: str = ""
+
+
+class Member(_Frozen):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
+    architecture: str
+    version: int = Field(1, ge=1)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    temperature: float = Field(gt=0)
+    weight: float = Field(1.0, gt=0)
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+
+class OperatingPoint(_Frozen):
+    threshold: float = Field(ge=0, le=1)
+    sensitivity: float = Field(ge=0, le=1)
+    specificity: float = Field(ge=0, le=1)
+    criterion: str
+
+
+class EnsembleRule(_Frozen):
+    rule: Literal["weighted_mean"] = "weighted_mean"
+    operating_points: dict[str, OperatingPoint]
+    metrics: dict[str, float] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _all_operating_points(self) -> EnsembleRule:
+        missing = set(OPERATING_POINTS) - set(self.operating_points)
+        if missing:
+            raise ValueError(f"operating points missing: {sorted(missing)}")
+        return self
+
+
+class ReleaseManifest(_Frozen):
+    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
+    release_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
+    created_at: str
+    research_use_only: Literal[True] = True
+    data: DataProvenance
+    stain_reference: StainReference
+    members: tuple[Member, ...] = Field(min_length=1)
+    ensemble: EnsembleRule
+
+
+def resolve_operating_point(name: str) -> str:
+    """Map an operating point name or alias to its canonical name; raise KeyError if unknown."""
+    canonical = OPERATING_POINT_ALIASES.get(name, name)
+    if canonical not in OPERATING_POINTS:
+        raise KeyError(name)
+    return canonical
+
+
+def load_release(path: Path) -> ReleaseManifest:
+    """Read and validate a manifest: a path to the file or to the model repository holding it."""
+    if path.is_dir():
+        path = path / RELEASE_FILENAME
+    return ReleaseManifest.model_validate_json(path.read_bytes())
+
+
+def write_release(manifest: ReleaseManifest, repository: Path) -> Path:
+    """Write the manifest at the root of a model repository, atomically."""
+    target = repository / RELEASE_FILENAME
+    tmp = target.with_suffix(".json.tmp")
+    tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
+    tmp.replace(target)
+    return target
+
+
+class MemberSummary(BaseModel):
+    name: str
+    architecture: str
+    version: int
+    sha256: str
+    temperature: float
+    weight: float
+    metrics: dict[str, float]
+
+
+class ReleaseSummary(BaseModel):
+    """What `GET /v1/models` tells users about the serving release."""
+
+    release_id: str
+    created_at: str
+    research_use_only: bool
+    data: DataProvenance
+    members: list[MemberSummary]
+    ensemble_rule: str
+    operating_points: dict[str, OperatingPoint]
+    operating_point_aliases: dict[str, str]
+    default_operating_point: str
+
+
+def summarize(manifest: ReleaseManifest) -> ReleaseSummary:
+    """The public summary of a manifest (everything but the stain reference internals)."""
+    return ReleaseSummary(
+        release_id=manifest.release_id,
+        created_at=manifest.created_at,
+        research_use_only=manifest.research_use_only,
+        data=manifest.data,
+        members=[MemberSummary(**m.model_dump()) for m in manifest.members],
+        ensemble_rule=manifest.ensemble.rule,
+        operating_points=manifest.ensemble.operating_points,
+        operating_point_aliases=OPERATING_POINT_ALIASES,
+        default_operating_point=DEFAULT_OPERATING_POINT,
+    )

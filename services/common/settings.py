@@ -1,0 +1,18 @@
+"""Settings shared by every service; each service subclasses with its own env prefix."""
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_MODEL_REPOSITORY = Path("model_repository")
+
+
+class ServiceSettings(BaseSettings):
+    """Fields every service has; `PCAM_<SERVICE>_<FIELD>` sets them."""
+
+    model_config = SettingsConfigDict(env_prefix="PCAM_", extra="ignore", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+    log_level: str = "info"

@@ -1,0 +1,1 @@
+"""Ensemble service: members on Triton, calibration, aggregation, operating points."""

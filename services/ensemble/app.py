@@ -1,0 +1,127 @@
+"""Ensemble service: HTTP wiring only; calibration and Triton calls live in their own modules."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+import tritonclient.grpc.aio as grpcclient
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from services.common import wire
+from services.common.app import create_service_app
+from services.common.inference import EnsemblePrediction, InferResponse, parse_operating_point
+from services.common.problems import Problem
+from services.common.release import (
+    DEFAULT_OPERATING_POINT,
+    ReleaseManifest,
+    ReleaseSummary,
+    load_release,
+    summarize,
+)
+from services.ensemble.calibration import combine, decide
+from services.ensemble.settings import EnsembleSettings
+from services.ensemble.triton import TritonMembers, TritonUnavailable
+
+
+def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
+    """Build the ensemble app; the Triton client is created once in the lifespan."""
+    settings = settings or EnsembleSettings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.release = load_release(settings.model_repository)
+        client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
+        app.state.triton = TritonMembers(client, settings.triton_timeout_s)
+        try:
+            yield
+        finally:
+            await client.close()
+
+    app = create_service_app(
+        "ensemble",
+        "PCam ensemble service",
+        "Runs every ensemble member on Triton, applies per-member temperatures, averages, and decides "
+        "at the release's operating points. Internal: takes the binary `application/vnd.pcam.batch`.",
+        lifespan,
+    )
+
+    def release(request: Request) -> ReleaseManifest:
+        return request.app.state.release
+
+    def triton(request: Request) -> TritonMembers:
+        return request.app.state.triton
+
+    Release = Annotated[ReleaseManifest, Depends(release)]
+    Triton = Annotated[TritonMembers, Depends(triton)]
+
+    @app.get("/readyz", tags=["operations"], summary="Ready: every member is ready on Triton.")
+    async def readyz(manifest: Release, members: Triton) -> JSONResponse:
+        states = await members.ready(manifest.members)
+        ready = all(states.values())
+        body = {
+            "status": "ready" if ready else "not ready",
+            "release": manifest.release_id,
+            "members": states,
+        }
+        return JSONResponse(body, status_code=200 if ready else 503)
+
+    @app.get("/v1/release", tags=["release"], summary="The serving release.")
+    async def get_release(manifest: Release) -> ReleaseSummary:
+        return summarize(manifest)
+
+    @app.post(
+        "/v1/infer",
+        tags=["inference"],
+        summary="Calibrated ensemble predictions for a binary batch.",
+        openapi_extra={"requestBody": {"content": {wire.MEDIA_TYPE: {}}, "required": True}},
+    )
+    async def infer(
+        request: Request,
+        manifest: Release,
+        members: Triton,
+        operating_point: Annotated[str, Query()] = DEFAULT_OPERATING_POINT,
+    ) -> InferResponse:
+        point_name = parse_operating_point(operating_point)
+        try:
+            batch = wire.decode(await request.body())
+        except wire.WireFormatError as exc:
+            raise Problem(400, "malformed-batch", "Malformed batch", str(exc)) from exc
+        if not 0 < len(batch.images) <= settings.max_images:
+            raise Problem(
+                422,
+                "batch-size",
+                "Invalid batch size",
+                f"Received {len(batch.images)} patches; 1..{settings.max_images}.",
+            )
+        try:
+            logits = await members.logits(manifest.members, batch.images)
+        except TritonUnavailable as exc:
+            raise Problem(
+                503,
+                "model-unavailable",
+                "Model server unavailable",
+                str(exc),
+                headers={"Retry-After": str(settings.retry_after_s)},
+            ) from exc
+        point = manifest.ensemble.operating_points[point_name]
+        output = combine(logits, manifest.members)
+        labels = decide(output.probability, point.threshold)
+        names = [m.name for m in manifest.members]
+        results = [
+            EnsemblePrediction(
+                probability=float(output.probability[i]),
+                label=int(labels[i]),
+                uncertainty=float(output.uncertainty[i]),
+                members=dict(zip(names, map(float, output.member_probabilities[i]), strict=True)),
+            )
+            for i in range(len(labels))
+        ]
+        return InferResponse(
+            release=manifest.release_id,
+            operating_point=point_name,
+            threshold=point.threshold,
+            results=results,
+        )
+
+    return app

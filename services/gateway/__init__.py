@@ -1,0 +1,1 @@
+"""Gateway: the public API, result cache, limits."""

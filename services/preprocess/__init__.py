@@ -1,0 +1,1 @@
+"""Preprocess service: decode and validate uploads, check tissue, Macenko stain normalization."""

@@ -1,0 +1,67 @@
+from contextlib import asynccontextmanager
+
+from fastapi.testclient import TestClient
+
+from services.common.app import create_service_app
+from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
+
+
+@asynccontextmanager
+async def _noop(_app):
+    yield
+
+
+def _client() -> TestClient:
+    app = create_service_app("test", "t", "d", _noop)
+
+    @app.get("/teapot")
+    async def teapot() -> None:
+        raise Problem(418, "teapot", "I'm a teapot", "short and stout", headers={"Retry-After": "3"})
+
+    @app.get("/typed")
+    async def typed(n: int) -> int:
+        return n
+
+    @app.get("/boom")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    return TestClient(app, raise_server_exceptions=False)
+
+
+def test_problem_is_rfc9457_with_request_id_echoed() -> None:
+    response = _client().get("/teapot", headers={"X-Request-ID": "abc-123"})
+    assert response.status_code == 418
+    assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert response.headers["retry-after"] == "3"
+    assert response.headers["x-request-id"] == "abc-123"
+    body = response.json()
+    assert body["type"].endswith("/teapot") and body["detail"] == "short and stout"
+    assert body["request_id"] == "abc-123"
+
+
+def test_malformed_request_id_is_replaced() -> None:
+    response = _client().get("/teapot", headers={"X-Request-ID": "bad id\twith spaces"})
+    assert response.headers["x-request-id"] != "bad id\twith spaces"
+    assert len(response.headers["x-request-id"]) == 32
+
+
+def test_validation_errors_and_unknown_routes_are_problems() -> None:
+    client = _client()
+    invalid = client.get("/typed", params={"n": "x"})
+    assert invalid.status_code == 422 and invalid.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert "n" in invalid.json()["detail"]
+    missing = client.get("/nowhere")
+    assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM_MEDIA_TYPE
+
+
+def test_unexpected_errors_do_not_leak_internals() -> None:
+    response = _client().get("/boom")
+    assert response.status_code == 500
+    assert "secret" not in response.text
+
+
+def test_problem_survives_a_hop() -> None:
+    original = Problem(422, "wrong-size", "Wrong image size", "Received 10x10.", extra=1)
+    rebuilt = Problem.from_dict({**original.to_dict(), "request_id": "r"})
+    assert rebuilt.to_dict() == original.to_dict()

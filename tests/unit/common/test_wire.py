@@ -1,0 +1,49 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.common import wire
+
+
+def _images(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+
+
+@given(n=st.integers(0, 4), seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=25, deadline=None)
+def test_round_trip_keeps_pixels_items_and_meta(n: int, seed: int) -> None:
+    batch = wire.Batch(
+        _images(n, seed), items=[{"index": i, "ok": True} for i in range(n)], meta={"release": "r1"}
+    )
+    decoded = wire.decode(wire.encode(batch))
+    np.testing.assert_array_equal(decoded.images, batch.images)
+    assert decoded.items == batch.items
+    assert decoded.meta == {"release": "r1"}
+
+
+def test_payload_is_raw_bytes_not_json_floats() -> None:
+    body = wire.encode(wire.Batch(_images(2)))
+    assert len(body) - 2 * 96 * 96 * 3 < 200
+
+
+@pytest.mark.parametrize(
+    "mutate",
+    [
+        lambda b: b[:3],
+        lambda b: b[:-1],
+        lambda b: b + b"\x00",
+        lambda b: (10**9).to_bytes(4, "big") + b[4:],
+        lambda b: b[:4] + b"{" * (int.from_bytes(b[:4], "big")) + b[4 + int.from_bytes(b[:4], "big") :],
+    ],
+    ids=["no-prefix", "short-payload", "long-payload", "huge-header", "bad-json"],
+)
+def test_corrupt_frames_are_rejected(mutate) -> None:
+    with pytest.raises(wire.WireFormatError):
+        wire.decode(mutate(wire.encode(wire.Batch(_images(1)))))
+
+
+@pytest.mark.parametrize("images", [np.zeros((1, 32, 32, 3), np.uint8), np.zeros((1, 96, 96, 3), np.float32)])
+def test_only_contract_shaped_uint8_is_encoded(images: np.ndarray) -> None:
+    with pytest.raises(wire.WireFormatError):
+        wire.encode(wire.Batch(images))

@@ -1,0 +1,102 @@
+from io import BytesIO
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from services.preprocess.decode import ImageRejected, decode_patch
+
+
+def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
+    buffer = BytesIO()
+    image.save(buffer, format=fmt, **kwargs)
+    return buffer.getvalue()
+
+
+def rgb_patch(size: tuple[int, int] = (96, 96)) -> Image.Image:
+    pixels = np.random.default_rng(0).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    return Image.fromarray(pixels)
+
+
+def rejected(data: bytes) -> ImageRejected:
+    with pytest.raises(ImageRejected) as info:
+        decode_patch(data)
+    return info.value
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "TIFF", "BMP"])
+def test_lossless_formats_decode_exactly(fmt: str) -> None:
+    image = rgb_patch()
+    decoded = decode_patch(encode(image, fmt))
+    assert decoded.dtype == np.uint8 and decoded.shape == (96, 96, 3)
+    np.testing.assert_array_equal(decoded, np.asarray(image))
+
+
+def test_jpeg_decodes(patch_paths) -> None:
+    image = Image.open(patch_paths[0]).convert("RGB")
+    decoded = decode_patch(encode(image, "JPEG", quality=95))
+    assert decoded.shape == (96, 96, 3)
+    assert np.abs(decoded.astype(int) - np.asarray(image).astype(int)).mean() < 10
+
+
+def test_real_patch_decodes(patch_paths) -> None:
+    assert decode_patch(patch_paths[0].read_bytes()).shape == (96, 96, 3)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA"])
+def test_convertible_modes_become_rgb(mode: str) -> None:
+    image = rgb_patch().convert(mode)
+    decoded = decode_patch(encode(image, "PNG"))
+    np.testing.assert_array_equal(decoded, np.asarray(image.convert("RGB")))
+
+
+def test_wrong_size_names_what_was_received() -> None:
+    problem = rejected(encode(rgb_patch((100, 80)), "PNG"))
+    assert problem.status == 422 and "100x80" in problem.detail and "96x96" in problem.detail
+
+
+def test_huge_dimensions_are_refused_from_the_header() -> None:
+    # A 20000x20000 PNG header with no pixel data behind it: refused without decoding.
+    header = encode(Image.new("L", (1, 1)), "PNG")
+    ihdr = header.index(b"IHDR")
+    import struct
+    import zlib
+
+    fields = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    crc = struct.pack(">I", zlib.crc32(b"IHDR" + fields))
+    forged = header[: ihdr + 4] + fields + crc + header[ihdr + 4 + len(fields) + 4 :]
+    problem = rejected(forged)
+    assert problem.status in (415, 422)
+
+
+def test_non_image_is_unsupported_media() -> None:
+    problem = rejected(b"%PDF-1.7 definitely not a patch")
+    assert problem.status == 415
+
+
+def test_gif_is_not_a_supported_format() -> None:
+    assert rejected(encode(rgb_patch(), "GIF")).status == 415
+
+
+def test_empty_body() -> None:
+    assert rejected(b"").status == 400
+
+
+def test_truncated_png_is_corrupt() -> None:
+    data = encode(rgb_patch(), "PNG")
+    problem = rejected(data[: len(data) // 2])
+    assert problem.status == 422 and problem.kind == "corrupt-image"
+
+
+def test_sixteen_bit_is_rejected() -> None:
+    image = Image.fromarray(np.full((96, 96), 40000, dtype=np.uint16))
+    assert image.mode.startswith("I")
+    problem = rejected(encode(image, "PNG"))
+    assert problem.status == 422 and image.mode in problem.detail
+
+
+def test_multi_frame_tiff_is_rejected() -> None:
+    frames = [rgb_patch(), rgb_patch()]
+    data = encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+    problem = rejected(data)
+    assert problem.status == 422 and "2 frames" in problem.detail
