@@ -1,6 +1,7 @@
 """HTTP clients of the gateway's dependencies: preprocess and ensemble."""
 
 import time
+from typing import Any
 
 import httpx
 import numpy as np
@@ -9,6 +10,7 @@ from services.common import wire
 from services.common.inference import InferResponse
 from services.common.problems import Problem
 from services.common.release import ReleaseSummary
+from services.common.request_id import REQUEST_ID_HEADER, current_request_id
 
 
 class DependencyUnavailable(Problem):
@@ -83,9 +85,14 @@ class Downstream:
                 states[name] = False
         return states
 
-    async def _call(self, service: str, method: str, url: str, **kwargs: object) -> httpx.Response:
+    async def _call(self, service: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         try:
-            response = await self.http.request(method, url, **kwargs)
+            response = await self.http.request(
+                method,
+                url,
+                headers={REQUEST_ID_HEADER: current_request_id(), **kwargs.pop("headers", {})},
+                **kwargs,
+            )
         except httpx.TransportError as exc:
             raise DependencyUnavailable(service, type(exc).__name__, self.retry_after_s) from exc
         if response.status_code == 503:

@@ -23,12 +23,14 @@ def decode_patch(data: bytes) -> np.ndarray:
         raise ImageRejected(400, "empty-image", "Empty image", "The uploaded image has no bytes.")
     try:
         image = Image.open(BytesIO(data), formats=SUPPORTED_FORMATS)
-    except (UnidentifiedImageError, Image.DecompressionBombError, OSError, ValueError) as exc:
+    except Image.DecompressionBombError as exc:
+        raise ImageRejected(422, "image-too-large", "Image too large", str(exc)) from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
         raise ImageRejected(
             415,
             "unsupported-image",
             "Unsupported image",
-            f"Not a decodable image in a supported format ({', '.join(SUPPORTED_FORMATS)}): {exc}",
+            f"Not a decodable image in a supported format ({', '.join(SUPPORTED_FORMATS)}).",
         ) from exc
     with image:
         # Dimensions come from the header: checked before any pixel is decoded.

@@ -1,0 +1,75 @@
+"""Starts the real stack once per session: redis-server, tritonserver and the three services.
+
+The model repository is built by the real `pcam build-repository` with the smoke config, so the
+suite exercises training, export and serving together. Every process is stopped at the end, also
+when a test fails, and the teardown fails if any of them is left behind.
+"""
+
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from devstack.processes import group_members
+from devstack.stack import LocalStack, StackConfig, StackPorts
+from services.common.release import ReleaseManifest, load_release
+
+ROOT = Path(__file__).resolve().parents[2]
+SMOKE_CONFIG = ROOT / "training" / "configs" / "smoke.yaml"
+TRITON_VENV = ROOT / ".venv-triton"
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A freshly trained and exported smoke ensemble in a Triton repository."""
+    work = tmp_path_factory.mktemp("training")
+    repository = work / "model_repository"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "build-repository",
+            "--config",
+            str(SMOKE_CONFIG),
+            "--output",
+            str(repository),
+            "--workdir",
+            str(work / "run"),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
+    return repository
+
+
+@pytest.fixture(scope="session")
+def release(model_repository: Path) -> ReleaseManifest:
+    return load_release(model_repository)
+
+
+@pytest.fixture(scope="session")
+def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    config = StackConfig(
+        model_repository=model_repository,
+        triton_venv=TRITON_VENV,
+        work_dir=tmp_path_factory.mktemp("stack"),
+        ports=StackPorts.free(),
+    )
+    local = LocalStack(config)
+    with local:
+        leaders = [p.popen.pid for p in local.processes.values()]
+        yield local
+    survivors = {pid: group_members(pid) for pid in leaders if group_members(pid)}
+    assert not survivors, f"processes left behind: {survivors}"
+
+
+@pytest.fixture(scope="session")
+def gateway(stack: LocalStack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.config.url("gateway"), timeout=60) as client:
+        yield client
