@@ -1,0 +1,52 @@
+import pytest
+from fastapi.testclient import TestClient
+
+from services.common import wire
+from services.preprocess.app import create_app
+from services.preprocess.settings import PreprocessSettings
+from tests.unit.common.release_fixture import write_test_release
+
+
+@pytest.fixture
+def client(tmp_path):
+    write_test_release(tmp_path, "rel-app")
+    settings = PreprocessSettings(model_repository=tmp_path, max_images=3, max_image_bytes=64 * 1024)
+    with TestClient(create_app(settings)) as client:
+        yield client
+
+
+def test_batch_comes_back_binary_with_one_item_per_upload(client, patch_paths) -> None:
+    files = [("files", ("a.png", patch_paths[0].read_bytes())), ("files", ("b.txt", b"nope"))]
+    response = client.post("/v1/preprocess", files=files)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == wire.MEDIA_TYPE
+    batch = wire.decode(response.content)
+    assert batch.images.shape == (1, 96, 96, 3)
+    assert [item["ok"] for item in batch.items] == [True, False]
+    assert batch.meta["release"] == "rel-app"
+
+
+def test_readyz_names_the_release(client) -> None:
+    assert client.get("/readyz").json()["release"] == "rel-app"
+
+
+def test_too_many_files_is_a_problem(client, patch_paths) -> None:
+    files = [("files", (f"{i}.png", patch_paths[0].read_bytes())) for i in range(4)]
+    response = client.post("/v1/preprocess", files=files)
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+def test_oversized_file_is_413(client) -> None:
+    response = client.post("/v1/preprocess", files=[("files", ("big.png", b"\x89PNG" + b"0" * 70_000))])
+    assert response.status_code == 413 and "65536" in response.json()["detail"]
+
+
+def test_json_body_is_415(client) -> None:
+    response = client.post("/v1/preprocess", json={"files": []})
+    assert response.status_code == 415 and "multipart/form-data" in response.json()["detail"]
+
+
+def test_missing_field_is_422(client, patch_paths) -> None:
+    response = client.post("/v1/preprocess", files=[("image", ("a.png", patch_paths[0].read_bytes()))])
+    assert response.status_code == 422 and "'files'" in response.json()["detail"]
