@@ -32,7 +32,7 @@ def main() -> int:
             [
                 sys.executable,
                 "-m",
-                "training.cli",
+                "training",
                 "build-repository",
                 "--config",
                 str(args.config),

@@ -33,7 +33,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
         [
             sys.executable,
             "-m",
-            "training.cli",
+            "training",
             "build-repository",
             "--config",
             str(SMOKE_CONFIG),
