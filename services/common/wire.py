@@ -69,6 +69,11 @@ def decode(body: bytes) -> Batch:
     return Batch(images=images, items=items, meta=meta)
 
 
+def max_frame_bytes(max_images: int) -> int:
+    """The largest frame a batch of `max_images` patches (with generous metadata) can need."""
+    return _LENGTH.size + MAX_HEADER_BYTES + max_images * int(np.prod(INPUT_SHAPE))
+
+
 def _check_images(dtype: np.dtype, shape: tuple[int, ...]) -> None:
     if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != INPUT_SHAPE:
         raise WireFormatError(

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 
 from services.common import wire
 from services.common.app import create_service_app
-from services.common.inference import EnsemblePrediction, InferResponse, parse_operating_point
+from services.common.inference import InferResponse, parse_operating_point
 from services.common.problems import Problem
 from services.common.release import (
     DEFAULT_OPERATING_POINT,
@@ -19,7 +19,8 @@ from services.common.release import (
     load_release,
     summarize,
 )
-from services.ensemble.calibration import combine, decide
+from services.common.uploads import read_body
+from services.ensemble.calibration import answer
 from services.ensemble.settings import EnsembleSettings
 from services.ensemble.triton import TritonMembers, TritonUnavailable
 
@@ -84,7 +85,7 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
     ) -> InferResponse:
         point_name = parse_operating_point(operating_point)
         try:
-            batch = wire.decode(await request.body())
+            batch = wire.decode(await read_body(request, wire.max_frame_bytes(settings.max_images)))
         except wire.WireFormatError as exc:
             raise Problem(400, "malformed-batch", "Malformed batch", str(exc)) from exc
         if not 0 < len(batch.images) <= settings.max_images:
@@ -104,24 +105,6 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
                 str(exc),
                 headers={"Retry-After": str(settings.retry_after_s)},
             ) from exc
-        point = manifest.ensemble.operating_points[point_name]
-        output = combine(logits, manifest.members)
-        labels = decide(output.probability, point.threshold)
-        names = [m.name for m in manifest.members]
-        results = [
-            EnsemblePrediction(
-                probability=float(output.probability[i]),
-                label=int(labels[i]),
-                uncertainty=float(output.uncertainty[i]),
-                members=dict(zip(names, map(float, output.member_probabilities[i]), strict=True)),
-            )
-            for i in range(len(labels))
-        ]
-        return InferResponse(
-            release=manifest.release_id,
-            operating_point=point_name,
-            threshold=point.threshold,
-            results=results,
-        )
+        return answer(logits, manifest, point_name)
 
     return app

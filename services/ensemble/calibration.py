@@ -4,7 +4,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.release import Member
+from services.common.inference import EnsemblePrediction, InferResponse
+from services.common.release import Member, ReleaseManifest
 
 
 @dataclass(frozen=True)
@@ -34,3 +35,28 @@ def combine(logits: np.ndarray, members: tuple[Member, ...]) -> EnsembleOutput:
 def decide(probability: np.ndarray, threshold: float) -> np.ndarray:
     """Label 1 where the probability reaches the operating point's threshold."""
     return (probability >= threshold).astype(np.int64)
+
+
+def answer(logits: np.ndarray, release: ReleaseManifest, operating_point: str) -> InferResponse:
+    """Calibrated probabilities, decisions and uncertainty for (N, M) member logits."""
+    point = release.ensemble.operating_points[operating_point]
+    output = combine(logits, release.members)
+    labels = decide(output.probability, point.threshold)
+    names = [m.name for m in release.members]
+    results = [
+        EnsemblePrediction(
+            probability=float(probability),
+            label=int(label),
+            uncertainty=float(uncertainty),
+            members=dict(zip(names, map(float, member_probabilities), strict=True)),
+        )
+        for probability, label, uncertainty, member_probabilities in zip(
+            output.probability, labels, output.uncertainty, output.member_probabilities, strict=True
+        )
+    ]
+    return InferResponse(
+        release=release.release_id,
+        operating_point=operating_point,
+        threshold=point.threshold,
+        results=results,
+    )

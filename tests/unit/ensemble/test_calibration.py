@@ -35,3 +35,14 @@ def test_sigmoid_is_stable_at_extremes() -> None:
 
 def test_decision_includes_the_threshold() -> None:
     np.testing.assert_array_equal(decide(np.array([0.29, 0.3, 0.31]), 0.3), [0, 1, 1])
+
+
+def test_answer_applies_the_named_operating_point(tmp_path) -> None:
+    from services.ensemble.calibration import answer
+    from tests.unit.common.release_fixture import write_test_release
+
+    release = write_test_release(tmp_path)
+    response = answer(np.array([[-3.0], [0.0], [3.0]], dtype=np.float32), release, "screening")
+    assert response.release == release.release_id and response.operating_point == "screening"
+    assert [r.label for r in response.results] == [0, 1, 1]  # threshold 0.5, sigmoid(0) == 0.5
+    assert response.results[2].members == {"m1": sigmoid(np.array(3.0)).item()}
