@@ -1,0 +1,20 @@
+"""Shared fixtures for the training package's unit tests (CPU, two threads at most)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_pcam(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic set in PCam's layout, shared by tests that only read it."""
+    from training.data.synthetic import synthesize
+
+    directory = tmp_path_factory.mktemp("pcam")
+    synthesize(directory, {"train": 96, "valid": 64, "test": 16}, seed=7)
+    return directory

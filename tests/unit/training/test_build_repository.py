@@ -1,0 +1,117 @@
+"""`pcam build-repository` with the smoke config, end to end (about 15-60 s on 2 cores)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.special import expit
+from typer.testing import CliRunner
+
+from services.common.release import OPERATING_POINTS, ReleaseManifest, load_release
+from training.cli import app
+from training.config import load_config
+from training.data.pcam_h5 import data_files, iter_images, read_labels
+from training.export import onnx_logits, session
+from training.repository import BACKEND_SOURCE, config_pbtxt, sha256_file
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("build")
+    repo, work = root / "model_repository", root / "work"
+    args = ["build-repository", "--config", "smoke", "--output", str(repo), "--workdir", str(work)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return repo, work
+
+
+def test_manifest_validates_and_names_the_members(built):
+    repo, _ = built
+    raw = json.loads((repo / "release.json").read_text())
+    manifest = ReleaseManifest.model_validate(raw)
+    assert re.fullmatch(r"smoke-\d{14}-[0-9a-f]{8}", manifest.release_id)
+    assert [m.name for m in manifest.members] == [m.name for m in load_config("smoke").members]
+    assert set(manifest.ensemble.operating_points) == set(OPERATING_POINTS)
+    for member in manifest.members:
+        assert member.temperature > 0
+        assert {"auc", "nll_before", "nll_after"} <= set(member.metrics)
+
+
+def test_repository_files_match_the_manifest(built):
+    repo, work = built
+    manifest = load_release(repo)
+    smoke = load_config("smoke")
+    assert sorted(p.name for p in repo.iterdir()) == sorted(
+        [*(m.name for m in manifest.members), "release.json"]
+    )
+    for member in manifest.members:
+        assert sha256_file(repo / member.name / "1" / "model.onnx") == member.sha256
+        assert (repo / member.name / "1" / "model.py").read_bytes() == BACKEND_SOURCE.read_bytes()
+        assert (repo / member.name / "config.pbtxt").read_text() == config_pbtxt(member.name, smoke.triton)
+    data = {f.name: sha256_file(f) for f in data_files(work / "data")}
+    assert manifest.data.source == "synthetic" and manifest.data.checksums == data
+    assert len(data) >= 6
+
+
+def test_manifest_carries_the_fitted_stain_reference(built):
+    repo, work = built
+    fitted = json.loads((work / "stain_reference.json").read_text())
+    assert load_release(repo).stain_reference.model_dump(mode="json") == fitted
+
+
+def test_served_graph_reproduces_the_recorded_operating_points(built):
+    repo, work = built
+    manifest = load_release(repo)
+    valid = work / "normalized" / "valid.h5"
+    labels = read_labels(valid)
+    total = sum(m.weight for m in manifest.members)
+    p = (
+        sum(
+            m.weight
+            * expit(
+                onnx_logits(session(repo / m.name / "1" / "model.onnx"), iter_images(valid)) / m.temperature
+            )
+            for m in manifest.members
+        )
+        / total
+    )
+    for point in manifest.ensemble.operating_points.values():
+        predicted = p >= point.threshold
+        assert predicted[labels == 1].mean() == pytest.approx(point.sensitivity)
+        assert (~predicted[labels == 0]).mean() == pytest.approx(point.specificity)
+
+
+def test_existing_repository_is_refused_without_force(built):
+    repo, work = built
+    before = (repo / "release.json").read_bytes()
+    result = runner.invoke(app, ["build-repository", "-c", "smoke", "-o", str(repo), "-w", str(work)])
+    assert result.exit_code != 0 and "--force" in result.output
+    assert (repo / "release.json").read_bytes() == before
+    assert not [p for p in repo.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_steps_report_what_is_missing(tmp_path: Path):
+    result = runner.invoke(app, ["train", "--config", "smoke", "--workdir", str(tmp_path)])
+    assert result.exit_code == 1 and "pcam stain-reference" in result.output
+
+
+def test_help_lists_the_subcommands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("data", "stain-reference", "train", "export", "calibrate", "build-repository"):
+        assert command in result.output
+    assert "synthesize" in runner.invoke(app, ["data", "--help"]).output
+
+
+def test_smoke_members_reach_useful_validation_logits(built):
+    _, work = built
+    labels = read_labels(work / "normalized" / "valid.h5")
+    for member in load_config("smoke").members:
+        logits = np.load(work / "members" / member.name / "valid_logits.npy")
+        assert logits.shape == labels.shape and np.isfinite(logits).all()

@@ -1,0 +1,133 @@
+"""Temperature scaling, ensemble rule and operating points on simulated validation outputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.special import expit
+
+from services.common.release import OPERATING_POINTS, EnsembleRule
+from training.calibrate import (
+    bootstrap_rates,
+    calibrate,
+    ece,
+    ensemble_probability,
+    fit_temperature,
+    nll,
+    operating_points,
+    rates,
+)
+
+
+def simulated(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated logits and labels drawn from them."""
+    rng = np.random.default_rng(seed)
+    logits = rng.normal(0.0, 2.5, n)
+    return logits, (rng.uniform(size=n) < expit(logits)).astype(int)
+
+
+@pytest.mark.parametrize("true_temperature", [0.5, 1.0, 2.5])
+def test_temperature_fit_recovers_the_distortion(true_temperature: float):
+    logits, labels = simulated(40_000, seed=1)
+    fitted = fit_temperature(logits * true_temperature, labels)
+    assert fitted == pytest.approx(true_temperature, rel=0.05)
+
+
+def test_temperature_lowers_nll_and_ece_of_an_overconfident_model():
+    logits, labels = simulated(20_000, seed=2)
+    overconfident = 3.0 * logits
+    t = fit_temperature(overconfident, labels)
+    assert nll(overconfident, labels, t) < nll(overconfident, labels) - 0.05
+    assert ece(expit(overconfident / t), labels) < ece(expit(overconfident), labels) / 2
+
+
+def test_ece_of_calibrated_scores_is_small_and_of_constant_scores_is_the_gap():
+    logits, labels = simulated(50_000, seed=3)
+    assert ece(expit(logits), labels) < 0.02
+    assert ece(np.full(1000, 0.9), np.r_[np.ones(500), np.zeros(500)]) == pytest.approx(0.4)
+
+
+def test_ensemble_is_the_weighted_mean_of_calibrated_probabilities():
+    a, b = np.array([0.0, 2.0]), np.array([4.0, -2.0])
+    p = ensemble_probability({"a": a, "b": b}, {"a": 1.0, "b": 2.0}, {"a": 3.0, "b": 1.0})
+    assert p == pytest.approx((3 * expit(a) + expit(b / 2)) / 4)
+
+
+@pytest.fixture(scope="module")
+def scores() -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(4)
+    labels = (rng.uniform(size=3000) < 0.45).astype(int)
+    return labels, np.where(labels == 1, rng.beta(5, 2, 3000), rng.beta(2, 5, 3000))
+
+
+def _all_rates(labels, scores):
+    return [(t, *rates(labels, scores, t)) for t in np.unique(scores)]
+
+
+def test_screening_keeps_sensitivity_and_is_the_most_specific_such(scores):
+    labels, s = scores
+    op = operating_points(labels, s)["screening"]
+    assert op.sensitivity >= 0.95
+    best = max(spec for _, sens, spec in _all_rates(labels, s) if sens >= 0.95)
+    assert op.specificity == pytest.approx(best)
+
+
+def test_high_specificity_keeps_specificity_and_is_the_most_sensitive_such(scores):
+    labels, s = scores
+    op = operating_points(labels, s)["high_specificity"]
+    assert op.specificity >= 0.95
+    best = max(sens for _, sens, spec in _all_rates(labels, s) if spec >= 0.95)
+    assert op.sensitivity == pytest.approx(best)
+
+
+def test_balanced_maximizes_youden(scores):
+    labels, s = scores
+    op = operating_points(labels, s)["balanced"]
+    best = max(sens + spec - 1 for _, sens, spec in _all_rates(labels, s))
+    assert op.sensitivity + op.specificity - 1 == pytest.approx(best)
+
+
+def test_operating_points_report_their_own_rates(scores):
+    # No ordering of thresholds is asserted: for a strong model both floors can hold at once, and
+    # then screening's threshold can lie above high_specificity's (seen on the demo release).
+    labels, s = scores
+    points = operating_points(labels, s)
+    assert set(points) == set(OPERATING_POINTS)
+    for p in points.values():
+        assert (p.sensitivity, p.specificity) == rates(labels, s, p.threshold)
+        assert 0 <= p.threshold <= 1 and p.criterion
+
+
+def test_operating_points_need_both_classes():
+    with pytest.raises(ValueError):
+        operating_points(np.ones(10), np.linspace(0, 1, 10))
+
+
+def test_bootstrap_interval_brackets_the_estimate(scores):
+    labels, s = scores
+    sens, spec = rates(labels, s, 0.5)
+    ci = bootstrap_rates(labels, s, 0.5, rounds=300)
+    assert ci["sensitivity"][0] < sens < ci["sensitivity"][1]
+    assert ci["specificity"][0] < spec < ci["specificity"][1]
+
+
+def test_bootstrap_resamples_groups_not_patches(scores):
+    labels, s = scores
+    sens, _ = rates(labels, s, 0.5)
+    # One slide holding every patch: every resample is that slide, so no spread at all.
+    ci = bootstrap_rates(labels, s, 0.5, groups=np.zeros(len(labels)), rounds=50)
+    assert ci["sensitivity"] == pytest.approx((sens, sens))
+
+
+def test_calibrate_produces_the_manifest_ensemble_rule():
+    logits, labels = simulated(4000, seed=5)
+    result = calibrate({"a": 2 * logits, "b": logits + 0.3}, labels, {"a": 1.0, "b": 2.0})
+    assert isinstance(result.ensemble, EnsembleRule)
+    assert result.members["a"].temperature == pytest.approx(2.0, rel=0.1)
+    assert result.members["b"].weight == 2.0
+    for key in ("auc", "nll_before", "nll_after", "ece_before", "ece_after"):
+        assert key in result.members["a"].metrics
+    assert result.members["a"].metrics["nll_after"] <= result.members["a"].metrics["nll_before"]
+    assert {"auc", "nll", "ece_before", "ece_after", "screening_sensitivity_ci_low"} <= set(
+        result.ensemble.metrics
+    )

@@ -1,0 +1,128 @@
+"""Triton config generation, release ids and the all-or-nothing repository write."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from services.common.release import (
+    DataProvenance,
+    EnsembleRule,
+    OperatingPoint,
+    StainReference,
+    load_release,
+)
+from training.config import TritonConfig
+from training.repository import (
+    BACKEND_SOURCE,
+    MemberArtifact,
+    build_manifest,
+    config_pbtxt,
+    release_id,
+    sha256_file,
+    write_repository,
+)
+
+TRITON = TritonConfig(
+    max_batch_size=32, max_queue_delay_microseconds=1500, instance_count=2, intra_op_threads=3
+)
+
+
+def test_config_pbtxt_states_the_contract_and_the_serving_settings():
+    text = config_pbtxt("resnet", TRITON)
+    compact = " ".join(text.split())
+    assert 'name: "resnet"' in compact and 'backend: "python"' in compact
+    assert "max_batch_size: 32" in compact
+    assert 'input [ { name: "image" data_type: TYPE_UINT8 dims: [ 96, 96, 3 ] } ]' in compact
+    assert 'output [ { name: "logit" data_type: TYPE_FP32 dims: [ 1 ] } ]' in compact
+    assert "instance_group [ { kind: KIND_CPU count: 2 } ]" in compact
+    assert "dynamic_batching { max_queue_delay_microseconds: 1500 }" in compact
+    assert 'key: "intra_op_thread_count" value: { string_value: "3" }' in compact
+
+
+def test_config_pbtxt_parses_as_a_triton_model_config():
+    text_format = pytest.importorskip("google.protobuf.text_format")
+    model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    config = text_format.Parse(config_pbtxt("vit", TRITON), model_config_pb2.ModelConfig())
+    assert config.name == "vit" and config.backend == "python" and config.max_batch_size == 32
+    (inp,), (out,) = config.input, config.output
+    assert (inp.name, list(inp.dims), inp.data_type) == ("image", [96, 96, 3], model_config_pb2.TYPE_UINT8)
+    assert (out.name, list(out.dims), out.data_type) == ("logit", [1], model_config_pb2.TYPE_FP32)
+    assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
+    assert config.dynamic_batching.max_queue_delay_microseconds == 1500
+    assert config.parameters["intra_op_thread_count"].string_value == "3"
+
+
+def test_release_id_names_prefix_time_and_weights():
+    created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    rid = release_id("demo", ["a" * 64, "b" * 64], created)
+    assert re.fullmatch(r"demo-20260102030405-[0-9a-f]{8}", rid)
+    assert release_id("demo", ["a" * 64, "c" * 64], created) != rid  # other weights, other release
+
+
+@pytest.fixture
+def members(tmp_path: Path) -> list[MemberArtifact]:
+    out = []
+    for name in ("alpha", "beta"):
+        onnx = tmp_path / f"{name}.onnx"
+        onnx.write_bytes(name.encode() * 100)
+        out.append(
+            MemberArtifact(name, "test_resnet", onnx, temperature=1.5, weight=1.0, metrics={"auc": 0.9})
+        )
+    return out
+
+
+def _manifest(members: list[MemberArtifact]):
+    point = OperatingPoint(threshold=0.5, sensitivity=0.9, specificity=0.9, criterion="test")
+    return build_manifest(
+        "unit",
+        members,
+        DataProvenance(source="synthetic"),
+        StainReference(stain_matrix=((0.6, 0.2), (0.7, 0.8), (0.4, 0.5)), max_concentrations=(1.9, 1.0)),
+        EnsembleRule(operating_points=dict.fromkeys(("screening", "balanced", "high_specificity"), point)),
+    )
+
+
+def test_repository_layout_and_manifest(tmp_path: Path, members):
+    target = tmp_path / "repo"
+    write_repository(target, members, _manifest(members), TRITON)
+    manifest = load_release(target)
+    assert sorted(p.name for p in target.iterdir()) == ["alpha", "beta", "release.json"]
+    for m in manifest.members:
+        assert (target / m.name / "config.pbtxt").read_text() == config_pbtxt(m.name, TRITON)
+        assert sha256_file(target / m.name / "1" / "model.onnx") == m.sha256
+        assert (target / m.name / "1" / "model.py").read_bytes() == BACKEND_SOURCE.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_existing_repository_is_kept_unless_forced(tmp_path: Path, members):
+    target = tmp_path / "repo"
+    first = write_repository(target, members, _manifest(members[:1]), TRITON)
+    with pytest.raises(FileExistsError, match="--force"):
+        write_repository(target, members, _manifest(members), TRITON)
+    assert [m.name for m in load_release(first).members] == ["alpha"]
+    write_repository(target, members, _manifest(members), TRITON, force=True)
+    assert [m.name for m in load_release(target).members] == ["alpha", "beta"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_directory_holding_only_documentation_is_filled_and_keeps_it(tmp_path: Path, members):
+    target = tmp_path / "repo"
+    target.mkdir()
+    (target / "README.md").write_text("generated by pcam build-repository\n")
+    write_repository(target, members, _manifest(members), TRITON)
+    assert (target / "release.json").exists()
+    write_repository(target, members, _manifest(members), TRITON, force=True)
+    assert (target / "README.md").read_text() == "generated by pcam build-repository\n"
+
+
+def test_failed_write_leaves_nothing_half_built(tmp_path: Path, members):
+    manifest = _manifest(members)
+    members[1].onnx.unlink()  # the copy of the second member fails mid-way
+    with pytest.raises(FileNotFoundError):
+        write_repository(tmp_path / "repo", members, manifest, TRITON)
+    assert not (tmp_path / "repo").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

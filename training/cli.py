@@ -1,0 +1,198 @@
+"""`pcam`: the offline side's command line (research use only, not for diagnosis)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from training.config import RunConfig, bundled_configs, load_config, save_config
+from training.workdir import WorkDir
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+    from services.common.release import EnsembleRule, Member
+    from training.calibrate import MemberCalibration
+
+app = typer.Typer(
+    help="PCam tumor detection, offline side: data, stain reference, training, export, calibration and "
+    "the Triton model repository. Research use only, not for diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Data sets in PCam's HDF5 layout.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console(stderr=True)  # logs, progress and errors
+out = Console()  # results
+log = logging.getLogger("training")
+
+ConfigOption = Annotated[
+    str,
+    typer.Option("--config", "-c", help=f"Run config: a YAML path or a bundled name {bundled_configs()}."),
+]
+WorkdirOption = Annotated[Path, typer.Option("--workdir", "-w", help="Work directory of the run.")]
+MemberOption = Annotated[
+    list[str] | None, typer.Option("--member", "-m", help="Only this member (repeatable); default all.")
+]
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Expected failures (missing inputs, bad config, failed parity) end with a message, not a traceback.
+
+    The traceback is still logged at debug level: `pcam -v ...` shows it.
+    """
+    try:
+        yield
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
+        log.debug("failed", exc_info=True)
+        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
+        console.print(f"[red]error:[/red] {message}")
+        raise typer.Exit(1) from exc
+
+
+def _pipeline():
+    # Imported on use: it pulls in torch and timm, which `pcam --help` should not wait for.
+    from training import pipeline
+
+    return pipeline
+
+
+def _start(config: str, workdir: Path) -> tuple[RunConfig, WorkDir]:
+    cfg = load_config(config)
+    work = WorkDir(workdir)
+    save_config(cfg, work.config)
+    return cfg, work
+
+
+@data_app.command("synthesize")
+def synthesize(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the PCam-named files.")],
+    train: Annotated[int, typer.Option(help="Training patches.")] = 8192,
+    valid: Annotated[int, typer.Option(help="Validation patches.")] = 2048,
+    test: Annotated[int, typer.Option(help="Test patches.")] = 2048,
+    seed: Annotated[int, typer.Option(help="Same seed, same data.")] = 0,
+) -> None:
+    """Write a synthetic PCam-like set (H&E-looking patches, center-32 labels, periphery decoys)."""
+    from training.data.synthetic import synthesize as write
+
+    with _user_errors():
+        summary = write(output, {"train": train, "valid": valid, "test": test}, seed)
+    for split, counts in summary.items():
+        out.print(f"{split}: {counts}")
+
+
+@app.command("stain-reference")
+def stain_reference(config: ConfigOption, workdir: WorkdirOption) -> None:
+    """Fit the Macenko stain reference on training patches and cache stain-normalized train/valid splits.
+
+    Synthesizes the configured data set into the work dir first if it is not there.
+    """
+    with _user_errors():
+        cfg, work = _start(config, workdir)
+        _pipeline().prepare_data(cfg, work)
+        reference = _pipeline().fit_stain(cfg, work)
+    out.print(reference.model_dump())
+
+
+@app.command("train")
+def train(config: ConfigOption, workdir: WorkdirOption, member: MemberOption = None) -> None:
+    """Train members on the normalized splits; keeps each member's best epoch by validation AUC."""
+    with _user_errors():
+        cfg, work = _start(config, workdir)
+        results = _pipeline().train(cfg, work, member)
+    for name, result in results.items():
+        out.print(f"{name}: best epoch {result.best_epoch}, valid AUC {result.best_auc:.4f}")
+
+
+@app.command("export")
+def export(config: ConfigOption, workdir: WorkdirOption, member: MemberOption = None) -> None:
+    """Export trained members to ONNX, check parity with PyTorch, collect validation logits."""
+    with _user_errors():
+        cfg, work = _start(config, workdir)
+        paths = _pipeline().export(cfg, work, member)
+    for name, path in paths.items():
+        out.print(f"{name}: {path}")
+
+
+@app.command("calibrate")
+def calibrate(config: ConfigOption, workdir: WorkdirOption) -> None:
+    """Fit temperatures and the ensemble's operating points on validation logits."""
+    with _user_errors():
+        cfg, work = _start(config, workdir)
+        result = _pipeline().calibrate_members(cfg, work)
+    _print_summary(result.members, result.ensemble)
+
+
+@app.command("build-repository")
+def build_repository(
+    config: ConfigOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model repository directory to create.")],
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", "-w", help="Keep intermediate files here (default: temporary)."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model repository.")] = False,
+) -> None:
+    """Run the whole pipeline and write the Triton model repository with its release.json."""
+    started = time.perf_counter()
+    with _user_errors():
+        cfg = load_config(config)
+        if workdir is None:
+            with tempfile.TemporaryDirectory(prefix="pcam-work-") as tmp:
+                manifest = _pipeline().build_repository(cfg, output, WorkDir(Path(tmp)), force)
+        else:
+            manifest = _pipeline().build_repository(cfg, output, WorkDir(workdir), force)
+    _print_summary(
+        {m.name: m for m in manifest.members}, manifest.ensemble, title=f"release {manifest.release_id}"
+    )
+    out.print(f"model repository {output} built in {time.perf_counter() - started:.0f} s")
+
+
+def _print_summary(
+    members: Mapping[str, Member | MemberCalibration], ensemble: EnsembleRule, title: str = "validation"
+) -> None:
+    """Validation metrics per member and of the ensemble, and the operating points, as tables."""
+    table = Table(title=title)
+    for column in ("member", "temperature", "AUC", "NLL before", "NLL after", "ECE after"):
+        table.add_column(column)
+    for name, m in members.items():
+        metrics = m.metrics
+        table.add_row(
+            name,
+            f"{m.temperature:.3f}",
+            *(f"{metrics[k]:.4f}" for k in ("auc", "nll_before", "nll_after", "ece_after")),
+        )
+    table.add_row("ensemble", "", f"{ensemble.metrics['auc']:.4f}", "", f"{ensemble.metrics['nll']:.4f}",
+                  f"{ensemble.metrics['ece_after']:.4f}")  # fmt: skip
+    out.print(table)
+    points = Table(title="operating points")
+    for column in ("name", "threshold", "sensitivity", "specificity"):
+        points.add_column(column)
+    for name, p in ensemble.operating_points.items():
+        points.add_row(name, f"{p.threshold:.4f}", f"{p.sensitivity:.3f}", f"{p.specificity:.3f}")
+    out.print(points)
+
+
+def main() -> None:
+    """Console script entry point."""
+    app()

@@ -1,0 +1,127 @@
+"""Run configurations: YAML files that name data, members and serving settings, checked by pydantic."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+BUNDLED_DIR = Path(__file__).parent / "configs"
+MEMBER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
+"""As services.common.release.Member.name: the name is also the Triton model (directory) name."""
+RELEASE_PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
+
+
+class _Strict(BaseModel):
+    # A misspelt key must fail loudly, not fall back to a default silently.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SyntheticData(_Strict):
+    """Sizes and seed of a synthetic PCam-like set (training.data.synthetic)."""
+
+    train: int = Field(ge=16)
+    valid: int = Field(ge=16)
+    test: int = Field(ge=1)
+    seed: int = 0
+
+    def sizes(self) -> dict[str, int]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+
+class DataConfig(_Strict):
+    """Either a synthetic set (generated into the work dir) or a directory holding PCam's HDF5 files."""
+
+    synthetic: SyntheticData | None = None
+    pcam_dir: Path | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> DataConfig:
+        if (self.synthetic is None) == (self.pcam_dir is None):
+            raise ValueError("data needs exactly one of 'synthetic' or 'pcam_dir'")
+        return self
+
+    @property
+    def source(self) -> str:
+        """The manifest's name for it: 'synthetic' or 'pcam'."""
+        return "synthetic" if self.synthetic is not None else "pcam"
+
+
+class StainConfig(_Strict):
+    fit_patches: int = Field(512, ge=1, description="Training patches sampled to fit the Macenko reference.")
+
+
+class MemberConfig(_Strict):
+    """One ensemble member: a timm architecture trained from scratch."""
+
+    name: str = Field(pattern=MEMBER_NAME_PATTERN)
+    architecture: str = Field(description="A timm model name, e.g. resnet18, test_vit.")
+    epochs: int = Field(ge=1)
+    batch_size: int = Field(64, ge=2)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    weight: float = Field(1.0, gt=0, description="Weight of this member in the ensemble mean.")
+    model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra timm.create_model args.")
+
+
+class TritonConfig(_Strict):
+    """Serving settings written into every member's config.pbtxt."""
+
+    max_batch_size: int = Field(64, ge=1)
+    max_queue_delay_microseconds: int = Field(2000, ge=0)
+    instance_count: int = Field(1, ge=1)
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads; 0 lets it decide.")
+
+
+class RunConfig(_Strict):
+    release_prefix: str = Field(pattern=RELEASE_PREFIX_PATTERN)
+    seed: int = 0
+    threads: int = Field(2, ge=1, description="torch / onnxruntime threads while training and exporting.")
+    data: DataConfig
+    stain: StainConfig = StainConfig()
+    members: tuple[MemberConfig, ...] = Field(min_length=1)
+    triton: TritonConfig = TritonConfig()
+
+    @model_validator(mode="after")
+    def _unique_members(self) -> RunConfig:
+        names = [m.name for m in self.members]
+        if len(set(names)) != len(names):
+            raise ValueError(f"member names must be unique: {names}")
+        return self
+
+    def member(self, name: str) -> MemberConfig:
+        for member in self.members:
+            if member.name == name:
+                return member
+        raise KeyError(f"no member {name!r}; members: {[m.name for m in self.members]}")
+
+
+def bundled_configs() -> list[str]:
+    """Names of the configs shipped with the package (training/configs/*.yaml)."""
+    return sorted(p.stem for p in BUNDLED_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path) -> Path:
+    """A YAML path as given, or the bundled config of that name (e.g. 'demo')."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    bundled = BUNDLED_DIR / f"{name_or_path}.yaml"
+    if bundled.is_file():
+        return bundled
+    raise FileNotFoundError(f"no config file {path} and no bundled config of that name {bundled_configs()}")
+
+
+def load_config(name_or_path: str | Path) -> RunConfig:
+    """Read and validate a run config (a path, or a bundled config's name)."""
+    raw = yaml.safe_load(resolve_config(name_or_path).read_text())
+    return RunConfig.model_validate(raw)
+
+
+def save_config(config: RunConfig, path: Path) -> Path:
+    """Write the resolved config (defaults filled in) as YAML, so a run records what it ran with."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return path

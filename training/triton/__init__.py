@@ -1,0 +1,1 @@
+"""The Triton python-backend model copied into each member's version directory."""

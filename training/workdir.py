@@ -1,0 +1,60 @@
+"""Where each pipeline step reads and writes inside a work directory (one place, so steps agree)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class WorkDir:
+    """Layout of a work directory:
+
+    config.yaml  data/ (synthetic PCam files)  stain_reference.json  normalized/<split>.h5
+    members/<name>/{checkpoint.pt, history.json, model.onnx, valid_logits.npy}  calibration.json
+    """
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def stain_reference(self) -> Path:
+        return self.root / "stain_reference.json"
+
+    def normalized(self, split: str) -> Path:
+        return self.root / "normalized" / f"{split}.h5"
+
+    def member(self, name: str) -> Path:
+        path = self.root / "members" / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def checkpoint(self, name: str) -> Path:
+        return self.member(name) / "checkpoint.pt"
+
+    def onnx(self, name: str) -> Path:
+        return self.member(name) / "model.onnx"
+
+    def valid_logits(self, name: str) -> Path:
+        return self.member(name) / "valid_logits.npy"
+
+    @property
+    def calibration(self) -> Path:
+        return self.root / "calibration.json"
+
+
+def require(path: Path, step: str) -> Path:
+    """Return path if it exists, else say which step makes it."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run `pcam {step}` first")
+    return path
