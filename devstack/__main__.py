@@ -41,7 +41,9 @@ def main() -> int:
             ],
             check=True,
         )
-    # SIGTERM stops the stack the same way Ctrl-C does.
+    # Ctrl-C and SIGTERM both unwind the stack's context manager, which stops every process.
+    # SIGINT is set explicitly: a shell starting us in the background would have it ignored.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     config = StackConfig(
         model_repository=args.model_repository.resolve(),
@@ -59,6 +61,8 @@ def main() -> int:
             return 1
     except KeyboardInterrupt:
         return 0
+    finally:
+        print("Stopped every process of the stack.", flush=True)
 
 
 def _print_banner(config: StackConfig) -> None:
