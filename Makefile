@@ -41,7 +41,7 @@ repository: venv ## build the demo model repository (synthetic data) if there is
 run: system-deps venv triton-env repository ## start the local stack (gateway on :8080); Ctrl-C stops it
 	$(BIN)/python -m devstack --model-repository $(MODEL_REPOSITORY) --triton-venv $(TRITON_VENV)
 
-test: system-deps venv triton-env ## the whole test suite (unit + integration with real processes)
+test: system-deps venv triton-env lint ## lint + the whole test suite (unit + integration with real processes)
 	$(BIN)/python -m pytest
 
 test-unit: venv ## unit tests only

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from services.common.release import RELEASE_FILENAME
 
@@ -28,19 +28,7 @@ def main() -> int:
             f"No release in {args.model_repository}: building the demo repository from {args.config}",
             flush=True,
         )
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "training",
-                "build-repository",
-                "--config",
-                str(args.config),
-                "--output",
-                str(args.model_repository),
-            ],
-            check=True,
-        )
+        build_repository(args.config, args.model_repository)
     # Ctrl-C and SIGTERM both unwind the stack's context manager, which stops every process.
     # SIGINT is set explicitly: a shell starting us in the background would have it ignored.
     signal.signal(signal.SIGINT, signal.default_int_handler)

@@ -23,7 +23,7 @@ from services.common.uploads import read_body, read_files
 from services.gateway.cache import ResultCache
 from services.gateway.downstream import Downstream
 from services.gateway.predict import Outcome, predict_uploads
-from services.gateway.schemas import BatchResponse, ItemError, Prediction
+from services.gateway.schemas import BatchResponse, ItemError, Prediction, upload_request_body
 from services.gateway.settings import GatewaySettings
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp")
@@ -107,23 +107,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["predict"],
         summary="Predict one patch: multipart field `file`, or the image as the raw body.",
         responses=PROBLEM_RESPONSES,
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"file": {"type": "string", "format": "binary"}},
-                            "required": ["file"],
-                        }
-                    },
-                    **{
-                        media: {"schema": {"type": "string", "format": "binary"}} for media in RAW_IMAGE_TYPES
-                    },
-                },
-                "required": True,
-            }
-        },
+        openapi_extra=upload_request_body("file", many=False, raw_media_types=RAW_IMAGE_TYPES),
     )
     async def predict(
         request: Request,
@@ -147,22 +131,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         tags=["predict"],
         summary="Predict 1..N patches (multipart field `files`); a bad image gets its own error entry.",
         responses=PROBLEM_RESPONSES,
-        openapi_extra={
-            "requestBody": {
-                "content": {
-                    "multipart/form-data": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {
-                                "files": {"type": "array", "items": {"type": "string", "format": "binary"}}
-                            },
-                            "required": ["files"],
-                        }
-                    }
-                },
-                "required": True,
-            }
-        },
+        openapi_extra=upload_request_body("files", many=True),
     )
     async def predict_batch(
         request: Request,

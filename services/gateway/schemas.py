@@ -1,6 +1,10 @@
 """Public response models of the gateway (the API description users read)."""
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+BINARY = {"type": "string", "format": "binary"}
 
 
 class Quality(BaseModel):
@@ -39,3 +43,15 @@ class ItemError(BaseModel):
 class BatchResponse(BaseModel):
     results: list[Prediction | ItemError] = Field(description="One entry per uploaded file, in order.")
     request_id: str
+
+
+def upload_request_body(field: str, many: bool, raw_media_types: tuple[str, ...] = ()) -> dict[str, Any]:
+    """OpenAPI requestBody for multipart image uploads (routes read the body themselves, within limits)."""
+    schema = {"type": "array", "items": BINARY} if many else BINARY
+    content: dict[str, Any] = {
+        "multipart/form-data": {
+            "schema": {"type": "object", "properties": {field: schema}, "required": [field]}
+        },
+        **{media: {"schema": BINARY} for media in raw_media_types},
+    }
+    return {"requestBody": {"content": content, "required": True}}

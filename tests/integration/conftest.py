@@ -5,8 +5,6 @@ suite exercises training, export and serving together. Every process is stopped 
 when a test fails, and the teardown fails if any of them is left behind.
 """
 
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import httpx
 import pytest
 
 from devstack.processes import group_members
+from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from services.common.release import ReleaseManifest, load_release
 
@@ -29,22 +28,7 @@ def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A freshly trained and exported smoke ensemble in a Triton repository."""
     work = tmp_path_factory.mktemp("training")
     repository = work / "model_repository"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "training",
-            "build-repository",
-            "--config",
-            str(SMOKE_CONFIG),
-            "--output",
-            str(repository),
-            "--workdir",
-            str(work / "run"),
-        ],
-        check=True,
-        cwd=ROOT,
-    )
+    build_repository(SMOKE_CONFIG, repository, work / "run")
     return repository
 
 
