@@ -15,6 +15,7 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from services.common.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
+from services.ensemble.calibration import combine
 
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
 ECE_BINS = 15
@@ -60,9 +61,10 @@ def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
 def ensemble_probability(
     logits: Mapping[str, np.ndarray], temperatures: Mapping[str, float], weights: Mapping[str, float]
 ) -> np.ndarray:
-    """Weighted mean of the members' calibrated probabilities."""
-    total = sum(weights[name] for name in logits)
-    return sum(weights[name] * expit(logits[name] / temperatures[name]) for name in logits) / total
+    """Weighted mean of the members' calibrated probabilities, by the serving code's own rule."""
+    names = list(logits)
+    stacked = np.stack([np.asarray(logits[n], np.float64).reshape(-1) for n in names], axis=1)
+    return combine(stacked, [temperatures[n] for n in names], [weights[n] for n in names]).probability
 
 
 def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from services.common.release import (
     summarize,
 )
 from services.common.uploads import read_body
-from services.ensemble.calibration import answer
+from services.ensemble.answer import answer
 from services.ensemble.settings import EnsembleSettings
 from services.ensemble.triton import TritonMembers, TritonUnavailable
 

@@ -1,17 +1,11 @@
 import numpy as np
 
-from services.common.release import Member
 from services.ensemble.calibration import combine, decide, sigmoid
-
-
-def member(name: str, temperature: float, weight: float = 1.0) -> Member:
-    return Member(name=name, architecture="a", sha256="0" * 64, temperature=temperature, weight=weight)
 
 
 def test_temperatures_scale_each_member_before_averaging() -> None:
     logits = np.array([[2.0, -1.0], [0.0, 4.0]], dtype=np.float32)
-    members = (member("a", 2.0), member("b", 0.5))
-    output = combine(logits, members)
+    output = combine(logits, [2.0, 0.5], [1.0, 1.0])
     expected = np.stack([sigmoid(logits[:, 0] / 2.0), sigmoid(logits[:, 1] / 0.5)], axis=1)
     np.testing.assert_allclose(output.member_probabilities, expected)
     np.testing.assert_allclose(output.probability, expected.mean(axis=1))
@@ -20,7 +14,7 @@ def test_temperatures_scale_each_member_before_averaging() -> None:
 
 def test_weights_are_normalized() -> None:
     logits = np.array([[10.0, -10.0]])
-    output = combine(logits, (member("a", 1.0, weight=3.0), member("b", 1.0, weight=1.0)))
+    output = combine(logits, [1.0, 1.0], [3.0, 1.0])
     assert (
         abs(output.probability[0] - (0.75 * sigmoid(np.array(10.0)) + 0.25 * sigmoid(np.array(-10.0))))
         < 1e-12
@@ -38,7 +32,7 @@ def test_decision_includes_the_threshold() -> None:
 
 
 def test_answer_applies_the_named_operating_point(tmp_path) -> None:
-    from services.ensemble.calibration import answer
+    from services.ensemble.answer import answer
     from tests.unit.common.release_fixture import write_test_release
 
     release = write_test_release(tmp_path)
