@@ -150,18 +150,7 @@ class LocalStack:
                 },
             }[service]
         )
-        argv = [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "--factory",
-            f"services.{service}.app:create_app",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(getattr(p, service)),
-            "--no-access-log",
-        ]
+        argv = [sys.executable, "-m", f"services.{service}"]
         process = ManagedProcess(service, argv, self._log(service), env=env)
         self.processes[service] = process
         process.wait_until(

@@ -16,3 +16,6 @@ class ServiceSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)
     log_level: str = "info"
+    graceful_shutdown_s: float = Field(
+        20.0, gt=0, description="In-flight requests get this long after SIGTERM."
+    )
