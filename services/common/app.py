@@ -7,23 +7,29 @@ from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from services.common.metrics import HttpMetricsMiddleware
-from services.common.problems import install_problem_handlers
+from services.common.problems import UnhandledErrorMiddleware, install_problem_handlers
 from services.common.request_id import RequestIdMiddleware
+from services.common.uploads import BodyLimitMiddleware
 
 RESEARCH_USE_NOTICE = "**Research use only.** Not a medical device; not for diagnosis or treatment decisions."
 
 Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None] | AsyncIterator[None]]
 
 
-def create_service_app(service: str, title: str, description: str, lifespan: Lifespan) -> FastAPI:
-    """A FastAPI app with the shared middleware, error model, `/healthz` and `/metrics`."""
+def create_service_app(
+    service: str, title: str, description: str, lifespan: Lifespan, max_body_bytes: int
+) -> FastAPI:
+    """A FastAPI app with the shared middleware, error model, body cap, `/healthz` and `/metrics`."""
     app = FastAPI(
         title=title,
         description=f"{RESEARCH_USE_NOTICE}\n\n{description}",
         version="0.1.0",
         lifespan=lifespan,
     )
+    # Added innermost first; from the outside in: request id, 500 catch-all, metrics, body cap.
+    app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware, service=service)
+    app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(RequestIdMiddleware)
     install_problem_handlers(app)
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.request_id import current_request_id
 
@@ -62,7 +63,7 @@ def problem_response(problem: Problem) -> JSONResponse:
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Turn every error, including framework and unexpected ones, into problem+json."""
+    """Turn client and framework errors into problem+json (unexpected ones: UnhandledErrorMiddleware)."""
 
     @app.exception_handler(Problem)
     async def _problem(_: Request, exc: Problem) -> JSONResponse:
@@ -83,9 +84,31 @@ def install_problem_handlers(app: FastAPI) -> None:
         title = str(exc.detail) if isinstance(exc.detail, str) else "HTTP error"
         return problem_response(Problem(exc.status_code, kind, title, title, headers=exc.headers))
 
-    @app.exception_handler(Exception)
-    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unhandled error", exc_info=exc)
-        return problem_response(
-            Problem(500, "internal-error", "Internal error", "An unexpected error occurred.")
-        )
+
+class UnhandledErrorMiddleware:
+    """Answers an unexpected exception with a bare 500 problem (nothing internal leaks).
+
+    Sits inside RequestIdMiddleware, so even this answer carries the request id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        response_started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error")
+            if not response_started:
+                problem = Problem(500, "internal-error", "Internal error", "An unexpected error occurred.")
+                await problem_response(problem)(scope, receive, send)

@@ -1,8 +1,10 @@
-"""Reading uploaded images from multipart forms within limits, as problem+json on any violation."""
+"""Reading request bodies within limits, as problem+json on any violation."""
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.problems import Problem
 
@@ -15,20 +17,14 @@ def check_content_length(request: Request, limit: int) -> None:
     declared = request.headers.get("content-length")
     if declared is None:
         return
-    if not declared.isdigit():
+    if not (declared.isascii() and declared.isdigit()):
         raise Problem(400, "invalid-content-length", "Invalid Content-Length", f"Received {declared!r}.")
     if int(declared) > limit:
-        raise Problem(
-            413,
-            "payload-too-large",
-            "Payload too large",
-            f"Body of {declared} bytes exceeds the limit of {limit}.",
-        )
+        raise _too_large(limit)
 
 
 async def read_files(request: Request, field: str, max_files: int, max_bytes_each: int) -> list[bytes]:
     """The bytes of every file in multipart field `field`, in order; 1..max_files files required."""
-    check_content_length(request, max_files * (max_bytes_each + MULTIPART_OVERHEAD_BYTES))
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
         raise Problem(
@@ -39,8 +35,14 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
         )
     try:
         form = await request.form(max_files=max_files, max_fields=max_files)
-    except MultiPartException as exc:
-        raise Problem(400, "malformed-multipart", "Malformed multipart body", exc.message) from exc
+    except (MultiPartException, HTTPException) as exc:
+        # Starlette reports parser errors as HTTPException(400) inside an app.
+        message = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
+        if message.startswith(("Too many files", "Too many fields")):
+            raise Problem(
+                413, "too-many-files", "Too many files", f"At most {max_files} files per request."
+            ) from exc
+        raise Problem(400, "malformed-multipart", "Malformed multipart body", message) from exc
     try:
         uploads = form.getlist(field)
         if not uploads:
@@ -80,3 +82,36 @@ async def read_body(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class BodyLimitMiddleware:
+    """Caps every request body at `max_bytes`, also chunked ones, before anything buffers or spools it."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        received = 0
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _too_large(self.max_bytes)
+            return message
+
+        await self.app(scope, counting_receive, send)
+
+
+def max_multipart_bytes(max_files: int, max_bytes_each: int) -> int:
+    """The largest multipart body `max_files` files of `max_bytes_each` can make."""
+    return max_files * (max_bytes_each + MULTIPART_OVERHEAD_BYTES)
+
+
+def _too_large(limit: int) -> Problem:
+    return Problem(413, "payload-too-large", "Payload too large", f"Body exceeds the limit of {limit} bytes.")

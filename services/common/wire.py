@@ -9,6 +9,7 @@ batch can carry per-item failures while the tensor holds only the items that suc
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +21,7 @@ from services.common.contract import INPUT_SHAPE
 MEDIA_TYPE = "application/vnd.pcam.batch"
 _LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 4 * 1024 * 1024
+MAX_PATCHES = 65536
 
 
 class WireFormatError(ValueError):
@@ -62,7 +64,7 @@ def decode(body: bytes) -> Batch:
         raise WireFormatError(f"malformed frame header: {exc}") from exc
     _check_images(dtype, shape)
     payload = memoryview(body)[_LENGTH.size + header_len :]
-    expected = int(np.prod(shape))
+    expected = math.prod(shape)  # Python ints: no overflow from a hostile shape
     if len(payload) != expected:
         raise WireFormatError(f"tensor of shape {list(shape)} needs {expected} bytes, got {len(payload)}")
     images = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
@@ -71,11 +73,16 @@ def decode(body: bytes) -> Batch:
 
 def max_frame_bytes(max_images: int) -> int:
     """The largest frame a batch of `max_images` patches (with generous metadata) can need."""
-    return _LENGTH.size + MAX_HEADER_BYTES + max_images * int(np.prod(INPUT_SHAPE))
+    return _LENGTH.size + MAX_HEADER_BYTES + max_images * math.prod(INPUT_SHAPE)
 
 
 def _check_images(dtype: np.dtype, shape: tuple[int, ...]) -> None:
-    if dtype != np.uint8 or len(shape) != 4 or tuple(shape[1:]) != INPUT_SHAPE:
+    if (
+        dtype != np.uint8
+        or len(shape) != 4
+        or tuple(shape[1:]) != INPUT_SHAPE
+        or not 0 <= shape[0] <= MAX_PATCHES
+    ):
         raise WireFormatError(
             f"expected uint8 (N, {', '.join(map(str, INPUT_SHAPE))}), got {dtype} {list(shape)}"
         )

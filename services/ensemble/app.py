@@ -45,6 +45,7 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         "Runs every ensemble member on Triton, applies per-member temperatures, averages, and decides "
         "at the release's operating points. Internal: takes the binary `application/vnd.pcam.batch`.",
         lifespan,
+        max_body_bytes=wire.max_frame_bytes(settings.max_images),
     )
 
     def release(request: Request) -> ReleaseManifest:

@@ -19,7 +19,7 @@ from services.common.release import (
     ReleaseSummary,
 )
 from services.common.request_id import current_request_id
-from services.common.uploads import read_body, read_files
+from services.common.uploads import max_multipart_bytes, read_body, read_files
 from services.gateway.cache import ResultCache
 from services.gateway.downstream import Downstream
 from services.gateway.predict import Outcome, predict_uploads
@@ -71,6 +71,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "Calibrated tumor probabilities for 96x96 H&E patches (PatchCamelyon task: label 1 iff tumor "
         "lies in the center 32x32 region), with decisions at named operating points.",
         lifespan,
+        max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
 
     def cache(request: Request) -> ResultCache:

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, Response
 from services.common import wire
 from services.common.app import create_service_app
 from services.common.release import load_release
-from services.common.uploads import read_files
+from services.common.uploads import max_multipart_bytes, read_files
 from services.preprocess.metrics import BATCH_LATENCY, NORMALIZATIONS, REJECTED_IMAGES
 from services.preprocess.pipeline import preprocess_uploads
 from services.preprocess.settings import PreprocessSettings
@@ -34,6 +34,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         "Decodes and validates 96x96 H&E patches and Macenko-normalizes them to the release's stain "
         "reference. Internal: returns the batch in the binary `application/vnd.pcam.batch` format.",
         lifespan,
+        max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
 
     @app.get("/readyz", tags=["operations"], summary="Ready: the stain reference is loaded.")

@@ -3,7 +3,7 @@
 from io import BytesIO
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from services.common.contract import PATCH_SIZE
 from services.common.problems import Problem
@@ -24,8 +24,8 @@ def decode_patch(data: bytes) -> np.ndarray:
     try:
         image = Image.open(BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(422, "image-too-large", "Image too large", str(exc)) from exc
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ImageRejected(422, "decompression-bomb", "Decompression bomb", str(exc)) from exc
+    except Exception as exc:  # Pillow raises many types on hostile headers: all mean "not decodable"
         raise ImageRejected(
             415,
             "unsupported-image",
@@ -33,34 +33,37 @@ def decode_patch(data: bytes) -> np.ndarray:
             f"Not a decodable image in a supported format ({', '.join(SUPPORTED_FORMATS)}).",
         ) from exc
     with image:
-        # Dimensions come from the header: checked before any pixel is decoded.
-        if image.size != (PATCH_SIZE, PATCH_SIZE):
-            width, height = image.size
-            raise ImageRejected(
-                422,
-                "wrong-size",
-                "Wrong image size",
-                f"Received {width}x{height}; {PATCH_SIZE}x{PATCH_SIZE} is required.",
-            )
-        if getattr(image, "n_frames", 1) != 1:
-            raise ImageRejected(
-                422,
-                "multi-frame-image",
-                "Multi-frame image",
-                f"Received {image.n_frames} frames; 1 is required.",
-            )
-        if image.mode not in CONVERTIBLE_MODES:
-            raise ImageRejected(
-                422,
-                "unsupported-mode",
-                "Unsupported pixel mode",
-                f"Received mode {image.mode}; 8-bit RGB (or a mode convertible to it) is required.",
-            )
         try:
+            _check_header(image)
             image.load()
-            rgb = image.convert("RGB")
-        except (OSError, ValueError, SyntaxError) as exc:
+            return np.asarray(image.convert("RGB"), dtype=np.uint8)
+        except ImageRejected:
+            raise
+        except Exception as exc:  # truncated or corrupt pixel data, whatever Pillow raises for it
             raise ImageRejected(
-                422, "corrupt-image", "Corrupt image", f"The {image.format} data could not be decoded: {exc}"
+                422, "corrupt-image", "Corrupt image", f"The {image.format} data could not be decoded."
             ) from exc
-        return np.asarray(rgb, dtype=np.uint8)
+
+
+def _check_header(image: Image.Image) -> None:
+    """Size, frame count and mode, all from the header: checked before any pixel is decoded."""
+    if image.size != (PATCH_SIZE, PATCH_SIZE):
+        width, height = image.size
+        raise ImageRejected(
+            422,
+            "wrong-size",
+            "Wrong image size",
+            f"Received {width}x{height}; {PATCH_SIZE}x{PATCH_SIZE} is required.",
+        )
+    frames = getattr(image, "n_frames", 1)
+    if frames != 1:
+        raise ImageRejected(
+            422, "multi-frame-image", "Multi-frame image", f"Received {frames} frames; 1 is required."
+        )
+    if image.mode not in CONVERTIBLE_MODES:
+        raise ImageRejected(
+            422,
+            "unsupported-mode",
+            "Unsupported pixel mode",
+            f"Received mode {image.mode}; 8-bit RGB (or a mode convertible to it) is required.",
+        )

@@ -1,5 +1,6 @@
 from contextlib import asynccontextmanager
 
+from fastapi import Request
 from fastapi.testclient import TestClient
 
 from services.common.app import create_service_app
@@ -12,7 +13,7 @@ async def _noop(_app):
 
 
 def _client() -> TestClient:
-    app = create_service_app("test", "t", "d", _noop)
+    app = create_service_app("test", "t", "d", _noop, max_body_bytes=1024)
 
     @app.get("/teapot")
     async def teapot() -> None:
@@ -55,13 +56,28 @@ def test_validation_errors_and_unknown_routes_are_problems() -> None:
     assert missing.status_code == 404 and missing.headers["content-type"] == PROBLEM_MEDIA_TYPE
 
 
-def test_unexpected_errors_do_not_leak_internals() -> None:
-    response = _client().get("/boom")
-    assert response.status_code == 500
+def test_unexpected_errors_are_bare_problems_with_the_request_id() -> None:
+    response = _client().get("/boom", headers={"X-Request-ID": "boom-1"})
+    assert response.status_code == 500 and response.headers["content-type"] == PROBLEM_MEDIA_TYPE
     assert "secret" not in response.text
+    assert response.json()["request_id"] == "boom-1" and response.headers["x-request-id"] == "boom-1"
 
 
 def test_problem_survives_a_hop() -> None:
     original = Problem(422, "wrong-size", "Wrong image size", "Received 10x10.", extra=1)
     rebuilt = Problem.from_dict({**original.to_dict(), "request_id": "r"})
     assert rebuilt.to_dict() == original.to_dict()
+
+
+def test_chunked_bodies_are_capped_without_content_length() -> None:
+    app = create_service_app("test", "t", "d", _noop, max_body_bytes=1000)
+
+    @app.post("/echo")
+    async def echo(request: Request) -> int:
+        return len(await request.body())
+
+    client = TestClient(app)
+    chunks = (b"x" * 300 for _ in range(5))  # a generator: sent chunked, no Content-Length
+    response = client.post("/echo", content=chunks)
+    assert response.status_code == 413 and response.headers["content-type"] == PROBLEM_MEDIA_TYPE
+    assert client.post("/echo", content=(b"x" * 300 for _ in range(3))).json() == 900

@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -47,3 +49,11 @@ def test_corrupt_frames_are_rejected(mutate) -> None:
 def test_only_contract_shaped_uint8_is_encoded(images: np.ndarray) -> None:
     with pytest.raises(wire.WireFormatError):
         wire.encode(wire.Batch(images))
+
+
+@pytest.mark.parametrize("n", [-1, 2**54 + 1, 10**6])
+def test_hostile_shapes_are_rejected_not_overflowed(n: int) -> None:
+    header = json.dumps({"dtype": "uint8", "shape": [n, 96, 96, 3]}).encode()
+    body = len(header).to_bytes(4, "big") + header + bytes(96 * 96 * 3)
+    with pytest.raises(wire.WireFormatError):
+        wire.decode(body)

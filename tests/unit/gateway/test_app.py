@@ -37,7 +37,7 @@ def test_json_instead_of_an_image_is_415(client) -> None:
 
 def test_too_many_batch_files_is_a_problem(client) -> None:
     response = client.post("/v1/predict/batch", files=[("files", (str(i), b"x")) for i in range(3)])
-    assert response.status_code == 400 and response.headers["content-type"] == PROBLEM
+    assert response.status_code == 413 and response.headers["content-type"] == PROBLEM
 
 
 def test_unknown_operating_point_is_422_before_any_work(client) -> None:
@@ -55,3 +55,12 @@ def test_readyz_reports_each_dependency(client) -> None:
     response = client.get("/readyz")
     assert response.status_code == 503
     assert response.json() == {"status": "not ready", "redis": False, "preprocess": False, "ensemble": False}
+
+
+def test_malformed_multipart_is_400(client) -> None:
+    response = client.post(
+        "/v1/predict",
+        content=b"--nope\r\ngarbage",
+        headers={"content-type": "multipart/form-data; boundary=xyz"},
+    )
+    assert response.status_code in (400, 422) and response.headers["content-type"] == PROBLEM

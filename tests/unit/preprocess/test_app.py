@@ -33,7 +33,7 @@ def test_readyz_names_the_release(client) -> None:
 def test_too_many_files_is_a_problem(client, patch_paths) -> None:
     files = [("files", (f"{i}.png", patch_paths[0].read_bytes())) for i in range(4)]
     response = client.post("/v1/preprocess", files=files)
-    assert response.status_code == 400
+    assert response.status_code == 413 and "3 files" in response.json()["detail"]
     assert response.headers["content-type"] == "application/problem+json"
 
 

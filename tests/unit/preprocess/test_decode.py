@@ -2,6 +2,8 @@ from io import BytesIO
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from services.preprocess.decode import ImageRejected, decode_patch
@@ -100,3 +102,19 @@ def test_multi_frame_tiff_is_rejected() -> None:
     data = encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
     problem = rejected(data)
     assert problem.status == 422 and "2 frames" in problem.detail
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP"])
+@given(data=st.data())
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_mutated_files_decode_or_are_rejected_never_crash(fmt: str, data) -> None:
+    original = bytearray(encode(rgb_patch(), fmt))
+    for _ in range(data.draw(st.integers(1, 8))):
+        original[data.draw(st.integers(0, len(original) - 1))] = data.draw(st.integers(0, 255))
+    cut = data.draw(st.integers(1, len(original)))
+    try:
+        decoded = decode_patch(bytes(original[:cut]))
+    except ImageRejected as rejected:
+        assert 400 <= rejected.status < 500
+    else:
+        assert decoded.dtype == np.uint8 and decoded.shape == (96, 96, 3)
