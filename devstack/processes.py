@@ -36,14 +36,18 @@ class ManagedProcess:
         self.name, self.log_path = name, log_path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = log_path.open("ab")
-        self.popen = subprocess.Popen(
-            list(argv),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})},
-            start_new_session=True,
-        )
+        try:
+            self.popen = subprocess.Popen(
+                list(argv),
+                stdout=self._log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, **(env or {})},
+                start_new_session=True,
+            )
+        except BaseException:
+            self._log.close()
+            raise
 
     def alive(self) -> bool:
         return self.popen.poll() is None
@@ -77,12 +81,13 @@ class ManagedProcess:
                     self.popen.wait(grace_s)
                 except subprocess.TimeoutExpired:
                     self._signal(signal.SIGKILL)
-                    self.popen.wait(5)
             # Children (e.g. Triton's python backend stubs) may outlive the leader.
             deadline = time.monotonic() + grace_s
             while group_members(self.popen.pid) and time.monotonic() < deadline:
                 self._signal(signal.SIGKILL)
                 time.sleep(POLL_INTERVAL_S / 4)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.popen.wait(grace_s)  # reap the leader: no zombie left behind
         finally:
             self._log.close()
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import signal
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +16,8 @@ import redis
 from devstack.processes import ManagedProcess, free_port, http_ok
 from devstack.triton import TritonInstall
 from services.common import ports
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -81,10 +85,18 @@ class LocalStack:
         self.stop()
 
     def stop(self) -> None:
-        """Stop every started process, last started first."""
-        for process in reversed(list(self.processes.values())):
-            process.stop()
-        self.processes.clear()
+        """Stop every started process, last started first; one failing to stop never spares the rest."""
+        # A second Ctrl-C while stopping must not leave the remaining processes running.
+        previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            for process in reversed(list(self.processes.values())):
+                try:
+                    process.stop()
+                except Exception:
+                    logger.exception("stopping %s failed", process.name)
+            self.processes.clear()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
     def _log(self, name: str) -> Path:
         return self.config.work_dir / "logs" / f"{name}.log"
@@ -110,8 +122,10 @@ class LocalStack:
             except redis.RedisError:
                 return False
 
-        process.wait_until(pong, 30, "answering PING")
-        client.close()
+        try:
+            process.wait_until(pong, 30, "answering PING")
+        finally:
+            client.close()
 
     def _start_triton(self) -> None:
         install = TritonInstall(self.config.triton_venv)

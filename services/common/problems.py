@@ -40,7 +40,7 @@ class Problem(Exception):
         """Rebuild a problem received from another service."""
         known = {"type", "title", "status", "detail", "request_id"}
         extensions = {k: v for k, v in body.items() if k not in known}
-        kind = str(body.get("type", "about:blank")).removeprefix(PROBLEM_TYPE_BASE)
+        kind = problem_kind(str(body.get("type", "about:blank")))
         return cls(int(body["status"]), kind, str(body["title"]), str(body.get("detail", "")), **extensions)
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +52,24 @@ class Problem(Exception):
             "detail": self.detail,
             **self.extensions,
         }
+
+
+class ServiceUnavailable(Problem):
+    """A dependency is down or busy: 503 with Retry-After, so clients back off and retry."""
+
+    def __init__(self, detail: str, retry_after_s: int) -> None:
+        super().__init__(
+            503,
+            "service-unavailable",
+            "Service temporarily unavailable",
+            detail,
+            headers={"Retry-After": str(retry_after_s)},
+        )
+
+
+def problem_kind(problem_type: str) -> str:
+    """The short kind of a problem type URI (e.g. 'wrong-size')."""
+    return problem_type.removeprefix(PROBLEM_TYPE_BASE)
 
 
 def problem_response(problem: Problem) -> JSONResponse:

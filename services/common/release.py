@@ -104,16 +104,6 @@ def write_release(manifest: ReleaseManifest, repository: Path) -> Path:
     return target
 
 
-class MemberSummary(BaseModel):
-    name: str
-    architecture: str
-    version: int
-    sha256: str
-    temperature: float
-    weight: float
-    metrics: dict[str, float]
-
-
 class ReleaseSummary(BaseModel):
     """What `GET /v1/models` tells users about the serving release."""
 
@@ -121,7 +111,7 @@ class ReleaseSummary(BaseModel):
     created_at: str
     research_use_only: bool
     data: DataProvenance
-    members: list[MemberSummary]
+    members: list[Member]
     ensemble_rule: str
     operating_points: dict[str, OperatingPoint]
     operating_point_aliases: dict[str, str]
@@ -135,7 +125,7 @@ def summarize(manifest: ReleaseManifest) -> ReleaseSummary:
         created_at=manifest.created_at,
         research_use_only=manifest.research_use_only,
         data=manifest.data,
-        members=[MemberSummary(**m.model_dump()) for m in manifest.members],
+        members=list(manifest.members),
         ensemble_rule=manifest.ensemble.rule,
         operating_points=manifest.ensemble.operating_points,
         operating_point_aliases=OPERATING_POINT_ALIASES,

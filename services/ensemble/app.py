@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from services.common import wire
 from services.common.app import create_service_app
 from services.common.inference import InferResponse, parse_operating_point
-from services.common.problems import Problem
+from services.common.problems import Problem, ServiceUnavailable
 from services.common.release import (
     DEFAULT_OPERATING_POINT,
     ReleaseManifest,
@@ -22,7 +22,7 @@ from services.common.release import (
 from services.common.uploads import read_body
 from services.ensemble.answer import answer
 from services.ensemble.settings import EnsembleSettings
-from services.ensemble.triton import TritonMembers, TritonUnavailable
+from services.ensemble.triton import ModelOutputError, TritonMembers, TritonUnavailable
 
 
 def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
@@ -96,16 +96,19 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
                 "Invalid batch size",
                 f"Received {len(batch.images)} patches; 1..{settings.max_images}.",
             )
+        served_under = batch.meta.get("release")
+        if served_under != manifest.release_id:
+            # Normalized with another release's stain reference: mid-swap, the caller should retry.
+            raise ServiceUnavailable(
+                f"Batch prepared for release {served_under!r}; serving {manifest.release_id!r}.",
+                retry_after_s=1,
+            )
         try:
             logits = await members.logits(manifest.members, batch.images)
         except TritonUnavailable as exc:
-            raise Problem(
-                503,
-                "model-unavailable",
-                "Model server unavailable",
-                str(exc),
-                headers={"Retry-After": str(settings.retry_after_s)},
-            ) from exc
+            raise ServiceUnavailable(f"Model server unavailable: {exc}", settings.retry_after_s) from exc
+        except ModelOutputError as exc:
+            raise Problem(502, "bad-model-output", "Bad model output", str(exc)) from exc
         return answer(logits, manifest, point_name)
 
     return app

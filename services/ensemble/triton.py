@@ -7,12 +7,16 @@ import numpy as np
 import tritonclient.grpc.aio as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from services.common.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME
+from services.common.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPE
 from services.common.release import Member
 
 
 class TritonUnavailable(RuntimeError):
     """Triton could not answer for a member (down, timing out, or model not ready)."""
+
+
+class ModelOutputError(RuntimeError):
+    """A member answered, but not with the contract's output."""
 
 
 class TritonMembers:
@@ -73,6 +77,7 @@ class TritonMembers:
         except InferenceServerException as exc:
             raise TritonUnavailable(f"{member.name}: {exc.message()}") from exc
         logits = result.as_numpy(OUTPUT_NAME)
-        if logits is None or logits.shape[0] != len(images):
-            raise TritonUnavailable(f"{member.name}: expected {len(images)} logits, got {logits!r:.80}")
+        if logits is None or logits.shape != (len(images), *OUTPUT_SHAPE):
+            shape = None if logits is None else logits.shape
+            raise ModelOutputError(f"{member.name}: expected logits of shape ({len(images)}, 1), got {shape}")
         return logits.astype(np.float32)

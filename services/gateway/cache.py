@@ -30,7 +30,7 @@ class ResultCache:
         except (RedisError, OSError) as exc:
             logger.warning("cache read bypassed: %s", exc)
             return [None] * len(keys)
-        return [json.loads(value) if value is not None else None for value in raw]
+        return [_load(value) for value in raw]
 
     async def set_many(self, entries: dict[str, dict[str, Any]]) -> None:
         """Store results (successes only: callers never pass errors) with the TTL."""
@@ -50,3 +50,14 @@ class ResultCache:
             return bool(await self.redis.ping())
         except (RedisError, OSError):
             return False
+
+
+def _load(value: bytes | None) -> dict[str, Any] | None:
+    """A cached result, or None if absent or unreadable (an unreadable entry is just a miss)."""
+    if value is None:
+        return None
+    try:
+        result = json.loads(value)
+    except ValueError:
+        return None
+    return result if isinstance(result, dict) else None

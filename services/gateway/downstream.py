@@ -1,29 +1,24 @@
 """HTTP clients of the gateway's dependencies: preprocess and ensemble."""
 
+import asyncio
+import logging
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import httpx
 import numpy as np
+from pydantic import ValidationError
 
 from services.common import wire
 from services.common.inference import InferResponse
-from services.common.problems import Problem
+from services.common.problems import PROBLEM_MEDIA_TYPE, Problem, ServiceUnavailable
 from services.common.release import ReleaseSummary
 from services.common.request_id import REQUEST_ID_HEADER, current_request_id
 
-
-class DependencyUnavailable(Problem):
-    """A dependency is down or timing out: the client should retry later."""
-
-    def __init__(self, service: str, detail: str, retry_after_s: int) -> None:
-        super().__init__(
-            503,
-            "dependency-unavailable",
-            "Service temporarily unavailable",
-            f"The {service} service is unavailable: {detail}",
-            headers={"Retry-After": str(retry_after_s)},
-        )
+logger = logging.getLogger(__name__)
+READINESS_TIMEOUT_S = 2.0
+T = TypeVar("T")
 
 
 class Downstream:
@@ -42,6 +37,7 @@ class Downstream:
         self.release_refresh_s, self.retry_after_s = release_refresh_s, retry_after_s
         self._release: ReleaseSummary | None = None
         self._release_fetched_at = float("-inf")
+        self._release_lock = asyncio.Lock()
 
     async def preprocess(self, uploads: list[bytes]) -> wire.Batch:
         """Decode, validate and normalize uploads; the batch carries one item per upload."""
@@ -49,67 +45,105 @@ class Downstream:
             ("files", (f"upload-{i}", data, "application/octet-stream")) for i, data in enumerate(uploads)
         ]
         response = await self._call("preprocess", "POST", f"{self.preprocess_url}/v1/preprocess", files=files)
-        try:
-            return wire.decode(response.content)
-        except wire.WireFormatError as exc:
-            raise self._bad_gateway("preprocess", str(exc)) from exc
+        batch = self._parse("preprocess", lambda: wire.decode(response.content))
+        if len(batch.items) != len(uploads):
+            raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(uploads)} uploads")
+        return batch
 
-    async def infer(self, images: np.ndarray, operating_point: str) -> InferResponse:
-        """Calibrated ensemble predictions for a normalized batch."""
+    async def infer(self, images: np.ndarray, operating_point: str, release_id: str) -> InferResponse:
+        """Calibrated predictions for a batch normalized under `release_id` (the ensemble checks it)."""
+        frame = wire.encode(wire.Batch(images=images, meta={"release": release_id}))
         response = await self._call(
             "ensemble",
             "POST",
             f"{self.ensemble_url}/v1/infer",
             params={"operating_point": operating_point},
-            content=wire.encode(wire.Batch(images=images)),
+            content=frame,
             headers={"content-type": wire.MEDIA_TYPE},
         )
-        return InferResponse.model_validate_json(response.content)
+        answer = self._parse("ensemble", lambda: InferResponse.model_validate_json(response.content))
+        if len(answer.results) != len(images):
+            raise _bad_gateway("ensemble", f"{len(answer.results)} results for {len(images)} patches")
+        return answer
 
     async def release(self) -> ReleaseSummary:
-        """The serving release, re-read from the ensemble at most every `release_refresh_s`."""
-        now = time.monotonic()
-        if self._release is None or now - self._release_fetched_at > self.release_refresh_s:
-            response = await self._call("ensemble", "GET", f"{self.ensemble_url}/v1/release")
-            self._release = ReleaseSummary.model_validate_json(response.content)
-            self._release_fetched_at = now
+        """The serving release, re-read at most every `release_refresh_s`; the last known one if the
+        ensemble cannot answer (cached results stay servable while it is down)."""
+        if self._release is not None and not self._release_stale():
+            return self._release
+        async with self._release_lock:  # one refresh at a time, the others wait for it
+            if self._release is None or self._release_stale():
+                try:
+                    response = await self._call("ensemble", "GET", f"{self.ensemble_url}/v1/release")
+                    self._release = self._parse(
+                        "ensemble", lambda: ReleaseSummary.model_validate_json(response.content)
+                    )
+                    self._release_fetched_at = time.monotonic()
+                except Problem:
+                    if self._release is None:
+                        raise
+                    logger.warning("release refresh failed; keeping %s", self._release.release_id)
         return self._release
 
+    def forget_release(self) -> None:
+        """Re-read the release on next use (an answer came from another release)."""
+        self._release_fetched_at = float("-inf")
+
     async def ready(self) -> dict[str, bool]:
-        """Readiness of each dependency as it reports it."""
-        states = {}
-        for name, url in (("preprocess", self.preprocess_url), ("ensemble", self.ensemble_url)):
-            try:
-                states[name] = (await self.http.get(f"{url}/readyz")).status_code == 200
-            except httpx.HTTPError:
-                states[name] = False
-        return states
+        """Readiness of each dependency as it reports it, asked concurrently with a short timeout."""
+        names = ("preprocess", "ensemble")
+        states = await asyncio.gather(self._ready(self.preprocess_url), self._ready(self.ensemble_url))
+        return dict(zip(names, states, strict=True))
+
+    async def _ready(self, url: str) -> bool:
+        try:
+            return (await self.http.get(f"{url}/readyz", timeout=READINESS_TIMEOUT_S)).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def _release_stale(self) -> bool:
+        return time.monotonic() - self._release_fetched_at > self.release_refresh_s
 
     async def _call(self, service: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        headers = {REQUEST_ID_HEADER: current_request_id(), **kwargs.pop("headers", {})}
         try:
-            response = await self.http.request(
-                method,
-                url,
-                headers={REQUEST_ID_HEADER: current_request_id(), **kwargs.pop("headers", {})},
-                **kwargs,
-            )
+            response = await self.http.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as exc:
-            raise DependencyUnavailable(service, type(exc).__name__, self.retry_after_s) from exc
+            raise ServiceUnavailable(
+                f"The {service} service is unavailable: {type(exc).__name__}", self.retry_after_s
+            ) from exc
+        if response.status_code == 200:
+            return response
+        body = _problem_body(response)
         if response.status_code == 503:
-            raise DependencyUnavailable(service, _problem_detail(response), self.retry_after_s)
-        if response.status_code != 200:
-            raise self._bad_gateway(service, f"HTTP {response.status_code}: {_problem_detail(response)}")
-        return response
+            raise ServiceUnavailable(
+                f"The {service} service is unavailable: {body.get('detail', '')}", self.retry_after_s
+            )
+        if 400 <= response.status_code < 500 and body:
+            # The dependency judged the client's input: pass its problem through.
+            raise Problem.from_dict(body)
+        raise _bad_gateway(service, f"HTTP {response.status_code}: {body.get('detail', response.text[:200])}")
 
     @staticmethod
-    def _bad_gateway(service: str, detail: str) -> Problem:
-        return Problem(
-            502, "bad-gateway", "Bad gateway", f"The {service} service answered unexpectedly: {detail}"
-        )
+    def _parse(service: str, parse: Callable[[], T]) -> T:
+        try:
+            return parse()
+        except (ValidationError, wire.WireFormatError, ValueError) as exc:
+            raise _bad_gateway(service, f"unreadable answer: {exc}") from exc
 
 
-def _problem_detail(response: httpx.Response) -> str:
+def _bad_gateway(service: str, detail: str) -> Problem:
+    return Problem(
+        502, "bad-gateway", "Bad gateway", f"The {service} service answered unexpectedly: {detail}"
+    )
+
+
+def _problem_body(response: httpx.Response) -> dict[str, Any]:
+    """The problem+json body of an error response, or {} if it has none."""
+    if response.headers.get("content-type", "").split(";")[0] != PROBLEM_MEDIA_TYPE:
+        return {}
     try:
-        return str(response.json().get("detail", ""))
+        body = response.json()
     except ValueError:
-        return response.text[:200]
+        return {}
+    return body if isinstance(body, dict) and isinstance(body.get("status"), int) and "title" in body else {}

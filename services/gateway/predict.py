@@ -19,15 +19,18 @@ async def predict_uploads(
     release = (await downstream.release()).release_id
     digests = [hashlib.sha256(data).hexdigest() for data in uploads]
     cached = await cache.get_many([result_key(release, operating_point, d) for d in digests])
-    outcomes: dict[str, Outcome] = {d: hit for d, hit in zip(digests, cached, strict=True) if hit is not None}
+    hits: dict[str, Outcome] = {d: hit for d, hit in zip(digests, cached, strict=True) if hit is not None}
     # Identical uploads in one request are computed once.
-    missing = list(dict.fromkeys(d for d in digests if d not in outcomes))
+    missing = list(dict.fromkeys(d for d in digests if d not in hits))
+    computed: dict[str, Outcome] = {}
     if missing:
         by_digest = dict(zip(digests, uploads, strict=True))
-        outcomes.update(
-            await _compute(missing, [by_digest[d] for d in missing], operating_point, cache, downstream)
+        computed = await _compute(
+            missing, [by_digest[d] for d in missing], operating_point, cache, downstream
         )
-    hits = {d for d, hit in zip(digests, cached, strict=True) if hit is not None}
+        if any(isinstance(o, dict) and o["release"] != release for o in computed.values()):
+            downstream.forget_release()  # a new release is serving: re-read it before the next lookup
+    outcomes = {**computed, **hits}
     return [outcomes[d] for d in digests], [d in hits for d in digests]
 
 
@@ -36,20 +39,20 @@ async def _compute(
 ) -> dict[str, Outcome]:
     batch = await downstream.preprocess(uploads)
     accepted = [item for item in batch.items if item["ok"]]
-    answer = await downstream.infer(batch.images, operating_point) if accepted else None
+    answer = None
+    if accepted:
+        # The ensemble refuses a batch normalized under another release than the one it serves.
+        answer = await downstream.infer(batch.images, operating_point, str(batch.meta.get("release", "")))
+    predictions = iter(answer.results if answer else ())
     outcomes: dict[str, Outcome] = {}
     to_cache: dict[str, dict[str, Any]] = {}
-    predictions = iter(answer.results if answer else ())
     for item in batch.items:
         digest = digests[item["index"]]
         if not item["ok"]:
             outcomes[digest] = Problem.from_dict(item["error"])
             continue
         result = _result(next(predictions), answer, item, digest)
-        outcomes[digest] = result
-        # Cache only when both hops served the same release (not mid-swap).
-        if batch.meta.get("release") == result["release"]:
-            to_cache[result_key(result["release"], operating_point, digest)] = result
+        outcomes[digest] = to_cache[result_key(result["release"], operating_point, digest)] = result
     await cache.set_many(to_cache)
     return outcomes
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request, Response
 
 from services.common import wire
 from services.common.app import create_service_app
+from services.common.problems import problem_kind
 from services.common.release import load_release
 from services.common.uploads import max_multipart_bytes, read_files
 from services.preprocess.metrics import BATCH_LATENCY, NORMALIZATIONS, REJECTED_IMAGES
@@ -65,7 +66,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
 def _count(batch: wire.Batch) -> None:
     for item in batch.items:
         if not item["ok"]:
-            REJECTED_IMAGES.labels(item["error"]["type"].rsplit("/", 1)[-1]).inc()
+            REJECTED_IMAGES.labels(problem_kind(item["error"]["type"])).inc()
         elif item["stain_normalized"]:
             NORMALIZATIONS.labels("applied", "").inc()
         else:

@@ -1,5 +1,6 @@
 """A real patch through gateway, preprocess, ensemble and Triton, cached in Redis."""
 
+import hashlib
 import re
 from io import BytesIO
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image
 
 from devstack.stack import LocalStack
-from services.common.release import OPERATING_POINTS, ReleaseManifest
+from services.common.release import OPERATING_POINTS, ReleaseManifest, load_release
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"
@@ -27,6 +28,13 @@ def png(pixels: np.ndarray) -> bytes:
     buffer = BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def unique_png(path: Path, salt: int) -> bytes:
+    """A real patch with one pixel changed: bytes no other test sends, so never a cache hit by accident."""
+    pixels = np.asarray(Image.open(path).convert("RGB")).copy()
+    pixels[0, 0] = [(salt >> shift) & 0xFF for shift in (0, 8, 16)]
+    return png(pixels)
 
 
 def assert_full_result(result: dict, release: ReleaseManifest, operating_point: str) -> None:
@@ -49,7 +57,8 @@ def test_every_service_is_ready(stack: LocalStack) -> None:
     for service in ("gateway", "preprocess", "ensemble"):
         response = httpx.get(f"{stack.config.url(service)}/readyz")
         assert response.status_code == 200, response.text
-    assert httpx.get(f"{stack.config.url('ensemble')}/readyz").json()["members"]
+    members = httpx.get(f"{stack.config.url('ensemble')}/readyz").json()["members"]
+    assert members == {m.name: True for m in load_release(stack.config.model_repository).members}
 
 
 @pytest.mark.parametrize("operating_point", OPERATING_POINTS)
@@ -72,7 +81,7 @@ def test_real_patch_full_response(
 def test_repeat_is_served_from_redis_without_touching_triton(
     gateway: httpx.Client, stack: LocalStack, patch_paths: list[Path]
 ) -> None:
-    upload = {"file": ("p.png", patch_paths[10].read_bytes(), "image/png")}
+    upload = {"file": ("p.png", unique_png(patch_paths[10], 100), "image/png")}
     first = gateway.post("/v1/predict", files=upload)
     assert first.status_code == 200 and first.json()["cached"] is False
     before = triton_successes(stack)
@@ -91,7 +100,7 @@ def test_raw_body_upload_and_alias(
     response = gateway.post(
         "/v1/predict",
         params={"operating_point": "conservative"},
-        content=patch_paths[20].read_bytes(),
+        content=unique_png(patch_paths[20], 400),
         headers={"content-type": "image/png", "x-request-id": "it-raw-1"},
     )
     assert response.status_code == 200, response.text
@@ -99,34 +108,46 @@ def test_raw_body_upload_and_alias(
     assert response.json()["request_id"] == "it-raw-1"
 
 
-def test_batch_keeps_order_and_isolates_bad_items(
+def test_batch_keeps_order_isolates_bad_items_and_equals_singles(
     gateway: httpx.Client, release: ReleaseManifest, patch_paths: list[Path]
 ) -> None:
-    good = [p.read_bytes() for p in patch_paths[30:34]]
-    files = [
-        ("files", ("a.png", good[0])),
-        ("files", ("junk.bin", b"not an image")),
-        *(("files", (f"{i}.png", data)) for i, data in enumerate(good[1:])),
-    ]
-    response = gateway.post("/v1/predict/batch", files=files)
+    good = [unique_png(p, 200 + i) for i, p in enumerate(patch_paths[30:34])]
+    uploads = [good[0], b"not an image", *good[1:]]
+    response = gateway.post(
+        "/v1/predict/batch", files=[("files", (f"{i}", u)) for i, u in enumerate(uploads)]
+    )
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 5
-    assert results[1]["status"] == 415 and "type" in results[1]
-    for result in (results[0], *results[2:]):
+    assert results[1]["status"] == 415 and results[1]["type"].endswith("/unsupported-image")
+    answered = [results[0], *results[2:]]
+    assert [r["sha256"] for r in answered] == [hashlib.sha256(u).hexdigest() for u in good]
+    for result in answered:
         assert_full_result(result, release, "balanced")
-    # Each item equals the single-image answer for the same bytes.
-    single = gateway.post("/v1/predict", files={"file": ("x.png", good[2])}).json()
-    assert single["probability"] == pytest.approx(results[3]["probability"])
+        assert result["cached"] is False
+    assert len({r["probability"] for r in answered}) > 1  # distinct patches, distinct answers
+    # Each entry equals the single-image answer for the same bytes (now served from the cache).
+    for data, result in zip(good, answered, strict=True):
+        single = gateway.post("/v1/predict", files={"file": ("x.png", data)}).json()
+        assert single["cached"] is True
+        assert single["probability"] == pytest.approx(result["probability"])
+        assert single["members"] == pytest.approx(result["members"])
 
 
-def test_batch_matches_singles_in_distinct_images(gateway: httpx.Client, patch_paths: list[Path]) -> None:
-    uploads = [p.read_bytes() for p in patch_paths[40:44]]
-    batch = gateway.post(
-        "/v1/predict/batch", files=[("files", (str(i), u)) for i, u in enumerate(uploads)]
-    ).json()
-    probabilities = [r["probability"] for r in batch["results"]]
-    assert len(set(probabilities)) > 1  # distinct patches, distinct answers: nothing is hard-wired
+def test_batch_singles_then_batch_agree_without_the_cache(
+    gateway: httpx.Client, patch_paths: list[Path]
+) -> None:
+    uploads = [unique_png(p, 300 + i) for i, p in enumerate(patch_paths[40:44])]
+    singles = [gateway.post("/v1/predict", files={"file": ("s.png", u)}).json() for u in uploads]
+    assert all(s["cached"] is False for s in singles)
+    other_point = gateway.post(
+        "/v1/predict/batch",
+        params={"operating_point": "high_specificity"},
+        files=[("files", (str(i), u)) for i, u in enumerate(uploads)],
+    ).json()["results"]
+    assert all(r["cached"] is False for r in other_point)  # another operating point, another key
+    for single, batched in zip(singles, other_point, strict=True):
+        assert batched["probability"] == pytest.approx(single["probability"])
 
 
 def test_non_image_is_a_problem(gateway: httpx.Client) -> None:

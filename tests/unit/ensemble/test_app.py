@@ -26,8 +26,8 @@ def client(tmp_path):
         yield client
 
 
-def frame(n: int) -> bytes:
-    return wire.encode(wire.Batch(np.zeros((n, 96, 96, 3), np.uint8)))
+def frame(n: int, release: str = "rel-e") -> bytes:
+    return wire.encode(wire.Batch(np.zeros((n, 96, 96, 3), np.uint8), meta={"release": release}))
 
 
 def test_release_summary(client) -> None:
@@ -49,6 +49,17 @@ def test_batch_size_outside_limits_is_422(client, n: int) -> None:
 def test_triton_down_is_503_with_retry_after(client) -> None:
     response = client.post("/v1/infer", content=frame(1), headers=FRAME)
     assert response.status_code == 503 and "retry-after" in response.headers
+    assert "Model server unavailable" in response.json()["detail"]
+
+
+@pytest.mark.parametrize("release", ["rel-old", None])
+def test_batch_for_another_release_is_refused(client, release) -> None:
+    body = wire.encode(
+        wire.Batch(np.zeros((1, 96, 96, 3), np.uint8), meta={} if release is None else {"release": release})
+    )
+    response = client.post("/v1/infer", content=body, headers=FRAME)
+    assert response.status_code == 503 and response.headers["retry-after"] == "1"
+    assert "rel-e" in response.json()["detail"]
 
 
 def test_not_ready_without_triton(client) -> None:

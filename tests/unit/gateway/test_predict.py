@@ -32,6 +32,7 @@ class FakeDownstream:
         self.release_id, self.preprocess_release = release, preprocess_release or release
         self.preprocessed: list[int] = []
         self.inferred: list[int] = []
+        self.forgotten = 0
 
     async def release(self):
         return Release(self.release_id)
@@ -57,7 +58,11 @@ class FakeDownstream:
         stacked = np.stack(images) if images else np.empty((0, 96, 96, 3), np.uint8)
         return wire.Batch(stacked, items, {"release": self.preprocess_release})
 
-    async def infer(self, images, operating_point):
+    def forget_release(self):
+        self.forgotten += 1
+
+    async def infer(self, images, operating_point, release_id):
+        assert release_id == self.preprocess_release
         self.inferred.append(len(images))
         results = [
             EnsemblePrediction(
@@ -111,7 +116,15 @@ async def test_operating_point_is_part_of_the_key() -> None:
     assert hits == [False]
 
 
-async def test_results_from_mixed_releases_are_not_cached() -> None:
-    cache = MemoryCache()
-    await predict_uploads([b"ok-1"], "balanced", cache, FakeDownstream("r2", preprocess_release="r1"))
-    assert cache.store == {}
+async def test_an_answer_from_a_new_release_is_cached_under_it_and_triggers_a_refresh() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream("r1")
+    downstream.release_id = "r2"  # the ensemble swapped releases after the lookup
+
+    async def stale_release():
+        return Release("r1")
+
+    downstream.release = stale_release
+    outcomes, _ = await predict_uploads([b"ok-1"], "balanced", cache, downstream)
+    assert outcomes[0]["release"] == "r2"
+    assert all(":r2:" in key for key in cache.store)
+    assert downstream.forgotten == 1

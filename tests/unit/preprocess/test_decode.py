@@ -104,6 +104,7 @@ def test_multi_frame_tiff_is_rejected() -> None:
     assert problem.status == 422 and "2 frames" in problem.detail
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt tags it skips
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "TIFF", "BMP"])
 @given(data=st.data())
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

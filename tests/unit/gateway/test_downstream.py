@@ -1,0 +1,91 @@
+"""Downstream's error mapping, with httpx's MockTransport standing in for the two services."""
+
+import httpx
+import numpy as np
+import pytest
+
+from services.common import wire
+from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
+from services.gateway.downstream import Downstream
+from tests.unit.common.release_fixture import write_test_release
+
+
+def downstream(handler, refresh_s: float = 60.0) -> Downstream:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    return Downstream(client, "http://pre", "http://ens", release_refresh_s=refresh_s, retry_after_s=9)
+
+
+@pytest.fixture
+def release_json(tmp_path) -> bytes:
+    from services.common.release import summarize
+
+    return summarize(write_test_release(tmp_path, "rel-d")).model_dump_json().encode()
+
+
+async def test_last_known_release_survives_an_ensemble_outage(release_json) -> None:
+    calls = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        if len(calls) == 1:
+            return httpx.Response(200, content=release_json)
+        raise httpx.ConnectError("down")
+
+    client = downstream(handler, refresh_s=0.0)
+    assert (await client.release()).release_id == "rel-d"
+    assert (await client.release()).release_id == "rel-d"
+    assert calls == ["/v1/release", "/v1/release"]
+
+
+async def test_no_release_known_and_ensemble_down_is_503() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("down")
+
+    with pytest.raises(Problem) as info:
+        await downstream(handler).release()
+    assert info.value.status == 503 and info.value.headers["Retry-After"] == "9"
+
+
+async def test_a_client_fault_judged_downstream_passes_through() -> None:
+    problem = {
+        "type": "https://pcam.example/problems/too-many-files",
+        "title": "Too many files",
+        "status": 413,
+        "detail": "At most 2.",
+    }
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(413, json=problem, headers={"content-type": PROBLEM_MEDIA_TYPE})
+
+    with pytest.raises(Problem) as info:
+        await downstream(handler).preprocess([b"a"])
+    assert info.value.status == 413 and info.value.kind == "too-many-files"
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, content=b"not a frame"),
+        httpx.Response(500, text="boom"),
+        httpx.Response(200, content=wire.encode(wire.Batch(np.zeros((0, 96, 96, 3), np.uint8), items=[]))),
+    ],
+    ids=["garbage", "server-error", "item-count"],
+)
+async def test_unreadable_or_inconsistent_answers_are_502(response: httpx.Response) -> None:
+    with pytest.raises(Problem) as info:
+        await downstream(lambda request: response).preprocess([b"a"])
+    assert info.value.status == 502
+
+
+async def test_ensemble_gets_the_release_the_batch_was_normalized_under() -> None:
+    seen = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen["meta"] = wire.decode(request.content).meta
+        return httpx.Response(
+            200, json={"release": "r", "operating_point": "balanced", "threshold": 0.5, "results": []}
+        )
+
+    with pytest.raises(Problem):  # zero results for one patch: inconsistent
+        await downstream(handler).infer(np.zeros((1, 96, 96, 3), np.uint8), "balanced", "rel-x")
+    assert seen["meta"] == {"release": "rel-x"}
