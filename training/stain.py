@@ -31,7 +31,7 @@ def fit_reference(x_path: Path, n_patches: int, seed: int) -> StainReference:
         # Sorted indices: h5py reads increasing selections in one pass.
         index = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
         patches = np.asarray(images[index])
-    reference = MacenkoNormalizer().fit(patches, seed=seed).reference
+    reference = MacenkoNormalizer().fit(patches).reference
     log.info("stain reference from %d patches: %s", n, reference.model_dump())
     return reference
 

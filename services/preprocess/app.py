@@ -5,10 +5,12 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import numpy as np
 from fastapi import FastAPI, Request, Response
 
 from services.common import wire
 from services.common.app import create_service_app
+from services.common.contract import INPUT_SHAPE
 from services.common.problems import problem_kind
 from services.common.release import load_release
 from services.common.uploads import max_multipart_bytes, read_files
@@ -27,6 +29,8 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         release = load_release(settings.model_repository)
         app.state.release_id = release.release_id
         app.state.normalizer = MacenkoNormalizer(release.stain_reference)
+        # Compile (or load from numba's cache) the kernels now, not on the first request.
+        await asyncio.to_thread(app.state.normalizer.normalize, np.zeros((1, *INPUT_SHAPE), np.uint8))
         yield
 
     app = create_service_app(
