@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env bench run test test-unit test-integration lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ test-unit: venv ## unit tests only
 
 test-integration: system-deps venv triton-env ## integration tests only
 	$(BIN)/python -m pytest tests/integration
+
+bench: venv ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
+	$(BIN)/python -m benchmarks.macenko
 
 lint: venv ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

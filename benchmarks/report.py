@@ -1,0 +1,50 @@
+"""Where and how benchmark results are written: a rich table on stdout and JSON in build/bench/."""
+
+import json
+import os
+import platform
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+OUTPUT_DIR = Path("build/bench")
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    model = ""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        model = next((line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+                      if line.startswith("model name")), "")  # fmt: skip
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def write(name: str, title: str, columns: list[str], rows: list[list[Any]], details: dict[str, Any]) -> Path:
+    """Print the table and write `build/bench/<name>.json`; return the JSON path."""
+    table = Table(title=title)
+    for column in columns:
+        table.add_column(column, justify="right")
+    for row in rows:
+        table.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+    Console().print(table)
+    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
+    path = OUTPUT_DIR / f"{name}.json"
+    body = {
+        "benchmark": name,
+        "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": machine(),
+        "columns": columns,
+        "rows": rows,
+        **details,
+    }
+    path.write_text(json.dumps(body, indent=2) + "\n")
+    return path
