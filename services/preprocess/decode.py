@@ -10,7 +10,9 @@ from services.common.problems import Problem
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
 CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr"})
-"""8-bit modes converted to RGB with Pillow's `convert("RGB")` (alpha dropped, palette expanded)."""
+"""8-bit modes converted to RGB with Pillow's `convert("RGB")`: grey replicated, palette expanded.
+An alpha channel is accepted only when fully opaque: a transparent pixel has no defined color, and
+compositing it on some background would silently alter what the user sent."""
 
 
 class ImageRejected(Problem):
@@ -36,6 +38,7 @@ def decode_patch(data: bytes) -> np.ndarray:
         try:
             _check_header(image)
             image.load()
+            _check_opaque(image)
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
         except ImageRejected:
             raise
@@ -66,4 +69,19 @@ def _check_header(image: Image.Image) -> None:
             "unsupported-mode",
             "Unsupported pixel mode",
             f"Received mode {image.mode}; 8-bit RGB (or a mode convertible to it) is required.",
+        )
+
+
+def _check_opaque(image: Image.Image) -> None:
+    """Refuse any pixel that is not fully opaque (alpha channel or palette transparency)."""
+    if image.mode not in ("RGBA", "LA", "PA") and "transparency" not in image.info:
+        return
+    alpha = np.asarray(image.convert("RGBA"))[..., 3]
+    transparent = int((alpha < 255).sum())
+    if transparent:
+        raise ImageRejected(
+            422,
+            "transparent-image",
+            "Transparent pixels",
+            f"{transparent} of {alpha.size} pixels are not fully opaque; send an opaque RGB image.",
         )

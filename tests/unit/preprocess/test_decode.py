@@ -45,11 +45,27 @@ def test_real_patch_decodes(patch_paths) -> None:
     assert decode_patch(patch_paths[0].read_bytes()).shape == (96, 96, 3)
 
 
-@pytest.mark.parametrize("mode", ["L", "RGBA", "P", "LA"])
-def test_convertible_modes_become_rgb(mode: str) -> None:
+@pytest.mark.parametrize(
+    ("mode", "fmt"), [("L", "PNG"), ("RGBA", "PNG"), ("P", "PNG"), ("LA", "PNG"), ("CMYK", "TIFF")]
+)
+def test_convertible_modes_become_rgb(mode: str, fmt: str) -> None:
     image = rgb_patch().convert(mode)
-    decoded = decode_patch(encode(image, "PNG"))
+    decoded = decode_patch(encode(image, fmt))
     np.testing.assert_array_equal(decoded, np.asarray(image.convert("RGB")))
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA"])
+def test_transparent_pixels_are_refused_not_composited(mode: str) -> None:
+    image = rgb_patch().convert(mode)
+    image.putpixel((5, 5), (0,) * (len(mode) - 1) + (128,))
+    problem = rejected(encode(image, "PNG"))
+    assert problem.status == 422 and problem.kind == "transparent-image" and "1 of 9216" in problem.detail
+
+
+def test_palette_transparency_is_refused() -> None:
+    image = rgb_patch().convert("P")
+    data = encode(image, "PNG", transparency=int(np.asarray(image)[0, 0]))
+    assert rejected(data).kind == "transparent-image"
 
 
 def test_wrong_size_names_what_was_received() -> None:
@@ -68,7 +84,7 @@ def test_huge_dimensions_are_refused_from_the_header() -> None:
     crc = struct.pack(">I", zlib.crc32(b"IHDR" + fields))
     forged = header[: ihdr + 4] + fields + crc + header[ihdr + 4 + len(fields) + 4 :]
     problem = rejected(forged)
-    assert problem.status in (415, 422)
+    assert problem.status == 422 and problem.kind == "decompression-bomb"
 
 
 def test_non_image_is_unsupported_media() -> None:
