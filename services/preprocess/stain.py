@@ -7,6 +7,7 @@ estimated is returned unchanged with `applied = False` and a reason, never an ex
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,6 +23,10 @@ DEFAULT_REFERENCE = StainReference(
     alpha=1.0,
     beta=0.15,
 )
+_KERNEL_LOCK = threading.Lock()
+"""numba's workqueue threading layer (its fallback where neither OpenMP nor TBB is installed) must
+not be entered from two threads at once; each kernel call already uses every core, so serializing
+calls costs no throughput."""
 MIN_TISSUE_PIXELS = 64
 """Fewer optical-density pixels than this cannot support a stable 2-D stain plane."""
 MIN_STAIN_COSINE = 0.5
@@ -72,7 +77,8 @@ class MacenkoNormalizer:
     def fit(self, patches: np.ndarray) -> MacenkoNormalizer:
         """Fit the reference to uint8 (N, H, W, 3) tissue patches, pooled as one image; return self."""
         pooled = _as_pixels(patches).reshape(1, -1, 3)
-        estimates = self._estimate(pooled)
+        with _KERNEL_LOCK:
+            estimates = self._estimate(pooled)
         if estimates.reasons[0] is not None:
             raise ValueError(
                 f"cannot fit a stain reference: {estimates.reasons[0]} "
@@ -90,6 +96,10 @@ class MacenkoNormalizer:
     def normalize(self, batch: np.ndarray) -> NormalizationResult:
         """Normalize uint8 (N, H, W, 3); patches that cannot be normalized come back unchanged."""
         pixels = _as_pixels(batch)
+        with _KERNEL_LOCK:
+            return self._normalize(batch.shape, pixels)
+
+    def _normalize(self, shape: tuple[int, ...], pixels: np.ndarray) -> NormalizationResult:
         estimates = self._estimate(pixels)
         applied = np.array([reason is None for reason in estimates.reasons], dtype=bool)
         out = pixels.copy()
@@ -106,7 +116,7 @@ class MacenkoNormalizer:
             out,
         )
         fraction = estimates.tissue_pixels / max(pixels.shape[1], 1)
-        return NormalizationResult(out.reshape(batch.shape), applied, estimates.reasons, fraction)
+        return NormalizationResult(out.reshape(shape), applied, estimates.reasons, fraction)
 
     def _estimate(self, pixels: np.ndarray) -> _Estimates:
         n = len(pixels)

@@ -129,3 +129,13 @@ def test_fit_refuses_patches_without_tissue() -> None:
 def test_wrong_array_types_raise(bad: np.ndarray) -> None:
     with pytest.raises(ValueError, match="uint8"):
         NORMALIZER.normalize(bad)
+
+
+def test_concurrent_callers_get_the_single_threaded_answer(tissue_patches: np.ndarray) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    expected = NORMALIZER.normalize(tissue_patches).images
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: NORMALIZER.normalize(tissue_patches).images, range(8)))
+    for images in results:
+        np.testing.assert_array_equal(images, expected)
