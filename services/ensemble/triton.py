@@ -31,17 +31,15 @@ class TritonMembers:
         per_member = await asyncio.gather(*(self._member_logits(m, images) for m in members))
         return np.stack(per_member, axis=1)
 
-    async def ready(self, members: Sequence[Member]) -> dict[str, bool]:
-        """Per-member readiness as Triton reports it."""
-        states = await asyncio.gather(*(self._is_ready(m) for m in members))
+    async def ready(self, members: Sequence[Member], timeout_s: float = 2.0) -> dict[str, bool]:
+        """Per-member readiness as Triton reports it; a member that does not answer in time is not ready."""
+        states = await asyncio.gather(*(self._is_ready(m, timeout_s) for m in members))
         return {m.name: state for m, state in zip(members, states, strict=True)}
 
-    async def _is_ready(self, member: Member) -> bool:
+    async def _is_ready(self, member: Member, timeout_s: float) -> bool:
         try:
             return bool(
-                await self.client.is_model_ready(
-                    member.name, str(member.version), client_timeout=self.timeout_s
-                )
+                await self.client.is_model_ready(member.name, str(member.version), client_timeout=timeout_s)
             )
         except InferenceServerException:
             return False
