@@ -101,6 +101,53 @@ def synthesize(
         out.print(f"{split}: {counts}")
 
 
+SplitOption = Annotated[
+    list[str] | None,
+    typer.Option("--split", "-s", help="Only this split: train, valid or test (repeatable); default all."),
+]
+
+
+@data_app.command("download")
+def download(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for the PCam files.")],
+    base_url: Annotated[
+        str | None, typer.Option(help="Where the files are; default Zenodo record 2546921.")
+    ] = None,
+    split: SplitOption = None,
+    keep_gz: Annotated[bool, typer.Option("--keep-gz", help="Keep the .h5.gz next to the .h5.")] = False,
+) -> None:
+    """Download PCam (resumable), check every MD5 and gunzip the HDF5 files; skips verified files."""
+    from training.data import download as dl
+    from training.data.pcam_h5 import SPLITS
+
+    with _user_errors():
+        paths = dl.download(output, split or SPLITS, base_url or dl.BASE_URL, keep_gz)
+    for path in paths:
+        out.print(str(path))
+
+
+@data_app.command("verify")
+def verify(
+    directory: Annotated[Path, typer.Argument(help="Directory with the PCam files.")],
+    split: SplitOption = None,
+) -> None:
+    """Check presence and MD5 of every PCam file; exits 1 if any is missing or wrong."""
+    from training.data.download import verify as check
+    from training.data.pcam_h5 import SPLITS
+
+    with _user_errors():
+        checks = check(directory, split or SPLITS)
+    table = Table(title=f"PCam files in {directory}")
+    for column in ("file", "status", "expected md5", "actual md5"):
+        table.add_column(column, overflow="fold")  # names and digests whole, even in a narrow terminal
+    for c in checks:
+        status = c.status if c.ok else f"[red]{c.status}[/red]"
+        table.add_row(c.name, status, c.expected or "", c.actual or "")
+    out.print(table)
+    if not all(c.ok for c in checks):
+        raise typer.Exit(1)
+
+
 @app.command("stain-reference")
 def stain_reference(config: ConfigOption, workdir: WorkdirOption) -> None:
     """Fit the Macenko stain reference on training patches and cache stain-normalized train/valid splits.
