@@ -6,7 +6,9 @@ p_member = sigmoid(logit / T_member); p = sum(w * p_member) / sum(w); label = p 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -17,15 +19,24 @@ from sklearn.metrics import roc_auc_score, roc_curve
 from services.common.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
 from services.ensemble.calibration import combine
 
+log = logging.getLogger(__name__)
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
 ECE_BINS = 15
 SENSITIVITY_FLOOR = 0.95  # screening
 SPECIFICITY_FLOOR = 0.95  # high_specificity
 BOOTSTRAP_ROUNDS = 1000
-CRITERIA = {
-    "screening": f"highest specificity with sensitivity >= {SENSITIVITY_FLOOR}",
+NOT_PAST_BALANCED = ", never past the balanced threshold"
+CRITERIA_LOWER_CI = {
+    "screening": f"highest specificity with the 95 % CI lower bound of sensitivity >= {SENSITIVITY_FLOOR}"
+    + NOT_PAST_BALANCED,
     "balanced": "Youden's J (sensitivity + specificity - 1) maximal",
-    "high_specificity": f"highest sensitivity with specificity >= {SPECIFICITY_FLOOR}",
+    "high_specificity": "highest sensitivity with the 95 % CI lower bound of specificity >= "
+    f"{SPECIFICITY_FLOOR}" + NOT_PAST_BALANCED,
+}
+CRITERIA = {
+    "screening": f"highest specificity with sensitivity >= {SENSITIVITY_FLOOR}" + NOT_PAST_BALANCED,
+    "balanced": "Youden's J (sensitivity + specificity - 1) maximal",
+    "high_specificity": f"highest sensitivity with specificity >= {SPECIFICITY_FLOOR}" + NOT_PAST_BALANCED,
 }
 
 
@@ -74,8 +85,20 @@ def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[flo
     return float(predicted[positive].mean()), float((~predicted[~positive]).mean())
 
 
-def operating_points(labels: np.ndarray, scores: np.ndarray) -> dict[str, OperatingPoint]:
-    """screening, balanced and high_specificity thresholds on probabilities, chosen on validation."""
+def operating_points(
+    labels: np.ndarray,
+    scores: np.ndarray,
+    groups: np.ndarray | None = None,
+    guarantee: Literal["point", "lower_ci"] = "lower_ci",
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = 0,
+) -> dict[str, OperatingPoint]:
+    """screening, balanced and high_specificity thresholds on probabilities, chosen on validation.
+
+    With `guarantee="lower_ci"` (DESIGN.md section 5) a floor must hold for the lower bound of the
+    95 % bootstrap interval (by group when given), not only for the point estimate. Thresholds are
+    always ordered: screening <= balanced <= high_specificity.
+    """
     labels = np.asarray(labels).astype(int)
     scores = np.asarray(scores, np.float64)
     if len(np.unique(labels)) != 2:
@@ -84,21 +107,78 @@ def operating_points(labels: np.ndarray, scores: np.ndarray) -> dict[str, Operat
     spec = 1 - fpr
     # roc_curve's first threshold is +inf (nothing positive); a probability threshold must be <= 1.
     thresholds = np.minimum(thresholds, 1.0)
+    # Thresholds decrease along the curve: the first point meeting the sensitivity floor has the
+    # highest threshold there, hence the highest specificity; symmetric for the other floor.
     chosen = {
-        # Thresholds decrease along the curve: the first point meeting the sensitivity floor has the
-        # highest threshold there, hence the highest specificity; symmetric for the other floor.
-        "screening": int(np.flatnonzero(tpr >= SENSITIVITY_FLOOR)[0]),
-        "balanced": int(np.argmax(tpr - fpr)),
-        "high_specificity": int(np.flatnonzero(spec >= SPECIFICITY_FLOOR)[-1]),
+        "screening": float(thresholds[np.flatnonzero(tpr >= SENSITIVITY_FLOOR)[0]]),
+        "balanced": float(thresholds[np.argmax(tpr - fpr)]),
+        "high_specificity": float(thresholds[np.flatnonzero(spec >= SPECIFICITY_FLOOR)[-1]]),
     }
+    if guarantee == "lower_ci":
+        bounds = _BootstrapBounds(labels, scores, groups, rounds, seed)
+        chosen["screening"] = bounds.highest_threshold_keeping_sensitivity(
+            SENSITIVITY_FLOOR, chosen["screening"]
+        )
+        chosen["high_specificity"] = bounds.lowest_threshold_keeping_specificity(
+            SPECIFICITY_FLOOR, chosen["high_specificity"]
+        )
+    # A strong model meets both floors over a whole range of thresholds, where the two rules taken
+    # literally cross. Screening is never meant to be less sensitive than balanced, nor
+    # high_specificity less specific: clamp at balanced, where both floors still hold.
+    chosen["screening"] = min(chosen["screening"], chosen["balanced"])
+    chosen["high_specificity"] = max(chosen["high_specificity"], chosen["balanced"])
+    criteria = CRITERIA if guarantee == "point" else CRITERIA_LOWER_CI
     points = {}
     for name in OPERATING_POINTS:
-        threshold = float(thresholds[chosen[name]])
-        sensitivity, specificity = rates(labels, scores, threshold)
+        sensitivity, specificity = rates(labels, scores, chosen[name])
         points[name] = OperatingPoint(
-            threshold=threshold, sensitivity=sensitivity, specificity=specificity, criterion=CRITERIA[name]
+            threshold=chosen[name], sensitivity=sensitivity, specificity=specificity, criterion=criteria[name]
         )
     return points
+
+
+class _BootstrapBounds:
+    """Lower 2.5 % bootstrap bounds of sensitivity/specificity over candidate thresholds.
+
+    Resamples groups (slides) when given, patches otherwise; weights are per-resample counts of each
+    unit, so one (rounds x patches) weighted cumulative sum gives a rate at every threshold at once.
+    """
+
+    def __init__(
+        self, labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, rounds: int, seed: int
+    ):
+        units = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
+        rng = np.random.default_rng(seed)
+        n_units = units.max() + 1
+        counts = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=rounds).astype(np.float32)
+        self.candidates = np.unique(scores)
+        self._below = {}  # class -> (rounds x candidates) weighted count of class scores < candidate
+        self._total = {}
+        for cls in (0, 1):
+            order = np.argsort(scores[labels == cls], kind="stable")
+            sorted_scores = scores[labels == cls][order]
+            weights = counts[:, units[labels == cls][order]]
+            cumulative = np.concatenate(
+                [np.zeros((rounds, 1), np.float32), np.cumsum(weights, axis=1)], axis=1
+            )
+            self._below[cls] = cumulative[:, np.searchsorted(sorted_scores, self.candidates, side="left")]
+            self._total[cls] = cumulative[:, -1]
+
+    def _lower(self, cls: int, rate_of_below: bool) -> np.ndarray:
+        with np.errstate(invalid="ignore", divide="ignore"):
+            share_below = self._below[cls] / self._total[cls][:, None]
+        rate = share_below if rate_of_below else 1.0 - share_below
+        return np.nanpercentile(rate, 2.5, axis=0)
+
+    def highest_threshold_keeping_sensitivity(self, floor: float, at_most: float) -> float:
+        """The highest candidate <= at_most whose sensitivity lower bound reaches floor."""
+        ok = (self._lower(1, rate_of_below=False) >= floor) & (self.candidates <= at_most)
+        return float(self.candidates[np.flatnonzero(ok)[-1]]) if ok.any() else float(self.candidates[0])
+
+    def lowest_threshold_keeping_specificity(self, floor: float, at_least: float) -> float:
+        """The lowest candidate >= at_least whose specificity lower bound reaches floor."""
+        ok = (self._lower(0, rate_of_below=True) >= floor) & (self.candidates >= at_least)
+        return float(self.candidates[np.flatnonzero(ok)[0]]) if ok.any() else 1.0
 
 
 def bootstrap_rates(
@@ -171,7 +251,7 @@ def calibrate(
             },
         )
     p = ensemble_probability(logits, temperatures, weights)
-    points = operating_points(labels, p)
+    points = operating_points(labels, p, groups)
     uncalibrated = ensemble_probability(logits, dict.fromkeys(logits, 1.0), weights)
     metrics = {
         "auc": float(roc_auc_score(labels, p)),

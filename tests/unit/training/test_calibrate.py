@@ -66,7 +66,7 @@ def _all_rates(labels, scores):
 
 def test_screening_keeps_sensitivity_and_is_the_most_specific_such(scores):
     labels, s = scores
-    op = operating_points(labels, s)["screening"]
+    op = operating_points(labels, s, guarantee="point")["screening"]
     assert op.sensitivity >= 0.95
     best = max(spec for _, sens, spec in _all_rates(labels, s) if sens >= 0.95)
     assert op.specificity == pytest.approx(best)
@@ -74,7 +74,7 @@ def test_screening_keeps_sensitivity_and_is_the_most_specific_such(scores):
 
 def test_high_specificity_keeps_specificity_and_is_the_most_sensitive_such(scores):
     labels, s = scores
-    op = operating_points(labels, s)["high_specificity"]
+    op = operating_points(labels, s, guarantee="point")["high_specificity"]
     assert op.specificity >= 0.95
     best = max(sens for _, sens, spec in _all_rates(labels, s) if spec >= 0.95)
     assert op.sensitivity == pytest.approx(best)
@@ -87,9 +87,48 @@ def test_balanced_maximizes_youden(scores):
     assert op.sensitivity + op.specificity - 1 == pytest.approx(best)
 
 
+def _lower_bound_by_hand(labels, s, groups, threshold, positive, rounds=200, seed=0):
+    """The 2.5 % bound of sensitivity (positive) or specificity at `threshold`, one resample at a time."""
+    units = np.unique(groups, return_inverse=True)[1]
+    n = units.max() + 1
+    draws = np.random.default_rng(seed).multinomial(n, np.full(n, 1.0 / n), size=rounds)
+    cls = labels == (1 if positive else 0)
+    hit = (s >= threshold) if positive else (s < threshold)
+    values = [(w[units] * (cls & hit)).sum() / (w[units] * cls).sum() for w in draws]
+    return np.percentile(values, 2.5)
+
+
+def test_lower_ci_thresholds_keep_the_floor_on_the_bound_and_are_the_tightest(scores):
+    labels, s = scores
+    slides = np.arange(len(labels)) // 20
+    points = operating_points(labels, s, groups=slides, rounds=200)
+    candidates = np.unique(s)
+    screening = points["screening"].threshold
+    assert _lower_bound_by_hand(labels, s, slides, screening, positive=True) >= 0.95
+    higher = candidates[candidates > screening][0]
+    assert _lower_bound_by_hand(labels, s, slides, higher, positive=True) < 0.95
+    high_spec = points["high_specificity"].threshold
+    assert _lower_bound_by_hand(labels, s, slides, high_spec, positive=False) >= 0.95
+    lower = candidates[candidates < high_spec][-1]
+    assert _lower_bound_by_hand(labels, s, slides, lower, positive=False) < 0.95
+    point = operating_points(labels, s, guarantee="point")
+    assert screening <= point["screening"].threshold
+    assert high_spec >= point["high_specificity"].threshold
+
+
+def test_a_strong_model_keeps_the_thresholds_ordered_and_the_floors():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 4000)
+    s = np.where(labels == 1, rng.beta(12, 2, 4000), rng.beta(2, 12, 4000))
+    # Both floors hold over a range of thresholds here: the two rules taken literally would cross.
+    for guarantee in ("point", "lower_ci"):
+        points = operating_points(labels, s, groups=np.arange(4000) // 40, guarantee=guarantee)
+        thresholds = [points[name].threshold for name in ("screening", "balanced", "high_specificity")]
+        assert thresholds == sorted(thresholds)
+        assert points["screening"].sensitivity >= 0.95 and points["high_specificity"].specificity >= 0.95
+
+
 def test_operating_points_report_their_own_rates(scores):
-    # No ordering of thresholds is asserted: for a strong model both floors can hold at once, and
-    # then screening's threshold can lie above high_specificity's (seen on the demo release).
     labels, s = scores
     points = operating_points(labels, s)
     assert set(points) == set(OPERATING_POINTS)
