@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -64,6 +64,38 @@ class MemberConfig(_Strict):
     weight_decay: float = Field(0.05, ge=0)
     weight: float = Field(1.0, gt=0, description="Weight of this member in the ensemble mean.")
     model_kwargs: dict[str, Any] = Field(default_factory=dict, description="Extra timm.create_model args.")
+    loss: Literal["bce", "weighted_bce", "focal"] = Field(
+        "bce", description="Training loss (training.losses)."
+    )
+    pos_weight: float | None = Field(
+        None,
+        gt=0,
+        description="weighted_bce only: weight of the positive term; default n_neg / n_pos of train.",
+    )
+    focal_alpha: float = Field(0.25, description="focal only: weight of positives in [0, 1], or -1 for none.")
+    focal_gamma: float = Field(
+        2.0, ge=0, description="focal only: focusing exponent; 0 gives (weighted) BCE."
+    )
+    warmup_steps: int | None = Field(None, ge=0, description="Linear LR warmup in optimizer steps.")
+    warmup_epochs: float | None = Field(
+        None, ge=0, description="Linear LR warmup in epochs (or warmup_steps)."
+    )
+    patience: int | None = Field(
+        None, ge=1, description="Stop after this many epochs without a better validation AUC; none: run all."
+    )
+    amp: bool = Field(
+        True, description="Mixed precision (autocast + GradScaler) when training on CUDA; CPU: off."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> MemberConfig:
+        if self.warmup_steps is not None and self.warmup_epochs is not None:
+            raise ValueError("set at most one of warmup_steps and warmup_epochs")
+        if self.pos_weight is not None and self.loss != "weighted_bce":
+            raise ValueError("pos_weight applies to loss: weighted_bce only")
+        if not (0 <= self.focal_alpha <= 1 or self.focal_alpha == -1):
+            raise ValueError("focal_alpha must lie in [0, 1], or be -1 for no class weighting")
+        return self
 
 
 class TritonConfig(_Strict):

@@ -1,15 +1,20 @@
-"""Training one member: BCE-with-logits, AdamW, dihedral augmentation, validation AUC per epoch, best kept."""
+"""Training one member: configured loss, AdamW with warmup + cosine, dihedral augmentation, AMP on CUDA,
+validation AUC per epoch with the best epoch kept and optional early stopping, and a resume state after
+every epoch from which an interrupted run continues to the same weights as an uninterrupted one.
+"""
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -21,25 +26,44 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from training.config import MemberConfig
+from training.losses import LossFn, build_loss
 from training.models import ContractModel, build_model
+from training.schedule import warmup_cosine, warmup_steps
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 256
-WARMUP_SHARE = 0.1
+RESUME_SUFFIX = ".resume.pt"
+RESUME_FORMAT = 1
+
+
+def training_device() -> torch.device:
+    """CUDA when there is a GPU, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @contextmanager
-def deterministic(seed: int) -> Iterator[torch.Generator]:
-    """Seed every generator and make torch pick deterministic kernels; restore the global flag after."""
+def deterministic(seed: int, device: torch.device | None = None) -> Iterator[torch.Generator]:
+    """Seed every generator and make torch pick deterministic kernels; restore the global flag after.
+
+    On CUDA the flag only warns where an op has no deterministic kernel (and cuBLAS gets the workspace
+    setting it needs); on the CPU it is strict.
+    """
+    cuda = device is not None and device.type == "cuda"
+    if cuda:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-    previous = torch.are_deterministic_algorithms_enabled()
-    torch.use_deterministic_algorithms(True)
+    previous, previous_warn = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+    )
+    torch.use_deterministic_algorithms(True, warn_only=cuda)
     try:
         yield torch.Generator().manual_seed(seed)
     finally:
-        torch.use_deterministic_algorithms(previous)
+        torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
 def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -57,23 +81,13 @@ def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return out
 
 
-def _cosine_with_warmup(total_steps: int):
-    warmup = max(1, int(WARMUP_SHARE * total_steps))
-
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total_steps - warmup)))
-
-    return factor
-
-
 @torch.no_grad()
 def predict_logits(model: ContractModel, dataset: Dataset) -> np.ndarray:
-    """Logits (N,) of a dataset of (image, label) pairs, in order."""
+    """Logits (N,) of a dataset of (image, label) pairs, in order (on the model's device, in float32)."""
     model.eval()
+    device = next(model.parameters()).device
     loader = DataLoader(dataset, batch_size=EVAL_BATCH, shuffle=False)
-    return np.concatenate([model(images).squeeze(1).numpy() for images, _ in loader])
+    return np.concatenate([model(images.to(device)).squeeze(1).cpu().numpy() for images, _ in loader])
 
 
 def auc(labels: np.ndarray, scores: np.ndarray) -> float:
@@ -86,6 +100,7 @@ class TrainResult:
     best_epoch: int
     best_auc: float
     history: list[dict[str, float]] = field(default_factory=list)
+    stopped_early: bool = False
 
 
 def _train_epoch(
@@ -95,22 +110,100 @@ def _train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler,
     generator: torch.Generator,
     desc: str,
+    loss_fn: LossFn,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> float:
-    """One pass over the training data with random dihedral augmentation; returns the mean loss."""
+    """One pass over the training data with random dihedral augmentation; returns the mean loss.
+
+    With a scaler (CUDA + amp) the forward pass runs under float16 autocast and the loss is scaled;
+    without one (the CPU) it is plain float32.
+    """
     model.train()
-    loss_fn = torch.nn.BCEWithLogitsLoss()
+    device = next(model.parameters()).device
     total, seen = 0.0, 0
     bar = tqdm(loader, desc=desc, disable=None, leave=False)
     for images, labels in bar:
-        loss = loss_fn(model(dihedral(images, generator)).squeeze(1), labels)
+        images, labels = dihedral(images, generator).to(device), labels.to(device)
+        autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
+        with autocast:
+            logits = model(images).squeeze(1)
+        loss = loss_fn(logits.float(), labels)  # the loss itself in float32
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         scheduler.step()
         total += loss.item() * len(labels)
         seen += len(labels)
         bar.set_postfix(loss=f"{total / seen:.4f}")
     return total / max(seen, 1)
+
+
+def resume_path(checkpoint: Path) -> Path:
+    """Where training keeps its resume state: next to the checkpoint, e.g. checkpoint.resume.pt."""
+    return checkpoint.with_name(checkpoint.stem + RESUME_SUFFIX)
+
+
+def run_fingerprint(member: MemberConfig, seed: int, train_set: Dataset, valid_labels: np.ndarray) -> str:
+    """What a resume state must match: the member config, the seed and (a sample of) the data."""
+    digest = hashlib.sha256()
+    digest.update(member.model_dump_json().encode())
+    digest.update(f"seed={seed} n={len(train_set)}".encode())
+    labels = getattr(train_set, "labels", None)
+    if labels is not None:
+        digest.update(np.ascontiguousarray(labels).tobytes())
+    digest.update(np.ascontiguousarray(valid_labels).tobytes())
+    for index in sorted({0, len(train_set) - 1}):
+        digest.update(np.asarray(train_set[index][0]).tobytes())
+    return digest.hexdigest()
+
+
+def _rng_states(generator: torch.Generator) -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "generator": generator.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss),
+        "python": random.getstate(),
+    }
+
+
+def _restore_rng_states(states: dict, generator: torch.Generator) -> None:
+    generator.set_state(states["generator"])
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    kind, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(states["python"])
+
+
+def _save_resume(path: Path, state: dict) -> None:
+    """Write atomically: a run killed while saving leaves the previous epoch's state intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".part")
+    torch.save(state, partial)
+    os.replace(partial, path)
+
+
+def _load_resume(path: Path, fingerprint: str, device: torch.device) -> dict | None:
+    """The resume state at path if it belongs to this run, else None (and the run starts afresh)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - an unreadable state is a reason to start over, not to fail
+        log.warning("ignoring unreadable resume state %s: %s", path, error)
+        return None
+    if state.get("format") != RESUME_FORMAT or state.get("fingerprint") != fingerprint:
+        log.info("ignoring resume state %s: it belongs to another config, seed or data set", path)
+        return None
+    return state
 
 
 def train_member(
@@ -120,10 +213,20 @@ def train_member(
     valid_labels: np.ndarray,
     seed: int,
     checkpoint: Path,
+    resume: bool = True,
 ) -> TrainResult:
-    """Train from scratch, evaluate AUC each epoch, save the best epoch's weights to checkpoint."""
-    with deterministic(seed) as generator:
-        model = build_model(member.architecture, **member.model_kwargs)
+    """Train from scratch or resume, evaluate AUC each epoch, save the best epoch's weights to checkpoint.
+
+    After every epoch the whole training state (model, optimizer, scheduler, grad scaler, epoch, best
+    weights and AUC, early-stopping count, history, every RNG state) goes to resume_path(checkpoint).
+    With resume, a state there whose fingerprint matches this run (same member config, seed and data)
+    is continued from the epoch after it, giving the weights an uninterrupted run gives; a state of
+    another run is ignored and overwritten.
+    """
+    device = training_device()
+    use_amp = member.amp and device.type == "cuda"
+    with deterministic(seed, device) as generator:
+        model = build_model(member.architecture, **member.model_kwargs).to(device)
         # A last batch of one sample would break batch norm; skip the ragged tail instead.
         drop_last = len(train_set) > member.batch_size
         loader = DataLoader(
@@ -134,12 +237,33 @@ def train_member(
             model, opt="adamw", lr=member.lr, weight_decay=member.weight_decay
         )
         steps = member.epochs * len(loader)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _cosine_with_warmup(steps))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, warmup_cosine(steps, warmup_steps(member, len(loader)))
+        )
+        scaler = torch.amp.GradScaler("cuda") if use_amp else None
+        loss_fn = build_loss(member, getattr(train_set, "labels", None))
         result, best_state = TrainResult(best_epoch=0, best_auc=-math.inf), None
-        for epoch in range(1, member.epochs + 1):
+        first_epoch, stale = 1, 0
+        state_path = resume_path(checkpoint)
+        fingerprint = run_fingerprint(member, seed, train_set, valid_labels)
+        saved = _load_resume(state_path, fingerprint, device) if resume else None
+        if saved is not None:
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            scheduler.load_state_dict(saved["scheduler"])
+            if scaler is not None and saved["scaler"]:
+                scaler.load_state_dict(saved["scaler"])
+            _restore_rng_states(saved["rng"], generator)
+            result = TrainResult(**saved["result"])
+            best_state, stale = saved["best_state"], saved["stale_epochs"]
+            first_epoch = saved["epoch"] + 1
+            log.info("%s: resuming after epoch %d from %s", member.name, saved["epoch"], state_path)
+        for epoch in range(first_epoch, member.epochs + 1):
+            if result.stopped_early:
+                break
             started = time.perf_counter()
             desc = f"{member.name} epoch {epoch}/{member.epochs}"
-            train_loss = _train_epoch(model, loader, optimizer, scheduler, generator, desc)
+            train_loss = _train_epoch(model, loader, optimizer, scheduler, generator, desc, loss_fn, scaler)
             valid_auc = auc(valid_labels, predict_logits(model, valid_set))
             seconds = time.perf_counter() - started
             result.history.append(
@@ -150,6 +274,28 @@ def train_member(
             if best_state is None or valid_auc > result.best_auc or math.isnan(result.best_auc):
                 result.best_epoch, result.best_auc = epoch, valid_auc
                 best_state = copy.deepcopy(model.state_dict())
+                stale = 0
+            else:
+                stale += 1
+            if member.patience is not None and stale >= member.patience and epoch < member.epochs:
+                result.stopped_early = True
+                log.info("%s: no better validation AUC for %d epochs, stopping", member.name, stale)
+            _save_resume(
+                state_path,
+                {
+                    "format": RESUME_FORMAT,
+                    "fingerprint": fingerprint,
+                    "epoch": epoch,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else {},
+                    "rng": _rng_states(generator),
+                    "result": asdict(result),
+                    "best_state": best_state,
+                    "stale_epochs": stale,
+                },
+            )
     save_checkpoint(checkpoint, member, best_state, result)
     return result
 
