@@ -6,12 +6,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
 MEMBER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
 """As services.common.release.Member.name: the name is also the Triton model (directory) name."""
 RELEASE_PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
+SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
 
 class _Strict(BaseModel):
@@ -53,8 +54,33 @@ class StainConfig(_Strict):
     fit_patches: int = Field(512, ge=1, description="Training patches sampled to fit the Macenko reference.")
 
 
+class PretrainedConfig(_Strict):
+    """Initial weights of a member: a local file with its sha256, or a name in a registry file.
+
+    Either ``{path: FILE, sha256: HEX}`` or ``{registry: REGISTRY.yaml, name: NAME}`` (the registry
+    gives the file and its sha256; see training.weights). Nothing is ever downloaded.
+    """
+
+    path: Path | None = Field(None, description="A local state_dict file (.safetensors, .pt, .pth, .bin).")
+    sha256: str | None = Field(None, pattern=SHA256_PATTERN, description="With path: its expected SHA-256.")
+    registry: Path | None = Field(None, description="A weights registry YAML (training.weights).")
+    name: str | None = Field(None, min_length=1, description="With registry: the entry's name.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> PretrainedConfig:
+        if (self.path is None) == (self.registry is None):
+            raise ValueError(
+                "pretrained needs exactly one of 'path' (with 'sha256') or 'registry' (with 'name')"
+            )
+        if self.path is not None and (self.sha256 is None or self.name is not None):
+            raise ValueError("pretrained 'path' needs 'sha256' (always verified) and takes no 'name'")
+        if self.registry is not None and (self.name is None or self.sha256 is not None):
+            raise ValueError("pretrained 'registry' needs 'name'; the sha256 comes from the registry")
+        return self
+
+
 class MemberConfig(_Strict):
-    """One ensemble member: a timm architecture trained from scratch."""
+    """One ensemble member: a timm architecture trained from scratch, or from verified local weights."""
 
     name: str = Field(pattern=MEMBER_NAME_PATTERN)
     architecture: str = Field(description="A timm model name, e.g. resnet18, test_vit.")
@@ -86,6 +112,18 @@ class MemberConfig(_Strict):
     amp: bool = Field(
         True, description="Mixed precision (autocast + GradScaler) when training on CUDA; CPU: off."
     )
+    pretrained: PretrainedConfig | None = Field(
+        None, description="Initial weights (training.weights); none: random initialisation."
+    )
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_pretrained(self, handler: Any) -> dict[str, Any]:
+        # Without pretrained weights the dump (saved config, resume fingerprint) is what it was before
+        # the key existed, so older resume states still match.
+        data = handler(self)
+        if isinstance(data, dict) and data.get("pretrained") is None:
+            data.pop("pretrained", None)
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> MemberConfig:
@@ -95,6 +133,11 @@ class MemberConfig(_Strict):
             raise ValueError("pos_weight applies to loss: weighted_bce only")
         if not (0 <= self.focal_alpha <= 1 or self.focal_alpha == -1):
             raise ValueError("focal_alpha must lie in [0, 1], or be -1 for no class weighting")
+        if {"pretrained", "pretrained_cfg", "pretrained_cfg_overlay"} & set(self.model_kwargs):
+            raise ValueError(
+                "model_kwargs must not ask timm for pretrained weights (it would fetch them from the hub); "
+                "use the member's 'pretrained:' key with a local file or a registry entry"
+            )
         return self
 
 

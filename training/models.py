@@ -10,6 +10,8 @@ import torch
 from torch import nn
 
 from services.common.contract import PATCH_SIZE
+from training.config import MemberConfig
+from training.weights import load_pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -61,3 +63,11 @@ def build_model(architecture: str, **kwargs: Any) -> ContractModel:
     backbone = create_backbone(architecture, **kwargs)
     cfg = getattr(backbone, "pretrained_cfg", None) or {}
     return ContractModel(backbone, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
+
+
+def build_member_model(member: MemberConfig) -> ContractModel:
+    """A member's model: its architecture and model_kwargs, with its verified ``pretrained`` weights if set."""
+    model = build_model(member.architecture, **member.model_kwargs)
+    if member.pretrained is not None:
+        load_pretrained(model.backbone, member.pretrained, member.architecture)
+    return model

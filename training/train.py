@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from training.config import MemberConfig
 from training.losses import LossFn, build_loss
-from training.models import ContractModel, build_model
+from training.models import ContractModel, build_member_model, build_model
 from training.schedule import warmup_cosine, warmup_steps
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ def train_member(
     device = training_device()
     use_amp = member.amp and device.type == "cuda"
     with deterministic(seed, device) as generator:
-        model = build_model(member.architecture, **member.model_kwargs).to(device)
+        model = build_member_model(member).to(device)
         # A last batch of one sample would break batch norm; skip the ragged tail instead.
         drop_last = len(train_set) > member.batch_size
         loader = DataLoader(
