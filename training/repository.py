@@ -43,11 +43,9 @@ BACKEND_SOURCE = Path(__file__).parent / "triton" / BACKEND_FILE
 
 
 def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
+    """Hex sha256 of a file, read in chunks."""
     with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _dims(shape: Sequence[int]) -> str:

@@ -20,7 +20,6 @@ Registry file (YAML)::
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import logging
 import re
@@ -35,6 +34,7 @@ import yaml
 from torch import nn
 
 from training.config import SHA256_PATTERN, PretrainedConfig
+from training.repository import sha256_file
 
 log = logging.getLogger(__name__)
 _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")
@@ -64,19 +64,11 @@ class LoadReport:
     """Keys of the model not in the file (left as initialised): only the classifier head is allowed."""
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def verify_sha256(path: Path, expected: str) -> None:
     """Raise WeightsError naming the file and both digests unless the file's SHA-256 is expected."""
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    actual = sha256_of(path)
+    actual = sha256_file(path)
     if actual != expected.lower():
         raise WeightsError(
             f"SHA-256 mismatch for weights file {path}: expected {expected.lower()}, got {actual}; "
