@@ -79,6 +79,32 @@ class PretrainedConfig(_Strict):
         return self
 
 
+class HedJitterConfig(_Strict):
+    """Tellez et al. 2018 HED jitter (training.augment.hed_jitter); 0.05/0.05 is their 'HED-light'."""
+
+    scale: float = Field(0.05, ge=0, lt=1, description="alpha ~ U(1 - scale, 1 + scale) per image and stain.")
+    shift: float = Field(0.05, ge=0, description="beta ~ U(-shift, shift) per image and stain (OD units).")
+
+
+class ColorJitterConfig(_Strict):
+    """Brightness/contrast/saturation jitter (training.augment.color_jitter): factor ~ U(1 - s, 1 + s)."""
+
+    brightness: float = Field(0.1, ge=0, lt=1)
+    contrast: float = Field(0.1, ge=0, lt=1)
+    saturation: float = Field(0.1, ge=0, lt=1)
+
+
+class AugmentConfig(_Strict):
+    """Training augmentation of a member (training.augment); the defaults are the 8 dihedral transforms only.
+
+    Blur, elastic deformation and CutMix are left out on purpose: they can change PCam's center label.
+    """
+
+    dihedral: bool = Field(True, description="One of the 8 rotations/flips per patch.")
+    hed_jitter: HedJitterConfig | None = Field(None, description="HED stain jitter; null: off.")
+    color_jitter: ColorJitterConfig | None = Field(None, description="Color jitter; null: off.")
+
+
 class MemberConfig(_Strict):
     """One ensemble member: a timm architecture trained from scratch, or from verified local weights."""
 
@@ -115,14 +141,25 @@ class MemberConfig(_Strict):
     pretrained: PretrainedConfig | None = Field(
         None, description="Initial weights (training.weights); none: random initialisation."
     )
+    augment: AugmentConfig = Field(
+        AugmentConfig(), description="Training augmentation (training.augment); default: dihedral only."
+    )
+    num_workers: int = Field(
+        0, ge=0, description="DataLoader worker processes reading training data; 0: the main process."
+    )
 
     @model_serializer(mode="wrap")
     def _omit_unset_pretrained(self, handler: Any) -> dict[str, Any]:
-        # Without pretrained weights the dump (saved config, resume fingerprint) is what it was before
-        # the key existed, so older resume states still match.
+        # Without pretrained weights (default augmentation, no workers) the dump (saved config, resume
+        # fingerprint) is what it was before the key existed, so older resume states still match.
         data = handler(self)
-        if isinstance(data, dict) and data.get("pretrained") is None:
-            data.pop("pretrained", None)
+        if isinstance(data, dict):
+            if data.get("pretrained") is None:
+                data.pop("pretrained", None)
+            if self.augment == AugmentConfig():
+                data.pop("augment", None)
+            if self.num_workers == 0:
+                data.pop("num_workers", None)
         return data
 
     @model_validator(mode="after")

@@ -1,4 +1,4 @@
-"""Training one member: configured loss, AdamW with warmup + cosine, dihedral augmentation, AMP on CUDA,
+"""Training one member: configured loss, AdamW with warmup + cosine, augmentation, AMP on CUDA,
 validation AUC per epoch with the best epoch kept and optional early stopping, and a resume state after
 every epoch from which an interrupted run continues to the same weights as an uninterrupted one.
 """
@@ -25,7 +25,8 @@ from sklearn.metrics import roc_auc_score
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.config import MemberConfig
+from training.augment import augment, dihedral  # noqa: F401 - dihedral re-exported for callers
+from training.config import AugmentConfig, MemberConfig
 from training.losses import LossFn, build_loss
 from training.models import ContractModel, build_member_model, build_model
 from training.schedule import warmup_cosine, warmup_steps
@@ -66,19 +67,13 @@ def deterministic(seed: int, device: torch.device | None = None) -> Iterator[tor
         torch.use_deterministic_algorithms(previous, warn_only=previous_warn)
 
 
-def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Apply one of the 8 rotations/flips, drawn per patch, to uint8 NHWC images.
-
-    The center-32 label is invariant under all of them (the center square maps onto itself).
-    """
-    choice = torch.randint(0, 8, (len(images),), generator=generator)
-    out = torch.empty_like(images)
-    for t in range(8):
-        idx = torch.nonzero(choice == t).squeeze(1)
-        if len(idx):
-            x = images[idx].flip(2) if t >= 4 else images[idx]
-            out[idx] = torch.rot90(x, t % 4, dims=(1, 2))
-    return out
+def _seed_worker(worker_id: int) -> None:
+    """Seed numpy and random in a DataLoader worker from its torch seed (base seed from the loader's
+    generator + worker id), so anything random in a dataset is reproducible too; one torch thread each."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    torch.set_num_threads(1)
 
 
 @torch.no_grad()
@@ -112,8 +107,10 @@ def _train_epoch(
     desc: str,
     loss_fn: LossFn,
     scaler: torch.amp.GradScaler | None = None,
+    augmentation: AugmentConfig | None = None,
 ) -> float:
-    """One pass over the training data with random dihedral augmentation; returns the mean loss.
+    """One pass over the training data with the configured augmentation (default: dihedral only);
+    returns the mean loss.
 
     With a scaler (CUDA + amp) the forward pass runs under float16 autocast and the loss is scaled;
     without one (the CPU) it is plain float32.
@@ -123,7 +120,8 @@ def _train_epoch(
     total, seen = 0.0, 0
     bar = tqdm(loader, desc=desc, disable=None, leave=False)
     for images, labels in bar:
-        images, labels = dihedral(images, generator).to(device), labels.to(device)
+        images = augment(images, generator, augmentation or AugmentConfig())
+        images, labels = images.to(device), labels.to(device)
         autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
         with autocast:
             logits = model(images).squeeze(1)
@@ -229,8 +227,17 @@ def train_member(
         model = build_member_model(member).to(device)
         # A last batch of one sample would break batch norm; skip the ragged tail instead.
         drop_last = len(train_set) > member.batch_size
+        # Workers only read; augmentation runs here on the one generator, which also draws the shuffle
+        # order and the workers' base seed. With workers the sampler draws earlier (prefetching), so the
+        # weights depend on num_workers, but one seed and one worker count always give the same weights.
         loader = DataLoader(
-            train_set, batch_size=member.batch_size, shuffle=True, generator=generator, drop_last=drop_last
+            train_set,
+            batch_size=member.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=drop_last,
+            num_workers=member.num_workers,
+            worker_init_fn=_seed_worker if member.num_workers else None,
         )
         # timm's factory leaves biases and norm weights out of weight decay.
         optimizer = timm.optim.create_optimizer_v2(
@@ -263,7 +270,9 @@ def train_member(
                 break
             started = time.perf_counter()
             desc = f"{member.name} epoch {epoch}/{member.epochs}"
-            train_loss = _train_epoch(model, loader, optimizer, scheduler, generator, desc, loss_fn, scaler)
+            train_loss = _train_epoch(
+                model, loader, optimizer, scheduler, generator, desc, loss_fn, scaler, member.augment
+            )
             valid_auc = auc(valid_labels, predict_logits(model, valid_set))
             seconds = time.perf_counter() - started
             result.history.append(
