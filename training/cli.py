@@ -215,6 +215,57 @@ def build_repository(
     out.print(f"model repository {output} built in {time.perf_counter() - started:.0f} s")
 
 
+@app.command("evaluate")
+def evaluate(
+    repository: Annotated[
+        Path, typer.Option("--repository", "-r", help="Built model repository (release.json).")
+    ],
+    data: Annotated[Path, typer.Option("--data", "-d", help="Directory with PCam-named HDF5 files.")],
+    split: Annotated[str, typer.Option("--split", "-s", help="train, valid or test.")] = "test",
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Write the report as JSON here.")
+    ] = None,
+    workdir: Annotated[
+        Path | None,
+        typer.Option("--workdir", "-w", help="Keep the normalized split here (default: temporary)."),
+    ] = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+) -> None:
+    """Evaluate a model repository on a split with the serving rules: AUC, ECE, operating points + 95 % CIs."""
+    from training.evaluate import evaluate as run_evaluation
+
+    with _user_errors():
+        report = run_evaluation(repository, data, split, workdir, threads)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report.model_dump_json(indent=2) + "\n")
+
+    def num(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    def ci(value: float | None, interval: tuple[float, float] | None) -> str:
+        return num(value) if interval is None else f"{num(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+
+    title = f"release {report.release_id} on {report.split}: {report.patches} patches, prevalence {report.prevalence:.3f}"
+    table = Table(title=title, caption=f"research use only; data: {report.data_source}"
+                  + (f" ({report.note})" if report.note else ""))  # fmt: skip
+    for column in ("model", "temperature", "weight", "AUC", "ECE"):
+        table.add_column(column)
+    for name, m in report.members.items():
+        table.add_row(name, f"{m.temperature:.3f}", f"{m.weight:g}", num(m.auc), f"{m.ece:.4f}")
+    table.add_row("ensemble", "", "", num(report.auc), f"{report.ece:.4f}")
+    out.print(table)
+    points = Table(title=f"operating points (95 % CI, bootstrap by {report.bootstrap})")
+    for column in ("name", "threshold", "sensitivity", "specificity", "accuracy"):
+        points.add_column(column)
+    for name, p in report.operating_points.items():
+        points.add_row(name, f"{p.threshold:.4f}", ci(p.sensitivity, p.sensitivity_ci),
+                       ci(p.specificity, p.specificity_ci), ci(p.accuracy, p.accuracy_ci))  # fmt: skip
+    out.print(points)
+    if report.note:
+        out.print(f"[yellow]{report.note}[/yellow]")
+
+
 def _print_summary(
     members: Mapping[str, Member | MemberCalibration], ensemble: EnsembleRule, title: str = "validation"
 ) -> None:
