@@ -18,3 +18,18 @@ def tiny_pcam(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = tmp_path_factory.mktemp("pcam")
     synthesize(directory, {"train": 96, "valid": 64, "test": 16}, seed=7)
     return directory
+
+
+@pytest.fixture(scope="session")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(repository, work dir) of one `pcam build-repository --config smoke`, shared read-only."""
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    root = tmp_path_factory.mktemp("build")
+    repo, work = root / "model_repository", root / "work"
+    args = ["build-repository", "--config", "smoke", "--output", str(repo), "--workdir", str(work)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return repo, work

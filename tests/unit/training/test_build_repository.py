@@ -21,16 +21,6 @@ from training.repository import BACKEND_SOURCE, config_pbtxt, sha256_file
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("build")
-    repo, work = root / "model_repository", root / "work"
-    args = ["build-repository", "--config", "smoke", "--output", str(repo), "--workdir", str(work)]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return repo, work
-
-
 def test_manifest_validates_and_names_the_members(built):
     repo, _ = built
     raw = json.loads((repo / "release.json").read_text())

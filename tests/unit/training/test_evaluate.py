@@ -21,16 +21,6 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("build")
-    repo, work = root / "model_repository", root / "work"
-    args = ["build-repository", "--config", "smoke", "--output", str(repo), "--workdir", str(work)]
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return repo, work
-
-
-@pytest.fixture(scope="module")
 def evaluated(built, tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, str, Path]:
     repo, work = built
     root = tmp_path_factory.mktemp("evaluate")
