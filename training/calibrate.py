@@ -189,7 +189,7 @@ def bootstrap_rates(
     rounds: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """95 % percentile intervals of sensitivity and specificity at a fixed threshold.
+    """95 % percentile intervals of sensitivity, specificity and accuracy at a fixed threshold.
 
     Resamples groups (slides) when given, patches otherwise: patches of one slide are not independent.
     """
@@ -207,9 +207,11 @@ def bootstrap_rates(
     totals = np.stack([counts[d].sum(axis=0) for d in draws])
     with np.errstate(invalid="ignore", divide="ignore"):
         sens, spec = totals[:, 0] / totals[:, 1], totals[:, 2] / totals[:, 3]
+        accuracy = (totals[:, 0] + totals[:, 2]) / (totals[:, 1] + totals[:, 3])
     return {
         "sensitivity": tuple(np.nanpercentile(sens, [2.5, 97.5]).tolist()),
         "specificity": tuple(np.nanpercentile(spec, [2.5, 97.5]).tolist()),
+        "accuracy": tuple(np.nanpercentile(accuracy, [2.5, 97.5]).tolist()),
     }
 
 
@@ -262,6 +264,7 @@ def calibrate(
         "validation_prevalence": float(labels.mean()),
     }
     for name, point in points.items():
-        for rate, (low, high) in bootstrap_rates(labels, p, point.threshold, groups).items():
-            metrics[f"{name}_{rate}_ci_low"], metrics[f"{name}_{rate}_ci_high"] = low, high
+        intervals = bootstrap_rates(labels, p, point.threshold, groups)
+        for rate in ("sensitivity", "specificity"):
+            metrics[f"{name}_{rate}_ci_low"], metrics[f"{name}_{rate}_ci_high"] = intervals[rate]
     return Calibration(members=members, ensemble=EnsembleRule(operating_points=points, metrics=metrics))

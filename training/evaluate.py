@@ -91,20 +91,6 @@ def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
 
 
-def _accuracy_ci(
-    labels: np.ndarray, predicted: np.ndarray, groups: np.ndarray | None, rounds: int, seed: int
-) -> tuple[float, float]:
-    """95 % percentile interval of accuracy, resampling units as `bootstrap_rates` does."""
-    units = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
-    size = units.max() + 1
-    correct = np.bincount(units, weights=(predicted == labels).astype(np.float64), minlength=size)
-    total = np.bincount(units, minlength=size).astype(np.float64)
-    draws = np.random.default_rng(seed).integers(0, size, size=(rounds, size))
-    accuracy = correct[draws].sum(axis=1) / total[draws].sum(axis=1)
-    low, high = np.percentile(accuracy, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def score_split(manifest: ReleaseManifest, repository: Path, x_path: Path, threads: int = 1) -> np.ndarray:
     """(N, M) member logits of a normalized split, members in manifest order."""
     return np.stack(
@@ -166,7 +152,7 @@ def evaluate(
             accuracy=float((predicted == labels).mean()),
             sensitivity_ci=intervals["sensitivity"] if positive.any() else None,
             specificity_ci=intervals["specificity"] if (~positive).any() else None,
-            accuracy_ci=_accuracy_ci(labels, predicted, groups, rounds, seed),
+            accuracy_ci=intervals["accuracy"],
         )
     return EvaluationReport(
         release_id=manifest.release_id,

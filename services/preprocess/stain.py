@@ -69,10 +69,13 @@ class MacenkoNormalizer:
     """Normalizes batches of uint8 RGB patches to a stain reference."""
 
     def __init__(self, reference: StainReference | None = None) -> None:
-        self.reference = reference or DEFAULT_REFERENCE
-        self._od_lut = -np.log((np.arange(256, dtype=np.float64) + 1.0) / self.reference.io)
+        self._use(reference or DEFAULT_REFERENCE)
+
+    def _use(self, reference: StainReference) -> None:
+        self.reference = reference
+        self._od_lut = -np.log((np.arange(256, dtype=np.float64) + 1.0) / reference.io)
         # The same comparison as the reference implementation (OD >= beta), tabulated per uint8 value.
-        self._tissue_lut = self._od_lut >= self.reference.beta
+        self._tissue_lut = self._od_lut >= reference.beta
 
     def fit(self, patches: np.ndarray) -> MacenkoNormalizer:
         """Fit the reference to uint8 (N, H, W, 3) tissue patches, pooled as one image; return self."""
@@ -84,13 +87,14 @@ class MacenkoNormalizer:
                 f"cannot fit a stain reference: {estimates.reasons[0]} "
                 f"({estimates.tissue_pixels[0]} tissue pixels in the fitting patches)"
             )
-        reference = self.reference.model_copy(
-            update={
-                "stain_matrix": tuple(tuple(float(v) for v in row) for row in estimates.stains[0]),
-                "max_concentrations": tuple(float(v) for v in estimates.max_concentrations[0]),
-            }
+        self._use(
+            self.reference.model_copy(
+                update={
+                    "stain_matrix": tuple(tuple(float(v) for v in row) for row in estimates.stains[0]),
+                    "max_concentrations": tuple(float(v) for v in estimates.max_concentrations[0]),
+                }
+            )
         )
-        self.__init__(reference)
         return self
 
     def normalize(self, batch: np.ndarray) -> NormalizationResult:

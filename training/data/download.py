@@ -65,11 +65,8 @@ def remote_files(splits: Iterable[str] = SPLITS) -> list[str]:
 
 def md5sum(path: Path) -> str:
     """Hex MD5 of a file, read in chunks."""
-    digest = hashlib.md5(usedforsecurity=False)
     with path.open("rb") as f:
-        while chunk := f.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(f, lambda: hashlib.md5(usedforsecurity=False)).hexdigest()
 
 
 def _record_path(h5: Path) -> Path:

@@ -63,4 +63,5 @@ def test_malformed_multipart_is_400(client) -> None:
         content=b"--nope\r\ngarbage",
         headers={"content-type": "multipart/form-data; boundary=xyz"},
     )
-    assert response.status_code in (400, 422) and response.headers["content-type"] == PROBLEM
+    assert response.status_code == 400 and response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/malformed-multipart")

@@ -148,6 +148,8 @@ def test_bootstrap_interval_brackets_the_estimate(scores):
     ci = bootstrap_rates(labels, s, 0.5, rounds=300)
     assert ci["sensitivity"][0] < sens < ci["sensitivity"][1]
     assert ci["specificity"][0] < spec < ci["specificity"][1]
+    accuracy = float(((s >= 0.5) == (labels == 1)).mean())
+    assert ci["accuracy"][0] < accuracy < ci["accuracy"][1]
 
 
 def test_bootstrap_resamples_groups_not_patches(scores):
