@@ -18,13 +18,12 @@ from sklearn.metrics import roc_auc_score, roc_curve
 
 from services.common.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
 from services.ensemble.calibration import combine
+from training.metrics import BOOTSTRAP_ROUNDS, Bootstrap, Interval, binary_intervals, ece
 
 log = logging.getLogger(__name__)
 LOG_T_BOUNDS = (np.log(0.05), np.log(20.0))
-ECE_BINS = 15
 SENSITIVITY_FLOOR = 0.95  # screening
 SPECIFICITY_FLOOR = 0.95  # high_specificity
-BOOTSTRAP_ROUNDS = 1000
 NOT_PAST_BALANCED = ", never past the balanced threshold"
 CRITERIA_LOWER_CI = {
     "screening": f"highest specificity with the 95 % CI lower bound of sensitivity >= {SENSITIVITY_FLOOR}"
@@ -55,18 +54,6 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
         options={"xatol": 1e-6},
     )
     return float(np.exp(result.x))
-
-
-def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Expected calibration error: bin-weighted |mean confidence - accuracy| over equal-width bins."""
-    p = np.asarray(probabilities, np.float64)
-    y = np.asarray(labels, np.float64)
-    index = np.minimum((p * bins).astype(int), bins - 1)
-    count = np.bincount(index, minlength=bins)
-    gap = np.abs(
-        np.bincount(index, weights=p, minlength=bins) - np.bincount(index, weights=y, minlength=bins)
-    )
-    return float(gap.sum() / max(count.sum(), 1))
 
 
 def ensemble_probability(
@@ -140,17 +127,16 @@ def operating_points(
 class _BootstrapBounds:
     """Lower 2.5 % bootstrap bounds of sensitivity/specificity over candidate thresholds.
 
-    Resamples groups (slides) when given, patches otherwise; weights are per-resample counts of each
-    unit, so one (rounds x patches) weighted cumulative sum gives a rate at every threshold at once.
+    Resamples groups (slides) when given, patches otherwise, with `training.metrics.Bootstrap`'s draws;
+    weights are per-resample counts of each unit, so one (rounds x patches) weighted cumulative sum gives a rate at every threshold at once.
     """
 
     def __init__(
         self, labels: np.ndarray, scores: np.ndarray, groups: np.ndarray | None, rounds: int, seed: int
     ):
-        units = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
-        rng = np.random.default_rng(seed)
-        n_units = units.max() + 1
-        counts = rng.multinomial(n_units, np.full(n_units, 1.0 / n_units), size=rounds).astype(np.float32)
+        bootstrap = Bootstrap(len(labels), groups, rounds, seed)
+        units = bootstrap.units
+        counts = np.concatenate([d.astype(np.float32) for d in bootstrap.draws()])
         self.candidates = np.unique(scores)
         self._below = {}  # class -> (rounds x candidates) weighted count of class scores < candidate
         self._total = {}
@@ -188,31 +174,13 @@ def bootstrap_rates(
     groups: np.ndarray | None = None,
     rounds: int = BOOTSTRAP_ROUNDS,
     seed: int = 0,
-) -> dict[str, tuple[float, float]]:
+) -> dict[str, Interval | None]:
     """95 % percentile intervals of sensitivity, specificity and accuracy at a fixed threshold.
 
-    Resamples groups (slides) when given, patches otherwise: patches of one slide are not independent.
+    Resamples groups (slides) when given, patches otherwise (`training.metrics.Bootstrap`).
     """
-    groups = np.arange(len(labels)) if groups is None else np.unique(groups, return_inverse=True)[1]
-    predicted = scores >= threshold
-    positive = labels == 1
-    # Per group: true positives, positives, true negatives, negatives; resampling groups sums these.
-    counts = np.stack(
-        [np.bincount(groups, weights=w, minlength=groups.max() + 1) for w in
-         (predicted & positive, positive, ~predicted & ~positive, ~positive)],
-        axis=1,
-    )  # fmt: skip
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(counts), size=(rounds, len(counts)))
-    totals = np.stack([counts[d].sum(axis=0) for d in draws])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        sens, spec = totals[:, 0] / totals[:, 1], totals[:, 2] / totals[:, 3]
-        accuracy = (totals[:, 0] + totals[:, 2]) / (totals[:, 1] + totals[:, 3])
-    return {
-        "sensitivity": tuple(np.nanpercentile(sens, [2.5, 97.5]).tolist()),
-        "specificity": tuple(np.nanpercentile(spec, [2.5, 97.5]).tolist()),
-        "accuracy": tuple(np.nanpercentile(accuracy, [2.5, 97.5]).tolist()),
-    }
+    intervals = binary_intervals(labels, scores, threshold, Bootstrap(len(labels), groups, rounds, seed))
+    return {k: intervals[k] for k in ("sensitivity", "specificity", "accuracy")}
 
 
 class MemberCalibration(BaseModel):

@@ -16,6 +16,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from training.config import RunConfig, bundled_configs, load_config, save_config
+from training.validate import DEFAULT_OPERATING_POINT, SENSITIVITY_TARGET, SPECIFICITY_TARGET
 from training.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
 
     from services.common.release import EnsembleRule, Member
     from training.calibrate import MemberCalibration
+    from training.evaluate import EvaluationReport
 
 app = typer.Typer(
     help="PCam tumor detection, offline side: data, stain reference, training, export, calibration and "
@@ -44,6 +46,15 @@ WorkdirOption = Annotated[Path, typer.Option("--workdir", "-w", help="Work direc
 MemberOption = Annotated[
     list[str] | None, typer.Option("--member", "-m", help="Only this member (repeatable); default all.")
 ]
+TargetOption = Annotated[
+    str,
+    typer.Option(
+        "--target",
+        "-t",
+        help="Serving target: cpu (python backend, KIND_CPU) or gpu (onnxruntime backend with TensorRT, "
+        "KIND_GPU, warmup); DESIGN.md section 4.",
+    ),
+]
 
 
 @app.callback()
@@ -56,10 +67,11 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug 
 
 
 @contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(code: int = 1) -> Iterator[None]:
     """Expected failures (missing inputs, bad config, failed parity) end with a message, not a traceback.
 
-    The traceback is still logged at debug level: `pcam -v ...` shows it.
+    The traceback is still logged at debug level: `pcam -v ...` shows it. `code` is the exit status
+    (`pcam validate` keeps 1 for "targets not met").
     """
     try:
         yield
@@ -67,7 +79,7 @@ def _user_errors() -> Iterator[None]:
         log.debug("failed", exc_info=True)
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
         console.print(f"[red]error:[/red] {message}")
-        raise typer.Exit(1) from exc
+        raise typer.Exit(code) from exc
 
 
 def _pipeline():
@@ -78,9 +90,12 @@ def _pipeline():
 
 
 def _start(config: str, workdir: Path) -> tuple[RunConfig, WorkDir]:
+    from training.distributed import from_env  # torch: every caller imports it next anyway
+
     cfg = load_config(config)
     work = WorkDir(workdir)
-    save_config(cfg, work.config)
+    if from_env().is_main:  # under torchrun, one writer
+        save_config(cfg, work.config)
     return cfg, work
 
 
@@ -162,31 +177,115 @@ def stain_reference(config: ConfigOption, workdir: WorkdirOption) -> None:
 
 
 @app.command("train")
-def train(config: ConfigOption, workdir: WorkdirOption, member: MemberOption = None) -> None:
-    """Train members on the normalized splits; keeps each member's best epoch by validation AUC."""
+def train(
+    config: ConfigOption,
+    workdir: WorkdirOption,
+    member: MemberOption = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Ignore saved resume states and train from scratch.")
+    ] = False,
+) -> None:
+    """Train members on the normalized splits; keeps each member's best epoch by validation AUC.
+
+    Resumes an interrupted run from its last finished epoch. Data-parallel under
+    `torchrun --nproc_per_node N -m training train ...` (NCCL on GPUs, gloo on the CPU).
+    """
+    from training.distributed import from_env
+    from training.tracking import tracked
+
     with _user_errors():
         cfg, work = _start(config, workdir)
-        results = _pipeline().train(cfg, work, member)
-    for name, result in results.items():
-        out.print(f"{name}: best epoch {result.best_epoch}, valid AUC {result.best_auc:.4f}")
+        main_process = from_env().is_main
+        with tracked(cfg.tracking, f"{cfg.release_prefix}/train", enabled=main_process) as tracker:
+            tracker.log_params({"config": cfg.model_dump(mode="json", exclude={"members"})})
+            tracker.log_artifact(work.config)
+            results = _pipeline().train(cfg, work, member, tracker, resume=not fresh)
+    if main_process:
+        for name, result in results.items():
+            out.print(f"{name}: best epoch {result.best_epoch}, valid AUC {result.best_auc:.4f}")
+
+
+@app.command("cv")
+def cross_validate(
+    config: ConfigOption,
+    workdir: WorkdirOption,
+    member: MemberOption = None,
+    folds: Annotated[int, typer.Option("--folds", "-k", min=2, help="Number of folds.")] = 5,
+) -> None:
+    """Stratified k-fold cross-validation on the training split (grouped by slide when the meta CSV has slides).
+
+    Each fold picks its best epoch on the validation split and is scored on its held-out part;
+    writes cv/report.json. Data-parallel under torchrun, like `train`.
+    """
+    from training.distributed import from_env
+    from training.tracking import tracked
+
+    with _user_errors():
+        cfg, work = _start(config, workdir)
+        main_process = from_env().is_main
+        with tracked(cfg.tracking, f"{cfg.release_prefix}/cv", enabled=main_process) as tracker:
+            tracker.log_params({"folds": folds})
+            report = _pipeline().cross_validate(cfg, work, folds, member, tracker)
+            tracker.log_artifact(work.cv_report)
+    if not main_process:
+        return
+    table = Table(title=f"{folds}-fold cross-validation (grouped by {report.grouped_by}), held-out AUC",
+                  caption=f"research use only; data: {report.data_source}")  # fmt: skip
+    table.add_column("member")
+    for number in range(1, folds + 1):
+        table.add_column(f"fold {number}")
+    table.add_column("mean ± sd")
+    for name, result in report.members.items():
+        table.add_row(name, *(f"{f.held_out_auc:.4f}" for f in result.folds),
+                      f"{result.mean_auc:.4f} ± {result.std_auc:.4f}")  # fmt: skip
+    out.print(table)
+    out.print(f"report: {work.cv_report}")
 
 
 @app.command("export")
-def export(config: ConfigOption, workdir: WorkdirOption, member: MemberOption = None) -> None:
-    """Export trained members to ONNX, check parity with PyTorch, collect validation logits."""
+def export(
+    config: ConfigOption,
+    workdir: WorkdirOption,
+    member: MemberOption = None,
+    formats: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="onnx, torchscript, int8 or tensorrt (repeatable); default the config's export.formats "
+            "(onnx). ONNX is always written.",
+        ),
+    ] = None,
+) -> None:
+    """Export trained members to ONNX (and TorchScript, INT8, TensorRT), check parity, collect validation logits.
+
+    Writes members/<name>/export.json: files, sha256, parity, the INT8 validation AUC change.
+    """
     with _user_errors():
         cfg, work = _start(config, workdir)
-        paths = _pipeline().export(cfg, work, member)
-    for name, path in paths.items():
-        out.print(f"{name}: {path}")
+        reports = _pipeline().export(cfg, work, member, formats)
+    for name, report in reports.items():
+        for fmt, entry in report["formats"].items():
+            if "skipped" in entry:
+                out.print(f"{name}: {entry['skipped']}")
+                continue
+            line = f"{name}: {fmt} {work.member(name) / entry['file']}"
+            if "parity_max_abs_diff" in entry:
+                line += f" (max |diff| to PyTorch {entry['parity_max_abs_diff']:.2g})"
+            if entry.get("auc_delta") is not None:
+                line += f" (valid AUC {entry['auc_fp32']:.4f} -> {entry['auc_int8']:.4f}, {entry['auc_delta']:+.4f})"
+            out.print(line)
 
 
 @app.command("calibrate")
 def calibrate(config: ConfigOption, workdir: WorkdirOption) -> None:
     """Fit temperatures and the ensemble's operating points on validation logits."""
+    from training.tracking import tracked
+
     with _user_errors():
         cfg, work = _start(config, workdir)
-        result = _pipeline().calibrate_members(cfg, work)
+        with tracked(cfg.tracking, f"{cfg.release_prefix}/calibrate") as tracker:
+            result = _pipeline().calibrate_members(cfg, work, tracker)
     _print_summary(result.members, result.ensemble)
 
 
@@ -199,71 +298,273 @@ def build_repository(
         typer.Option("--workdir", "-w", help="Keep intermediate files here (default: temporary)."),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model repository.")] = False,
+    target: TargetOption = "cpu",
 ) -> None:
-    """Run the whole pipeline and write the Triton model repository with its release.json."""
+    """Run the whole pipeline and write the Triton model repository with its release.json.
+
+    An existing --workdir is reused: finished training is not redone.
+    """
     started = time.perf_counter()
     with _user_errors():
         cfg = load_config(config)
         if workdir is None:
             with tempfile.TemporaryDirectory(prefix="pcam-work-") as tmp:
-                manifest = _pipeline().build_repository(cfg, output, WorkDir(Path(tmp)), force)
+                manifest = _pipeline().build_repository(cfg, output, WorkDir(Path(tmp)), force, target)
         else:
-            manifest = _pipeline().build_repository(cfg, output, WorkDir(workdir), force)
+            manifest = _pipeline().build_repository(cfg, output, WorkDir(workdir), force, target)
     _print_summary(
         {m.name: m for m in manifest.members}, manifest.ensemble, title=f"release {manifest.release_id}"
     )
-    out.print(f"model repository {output} built in {time.perf_counter() - started:.0f} s")
+    out.print(f"model repository {output} ({target}) built in {time.perf_counter() - started:.0f} s")
+
+
+@app.command("package")
+def package(
+    config: ConfigOption,
+    workdir: WorkdirOption,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model repository directory to create.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model repository.")] = False,
+    target: TargetOption = "cpu",
+) -> None:
+    """Write the model repository and release.json from a work dir whose steps have all run (redoes none)."""
+    with _user_errors():
+        cfg, work = _start(config, workdir)
+        manifest = _pipeline().package(cfg, work, output, force, target)
+    _print_summary(
+        {m.name: m for m in manifest.members}, manifest.ensemble, title=f"release {manifest.release_id}"
+    )
+    out.print(f"model repository {output} ({target}) written")
+
+
+@app.command("retarget")
+def retarget(
+    repository: Annotated[
+        Path, typer.Option("--repository", "-r", help="A built model repository (release.json).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Model repository directory to create.")],
+    target: TargetOption = "gpu",
+    config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Run config whose `triton:` settings to use; default: defaults."),
+    ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing model repository.")] = False,
+) -> None:
+    """Write a built repository's release for another serving target: same release.json, same model.onnx.
+
+    No training or export: each member's model.onnx is checked against release.json's sha256 and copied.
+    """
+    from training.config import TritonConfig
+    from training.repository import retarget_repository
+
+    with _user_errors():
+        triton = load_config(config).triton if config else TritonConfig()
+        manifest = retarget_repository(repository, output, triton, target, force)
+    out.print(f"model repository {output} ({target}): release {manifest.release_id}")
+
+
+RepositoryOption = Annotated[
+    Path, typer.Option("--repository", "-r", help="Built model repository (release.json).")
+]
+DataOption = Annotated[Path, typer.Option("--data", "-d", help="Directory with PCam-named HDF5 files.")]
+EvalSplitOption = Annotated[str, typer.Option("--split", "-s", help="train, valid or test.")]
+ReportDirOption = Annotated[
+    Path | None,
+    typer.Option("--report-dir", help="Write report.json, report.md and the PNG figures here."),
+]
+EvalWorkdirOption = Annotated[
+    Path | None,
+    typer.Option("--workdir", "-w", help="Keep the normalized split here (default: temporary)."),
+]
+ThreadsOption = Annotated[int, typer.Option(help="onnxruntime intra-op threads.")]
 
 
 @app.command("evaluate")
 def evaluate(
-    repository: Annotated[
-        Path, typer.Option("--repository", "-r", help="Built model repository (release.json).")
-    ],
-    data: Annotated[Path, typer.Option("--data", "-d", help="Directory with PCam-named HDF5 files.")],
-    split: Annotated[str, typer.Option("--split", "-s", help="train, valid or test.")] = "test",
+    repository: RepositoryOption,
+    data: DataOption,
+    split: EvalSplitOption = "test",
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Write the report as JSON here.")
     ] = None,
-    workdir: Annotated[
-        Path | None,
-        typer.Option("--workdir", "-w", help="Keep the normalized split here (default: temporary)."),
-    ] = None,
-    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads.")] = 1,
+    report_dir: ReportDirOption = None,
+    workdir: EvalWorkdirOption = None,
+    threads: ThreadsOption = 1,
 ) -> None:
-    """Evaluate a model repository on a split with the serving rules: AUC, ECE, operating points + 95 % CIs."""
+    """Evaluate a model repository on a split with the serving rules: AUC, Brier, ECE, operating points + 95 % CIs."""
     from training.evaluate import evaluate as run_evaluation
 
     with _user_errors():
         report = run_evaluation(repository, data, split, workdir, threads)
-    if output is not None:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(report.model_dump_json(indent=2) + "\n")
+        if output is not None:
+            output.parent.mkdir(parents=True, exist_ok=True)
+            output.write_text(report.model_dump_json(indent=2) + "\n")
+        if report_dir is not None:
+            from training.report import write_report
+
+            written = write_report(report, report_dir)
+    _print_evaluation(report)
+    if report_dir is not None:
+        out.print(f"report: {written['markdown']}")
+
+
+VALIDATE_HELP = (
+    f"Say plainly whether the clinical targets (sensitivity >= {SENSITIVITY_TARGET:g}, specificity >= "
+    f"{SPECIFICITY_TARGET:g}) hold on a split: exit 0 if met, 1 if not, 2 on an error.\n\n"
+    "Evaluates as `pcam evaluate` does, then checks the targets at every operating point, on point "
+    "estimates and on 95 % CI lower bounds; the exit status is that of --operating-point."
+)
+
+
+@app.command("validate", help=VALIDATE_HELP)
+def validate(
+    repository: RepositoryOption,
+    data: DataOption,
+    split: EvalSplitOption = "test",
+    operating_point: Annotated[
+        str,
+        typer.Option(
+            "--operating-point",
+            "-p",
+            help="The operating point whose result is the answer, named in advance (aliases accepted).",
+        ),
+    ] = DEFAULT_OPERATING_POINT,
+    require_ci: Annotated[
+        bool,
+        typer.Option(
+            "--require-ci", help="Ask the 95 % CI lower bounds, not only the estimates, to meet the targets."
+        ),
+    ] = False,
+    report_dir: ReportDirOption = None,
+    workdir: EvalWorkdirOption = None,
+    threads: ThreadsOption = 1,
+) -> None:
+    """Clinical targets on a split; the help text is VALIDATE_HELP, built from the target constants."""
+    from training.evaluate import evaluate as run_evaluation
+    from training.validate import operating_point_name
+    from training.validate import verdict as judge
+
+    with _user_errors(code=2):
+        point = operating_point_name(operating_point)  # an unknown name fails before the slow part
+        report = run_evaluation(repository, data, split, workdir, threads)
+        result = judge(report, point, require_ci)
+        if report_dir is not None:
+            from training.report import write_report
+
+            written = write_report(report, report_dir, result)
+    _print_evaluation(report)
+    color = "green" if result.met else "red"
+    out.print(f"[bold {color}]{result.statement[0]}[/bold {color}]")
+    for sentence in result.statement[1:]:
+        out.print(sentence)
+    if report_dir is not None:
+        out.print(f"report: {written['markdown']}")
+    raise typer.Exit(0 if result.met else 1)
+
+
+def _print_evaluation(report: EvaluationReport) -> None:
+    """The report as tables: members and ensemble, then every operating point with 95 % CIs."""
 
     def num(value: float | None) -> str:
         return "n/a" if value is None else f"{value:.4f}"
 
     def ci(value: float | None, interval: tuple[float, float] | None) -> str:
-        return num(value) if interval is None else f"{num(value)} [{interval[0]:.3f}, {interval[1]:.3f}]"
+        shown = "n/a" if value is None else f"{value:.3f}"
+        return shown if interval is None else f"{shown} [{interval[0]:.3f}, {interval[1]:.3f}]"
 
     title = f"release {report.release_id} on {report.split}: {report.patches} patches, prevalence {report.prevalence:.3f}"
     table = Table(title=title, caption=f"research use only; data: {report.data_source}"
                   + (f" ({report.note})" if report.note else ""))  # fmt: skip
-    for column in ("model", "temperature", "weight", "AUC", "ECE"):
+    for column in ("model", "temperature", "weight", "AUC", "ECE", "Brier"):
         table.add_column(column)
     for name, m in report.members.items():
-        table.add_row(name, f"{m.temperature:.3f}", f"{m.weight:g}", num(m.auc), f"{m.ece:.4f}")
-    table.add_row("ensemble", "", "", num(report.auc), f"{report.ece:.4f}")
+        table.add_row(
+            name, f"{m.temperature:.3f}", f"{m.weight:g}", num(m.auc), f"{m.ece:.4f}", f"{m.brier:.4f}"
+        )
+    table.add_row("ensemble", "", "", ci(report.auc, report.auc_ci), ci(report.ece, report.ece_ci),
+                  ci(report.brier, report.brier_ci))  # fmt: skip
     out.print(table)
-    points = Table(title=f"operating points (95 % CI, bootstrap by {report.bootstrap})")
-    for column in ("name", "threshold", "sensitivity", "specificity", "accuracy"):
+    plural = {"slide": "slides", "patch": "patches"}.get(report.bootstrap, report.bootstrap)
+    units = f"{report.bootstrap_units} {report.bootstrap if report.bootstrap_units == 1 else plural}"
+    points = Table(title=f"operating points (95 % CI, bootstrap of {units})")
+    for column in ("name", "threshold", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "kappa"):
         points.add_column(column)
     for name, p in report.operating_points.items():
         points.add_row(name, f"{p.threshold:.4f}", ci(p.sensitivity, p.sensitivity_ci),
-                       ci(p.specificity, p.specificity_ci), ci(p.accuracy, p.accuracy_ci))  # fmt: skip
+                       ci(p.specificity, p.specificity_ci), ci(p.ppv, p.ppv_ci), ci(p.npv, p.npv_ci),
+                       ci(p.accuracy, p.accuracy_ci), ci(p.kappa, p.kappa_ci))  # fmt: skip
     out.print(points)
     if report.note:
         out.print(f"[yellow]{report.note}[/yellow]")
+
+
+@app.command("predict")
+def predict(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(help="Image files, or directories (their image files, sorted, not recursive)."),
+    ],
+    repository: Annotated[
+        Path | None,
+        typer.Option("--repository", "-r", help="Score in-process with this built model repository."),
+    ] = None,
+    url: Annotated[
+        str | None,
+        typer.Option("--url", help="Score through this gateway instead, e.g. http://gateway:8080."),
+    ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point",
+            "-p",
+            help="screening, balanced or high_specificity (or an alias); default balanced.",
+        ),
+    ] = None,
+    tta: Annotated[
+        bool,
+        typer.Option("--tta", help="Mean over the 8 dihedral transforms; their spread is the uncertainty."),
+    ] = False,
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Write the rows as CSV here ('-': stdout); default a table."),
+    ] = None,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (in-process).")] = 1,
+) -> None:
+    """Predict patches with a release, in-process or through a gateway; a bad file gets an error row.
+
+    Exits 1 when any file could not be scored (every row is still written). Research use only.
+    """
+    import sys
+
+    from training import predict as prediction
+
+    with _user_errors():
+        if (repository is None) == (url is None):
+            raise ValueError("give exactly one of --repository (in-process) or --url (a gateway)")
+        if url is not None and tta:
+            raise ValueError(prediction.REMOTE_TTA_UNSUPPORTED)
+        inputs = prediction.collect_inputs(paths)
+        if inputs.skipped:
+            console.print(prediction.skipped_message(inputs.skipped))
+        if not inputs.files:
+            raise FileNotFoundError(f"no image files in {', '.join(map(str, paths))}")
+        if repository is not None:
+            rows = prediction.predict_local(inputs.files, repository, operating_point, tta, threads)
+        else:
+            rows = prediction.predict_remote(inputs.files, str(url), operating_point)
+    if output is None:
+        out.print(prediction.rows_table(rows))
+    elif str(output) == "-":
+        prediction.write_csv(rows, sys.stdout)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        with output.open("w", newline="") as f:
+            prediction.write_csv(rows, f)
+        console.print(f"{len(rows)} rows written to {output}")
+    console.print(f"[yellow]{prediction.RESEARCH_NOTE}[/yellow]")
+    failed = sum(row.error is not None for row in rows)
+    if failed:
+        console.print(f"[red]{failed} of {len(rows)} files could not be scored[/red] (see the error column)")
+        raise typer.Exit(1)
 
 
 def _print_summary(

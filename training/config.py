@@ -179,12 +179,45 @@ class MemberConfig(_Strict):
 
 
 class TritonConfig(_Strict):
-    """Serving settings written into every member's config.pbtxt."""
+    """Serving settings written into every member's config.pbtxt (cpu and gpu targets, DESIGN.md section 4)."""
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_microseconds: int = Field(2000, ge=0)
-    instance_count: int = Field(1, ge=1)
+    instance_count: int = Field(1, ge=1, description="cpu target: model instances (KIND_CPU).")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads; 0 lets it decide.")
+    gpu_instance_count: int = Field(1, ge=1, description="gpu target: model instances per GPU (KIND_GPU).")
+    trt_precision: Literal["FP16", "FP32"] = Field(
+        "FP16", description="gpu target: precision of onnxruntime's TensorRT execution accelerator."
+    )
+    trt_engine_cache_path: str = Field(
+        "/trt_engine_cache",
+        pattern=r"^/",
+        description="gpu target: absolute path, in the Triton container, of a mounted volume for the TensorRT "
+        "engine cache (never inside the model repository: Triton loads every directory there as a model).",
+    )
+
+
+ExportFormat = Literal["onnx", "torchscript", "int8", "tensorrt"]
+
+
+class ExportConfig(_Strict):
+    """What `pcam export` writes besides the served ONNX graph (training.export, .quantize, .trt)."""
+
+    formats: tuple[ExportFormat, ...] = Field(
+        ("onnx",),
+        description="onnx is always written (the repository serves it); torchscript (model.pt), int8 "
+        "(model.int8.onnx, with its validation AUC change), tensorrt (model.plan; needs tensorrt and a GPU).",
+    )
+    int8_calibration_patches: int = Field(
+        256, ge=1, description="Training patches (a seeded sample) that calibrate the INT8 activation ranges."
+    )
+
+
+class TrackingConfig(_Strict):
+    """Optional MLflow tracking to a local store: <mlflow_dir>/mlflow.db (sqlite) and <mlflow_dir>/artifacts."""
+
+    mlflow_dir: Path = Field(description="Directory of the local MLflow store; relative paths: from the cwd.")
+    experiment: str = Field("pcam", min_length=1, description="MLflow experiment name.")
 
 
 class RunConfig(_Strict):
@@ -195,6 +228,10 @@ class RunConfig(_Strict):
     stain: StainConfig = StainConfig()
     members: tuple[MemberConfig, ...] = Field(min_length=1)
     triton: TritonConfig = TritonConfig()
+    export: ExportConfig = ExportConfig()
+    tracking: TrackingConfig | None = Field(
+        None, description="MLflow tracking (training.tracking); null: off."
+    )
 
     @model_validator(mode="after")
     def _unique_members(self) -> RunConfig:

@@ -10,18 +10,18 @@ from __future__ import annotations
 import csv
 import logging
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
-from sklearn.metrics import roc_auc_score
 
-from services.common.release import ReleaseManifest, load_release
-from services.ensemble.calibration import combine, decide, sigmoid
-from training import stain
-from training.calibrate import BOOTSTRAP_ROUNDS, bootstrap_rates, ece
+from services.common.release import OperatingPoint, ReleaseManifest, load_release
+from services.ensemble.calibration import combine
+from training import metrics, stain
 from training.data import pcam_h5
 from training.export import onnx_logits, session
+from training.metrics import BOOTSTRAP_ROUNDS, ECE_BINS, Confusion, Interval
 
 log = logging.getLogger(__name__)
 SYNTHETIC_NOTE = "synthetic data: not a PCam result"
@@ -29,22 +29,53 @@ SLIDE_COLUMN = "wsi"
 
 
 class PointResult(BaseModel):
+    """The serving rule p >= threshold on the split: counts, BINARY_METRICS and their 95 % intervals."""
+
     model_config = ConfigDict(frozen=True)
     threshold: float
+    criterion: str = ""
+    """How the threshold was chosen on validation (the manifest's words)."""
+    confusion: Confusion
     sensitivity: float | None
     specificity: float | None
+    ppv: float | None
+    npv: float | None
     accuracy: float
-    sensitivity_ci: tuple[float, float] | None
-    specificity_ci: tuple[float, float] | None
-    accuracy_ci: tuple[float, float]
+    kappa: float | None
+    sensitivity_ci: Interval | None
+    specificity_ci: Interval | None
+    ppv_ci: Interval | None
+    npv_ci: Interval | None
+    accuracy_ci: Interval
+    kappa_ci: Interval | None
 
 
 class MemberResult(BaseModel):
     model_config = ConfigDict(frozen=True)
     auc: float | None
     ece: float
+    brier: float
     temperature: float
     weight: float
+
+
+class RocCurve(BaseModel):
+    """The ensemble's ROC curve (collinear points left out), for the figure."""
+
+    model_config = ConfigDict(frozen=True)
+    fpr: list[float]
+    tpr: list[float]
+
+
+class ReliabilityBin(BaseModel):
+    """One equal-width probability bin of the ECE: its patches, mean probability, share of positives."""
+
+    model_config = ConfigDict(frozen=True)
+    lower: float
+    upper: float
+    patches: int
+    confidence: float | None
+    positive_rate: float | None
 
 
 class EvaluationReport(BaseModel):
@@ -60,10 +91,20 @@ class EvaluationReport(BaseModel):
     prevalence: float
     bootstrap: str
     """What the intervals resample: 'slide' (meta CSV) or 'patch'."""
+    bootstrap_units: int
+    """How many slides (or patches) there are to resample."""
+    bootstrap_rounds: int
     auc: float | None
+    auc_ci: Interval | None
     ece: float
+    ece_ci: Interval | None
+    brier: float
+    brier_ci: Interval | None
     members: dict[str, MemberResult]
     operating_points: dict[str, PointResult]
+    roc: RocCurve | None
+    """None when the split holds one class only."""
+    reliability: list[ReliabilityBin]
 
 
 def member_onnx(repository: Path, name: str, version: int = 1) -> Path:
@@ -85,10 +126,6 @@ def slide_groups(directory: Path, split: str, n: int) -> np.ndarray | None:
     if slides is not None and len(slides) != n:
         raise ValueError(f"{path}: {len(slides)} rows but {n} patches")
     return slides
-
-
-def _auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    return float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
 
 
 def score_split(manifest: ReleaseManifest, repository: Path, x_path: Path, threads: int = 1) -> np.ndarray:
@@ -125,35 +162,81 @@ def evaluate(
     normalized = stain.normalize_split(x_path, y_path, workdir / f"{split}.h5", manifest.stain_reference)
     labels = pcam_h5.read_labels(normalized.path).astype(int)
     logits = score_split(manifest, repository, normalized.path, threads)
-    temperatures = [m.temperature for m in manifest.members]
-    weights = [m.weight for m in manifest.members]
-    combined = combine(logits, temperatures, weights)
-    p = combined.probability
     groups = slide_groups(data, split, len(labels))
+    return summarize(manifest, labels, logits, groups, split, str(data), rounds, seed)
 
+
+def point_result(
+    labels: np.ndarray, probability: np.ndarray, point: OperatingPoint, bootstrap: metrics.Bootstrap
+) -> PointResult:
+    """Every binary metric of one operating point, with its bootstrap intervals."""
+    values = metrics.binary_metrics(labels, probability, point.threshold)
+    intervals = metrics.binary_intervals(labels, probability, point.threshold, bootstrap)
+    return PointResult(
+        threshold=point.threshold,
+        criterion=point.criterion,
+        confusion=metrics.confusion(labels, probability, point.threshold),
+        **values,
+        **{f"{name}_ci": interval for name, interval in intervals.items()},
+    )
+
+
+def reliability_bins(
+    probability: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS
+) -> list[ReliabilityBin]:
+    """The ECE's bins, for the reliability diagram."""
+    count, summed, positives = metrics.reliability(probability, labels, bins)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        confidence, rate = summed / count, positives / count
+    return [
+        ReliabilityBin(
+            lower=i / bins,
+            upper=(i + 1) / bins,
+            patches=int(count[i]),
+            confidence=float(confidence[i]) if count[i] else None,
+            positive_rate=float(rate[i]) if count[i] else None,
+        )
+        for i in range(bins)
+    ]
+
+
+def summarize(
+    manifest: ReleaseManifest,
+    labels: np.ndarray,
+    logits: np.ndarray,
+    groups: np.ndarray | None = None,
+    split: str = "test",
+    data_dir: str = "",
+    rounds: int = BOOTSTRAP_ROUNDS,
+    seed: int = 0,
+    operating_points: Mapping[str, OperatingPoint] | None = None,
+) -> EvaluationReport:
+    """Measure (N, M) member logits against labels with the manifest's serving rule.
+
+    operating_points defaults to the manifest's; every interval comes from one set of resamples.
+    """
+    labels = np.asarray(labels).astype(int).reshape(-1)
+    combined = combine(
+        logits, [m.temperature for m in manifest.members], [m.weight for m in manifest.members]
+    )
+    p = combined.probability
+    bootstrap = metrics.Bootstrap(len(labels), groups, rounds, seed)
     members = {
         m.name: MemberResult(
-            auc=_auc(labels, logits[:, i]),
-            ece=ece(sigmoid(logits[:, i].astype(np.float64) / m.temperature), labels),
+            auc=metrics.auc(labels, logits[:, i]),
+            ece=metrics.ece(combined.member_probabilities[:, i], labels),
+            brier=metrics.brier(combined.member_probabilities[:, i], labels),
             temperature=m.temperature,
             weight=m.weight,
         )
         for i, m in enumerate(manifest.members)
     }
-    positive = labels == 1
-    points = {}
-    for name, point in manifest.ensemble.operating_points.items():
-        predicted = decide(p, point.threshold)
-        intervals = bootstrap_rates(labels, p, point.threshold, groups, rounds, seed)
-        points[name] = PointResult(
-            threshold=point.threshold,
-            sensitivity=float(predicted[positive].mean()) if positive.any() else None,
-            specificity=float((predicted[~positive] == 0).mean()) if (~positive).any() else None,
-            accuracy=float((predicted == labels).mean()),
-            sensitivity_ci=intervals["sensitivity"] if positive.any() else None,
-            specificity_ci=intervals["specificity"] if (~positive).any() else None,
-            accuracy_ci=intervals["accuracy"],
-        )
+    points = operating_points if operating_points is not None else manifest.ensemble.operating_points
+    both_classes = len(np.unique(labels)) == 2
+    roc = None
+    if both_classes:
+        fpr, tpr, _ = metrics.roc_curve(labels, p)
+        roc = RocCurve(fpr=fpr.tolist(), tpr=tpr.tolist())
     return EvaluationReport(
         release_id=manifest.release_id,
         research_use_only=True,
@@ -161,12 +244,20 @@ def evaluate(
         data_description=manifest.data.description,
         note=SYNTHETIC_NOTE if manifest.data.source == "synthetic" else None,
         split=split,
-        data_dir=str(data),
+        data_dir=data_dir,
         patches=len(labels),
         prevalence=float(labels.mean()),
-        bootstrap="slide" if groups is not None else "patch",
-        auc=_auc(labels, p),
-        ece=ece(p, labels),
+        bootstrap=bootstrap.unit,
+        bootstrap_units=bootstrap.n_units,
+        bootstrap_rounds=rounds,
+        auc=metrics.auc(labels, p),
+        auc_ci=metrics.auc_interval(labels, p, bootstrap),
+        ece=metrics.ece(p, labels),
+        ece_ci=metrics.ece_interval(p, labels, bootstrap),
+        brier=metrics.brier(p, labels),
+        brier_ci=metrics.brier_interval(p, labels, bootstrap),
         members=members,
-        operating_points=points,
+        operating_points={name: point_result(labels, p, point, bootstrap) for name, point in points.items()},
+        roc=roc,
+        reliability=reliability_bins(p, labels),
     )

@@ -6,27 +6,43 @@ onnxruntime: the graph that gets served) -> calibrate -> model repository.
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, get_args
 
 import numpy as np
 import torch
 
 from services.common.release import ReleaseManifest, StainReference
-from training import stain
+from training import distributed, quantize, stain, trt
 from training.calibrate import Calibration, calibrate
-from training.config import RunConfig, save_config
+from training.config import ExportFormat, RunConfig, save_config
+from training.cv import CVReport, cross_validate_member, fold_indices
 from training.data import pcam_h5
 from training.data.synthetic import synthesize
-from training.export import check_parity, export_onnx, onnx_logits, session
+from training.export import (
+    OPSET,
+    check_parity,
+    check_torchscript_parity,
+    export_onnx,
+    export_torchscript,
+    onnx_logits,
+    session,
+)
 from training.models import check_architecture
 from training.repository import (
+    SERVING_TARGETS,
     MemberArtifact,
+    ServingTarget,
     build_manifest,
     check_target,
     data_provenance,
+    sha256_file,
     write_repository,
 )
+from training.tracking import NullTracker, Tracker
 from training.train import TrainResult, load_checkpoint, train_member
 from training.workdir import WorkDir, require
 
@@ -81,37 +97,159 @@ def _selected(config: RunConfig, names: list[str] | None):
     return [config.member(n) for n in names] if names else list(config.members)
 
 
-def train(config: RunConfig, work: WorkDir, names: list[str] | None = None) -> dict[str, TrainResult]:
-    """Train the named members (all by default) on the normalized splits."""
+def member_seed(config: RunConfig, name: str) -> int:
+    """Each member its own seed, stable whether trained alone or with the others."""
+    return config.seed + [m.name for m in config.members].index(name)
+
+
+def train(
+    config: RunConfig,
+    work: WorkDir,
+    names: list[str] | None = None,
+    tracker: Tracker | None = None,
+    resume: bool = True,
+) -> dict[str, TrainResult]:
+    """Train the named members (all by default) on the normalized splits; data-parallel under torchrun.
+
+    With resume, a member's interrupted run continues from its last finished epoch.
+    """
     torch.set_num_threads(config.threads)
+    tracker = tracker or NullTracker()
     train_set, valid_set = _normalized(work, "train"), _normalized(work, "valid")
     results = {}
-    for member in _selected(config, names):
-        # Each member its own seed, stable whether trained alone or with the others.
-        seed = config.seed + [m.name for m in config.members].index(member.name)
-        results[member.name] = train_member(
-            member, train_set, valid_set, valid_set.labels, seed, work.checkpoint(member.name)
-        )
+    with distributed.process_group() as job:
+        for member in _selected(config, names):
+            seed = member_seed(config, member.name)
+            with tracker.child(member.name) as run:
+                run.log_params({**member.model_dump(mode="json"), "seed": seed, "world_size": job.world_size})
+                result = train_member(
+                    member, train_set, valid_set, valid_set.labels, seed, work.checkpoint(member.name),
+                    resume=resume, job=job, on_epoch=lambda row, run=run: run.log_metrics(_epoch_metrics(row), row["epoch"]),
+                )  # fmt: skip
+                run.log_metrics({"best_valid_auc": result.best_auc, "best_epoch": result.best_epoch})
+                run.log_artifact(work.checkpoint(member.name).with_name("history.json"))
+            results[member.name] = result
     return results
 
 
-def export(config: RunConfig, work: WorkDir, names: list[str] | None = None) -> dict[str, Path]:
-    """Export trained members to ONNX, check parity, save their validation logits from onnxruntime."""
+def cross_validate(
+    config: RunConfig, work: WorkDir, k: int, names: list[str] | None = None, tracker: Tracker | None = None
+) -> CVReport:
+    """k-fold cross-validation of the named members (all by default) on the normalized training split."""
+    torch.set_num_threads(config.threads)
+    train_set, valid_set = _normalized(work, "train"), _normalized(work, "valid")
+    groups = pcam_h5.read_slide_ids(pcam_h5.meta_file(data_dir(config, work), "train"))
+    if groups is not None and len(groups) != len(train_set):
+        raise ValueError(f"train meta CSV has {len(groups)} rows but the split {len(train_set)} patches")
+    folds = fold_indices(train_set.labels, k, config.seed, groups)
+    with distributed.process_group() as job:
+        members = {
+            m.name: cross_validate_member(
+                m, train_set, valid_set, folds, member_seed(config, m.name), work.cv(m.name), tracker, job
+            )
+            for m in _selected(config, names)
+        }
+    report = CVReport(
+        data_source=config.data.source,
+        k=k,
+        grouped_by="slide" if groups is not None else "patch",
+        members=members,
+    )
+    if job.is_main:
+        work.cv_report.parent.mkdir(parents=True, exist_ok=True)
+        work.cv_report.write_text(report.model_dump_json(indent=2) + "\n")
+    for name, result in members.items():
+        (tracker or NullTracker()).log_metrics(
+            {f"{name}.mean_auc": result.mean_auc, f"{name}.std_auc": result.std_auc}
+        )
+    return report
+
+
+def _epoch_metrics(row: dict[str, float]) -> dict[str, float]:
+    return {key: value for key, value in row.items() if key != "epoch"}
+
+
+def _artifact(path: Path, **facts: Any) -> dict[str, Any]:
+    return {"file": path.name, "sha256": sha256_file(path), "bytes": path.stat().st_size, **facts}
+
+
+def _check_formats(formats: Sequence[str]) -> set[str]:
+    known = get_args(ExportFormat)
+    unknown = set(formats) - set(known)
+    if unknown:
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; choose from {list(known)}")
+    return set(formats)
+
+
+def export(
+    config: RunConfig, work: WorkDir, names: list[str] | None = None, formats: Sequence[str] | None = None
+) -> dict[str, dict[str, Any]]:
+    """Export trained members: ONNX (parity-checked; its validation logits saved) plus the requested formats.
+
+    formats defaults to the config's export.formats. Writes members/<name>/export.json (returned too):
+    per format its file, sha256 and parity, for int8 the validation AUC change, for tensorrt a skip reason
+    when tensorrt or a GPU is missing. Files of formats not requested this time are removed (stale).
+    """
+    wanted = _check_formats(config.export.formats if formats is None else formats)
     torch.set_num_threads(config.threads)
     valid_x = require(work.normalized("valid"), "stain-reference")
     sample = next(pcam_h5.iter_images(valid_x, PARITY_PATCHES))
-    exported = {}
+    labels = pcam_h5.read_labels(valid_x)
+    calibration = None
+    if "int8" in wanted:
+        train_x = require(work.normalized("train"), "stain-reference")
+        calibration = quantize.sample_patches(train_x, config.export.int8_calibration_patches, config.seed)
+    trt_skip = trt.unavailable() if "tensorrt" in wanted else None
+    if trt_skip:
+        log.warning(trt_skip)
+    reports = {}
     for member in _selected(config, names):
-        model = load_checkpoint(require(work.checkpoint(member.name), "train"))
-        path = export_onnx(model, work.onnx(member.name))
-        check_parity(model, path, sample, config.threads)
+        name = member.name
+        optional = {
+            "torchscript": work.torchscript(name),
+            "int8": work.int8(name),
+            "tensorrt": work.plan(name),
+        }
+        for fmt, stale in optional.items():
+            if fmt not in wanted:
+                stale.unlink(missing_ok=True)  # an artifact of earlier weights must not sit next to new ones
+        model = load_checkpoint(require(work.checkpoint(name), "train"))
+        path = export_onnx(model, work.onnx(name))
+        done = {"onnx": _artifact(path, opset=OPSET, parity_max_abs_diff=check_parity(model, path, sample, config.threads))}  # fmt: skip
         logits = onnx_logits(session(path, config.threads), pcam_h5.iter_images(valid_x))
-        np.save(work.valid_logits(member.name), logits)
-        exported[member.name] = path
-    return exported
+        np.save(work.valid_logits(name), logits)
+        if "torchscript" in wanted:
+            ts = export_torchscript(model, optional["torchscript"])
+            done["torchscript"] = _artifact(ts, parity_max_abs_diff=check_torchscript_parity(model, ts, sample))  # fmt: skip
+        if calibration is not None:
+            int8 = quantize.quantize_int8(path, optional["int8"], calibration)
+            int8_logits = onnx_logits(session(int8, config.threads), pcam_h5.iter_images(valid_x))
+            change = quantize.auc_change(labels, logits, int8_logits)
+            done["int8"] = _artifact(
+                int8, method=quantize.METHOD, calibration_patches=len(calibration), **change
+            )
+            if change["auc_delta"] is not None:
+                log.info("%s: INT8 validation AUC %.4f -> %.4f (%+.4f)", name, change["auc_fp32"], change["auc_int8"], change["auc_delta"])  # fmt: skip
+        if "tensorrt" in wanted:
+            done["tensorrt"] = (
+                {"skipped": trt_skip} if trt_skip else _plan(config, path, optional["tensorrt"])
+            )
+        reports[name] = {"member": name, "architecture": member.architecture, "formats": done}
+        work.export_report(name).write_text(json.dumps(reports[name], indent=2) + "\n")
+    return reports
 
 
-def calibrate_members(config: RunConfig, work: WorkDir) -> Calibration:
+def _plan(config: RunConfig, onnx: Path, plan: Path) -> dict[str, Any]:
+    triton = config.triton
+    trt.build_plan(onnx, plan, triton.max_batch_size, fp16=triton.trt_precision == "FP16")
+    return _artifact(plan, precision=triton.trt_precision, max_batch_size=triton.max_batch_size)
+
+
+def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
+    return {f"{prefix}.{key}": value for key, value in metrics.items()}
+
+
+def calibrate_members(config: RunConfig, work: WorkDir, tracker: Tracker | None = None) -> Calibration:
     """Temperatures, ensemble operating points and metrics from the members' validation logits."""
     labels = pcam_h5.read_labels(require(work.normalized("valid"), "stain-reference"))
     logits = {m.name: np.load(require(work.valid_logits(m.name), "export")) for m in config.members}
@@ -119,6 +257,15 @@ def calibrate_members(config: RunConfig, work: WorkDir) -> Calibration:
     weights = {m.name: m.weight for m in config.members}
     result = calibrate(logits, labels, weights, groups=slides)
     work.calibration.write_text(result.model_dump_json(indent=2) + "\n")
+    tracker = tracker or NullTracker()
+    for name, member in result.members.items():
+        tracker.log_metrics({f"{name}.temperature": member.temperature, **_prefixed(name, member.metrics)})
+    tracker.log_metrics(_prefixed("ensemble", result.ensemble.metrics))
+    for name, point in result.ensemble.operating_points.items():
+        tracker.log_metrics(
+            _prefixed(name, point.model_dump(include={"threshold", "sensitivity", "specificity"}))
+        )
+    tracker.log_artifact(work.calibration)
     for name, member in result.members.items():
         log.info("%s: T=%.3f %s", name, member.temperature, _fmt(member.metrics))
     log.info("ensemble: %s", _fmt(result.ensemble.metrics))
@@ -134,28 +281,57 @@ def _fmt(metrics: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "_ci_" not in k)
 
 
-def build_repository(config: RunConfig, output: Path, work: WorkDir, force: bool = False) -> ReleaseManifest:
-    """Run every step and write the model repository to output (atomically)."""
+def build_repository(
+    config: RunConfig, output: Path, work: WorkDir, force: bool = False, target: ServingTarget = "cpu"
+) -> ReleaseManifest:
+    """Run every step and write the model repository for the cpu or gpu serving target to output (atomically).
+
+    Steps whose results are in the work dir already (synthetic data, normalized splits, finished training)
+    are not redone, so a second run over the same work dir only re-exports, calibrates and writes.
+    """
+    if target not in SERVING_TARGETS:
+        raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
     check_target(output, force)  # fail before minutes of training, not after
     for member in config.members:
         check_architecture(member.architecture)
     save_config(config, work.config)
-    directory = prepare_data(config, work)
-    reference = fit_stain(config, work)
-    results = train(config, work)
+    prepare_data(config, work)
+    fit_stain(config, work)
+    train(config, work)
     export(config, work)
-    calibration = calibrate_members(config, work)
-    members = [
-        MemberArtifact(
-            name=m.name,
-            architecture=m.architecture,
-            onnx=work.onnx(m.name),
-            temperature=calibration.members[m.name].temperature,
-            weight=m.weight,
-            metrics={**calibration.members[m.name].metrics, "best_epoch": float(results[m.name].best_epoch)},
+    calibrate_members(config, work)
+    return package(config, work, output, force, target)
+
+
+def package(
+    config: RunConfig, work: WorkDir, output: Path, force: bool = False, target: ServingTarget = "cpu"
+) -> ReleaseManifest:
+    """Write the model repository from a work dir whose steps have all run (no step is redone)."""
+    if target not in SERVING_TARGETS:
+        raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
+    check_target(output, force)
+    directory = data_dir(config, work)
+    reference = StainReference.model_validate_json(
+        require(work.stain_reference, "stain-reference").read_text()
+    )
+    calibration = Calibration.model_validate_json(require(work.calibration, "calibrate").read_text())
+    members = []
+    for m in config.members:
+        history = json.loads(require(work.checkpoint(m.name).with_name("history.json"), "train").read_text())
+        if m.name not in calibration.members:
+            raise FileNotFoundError(
+                f"{work.calibration} has no member {m.name!r}: run `pcam calibrate` again"
+            )
+        members.append(
+            MemberArtifact(
+                name=m.name,
+                architecture=m.architecture,
+                onnx=require(work.onnx(m.name), "export"),
+                temperature=calibration.members[m.name].temperature,
+                weight=m.weight,
+                metrics={**calibration.members[m.name].metrics, "best_epoch": float(history["best_epoch"])},
+            )
         )
-        for m in config.members
-    ]
     spec = config.data.synthetic
     description = (
         f"synthetic PCam-like set (training.data.synthetic), seed {spec.seed}, sizes {spec.sizes()}"
@@ -164,5 +340,5 @@ def build_repository(config: RunConfig, output: Path, work: WorkDir, force: bool
     )
     provenance = data_provenance(config.data.source, pcam_h5.data_files(directory), description)
     manifest = build_manifest(config.release_prefix, members, provenance, reference, calibration.ensemble)
-    write_repository(output, members, manifest, config.triton, force)
+    write_repository(output, members, manifest, config.triton, force, target)
     return manifest

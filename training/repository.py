@@ -1,4 +1,10 @@
-"""The CPU Triton model repository (DESIGN.md section 4): member directories plus release.json.
+"""The Triton model repository (DESIGN.md section 4): member directories plus release.json.
+
+Two serving targets from the same ONNX weights and the same release.json:
+
+- cpu: `backend: "python"` running model.onnx with onnxruntime (training/triton/model.py), KIND_CPU;
+- gpu: `backend: "onnxruntime"` with onnxruntime's TensorRT execution accelerator (FP16, engine cache on
+  a mounted volume), KIND_GPU, warmup.
 
 Built in a staging directory next to the target and renamed into place, so a reader never sees a
 half-written repository.
@@ -15,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from services.common.contract import (
     INPUT_NAME,
@@ -31,6 +38,7 @@ from services.common.release import (
     Member,
     ReleaseManifest,
     StainReference,
+    load_release,
     write_release,
 )
 from training.config import TritonConfig
@@ -40,6 +48,8 @@ VERSION = 1
 MODEL_FILE = "model.onnx"
 BACKEND_FILE = "model.py"
 BACKEND_SOURCE = Path(__file__).parent / "triton" / BACKEND_FILE
+ServingTarget = Literal["cpu", "gpu"]
+SERVING_TARGETS: tuple[ServingTarget, ...] = ("cpu", "gpu")
 
 
 def sha256_file(path: Path) -> str:
@@ -52,10 +62,15 @@ def _dims(shape: Sequence[int]) -> str:
     return "[ " + ", ".join(str(d) for d in shape) + " ]"
 
 
-def config_pbtxt(name: str, triton: TritonConfig) -> str:
-    """A member's config.pbtxt for the python backend, generated from the model I/O contract."""
+def _shape(batch: int) -> str:
+    """An input shape in the TensorRT provider's profile syntax, e.g. image:8x96x96x3."""
+    return f"{INPUT_NAME}:" + "x".join(str(d) for d in (batch, *INPUT_SHAPE))
+
+
+def _common_config(name: str, backend: str, kind: str, count: int, triton: TritonConfig) -> str:
+    """What both targets share: the contract's input and output, instances, dynamic batching, threads."""
     return f"""name: "{name}"
-backend: "python"
+backend: "{backend}"
 max_batch_size: {triton.max_batch_size}
 input [
   {{
@@ -73,8 +88,8 @@ output [
 ]
 instance_group [
   {{
-    kind: KIND_CPU
-    count: {triton.instance_count}
+    kind: {kind}
+    count: {count}
   }}
 ]
 dynamic_batching {{
@@ -89,6 +104,82 @@ parameters: {{
   value: {{ string_value: "1" }}
 }}
 """
+
+
+def engine_cache_path(name: str, sha256: str, triton: TritonConfig) -> str:
+    """The member's TensorRT engine cache directory: one per member and weights, under the mounted volume.
+
+    onnxruntime's docs require cached engines to be invalidated whenever the model changes (the provider
+    does not notice new weights by itself), so a directory per weights digest makes a new release start a
+    fresh cache instead of serving new weights with an old engine. One level below the mount point
+    only: the provider creates a missing cache directory, but not its parents.
+    """
+    return f"{triton.trt_engine_cache_path.rstrip('/')}/{name}-{sha256[:16]}"
+
+
+def _warmup(batch: int) -> str:
+    return f"""  {{
+    name: "zeros_batch_{batch}"
+    batch_size: {batch}
+    inputs {{
+      key: "{INPUT_NAME}"
+      value: {{
+        data_type: TYPE_{INPUT_TRITON_DTYPE}
+        dims: {_dims(INPUT_SHAPE)}
+        zero_data: true
+      }}
+    }}
+  }}"""
+
+
+def _gpu_config(name: str, triton: TritonConfig, sha256: str) -> str:
+    """onnxruntime backend on the GPU with the TensorRT accelerator, and warmup at batch 1 and the maximum.
+
+    The explicit profile (1..max_batch_size) makes TensorRT build one engine for every batch size at
+    warmup, instead of rebuilding whenever a larger batch arrives while serving.
+    """
+    params = {
+        "precision_mode": triton.trt_precision,
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": engine_cache_path(name, sha256, triton),
+        "trt_profile_min_shapes": _shape(1),
+        "trt_profile_opt_shapes": _shape(triton.max_batch_size),
+        "trt_profile_max_shapes": _shape(triton.max_batch_size),
+    }
+    parameters = "".join(
+        f'\n        parameters {{ key: "{key}" value: "{value}" }}' for key, value in params.items()
+    )
+    warmups = ",\n".join(_warmup(b) for b in sorted({1, triton.max_batch_size}))
+    return (
+        _common_config(name, "onnxruntime", "KIND_GPU", triton.gpu_instance_count, triton)
+        + f"""optimization {{
+  execution_accelerators {{
+    gpu_execution_accelerator: [
+      {{
+        name: "tensorrt"{parameters}
+      }}
+    ]
+  }}
+}}
+model_warmup [
+{warmups}
+]
+"""
+    )
+
+
+def config_pbtxt(name: str, triton: TritonConfig, target: ServingTarget = "cpu", sha256: str = "") -> str:
+    """A member's config.pbtxt for a serving target, generated from the model I/O contract.
+
+    The gpu target needs the sha256 of the member's model.onnx (its engine cache directory).
+    """
+    if target == "cpu":
+        return _common_config(name, "python", "KIND_CPU", triton.instance_count, triton)
+    if target == "gpu":
+        if not sha256:
+            raise ValueError("the gpu target's config needs the sha256 of the member's model.onnx")
+        return _gpu_config(name, triton, sha256)
+    raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
 
 
 def release_id(prefix: str, member_sha256s: Sequence[str], created: datetime) -> str:
@@ -148,14 +239,18 @@ def data_provenance(source: str, files: Sequence[Path], description: str = "") -
     )
 
 
-def write_members(directory: Path, members: Sequence[MemberArtifact], triton: TritonConfig) -> None:
-    """<member>/config.pbtxt, <member>/1/model.onnx and <member>/1/model.py for every member."""
+def write_members(
+    directory: Path, members: Sequence[MemberArtifact], triton: TritonConfig, target: ServingTarget = "cpu"
+) -> None:
+    """<member>/config.pbtxt and <member>/1/model.onnx for every member, plus <member>/1/model.py for cpu."""
     for m in members:
         version_dir = directory / m.name / str(VERSION)
         version_dir.mkdir(parents=True)
-        (directory / m.name / "config.pbtxt").write_text(config_pbtxt(m.name, triton))
         shutil.copyfile(m.onnx, version_dir / MODEL_FILE)
-        shutil.copyfile(BACKEND_SOURCE, version_dir / BACKEND_FILE)
+        sha256 = sha256_file(version_dir / MODEL_FILE) if target == "gpu" else ""
+        (directory / m.name / "config.pbtxt").write_text(config_pbtxt(m.name, triton, target, sha256))
+        if target == "cpu":
+            shutil.copyfile(BACKEND_SOURCE, version_dir / BACKEND_FILE)
 
 
 def holds_release(target: Path) -> bool:
@@ -211,12 +306,15 @@ def write_repository(
     manifest: ReleaseManifest,
     triton: TritonConfig,
     force: bool = False,
+    serving_target: ServingTarget = "cpu",
 ) -> Path:
-    """Write members and release.json into a staging directory, then publish it as target."""
+    """Write members (for the cpu or gpu serving target) and release.json into staging, then publish as target."""
+    if serving_target not in SERVING_TARGETS:
+        raise ValueError(f"unknown serving target {serving_target!r}; choose from {list(SERVING_TARGETS)}")
     check_target(target, force)
     staging = staging_dir(target)
     try:
-        write_members(staging, members, triton)
+        write_members(staging, members, triton, serving_target)
         write_release(manifest, staging)
         _carry_root_files(target, staging)
         staging.chmod(0o755)  # mkdtemp makes it 0700; the served directory must be readable
@@ -224,5 +322,26 @@ def write_repository(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    log.info("model repository %s: release %s", target, manifest.release_id)
+    log.info("model repository %s (%s): release %s", target, serving_target, manifest.release_id)
     return target
+
+
+def retarget_repository(
+    source: Path, target: Path, triton: TritonConfig, serving_target: ServingTarget, force: bool = False
+) -> ReleaseManifest:
+    """Write a built repository's release for another serving target: same release.json, same model.onnx.
+
+    Every member's model.onnx is checked against the sha256 in source's release.json first.
+    """
+    manifest = load_release(source)
+    members = []
+    for m in manifest.members:
+        onnx = source / m.name / str(m.version) / MODEL_FILE
+        if m.version != VERSION or not onnx.is_file():
+            raise FileNotFoundError(f"{source / m.name / str(VERSION) / MODEL_FILE} is missing")
+        actual = sha256_file(onnx)
+        if actual != m.sha256:
+            raise ValueError(f"{onnx}: sha256 {actual} differs from release.json's {m.sha256}")
+        members.append(MemberArtifact(m.name, m.architecture, onnx, m.temperature, m.weight, dict(m.metrics)))
+    write_repository(target, members, manifest, triton, force, serving_target)
+    return manifest

@@ -13,7 +13,7 @@ import math
 import os
 import random
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,11 +22,13 @@ import numpy as np
 import timm.optim
 import torch
 from sklearn.metrics import roc_auc_score
-from torch.utils.data import DataLoader, Dataset
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
 from training.augment import augment, dihedral  # noqa: F401 - dihedral re-exported for callers
 from training.config import AugmentConfig, MemberConfig
+from training.distributed import SINGLE, Distributed, check_replicas_agree
 from training.losses import LossFn, build_loss
 from training.models import ContractModel, build_member_model, build_model
 from training.schedule import warmup_cosine, warmup_steps
@@ -34,7 +36,7 @@ from training.schedule import warmup_cosine, warmup_steps
 log = logging.getLogger(__name__)
 EVAL_BATCH = 256
 RESUME_SUFFIX = ".resume.pt"
-RESUME_FORMAT = 1
+RESUME_FORMAT = 2
 
 
 def training_device() -> torch.device:
@@ -108,6 +110,7 @@ def _train_epoch(
     loss_fn: LossFn,
     scaler: torch.amp.GradScaler | None = None,
     augmentation: AugmentConfig | None = None,
+    progress: bool = True,
 ) -> float:
     """One pass over the training data with the configured augmentation (default: dihedral only);
     returns the mean loss.
@@ -118,7 +121,7 @@ def _train_epoch(
     model.train()
     device = next(model.parameters()).device
     total, seen = 0.0, 0
-    bar = tqdm(loader, desc=desc, disable=None, leave=False)
+    bar = tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
     for images, labels in bar:
         images = augment(images, generator, augmentation or AugmentConfig())
         images, labels = images.to(device), labels.to(device)
@@ -146,11 +149,15 @@ def resume_path(checkpoint: Path) -> Path:
     return checkpoint.with_name(checkpoint.stem + RESUME_SUFFIX)
 
 
-def run_fingerprint(member: MemberConfig, seed: int, train_set: Dataset, valid_labels: np.ndarray) -> str:
-    """What a resume state must match: the member config, the seed and (a sample of) the data."""
+def run_fingerprint(
+    member: MemberConfig, seed: int, train_set: Dataset, valid_labels: np.ndarray, world_size: int = 1
+) -> str:
+    """What a resume state must match: the member config, the seed, the data (sampled) and the world size."""
     digest = hashlib.sha256()
     digest.update(member.model_dump_json().encode())
     digest.update(f"seed={seed} n={len(train_set)}".encode())
+    if world_size > 1:
+        digest.update(f"world_size={world_size}".encode())
     labels = getattr(train_set, "labels", None)
     if labels is not None:
         digest.update(np.ascontiguousarray(labels).tobytes())
@@ -204,6 +211,46 @@ def _load_resume(path: Path, fingerprint: str, device: torch.device) -> dict | N
     return state
 
 
+def _loader(
+    member: MemberConfig, train_set: Dataset, seed: int, generator: torch.Generator, job: Distributed
+) -> DataLoader:
+    """The training DataLoader; under DDP each rank reads its own shard and member.batch_size is global."""
+    workers = {
+        "num_workers": member.num_workers,
+        "worker_init_fn": _seed_worker if member.num_workers else None,
+    }
+    if not job.enabled:
+        # A last batch of one sample would break batch norm; skip the ragged tail instead.
+        drop_last = len(train_set) > member.batch_size
+        # Workers only read; augmentation runs here on the one generator, which also draws the shuffle
+        # order and the workers' base seed. With workers the sampler draws earlier (prefetching), so the
+        # weights depend on num_workers, but one seed and one worker count always give the same weights.
+        return DataLoader(
+            train_set,
+            batch_size=member.batch_size,
+            shuffle=True,
+            generator=generator,
+            drop_last=drop_last,
+            **workers,
+        )
+    if member.batch_size % job.world_size:
+        raise ValueError(
+            f"{member.name}: batch_size {member.batch_size} is the global batch and must divide by the "
+            f"{job.world_size} processes"
+        )
+    sampler = DistributedSampler(
+        train_set, num_replicas=job.world_size, rank=job.rank, shuffle=True, seed=seed, drop_last=True
+    )
+    return DataLoader(
+        train_set,
+        batch_size=member.batch_size // job.world_size,
+        sampler=sampler,
+        generator=generator,
+        drop_last=len(train_set) // job.world_size > member.batch_size // job.world_size,
+        **workers,
+    )
+
+
 def train_member(
     member: MemberConfig,
     train_set: Dataset,
@@ -212,36 +259,36 @@ def train_member(
     seed: int,
     checkpoint: Path,
     resume: bool = True,
+    job: Distributed = SINGLE,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
 ) -> TrainResult:
     """Train from scratch or resume, evaluate AUC each epoch, save the best epoch's weights to checkpoint.
 
     After every epoch the whole training state (model, optimizer, scheduler, grad scaler, epoch, best
     weights and AUC, early-stopping count, history, every RNG state) goes to resume_path(checkpoint).
-    With resume, a state there whose fingerprint matches this run (same member config, seed and data)
-    is continued from the epoch after it, giving the weights an uninterrupted run gives; a state of
-    another run is ignored and overwritten.
+    With resume, a state there whose fingerprint matches this run (same member config, seed, data and
+    world size) is continued from the epoch after it, giving the weights an uninterrupted run gives; a
+    state of another run is ignored and overwritten.
+
+    Under torchrun (job.enabled) the model is wrapped in DistributedDataParallel, every rank trains on
+    its shard with its own augmentation stream, rank 0 validates and writes the files, and all ranks
+    take rank 0's early-stopping decision. on_epoch gets each epoch's history row (rank 0 only).
     """
-    device = training_device()
+    device = job.device() if job.enabled else training_device()
     use_amp = member.amp and device.type == "cuda"
     with deterministic(seed, device) as generator:
-        model = build_member_model(member).to(device)
-        # A last batch of one sample would break batch norm; skip the ragged tail instead.
-        drop_last = len(train_set) > member.batch_size
-        # Workers only read; augmentation runs here on the one generator, which also draws the shuffle
-        # order and the workers' base seed. With workers the sampler draws earlier (prefetching), so the
-        # weights depend on num_workers, but one seed and one worker count always give the same weights.
-        loader = DataLoader(
-            train_set,
-            batch_size=member.batch_size,
-            shuffle=True,
-            generator=generator,
-            drop_last=drop_last,
-            num_workers=member.num_workers,
-            worker_init_fn=_seed_worker if member.num_workers else None,
-        )
+        model = build_member_model(member).to(device)  # the same initial weights on every rank
+        if job.enabled:
+            generator.manual_seed(seed + 7919 * job.rank)  # a distinct augmentation stream per rank
+        loader = _loader(member, train_set, seed, generator, job)
         # timm's factory leaves biases and norm weights out of weight decay.
         optimizer = timm.optim.create_optimizer_v2(
             model, opt="adamw", lr=member.lr, weight_decay=member.weight_decay
+        )
+        trained = (
+            DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+            if job.enabled
+            else model
         )
         steps = member.epochs * len(loader)
         scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -252,7 +299,7 @@ def train_member(
         result, best_state = TrainResult(best_epoch=0, best_auc=-math.inf), None
         first_epoch, stale = 1, 0
         state_path = resume_path(checkpoint)
-        fingerprint = run_fingerprint(member, seed, train_set, valid_labels)
+        fingerprint = run_fingerprint(member, seed, train_set, valid_labels, job.world_size)
         saved = _load_resume(state_path, fingerprint, device) if resume else None
         if saved is not None:
             model.load_state_dict(saved["model"])
@@ -260,7 +307,7 @@ def train_member(
             scheduler.load_state_dict(saved["scheduler"])
             if scaler is not None and saved["scaler"]:
                 scaler.load_state_dict(saved["scaler"])
-            _restore_rng_states(saved["rng"], generator)
+            _restore_rng_states(saved["rng"][job.rank], generator)
             result = TrainResult(**saved["result"])
             best_state, stale = saved["best_state"], saved["stale_epochs"]
             first_epoch = saved["epoch"] + 1
@@ -268,17 +315,25 @@ def train_member(
         for epoch in range(first_epoch, member.epochs + 1):
             if result.stopped_early:
                 break
+            if isinstance(loader.sampler, DistributedSampler):
+                loader.sampler.set_epoch(epoch)
             started = time.perf_counter()
             desc = f"{member.name} epoch {epoch}/{member.epochs}"
             train_loss = _train_epoch(
-                model, loader, optimizer, scheduler, generator, desc, loss_fn, scaler, member.augment
+                trained, loader, optimizer, scheduler, generator, desc, loss_fn, scaler, member.augment,
+                progress=job.is_main,
+            )  # fmt: skip
+            train_loss = float(np.mean(job.gather(train_loss)))
+            valid_auc = job.broadcast(
+                auc(valid_labels, predict_logits(model, valid_set)) if job.is_main else None
             )
-            valid_auc = auc(valid_labels, predict_logits(model, valid_set))
             seconds = time.perf_counter() - started
-            result.history.append(
-                {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc, "seconds": seconds}
-            )
-            log.info("%s: train loss %.4f, valid AUC %.4f (%.0f s)", desc, train_loss, valid_auc, seconds)
+            row = {"epoch": epoch, "train_loss": train_loss, "valid_auc": valid_auc, "seconds": seconds}
+            result.history.append(row)
+            if job.is_main:
+                log.info("%s: train loss %.4f, valid AUC %.4f (%.0f s)", desc, train_loss, valid_auc, seconds)
+                if on_epoch is not None:
+                    on_epoch(row)
             # NaN AUC (one-class validation set) never beats a number; then the last epoch is kept.
             if best_state is None or valid_auc > result.best_auc or math.isnan(result.best_auc):
                 result.best_epoch, result.best_auc = epoch, valid_auc
@@ -289,23 +344,28 @@ def train_member(
             if member.patience is not None and stale >= member.patience and epoch < member.epochs:
                 result.stopped_early = True
                 log.info("%s: no better validation AUC for %d epochs, stopping", member.name, stale)
-            _save_resume(
-                state_path,
-                {
-                    "format": RESUME_FORMAT,
-                    "fingerprint": fingerprint,
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {},
-                    "rng": _rng_states(generator),
-                    "result": asdict(result),
-                    "best_state": best_state,
-                    "stale_epochs": stale,
-                },
-            )
-    save_checkpoint(checkpoint, member, best_state, result)
+            rng = job.gather(_rng_states(generator))
+            if job.is_main:
+                _save_resume(
+                    state_path,
+                    {
+                        "format": RESUME_FORMAT,
+                        "fingerprint": fingerprint,
+                        "epoch": epoch,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else {},
+                        "rng": rng,
+                        "result": asdict(result),
+                        "best_state": best_state,
+                        "stale_epochs": stale,
+                    },
+                )
+        check_replicas_agree(job, model)
+    if job.is_main:
+        save_checkpoint(checkpoint, member, best_state, result)
+    job.barrier()  # the checkpoint exists before any rank moves on
     return result
 
 

@@ -11,7 +11,8 @@ class WorkDir:
     """Layout of a work directory:
 
     config.yaml  data/ (synthetic PCam files)  stain_reference.json  normalized/<split>.h5
-    members/<name>/{checkpoint.pt, history.json, model.onnx, valid_logits.npy}  calibration.json
+    members/<name>/{checkpoint.pt, history.json, model.onnx, valid_logits.npy, export.json}  calibration.json
+    members/<name>/{model.pt, model.int8.onnx, model.plan}: the optional export formats
     """
 
     root: Path
@@ -45,12 +46,32 @@ class WorkDir:
     def onnx(self, name: str) -> Path:
         return self.member(name) / "model.onnx"
 
+    def torchscript(self, name: str) -> Path:
+        return self.member(name) / "model.pt"
+
+    def int8(self, name: str) -> Path:
+        return self.member(name) / "model.int8.onnx"
+
+    def plan(self, name: str) -> Path:
+        return self.member(name) / "model.plan"
+
+    def export_report(self, name: str) -> Path:
+        return self.member(name) / "export.json"
+
     def valid_logits(self, name: str) -> Path:
         return self.member(name) / "valid_logits.npy"
 
     @property
     def calibration(self) -> Path:
         return self.root / "calibration.json"
+
+    def cv(self, member: str) -> Path:
+        """Cross-validation folds of a member: cv/<member>/fold-<k>/checkpoint.pt."""
+        return self.root / "cv" / member
+
+    @property
+    def cv_report(self) -> Path:
+        return self.root / "cv" / "report.json"
 
 
 def require(path: Path, step: str) -> Path:

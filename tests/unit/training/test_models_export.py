@@ -1,7 +1,9 @@
-"""ContractModel honours the I/O contract; the ONNX export matches PyTorch and keeps the contract."""
+"""ContractModel honours the I/O contract; ONNX, TorchScript and INT8 exports keep it; TensorRT skips cleanly."""
 
 from __future__ import annotations
 
+import sys
+import types
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +12,19 @@ import pytest
 import torch
 
 from services.common.contract import INPUT_NAME, OUTPUT_NAME
-from training.export import ParityError, check_parity, export_onnx, onnx_logits, session
+from training import trt
+from training.export import (
+    ParityError,
+    check_parity,
+    check_torchscript_parity,
+    export_onnx,
+    export_torchscript,
+    load_torchscript,
+    onnx_logits,
+    session,
+)
 from training.models import ContractModel, build_model, create_backbone
+from training.quantize import auc_change, quantize_int8
 
 
 @pytest.fixture(scope="module")
@@ -76,3 +89,64 @@ def test_parity_check_catches_a_different_graph(exported: Path, images: np.ndarr
     other = build_model("test_resnet").eval()  # other weights than the exported ones
     with pytest.raises(ParityError):
         check_parity(other, exported, images)
+
+
+@pytest.mark.parametrize("architecture", ["test_resnet", "test_vit"])
+def test_torchscript_matches_pytorch_at_any_batch_size(architecture: str, images: np.ndarray, tmp_path: Path):
+    torch.manual_seed(0)
+    model = build_model(architecture).eval()
+    path = export_torchscript(model, tmp_path / "model.pt")
+    # The same tolerance as the ONNX check: one batch of 5 and four single patches, the file reloaded.
+    assert check_torchscript_parity(model, path, images) <= 1e-4
+    traced = load_torchscript(path)
+    with torch.no_grad():
+        out = traced(torch.from_numpy(images[:3]))
+    assert out.shape == (3, 1) and out.dtype == torch.float32
+
+
+def test_torchscript_parity_catches_other_weights(model: ContractModel, images: np.ndarray, tmp_path: Path):
+    path = export_torchscript(model, tmp_path / "model.pt")
+    torch.manual_seed(1)
+    with pytest.raises(ParityError, match="TorchScript"):
+        check_torchscript_parity(build_model("test_resnet").eval(), path, images)
+
+
+def test_int8_graph_keeps_the_contract_and_tracks_the_float_graph(exported: Path, tmp_path: Path):
+    rng = np.random.default_rng(3)
+    calibration = rng.integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)
+    int8 = quantize_int8(exported, tmp_path / "model.int8.onnx", calibration)
+    graph = onnx.load(str(int8)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    (inp,), (out,) = graph.input, graph.output
+    assert (inp.name, inp.type.tensor_type.elem_type) == (INPUT_NAME, onnx.TensorProto.UINT8)
+    assert (out.name, out.type.tensor_type.elem_type) == (OUTPUT_NAME, onnx.TensorProto.FLOAT)
+    assert int8.stat().st_size < exported.stat().st_size
+    images = rng.integers(0, 256, (6, 96, 96, 3), dtype=np.uint8)
+    fp32_logits = onnx_logits(session(exported), [images])
+    int8_logits = onnx_logits(session(int8), [images[:1], images[1:]])  # dynamic batch kept
+    assert int8_logits.shape == (6,) and np.isfinite(int8_logits).all()
+    assert np.abs(int8_logits - fp32_logits).max() < 0.05 * max(1.0, np.abs(fp32_logits).max())
+
+
+def test_auc_change_reports_both_aucs_and_their_difference():
+    labels = np.array([0, 0, 1, 1])
+    change = auc_change(labels, np.array([0.1, 0.4, 0.35, 0.8]), np.array([0.1, 0.2, 0.35, 0.8]))
+    assert change["auc_fp32"] == pytest.approx(0.75) and change["auc_int8"] == pytest.approx(1.0)
+    assert change["auc_delta"] == pytest.approx(0.25) and change["max_abs_logit_diff"] == pytest.approx(0.2)
+    assert change["patches"] == 4
+    one_class = auc_change(np.ones(3), np.zeros(3), np.zeros(3))
+    assert one_class["auc_fp32"] is None and one_class["auc_delta"] is None
+
+
+def test_tensorrt_skip_message_names_what_is_missing(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # `import tensorrt` raises ImportError
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    message = trt.unavailable()
+    assert message is not None and "\n" not in message
+    assert message.startswith("TensorRT plan skipped") and "tensorrt" in message and "GPU" in message
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert "GPU" not in trt.unavailable() and "`tensorrt`" in trt.unavailable()
+    monkeypatch.setitem(sys.modules, "tensorrt", types.ModuleType("tensorrt"))
+    assert trt.unavailable() is None
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "`tensorrt`" not in trt.unavailable() and "GPU" in trt.unavailable()

@@ -1,4 +1,4 @@
-"""Triton config generation, release ids and the all-or-nothing repository write."""
+"""Triton config generation (cpu and gpu targets), release ids and the all-or-nothing repository write."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from training.repository import (
     build_manifest,
     config_pbtxt,
     release_id,
+    retarget_repository,
     sha256_file,
     write_repository,
 )
@@ -126,3 +127,114 @@ def test_failed_write_leaves_nothing_half_built(tmp_path: Path, members):
         write_repository(tmp_path / "repo", members, manifest, TRITON)
     assert not (tmp_path / "repo").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+SHA = "0123456789abcdef" * 4
+
+
+def test_gpu_config_pbtxt_shares_the_contract_and_adds_tensorrt_and_warmup():
+    text = config_pbtxt("resnet", TRITON, "gpu", SHA)
+    compact = " ".join(text.split())
+    assert 'backend: "onnxruntime"' in compact and "max_batch_size: 32" in compact
+    # The parts both targets share are generated once: the cpu text up to `parameters` is in the gpu text.
+    cpu = config_pbtxt("resnet", TRITON)
+    shared = cpu[cpu.index("input [") :].replace("KIND_CPU\n    count: 2", "KIND_GPU\n    count: 1")
+    assert shared in text
+    assert "instance_group [ { kind: KIND_GPU count: 1 } ]" in compact
+    assert "dynamic_batching { max_queue_delay_microseconds: 1500 }" in compact
+    assert 'gpu_execution_accelerator: [ { name: "tensorrt"' in compact
+    assert 'parameters { key: "precision_mode" value: "FP16" }' in compact
+    assert 'parameters { key: "trt_engine_cache_enable" value: "1" }' in compact
+    assert f'value: "/trt_engine_cache/resnet-{SHA[:16]}"' in compact
+    assert "model_warmup [" in compact and compact.count("zero_data: true") == 2
+
+
+def test_config_without_weights_digest_or_for_an_unknown_target_is_refused():
+    with pytest.raises(ValueError, match="sha256"):
+        config_pbtxt("resnet", TRITON, "gpu")
+    with pytest.raises(ValueError, match="serving target"):
+        config_pbtxt("resnet", TRITON, "tpu")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("target", ["cpu", "gpu"])
+def test_both_targets_parse_as_triton_model_configs(target: str):
+    text_format = pytest.importorskip("google.protobuf.text_format")
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    triton = TRITON.model_copy(update={"gpu_instance_count": 3, "trt_engine_cache_path": "/cache/"})
+    config = text_format.Parse(config_pbtxt("vit", triton, target, SHA), pb.ModelConfig())
+    (inp,), (out,) = config.input, config.output
+    assert (inp.name, list(inp.dims), inp.data_type) == ("image", [96, 96, 3], pb.TYPE_UINT8)
+    assert (out.name, list(out.dims), out.data_type) == ("logit", [1], pb.TYPE_FP32)
+    assert config.max_batch_size == 32 and config.dynamic_batching.max_queue_delay_microseconds == 1500
+    if target == "cpu":
+        assert config.backend == "python" and not config.model_warmup
+        assert (config.instance_group[0].kind, config.instance_group[0].count) == (
+            pb.ModelInstanceGroup.KIND_CPU,
+            2,
+        )
+        return
+    assert config.backend == "onnxruntime"
+    assert (config.instance_group[0].kind, config.instance_group[0].count) == (
+        pb.ModelInstanceGroup.KIND_GPU,
+        3,
+    )
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert dict(accelerator.parameters) == {
+        "precision_mode": "FP16",
+        "trt_engine_cache_enable": "1",
+        "trt_engine_cache_path": f"/cache/vit-{SHA[:16]}",
+        "trt_profile_min_shapes": "image:1x96x96x3",
+        "trt_profile_opt_shapes": "image:32x96x96x3",
+        "trt_profile_max_shapes": "image:32x96x96x3",
+    }
+    assert [w.batch_size for w in config.model_warmup] == [1, 32]
+    for warmup in config.model_warmup:
+        assert set(warmup.inputs) == {"image"}
+        data = warmup.inputs["image"]
+        assert (data.data_type, list(data.dims), data.zero_data) == (pb.TYPE_UINT8, [96, 96, 3], True)
+
+
+def test_gpu_repository_layout_has_no_python_model(tmp_path: Path, members):
+    target = tmp_path / "repo"
+    write_repository(target, members, _manifest(members), TRITON, serving_target="gpu")
+    manifest = load_release(target)
+    for m in manifest.members:
+        assert sha256_file(target / m.name / "1" / "model.onnx") == m.sha256
+        assert sorted(p.name for p in (target / m.name / "1").iterdir()) == ["model.onnx"]
+        assert (target / m.name / "config.pbtxt").read_text() == config_pbtxt(m.name, TRITON, "gpu", m.sha256)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_failed_gpu_write_keeps_the_previous_repository(tmp_path: Path, members):
+    target = tmp_path / "repo"
+    write_repository(target, members, _manifest(members[:1]), TRITON, serving_target="gpu")
+    before = {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()}
+    manifest = _manifest(members)
+    members[1].onnx.unlink()  # the second member's copy fails mid-way
+    with pytest.raises(FileNotFoundError):
+        write_repository(target, members, manifest, TRITON, force=True, serving_target="gpu")
+    assert {p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()} == before
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+    with pytest.raises(FileNotFoundError):  # and nothing at all where there was nothing
+        write_repository(tmp_path / "fresh", members, manifest, TRITON, serving_target="gpu")
+    assert not (tmp_path / "fresh").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_retarget_keeps_the_release_and_checks_the_weights(tmp_path: Path, members):
+    cpu = write_repository(tmp_path / "cpu", members, _manifest(members), TRITON)
+    gpu = tmp_path / "gpu"
+    retarget_repository(cpu, gpu, TRITON, "gpu")
+    assert (gpu / "release.json").read_bytes() == (cpu / "release.json").read_bytes()
+    for m in load_release(gpu).members:
+        assert (gpu / m.name / "1" / "model.onnx").read_bytes() == (
+            cpu / m.name / "1" / "model.onnx"
+        ).read_bytes()
+        assert (gpu / m.name / "config.pbtxt").read_text() == config_pbtxt(m.name, TRITON, "gpu", m.sha256)
+    (cpu / "beta" / "1" / "model.onnx").write_bytes(b"other weights")
+    with pytest.raises(ValueError, match="sha256"):
+        retarget_repository(cpu, tmp_path / "gpu2", TRITON, "gpu")
+    assert not (tmp_path / "gpu2").exists()
+    with pytest.raises(ValueError, match="serving target"):
+        write_repository(tmp_path / "x", members, _manifest(members), TRITON, serving_target="tpu")  # type: ignore[arg-type]

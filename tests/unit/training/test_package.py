@@ -1,0 +1,46 @@
+"""`pcam package`: the repository from a finished work dir equals what build-repository wrote from it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from training.cli import app
+
+
+def _release(repository: Path) -> dict:
+    return json.loads((repository / "release.json").read_text())
+
+
+def test_package_writes_the_built_release_from_the_work_dir(built: tuple[Path, Path], tmp_path: Path):
+    repository, work = built
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    result = CliRunner().invoke(
+        app, ["package", "-c", "smoke", "-w", str(copy), "-o", str(tmp_path / "repo")]
+    )
+    assert result.exit_code == 0, result.output
+    packaged, original = _release(tmp_path / "repo"), _release(repository)
+    for key in ("members", "stain_reference", "ensemble", "data"):
+        assert packaged[key] == original[key], key
+    for member in original["members"]:
+        name = member["name"]
+        assert (tmp_path / "repo" / name / "1" / "model.onnx").read_bytes() == (
+            repository / name / "1" / "model.onnx"
+        ).read_bytes()
+
+
+def test_package_names_the_missing_step(built: tuple[Path, Path], tmp_path: Path):
+    _, work = built
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    (copy / "calibration.json").unlink()
+    result = CliRunner().invoke(
+        app, ["package", "-c", "smoke", "-w", str(copy), "-o", str(tmp_path / "repo")]
+    )
+    assert result.exit_code == 1
+    assert "pcam calibrate" in result.output
+    assert not (tmp_path / "repo").exists()

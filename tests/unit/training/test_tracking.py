@@ -1,0 +1,79 @@
+"""MLflow tracking to a local store: what `pcam train` records matches what it wrote to the work dir."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from training.cli import app
+from training.config import TrackingConfig
+from training.tracking import NullTracker, flatten, store_uri, tracked
+
+
+def _runs(directory: Path, experiment: str = "pcam") -> tuple[MlflowClient, dict]:
+    client = MlflowClient(tracking_uri=store_uri(directory))
+    found = client.get_experiment_by_name(experiment)
+    return client, {r.info.run_name: r for r in client.search_runs([found.experiment_id])}
+
+
+def test_pcam_train_records_params_epoch_metrics_and_artifacts(tmp_path: Path):
+    store = tmp_path / "mlruns"
+    config = {
+        "release_prefix": "tracked",
+        "threads": 2,
+        "data": {"synthetic": {"train": 96, "valid": 64, "test": 16, "seed": 4}},
+        "stain": {"fit_patches": 32},
+        "members": [
+            {"name": "resnet", "architecture": "test_resnet", "epochs": 2, "batch_size": 32, "lr": 0.002}
+        ],
+        "tracking": {"mlflow_dir": str(store), "experiment": "unit"},
+    }
+    path, work = tmp_path / "config.yaml", tmp_path / "work"
+    path.write_text(yaml.safe_dump(config))
+    runner = CliRunner()
+    assert runner.invoke(app, ["stain-reference", "-c", str(path), "-w", str(work)]).exit_code == 0
+    result = runner.invoke(app, ["train", "-c", str(path), "-w", str(work)])
+    assert result.exit_code == 0, result.output
+
+    client, runs = _runs(store, "unit")
+    parent, child = runs["tracked/train"], runs["resnet"]
+    assert parent.info.status == child.info.status == "FINISHED"
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert child.data.params["lr"] == "0.002" and child.data.params["world_size"] == "1"
+    assert parent.data.params["config.data.synthetic.train"] == "96"
+    history = json.loads((work / "members" / "resnet" / "history.json").read_text())
+    logged = client.get_metric_history(child.info.run_id, "valid_auc")
+    assert [(m.step, m.value) for m in logged] == [(r["epoch"], r["valid_auc"]) for r in history["history"]]
+    assert child.data.metrics["best_valid_auc"] == history["best_auc"]
+    assert [a.path for a in client.list_artifacts(child.info.run_id)] == ["history.json"]
+    assert [a.path for a in client.list_artifacts(parent.info.run_id)] == ["config.yaml"]
+
+
+def test_a_failing_step_marks_its_run_failed(tmp_path: Path):
+    config = TrackingConfig(mlflow_dir=tmp_path / "store")
+    with pytest.raises(RuntimeError), tracked(config, "boom") as tracker:
+        tracker.log_metrics({"x": 1.0})
+        raise RuntimeError("step failed")
+    _, runs = _runs(tmp_path / "store")
+    assert runs["boom"].info.status == "FAILED" and runs["boom"].data.metrics["x"] == 1.0
+
+
+def test_without_tracking_nothing_is_written(tmp_path: Path):
+    with tracked(None, "off") as tracker:
+        assert isinstance(tracker, NullTracker)
+    with tracked(TrackingConfig(mlflow_dir=tmp_path / "store"), "rank 1", enabled=False) as tracker:
+        assert isinstance(tracker, NullTracker)
+    assert not (tmp_path / "store").exists()
+
+
+def test_nested_params_flatten_to_dotted_names():
+    assert flatten({"a": {"b": 1, "c": {"d": None}}, "e": [1, 2]}) == {
+        "a.b": "1",
+        "a.c.d": "None",
+        "e": "[1, 2]",
+    }

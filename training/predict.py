@@ -1,0 +1,430 @@
+"""`pcam predict`: score image files with a release, in-process or through a gateway (research use only).
+
+In-process, every step is the serving code's own: the preprocess service's decode/validate and Macenko
+normalization (`preprocess_uploads`, with the release's stain reference), each member's ONNX graph in
+onnxruntime (the graph Triton serves), and `services.ensemble.calibration.combine`/`decide`. Through a
+gateway URL, the same rows come from the public batch API.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import logging
+import mimetypes
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+import numpy as np
+from pydantic import BaseModel
+
+from services.common.contract import INPUT_SHAPE
+from services.common.problems import problem_kind
+from services.common.release import (
+    DEFAULT_OPERATING_POINT,
+    OPERATING_POINT_ALIASES,
+    OPERATING_POINTS,
+    ReleaseManifest,
+    load_release,
+    resolve_operating_point,
+)
+from services.ensemble.calibration import combine, decide
+from services.gateway.settings import GatewaySettings
+from services.preprocess.pipeline import preprocess_uploads
+from services.preprocess.stain import MacenkoNormalizer
+
+if TYPE_CHECKING:
+    import httpx
+    import onnxruntime as ort
+    from rich.table import Table
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
+"""What a directory contributes: the formats the preprocess service decodes (PNG, JPEG, TIFF, BMP)."""
+MAX_FILE_BYTES: int = GatewaySettings.model_fields["max_image_bytes"].default
+"""The gateway's default per-image limit, applied in-process too, so both modes refuse the same files
+(and a stray slide-sized TIFF is never read whole)."""
+FILE_CHUNK = 64
+"""Files decoded, normalized and scored together (and per gateway batch request)."""
+SCORE_BATCH = 64
+"""Images per onnxruntime call: bounds activation memory for the large members (x 8 views with TTA)."""
+TTA_VIEWS = 8
+REMOTE_TTA_UNSUPPORTED = (
+    "--tta is not available with --url: the gateway does not serve TTA yet (it comes with a later "
+    "issue); use --repository for TTA in-process."
+)
+RESEARCH_NOTE = "Research use only, not for diagnosis."
+RETRY_STATUSES = frozenset({429, 503})
+MAX_RETRIES = 3
+MAX_RETRY_WAIT_S = 30.0
+
+
+class PredictionRow(BaseModel):
+    """One input file's result or its error: the CSV's columns, in order."""
+
+    file: str
+    sha256: str | None = None
+    probability: float | None = None
+    label: int | None = None
+    operating_point: str
+    threshold: float | None = None
+    release_id: str | None = None
+    stain_normalized: bool | None = None
+    stain_skip_reason: str | None = None
+    tissue_fraction: float | None = None
+    tta: bool = False
+    uncertainty: float | None = None
+    error: str | None = None
+
+
+COLUMNS: tuple[str, ...] = tuple(PredictionRow.model_fields)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    files: list[Path]
+    """What gets a row: files named explicitly (whatever their suffix) and image files of directories."""
+    skipped: list[Path]
+    """Directory entries that are not image files (other suffixes, subdirectories): no row."""
+
+
+def collect_inputs(paths: Sequence[Path]) -> Inputs:
+    """Expand directories to their image files (sorted, not recursive); keep explicit paths as given."""
+    files: list[Path] = []
+    skipped: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            for entry in sorted(path.iterdir()):
+                is_image = entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES
+                (files if is_image else skipped).append(entry)
+        else:
+            # Explicit paths always get a row, so a typo or a non-image shows up as an error row.
+            files.append(path)
+    return Inputs(files, skipped)
+
+
+def skipped_message(skipped: Sequence[Path], shown: int = 10) -> str:
+    """What collect_inputs left out, for the user: a count and the first names."""
+    names = ", ".join(p.name for p in skipped[:shown]) + (", ..." if len(skipped) > shown else "")
+    return f"skipped {len(skipped)} directory entries that are not image files: {names}"
+
+
+def problem_text(body: dict[str, Any]) -> str:
+    """'422 wrong-size: Received 64x64; ...' from a problem body (RFC 9457), as both modes report it."""
+    kind = problem_kind(str(body.get("type", "about:blank")))
+    return f"{body.get('status', '')} {kind}: {body.get('detail') or body.get('title', '')}".strip()
+
+
+def operating_point_name(name: str | None) -> str:
+    """The canonical operating point (default: the gateway's default); ValueError naming the choices."""
+    try:
+        return resolve_operating_point(name or DEFAULT_OPERATING_POINT)
+    except KeyError:
+        choices = ", ".join((*OPERATING_POINTS, *OPERATING_POINT_ALIASES))
+        raise ValueError(f"unknown operating point {name!r}; expected one of {choices}") from None
+
+
+def _read(path: Path) -> bytes | str:
+    """The file's bytes, or the error text for its row (missing, unreadable, over the size limit)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    if len(data) > MAX_FILE_BYTES:
+        return f"413 image-too-large: the file exceeds the limit of {MAX_FILE_BYTES} bytes."
+    return data
+
+
+def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def dihedral_views(images: np.ndarray) -> np.ndarray:
+    """uint8 (8, N, H, W, 3): the 8 dihedral transforms of NHWC images, by training.augment's definition."""
+    import torch
+
+    from training.augment import dihedral_transform
+
+    batch = torch.from_numpy(np.ascontiguousarray(images))
+    return np.stack([dihedral_transform(batch, t).contiguous().numpy() for t in range(TTA_VIEWS)])
+
+
+@dataclass(frozen=True)
+class Scores:
+    probability: np.ndarray
+    """(N,) calibrated ensemble probability (with TTA: its mean over the 8 views)."""
+    uncertainty: np.ndarray
+    """(N,) std of the calibrated member probabilities (with TTA: across views and members)."""
+    member_probabilities: np.ndarray
+    """(N, M) calibrated probability per member (with TTA: mean over views)."""
+
+
+class LocalPredictor:
+    """A release's serving path in this process: Macenko with its reference, its members' ONNX, its rule."""
+
+    def __init__(self, repository: Path, threads: int = 1) -> None:
+        from training.evaluate import member_onnx
+        from training.export import session
+
+        self.manifest: ReleaseManifest = load_release(repository)
+        self.normalizer = MacenkoNormalizer(self.manifest.stain_reference)
+        self.sessions: list[ort.InferenceSession] = [
+            session(member_onnx(repository, m.name, m.version), threads) for m in self.manifest.members
+        ]
+
+    def logits(self, images: np.ndarray) -> np.ndarray:
+        """(N, M) member logits of normalized uint8 (N, 96, 96, 3) patches, members in manifest order."""
+        from training.export import onnx_logits
+
+        if len(images) == 0:
+            return np.empty((0, len(self.sessions)), dtype=np.float32)
+        return np.stack(
+            [
+                onnx_logits(sess, (images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)))
+                for sess in self.sessions
+            ],
+            axis=1,
+        )
+
+    def score(self, images: np.ndarray, tta: bool = False) -> Scores:
+        """Calibrated scores of normalized patches; with tta, all 8 dihedral views go through each member."""
+        temperatures = [m.temperature for m in self.manifest.members]
+        weights = [m.weight for m in self.manifest.members]
+        if not tta:
+            out = combine(self.logits(images), temperatures, weights)
+            return Scores(out.probability, out.uncertainty, out.member_probabilities)
+        n, m = len(images), len(self.sessions)
+        # Views of the normalized patch, as serving would send them to Triton after preprocess; Macenko's
+        # estimates depend on the set of pixels only, so normalizing each view would give the same views.
+        views = dihedral_views(images).reshape(-1, *INPUT_SHAPE)
+        out = combine(self.logits(views), temperatures, weights)
+        members = out.member_probabilities.reshape(TTA_VIEWS, n, m)
+        return Scores(
+            probability=out.probability.reshape(TTA_VIEWS, n).mean(axis=0),
+            uncertainty=members.transpose(1, 0, 2).reshape(n, TTA_VIEWS * m).std(axis=1),
+            member_probabilities=members.mean(axis=0),
+        )
+
+
+def predict_local(
+    files: Sequence[Path],
+    repository: Path,
+    operating_point: str | None = None,
+    tta: bool = False,
+    threads: int = 1,
+    predictor: LocalPredictor | None = None,
+) -> list[PredictionRow]:
+    """One row per file, in order, scored in-process; a bad file becomes an error row."""
+    point_name = operating_point_name(operating_point)
+    predictor = predictor or LocalPredictor(repository, threads)
+    manifest = predictor.manifest
+    threshold = manifest.ensemble.operating_points[point_name].threshold
+    common = {"operating_point": point_name, "tta": tta}
+    rows: list[PredictionRow] = []
+    for chunk in _chunks(files, FILE_CHUNK):
+        read = [_read(path) for path in chunk]
+        uploads = [data for data in read if isinstance(data, bytes)]
+        if not uploads:
+            rows += [
+                PredictionRow(file=str(p), error=str(e), **common) for p, e in zip(chunk, read, strict=True)
+            ]
+            continue
+        # The preprocess service's own function: decode + validate each, normalize the valid ones.
+        batch = preprocess_uploads(uploads, predictor.normalizer, manifest.release_id)
+        scores = predictor.score(batch.images, tta)
+        labels = decide(scores.probability, threshold)
+        items = iter(batch.items)
+        accepted = 0
+        for path, data in zip(chunk, read, strict=True):
+            if isinstance(data, str):
+                rows.append(PredictionRow(file=str(path), error=data, **common))
+                continue
+            item = next(items)
+            digest = hashlib.sha256(data).hexdigest()
+            if not item["ok"]:
+                rows.append(
+                    PredictionRow(file=str(path), sha256=digest, error=problem_text(item["error"]), **common)
+                )
+                continue
+            i = accepted
+            accepted += 1
+            rows.append(
+                PredictionRow(
+                    file=str(path),
+                    sha256=digest,
+                    probability=float(scores.probability[i]),
+                    label=int(labels[i]),
+                    threshold=threshold,
+                    release_id=manifest.release_id,
+                    stain_normalized=item["stain_normalized"],
+                    stain_skip_reason=item["stain_skip_reason"],
+                    tissue_fraction=item["tissue_fraction"],
+                    uncertainty=float(scores.uncertainty[i]),
+                    **common,
+                )
+            )
+    return rows
+
+
+def predict_remote(
+    files: Sequence[Path],
+    url: str,
+    operating_point: str | None = None,
+    tta: bool = False,
+    timeout_s: float = 60.0,
+    transport: httpx.BaseTransport | None = None,
+) -> list[PredictionRow]:
+    """One row per file, in order, from the gateway's batch API (per file where a batch is refused)."""
+    import httpx
+
+    if tta:
+        raise ValueError(REMOTE_TTA_UNSUPPORTED)
+    point_name = operating_point_name(operating_point)
+    rows: list[PredictionRow] = []
+    with httpx.Client(base_url=url, timeout=timeout_s, transport=transport) as client:
+        for chunk in _chunks(files, FILE_CHUNK):
+            read = [_read(path) for path in chunk]
+            sendable = [
+                (path, data) for path, data in zip(chunk, read, strict=True) if isinstance(data, bytes)
+            ]
+            results = _remote_chunk(client, sendable, point_name) if sendable else []
+            answers = iter(results)
+            for path, data in zip(chunk, read, strict=True):
+                if isinstance(data, str):
+                    rows.append(PredictionRow(file=str(path), operating_point=point_name, error=data))
+                else:
+                    rows.append(_remote_row(path, data, next(answers), point_name))
+    return rows
+
+
+def _part(path: Path, data: bytes) -> tuple[str, bytes, str]:
+    return path.name, data, mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+
+
+def _remote_chunk(
+    client: httpx.Client, sendable: list[tuple[Path, bytes]], point: str
+) -> list[dict[str, Any]]:
+    """The gateway's result (or problem) body per file; a batch refused as a whole is sent file by file."""
+    params = {"operating_point": point}
+    files = [("files", _part(path, data)) for path, data in sendable]
+    response = _post(client, "/v1/predict/batch", params=params, files=files)
+    if response.status_code == 200:
+        results = response.json()["results"]
+        if len(results) != len(sendable):
+            raise RuntimeError(f"gateway answered {len(results)} results for {len(sendable)} files")
+        return results
+    # A client error for the whole batch (e.g. one file over the size limit) must not cost the other
+    # files their results: each file alone gets its own result or its own problem.
+    log.info("batch refused (%s): sending its %d files one by one", response.status_code, len(sendable))
+    answers = []
+    for path, data in sendable:
+        single = _post(client, "/v1/predict", params=params, files={"file": _part(path, data)})
+        answers.append(single.json() if single.status_code == 200 else _problem_body(single))
+    return answers
+
+
+def _post(client: httpx.Client, route: str, **kwargs: Any) -> httpx.Response:
+    """POST, waiting out 429/503 (Retry-After) a few times; a gateway that stays down ends the run."""
+    import httpx
+
+    for attempt in range(MAX_RETRIES + 1):
+        try:
+            response = client.post(route, **kwargs)
+        except httpx.HTTPError as exc:
+            raise RuntimeError(f"gateway {client.base_url} unreachable: {exc}") from exc
+        if response.status_code not in RETRY_STATUSES or attempt == MAX_RETRIES:
+            break
+        wait = _retry_after(response)
+        log.warning("gateway answered %s; retrying in %.0f s", response.status_code, wait)
+        time.sleep(wait)
+    if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
+        raise RuntimeError(
+            f"gateway {client.base_url} answered {route} with {problem_text(_problem_body(response))}"
+        )
+    return response
+
+
+def _retry_after(response: httpx.Response) -> float:
+    value = response.headers.get("retry-after", "")
+    return min(float(value), MAX_RETRY_WAIT_S) if value.isdigit() else 1.0
+
+
+def _problem_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict) and "status" in body:
+        return body
+    return {"status": response.status_code, "detail": response.text[:200] or response.reason_phrase}
+
+
+def _remote_row(path: Path, data: bytes, answer: dict[str, Any], point: str) -> PredictionRow:
+    digest = hashlib.sha256(data).hexdigest()
+    if "probability" not in answer:
+        return PredictionRow(file=str(path), sha256=digest, operating_point=point, error=problem_text(answer))
+    quality = answer["quality"]
+    return PredictionRow(
+        file=str(path),
+        sha256=answer["sha256"],
+        probability=answer["probability"],
+        label=answer["label"],
+        operating_point=answer["operating_point"],
+        threshold=answer["threshold"],
+        release_id=answer["release"],
+        stain_normalized=quality["stain_normalized"],
+        stain_skip_reason=quality["stain_skip_reason"],
+        tissue_fraction=quality["tissue_fraction"],
+        uncertainty=answer["uncertainty"],
+    )
+
+
+def write_csv(rows: Sequence[PredictionRow], stream: TextIO) -> None:
+    """The rows as CSV with a header of COLUMNS; empty cells for what a row lacks."""
+    writer = csv.DictWriter(stream, fieldnames=COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if v is None else v for k, v in row.model_dump().items()})
+
+
+def rows_table(rows: Sequence[PredictionRow]) -> Table:
+    """A rich table: one image as field/value lines, several as one line each."""
+    from rich.table import Table
+
+    ok = [r for r in rows if r.error is None]
+    first = ok[0] if ok else rows[0]
+    caption = f"{RESEARCH_NOTE} operating point {first.operating_point}"
+    if first.threshold is not None:
+        caption += f" (threshold {first.threshold:.4f}), release {first.release_id}"
+    table = Table(caption=caption)
+    if len(rows) == 1:
+        table.add_column("field")
+        table.add_column("value", overflow="fold")
+        for key, value in rows[0].model_dump().items():
+            table.add_row(key, "" if value is None else _cell(value))
+        return table
+    for column in ("file", "probability", "label", "uncertainty", "stain", "error"):
+        table.add_column(column, overflow="fold")
+    for r in rows:
+        table.add_row(
+            r.file, _cell(r.probability), _cell(r.label), _cell(r.uncertainty), _stain(r), r.error or ""
+        )
+    return table
+
+
+def _stain(row: PredictionRow) -> str:
+    if row.stain_normalized is None:
+        return ""
+    return "normalized" if row.stain_normalized else f"skipped: {row.stain_skip_reason}"
+
+
+def _cell(value: object) -> str:
+    if value is None:
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

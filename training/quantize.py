@@ -1,0 +1,108 @@
+"""INT8 copies of the exported ONNX graphs (onnxruntime static quantization) and what they cost in AUC.
+
+Static QDQ quantization, not dynamic, because:
+
+- conv nets (the ensemble's CNN members) keep their accuracy with per-channel int8 weights and
+  activation ranges calibrated once, offline; dynamic quantization recomputes activation ranges per
+  batch at run time and turns Conv into ConvInteger, which onnxruntime's CPU kernels run slowly and
+  TensorRT cannot consume;
+- QDQ (QuantizeLinear/DequantizeLinear pairs around float ops) is the form both onnxruntime's CPU
+  provider and TensorRT (explicit quantization) accelerate, and the graph still reads as the float one.
+
+Only Conv, Gemm and MatMul are quantized: they carry nearly all the compute, while Softmax,
+LayerNorm, GELU, residual Adds and the in-graph uint8 -> float normalization stay in float32, which is
+what keeps ViT members usable in int8. The activation ranges come from a seeded sample of *training*
+patches, so the validation AUC that judges the int8 graph is measured on patches it was not calibrated
+on. The input/output contract (uint8 image, FP32 logit, dynamic batch) is unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    CalibrationMethod,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
+from onnxruntime.quantization.shape_inference import quant_pre_process
+from sklearn.metrics import roc_auc_score
+
+from services.common.contract import INPUT_NAME
+from training.data.pcam_h5 import X_KEY
+
+log = logging.getLogger(__name__)
+QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
+METHOD = (
+    "onnxruntime static QDQ: per-channel int8 weights, MinMax-calibrated int8 activations; Conv, Gemm, MatMul"
+)
+CALIBRATION_BATCH = 32
+
+
+class PatchReader(CalibrationDataReader):
+    """Feeds uint8 (B, 96, 96, 3) batches to onnxruntime's calibrator under the contract's input name."""
+
+    def __init__(self, batches: Iterable[np.ndarray]) -> None:
+        self._batches: Iterator[np.ndarray] = iter(batches)
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.uint8)}
+
+
+def sample_patches(x_path: Path, n: int, seed: int, key: str = X_KEY) -> np.ndarray:
+    """A seeded random sample of n patches (all, if the split has fewer) from a PCam-layout x file."""
+    with h5py.File(x_path, "r") as f:
+        images = f[key]
+        count = len(images)
+        # Sorted: h5py reads increasing indices only, and the order does not matter for ranges.
+        chosen = np.sort(np.random.default_rng(seed).choice(count, size=min(n, count), replace=False))
+        return np.asarray(images[chosen])
+
+
+def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Path:
+    """Statically quantize (QDQ, per-channel int8 weights, MinMax-calibrated int8 activations) to out_path."""
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    batches = [calibration[i : i + CALIBRATION_BATCH] for i in range(0, len(calibration), CALIBRATION_BATCH)]
+    with tempfile.TemporaryDirectory(prefix="pcam-int8-") as tmp:
+        # onnxruntime's recommended pre-processing: shape inference and graph fusions, so that the
+        # quantizer sees the final ops (e.g. Conv+BatchNorm fused) and quantizes those.
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(onnx_path), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(out_path),
+            PatchReader(batches),
+            quant_format=QuantFormat.QDQ,
+            op_types_to_quantize=list(QUANTIZED_OPS),
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+            calibrate_method=CalibrationMethod.MinMax,
+        )
+    return out_path
+
+
+def auc_change(labels: np.ndarray, fp32_logits: np.ndarray, int8_logits: np.ndarray) -> dict[str, Any]:
+    """Validation AUC of the fp32 and the int8 graph, their difference (int8 - fp32) and the logit drift."""
+    fp32, int8 = np.asarray(fp32_logits).reshape(-1), np.asarray(int8_logits).reshape(-1)
+    if len(np.unique(labels)) < 2:  # AUC is undefined on one class; say so rather than fail the export
+        auc_fp32 = auc_int8 = delta = None
+    else:
+        auc_fp32, auc_int8 = float(roc_auc_score(labels, fp32)), float(roc_auc_score(labels, int8))
+        delta = auc_int8 - auc_fp32
+    return {
+        "auc_fp32": auc_fp32,
+        "auc_int8": auc_int8,
+        "auc_delta": delta,
+        "max_abs_logit_diff": float(np.max(np.abs(int8 - fp32))),
+        "patches": int(len(labels)),
+    }
