@@ -1,7 +1,9 @@
-"""Calibration on validation logits: temperature per member, weighted-mean ensemble, operating points.
+"""Calibration on validation logits: temperature per member, weighted-mean ensemble, an ensemble
+temperature, operating points.
 
-The rules the ensemble service applies at serving time, frozen here (DESIGN.md section 5):
-p_member = sigmoid(logit / T_member); p = sum(w * p_member) / sum(w); label = p >= threshold.
+The rule the ensemble service applies at serving time (services.ensemble.calibration), frozen here
+(DESIGN.md section 5): p_member = sigmoid(logit / T_member); p_mean = sum(w * p_member) / sum(w);
+p = sigmoid(logit(p_mean) / T_ensemble); label = p >= threshold.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from services.common.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
-from services.ensemble.calibration import combine
+from services.ensemble.calibration import combine, ensemble_logit
 from training.metrics import BOOTSTRAP_ROUNDS, Bootstrap, Interval, binary_intervals, ece
 
 log = logging.getLogger(__name__)
@@ -47,22 +49,39 @@ def nll(logits: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> flo
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The temperature minimizing validation NLL (searched over log T, so T stays positive)."""
+    if not np.all(np.isfinite(logits)):
+        raise ValueError("temperature scaling needs finite logits")
     result = minimize_scalar(
         lambda log_t: nll(logits, labels, float(np.exp(log_t))),
         bounds=LOG_T_BOUNDS,
         method="bounded",
         options={"xatol": 1e-6},
     )
-    return float(np.exp(result.x))
+    temperature = float(np.exp(result.x))
+    if min(abs(result.x - bound) for bound in LOG_T_BOUNDS) < 1e-3:
+        log.warning(
+            "fitted temperature %.3g sits at the search bound: the logits may be degenerate", temperature
+        )
+    return temperature
 
 
 def ensemble_probability(
-    logits: Mapping[str, np.ndarray], temperatures: Mapping[str, float], weights: Mapping[str, float]
+    logits: Mapping[str, np.ndarray],
+    temperatures: Mapping[str, float],
+    weights: Mapping[str, float],
+    ensemble_temperature: float = 1.0,
 ) -> np.ndarray:
-    """Weighted mean of the members' calibrated probabilities, by the serving code's own rule."""
+    """The ensemble's probability from member logits, by the serving code's own rule."""
+    return combine(*_in_member_order(logits, temperatures, weights), ensemble_temperature).probability
+
+
+def _in_member_order(
+    logits: Mapping[str, np.ndarray], temperatures: Mapping[str, float], weights: Mapping[str, float]
+) -> tuple[np.ndarray, list[float], list[float]]:
+    """(N, M) logits with the members' temperatures and weights, as the serving rule takes them."""
     names = list(logits)
     stacked = np.stack([np.asarray(logits[n], np.float64).reshape(-1) for n in names], axis=1)
-    return combine(stacked, [temperatures[n] for n in names], [weights[n] for n in names]).probability
+    return stacked, [temperatures[n] for n in names], [weights[n] for n in names]
 
 
 def rates(labels: np.ndarray, scores: np.ndarray, threshold: float) -> tuple[float, float]:
@@ -203,8 +222,13 @@ def calibrate(
     labels: np.ndarray,
     weights: Mapping[str, float],
     groups: np.ndarray | None = None,
+    recalibrate_ensemble: bool = True,
 ) -> Calibration:
-    """Fit temperatures, combine, choose operating points and measure everything on validation."""
+    """Fit temperatures, combine, choose operating points and measure everything on validation.
+
+    With recalibrate_ensemble, a temperature on the logit of the weighted mean is fitted by NLL too:
+    calibrated members do not make a calibrated mean (averaging pulls toward 0.5).
+    """
     labels = np.asarray(labels).astype(int)
     members, temperatures = {}, {}
     for name, z in logits.items():
@@ -220,14 +244,21 @@ def calibrate(
                 "ece_after": ece(expit(z / t), labels),
             },
         )
-    p = ensemble_probability(logits, temperatures, weights)
+    mean = ensemble_probability(logits, temperatures, weights)
+    ensemble_temperature = 1.0
+    if recalibrate_ensemble:
+        z = ensemble_logit(*_in_member_order(logits, temperatures, weights))
+        ensemble_temperature = fit_temperature(z, labels)
+    p = ensemble_probability(logits, temperatures, weights, ensemble_temperature)
     points = operating_points(labels, p, groups)
     uncalibrated = ensemble_probability(logits, dict.fromkeys(logits, 1.0), weights)
     metrics = {
         "auc": float(roc_auc_score(labels, p)),
         "nll": float(np.mean(-np.log(np.clip(np.where(labels == 1, p, 1 - p), 1e-12, None)))),
         "ece_before": ece(uncalibrated, labels),
+        "ece_members_calibrated": ece(mean, labels),
         "ece_after": ece(p, labels),
+        "temperature": ensemble_temperature,
         "validation_patches": float(len(labels)),
         "validation_prevalence": float(labels.mean()),
     }
@@ -235,4 +266,7 @@ def calibrate(
         intervals = bootstrap_rates(labels, p, point.threshold, groups)
         for rate in ("sensitivity", "specificity"):
             metrics[f"{name}_{rate}_ci_low"], metrics[f"{name}_{rate}_ci_high"] = intervals[rate]
-    return Calibration(members=members, ensemble=EnsembleRule(operating_points=points, metrics=metrics))
+    return Calibration(
+        members=members,
+        ensemble=EnsembleRule(temperature=ensemble_temperature, operating_points=points, metrics=metrics),
+    )

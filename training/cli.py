@@ -8,15 +8,16 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from training import RESEARCH_USE
 from training.config import RunConfig, bundled_configs, load_config, save_config
-from training.validate import DEFAULT_OPERATING_POINT, SENSITIVITY_TARGET, SPECIFICITY_TARGET
+from training.validate import SENSITIVITY_TARGET, SPECIFICITY_TARGET, VALIDATED_POINT
 from training.workdir import WorkDir
 
 if TYPE_CHECKING:
@@ -75,11 +76,22 @@ def _user_errors(code: int = 1) -> Iterator[None]:
     """
     try:
         yield
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
-        log.debug("failed", exc_info=True)
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
-        console.print(f"[red]error:[/red] {message}")
-        raise typer.Exit(code) from exc
+    except (ValueError, KeyError, RuntimeError, OSError) as exc:  # OSError: missing, unreadable, corrupt HDF5
+        _fail(exc, code)
+    except Exception as exc:
+        # onnxruntime reports a missing or broken model with exceptions of its own (plain Exception
+        # subclasses); anything else is a bug and keeps its traceback.
+        if not type(exc).__module__.startswith("onnxruntime"):
+            raise
+        _fail(exc, code)
+
+
+def _fail(exc: Exception, code: int) -> NoReturn:
+    """Print an expected failure as one line (the traceback at debug level) and exit with code."""
+    log.debug("failed", exc_info=True)
+    message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc  # no repr quotes
+    console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(code) from exc
 
 
 def _pipeline():
@@ -427,7 +439,7 @@ def validate(
             "-p",
             help="The operating point whose result is the answer, named in advance (aliases accepted).",
         ),
-    ] = DEFAULT_OPERATING_POINT,
+    ] = VALIDATED_POINT,
     require_ci: Annotated[
         bool,
         typer.Option(
@@ -440,12 +452,13 @@ def validate(
 ) -> None:
     """Clinical targets on a split; the help text is VALIDATE_HELP, built from the target constants."""
     from training.evaluate import evaluate as run_evaluation
-    from training.validate import operating_point_name
+    from training.validate import caveats, operating_point_name
     from training.validate import verdict as judge
 
     with _user_errors(code=2):
         point = operating_point_name(operating_point)  # an unknown name fails before the slow part
         report = run_evaluation(repository, data, split, workdir, threads)
+        notes = caveats(report, require_ci)
         result = judge(report, point, require_ci)
         if report_dir is not None:
             from training.report import write_report
@@ -456,6 +469,8 @@ def validate(
     out.print(f"[bold {color}]{result.statement[0]}[/bold {color}]")
     for sentence in result.statement[1:]:
         out.print(sentence)
+    for note in notes:
+        out.print(f"[yellow]{note}[/yellow]")
     if report_dir is not None:
         out.print(f"report: {written['markdown']}")
     raise typer.Exit(0 if result.met else 1)
@@ -560,7 +575,7 @@ def predict(
         with output.open("w", newline="") as f:
             prediction.write_csv(rows, f)
         console.print(f"{len(rows)} rows written to {output}")
-    console.print(f"[yellow]{prediction.RESEARCH_NOTE}[/yellow]")
+    console.print(f"[yellow]{RESEARCH_USE}[/yellow]")
     failed = sum(row.error is not None for row in rows)
     if failed:
         console.print(f"[red]{failed} of {len(rows)} files could not be scored[/red] (see the error column)")

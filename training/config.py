@@ -213,6 +213,15 @@ class ExportConfig(_Strict):
     )
 
 
+class CalibrationConfig(_Strict):
+    """`pcam calibrate` options (training.calibrate)."""
+
+    ensemble_temperature: bool = Field(
+        True,
+        description="Also fit a temperature on the logit of the members' weighted mean (DESIGN.md section 5).",
+    )
+
+
 class TrackingConfig(_Strict):
     """Optional MLflow tracking to a local store: <mlflow_dir>/mlflow.db (sqlite) and <mlflow_dir>/artifacts."""
 
@@ -229,6 +238,7 @@ class RunConfig(_Strict):
     members: tuple[MemberConfig, ...] = Field(min_length=1)
     triton: TritonConfig = TritonConfig()
     export: ExportConfig = ExportConfig()
+    calibration: CalibrationConfig = CalibrationConfig()
     tracking: TrackingConfig | None = Field(
         None, description="MLflow tracking (training.tracking); null: off."
     )

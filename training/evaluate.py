@@ -7,7 +7,6 @@ temperatures and weights by `services.ensemble.calibration.combine`. Research us
 
 from __future__ import annotations
 
-import csv
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -17,7 +16,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from services.common.release import OperatingPoint, ReleaseManifest, load_release
-from services.ensemble.calibration import combine
+from services.ensemble.calibration import combine_release
 from training import metrics, stain
 from training.data import pcam_h5
 from training.export import onnx_logits, session
@@ -25,7 +24,6 @@ from training.metrics import BOOTSTRAP_ROUNDS, ECE_BINS, Confusion, Interval
 
 log = logging.getLogger(__name__)
 SYNTHETIC_NOTE = "synthetic data: not a PCam result"
-SLIDE_COLUMN = "wsi"
 
 
 class PointResult(BaseModel):
@@ -112,22 +110,6 @@ def member_onnx(repository: Path, name: str, version: int = 1) -> Path:
     return repository / name / str(version) / "model.onnx"
 
 
-def slide_groups(directory: Path, split: str, n: int) -> np.ndarray | None:
-    """The slide of each patch from the split's meta CSV, as the pipeline reads it; None without one."""
-    path = pcam_h5.meta_file(directory, split)
-    if not path.exists():
-        return None
-    with path.open(newline="") as f:
-        header = next(csv.reader(f), [])
-    if SLIDE_COLUMN not in header:
-        log.warning("%s has no %r column: intervals resample patches", path, SLIDE_COLUMN)
-        return None
-    slides = pcam_h5.read_slide_ids(path)
-    if slides is not None and len(slides) != n:
-        raise ValueError(f"{path}: {len(slides)} rows but {n} patches")
-    return slides
-
-
 def score_split(manifest: ReleaseManifest, repository: Path, x_path: Path, threads: int = 1) -> np.ndarray:
     """(N, M) member logits of a normalized split, members in manifest order."""
     return np.stack(
@@ -162,7 +144,7 @@ def evaluate(
     normalized = stain.normalize_split(x_path, y_path, workdir / f"{split}.h5", manifest.stain_reference)
     labels = pcam_h5.read_labels(normalized.path).astype(int)
     logits = score_split(manifest, repository, normalized.path, threads)
-    groups = slide_groups(data, split, len(labels))
+    groups = pcam_h5.slide_ids(data, split, len(labels))
     return summarize(manifest, labels, logits, groups, split, str(data), rounds, seed)
 
 
@@ -216,9 +198,7 @@ def summarize(
     operating_points defaults to the manifest's; every interval comes from one set of resamples.
     """
     labels = np.asarray(labels).astype(int).reshape(-1)
-    combined = combine(
-        logits, [m.temperature for m in manifest.members], [m.weight for m in manifest.members]
-    )
+    combined = combine_release(logits, manifest)
     p = combined.probability
     bootstrap = metrics.Bootstrap(len(labels), groups, rounds, seed)
     members = {

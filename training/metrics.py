@@ -1,7 +1,8 @@
 """Binary classification metrics and their bootstrap intervals, in numpy only.
 
-The one implementation behind calibration, `pcam evaluate` and `pcam validate`: a point estimate and
-its bootstrap resamples go through the same formula. Undefined values (a rate over an empty
+The one implementation behind `pcam evaluate` and `pcam validate` and calibration's ECE and
+bootstrap (its threshold search walks scikit-learn's ROC curve): a point estimate and its bootstrap
+resamples go through the same formula. Undefined values (a rate over an empty
 denominator) are NaN inside arrays and None in results, never NaN in JSON. Research use only.
 """
 
@@ -119,7 +120,8 @@ def ece_from_sums(count: np.ndarray, summed_probability: np.ndarray, positives: 
 
 
 def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """Expected calibration error: bin-weighted |mean confidence - accuracy| over equal-width bins."""
+    """Expected calibration error of the positive class: bin-weighted |mean p - share of positives|
+    over equal-width probability bins (not the top-label form)."""
     return float(ece_from_sums(*reliability(probabilities, labels, bins)))
 
 

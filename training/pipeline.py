@@ -138,9 +138,7 @@ def cross_validate(
     """k-fold cross-validation of the named members (all by default) on the normalized training split."""
     torch.set_num_threads(config.threads)
     train_set, valid_set = _normalized(work, "train"), _normalized(work, "valid")
-    groups = pcam_h5.read_slide_ids(pcam_h5.meta_file(data_dir(config, work), "train"))
-    if groups is not None and len(groups) != len(train_set):
-        raise ValueError(f"train meta CSV has {len(groups)} rows but the split {len(train_set)} patches")
+    groups = pcam_h5.slide_ids(data_dir(config, work), "train", len(train_set))
     folds = fold_indices(train_set.labels, k, config.seed, groups)
     with distributed.process_group() as job:
         members = {
@@ -253,9 +251,9 @@ def calibrate_members(config: RunConfig, work: WorkDir, tracker: Tracker | None 
     """Temperatures, ensemble operating points and metrics from the members' validation logits."""
     labels = pcam_h5.read_labels(require(work.normalized("valid"), "stain-reference"))
     logits = {m.name: np.load(require(work.valid_logits(m.name), "export")) for m in config.members}
-    slides = pcam_h5.read_slide_ids(pcam_h5.meta_file(data_dir(config, work), "valid"))
+    slides = pcam_h5.slide_ids(data_dir(config, work), "valid", len(labels))
     weights = {m.name: m.weight for m in config.members}
-    result = calibrate(logits, labels, weights, groups=slides)
+    result = calibrate(logits, labels, weights, slides, config.calibration.ensemble_temperature)
     work.calibration.write_text(result.model_dump_json(indent=2) + "\n")
     tracker = tracker or NullTracker()
     for name, member in result.members.items():
@@ -315,20 +313,22 @@ def package(
         require(work.stain_reference, "stain-reference").read_text()
     )
     calibration = Calibration.model_validate_json(require(work.calibration, "calibrate").read_text())
+    configured, calibrated = [m.name for m in config.members], list(calibration.members)
+    if configured != calibrated:
+        raise ValueError(
+            f"{work.calibration} was fitted for members {calibrated}, the config has {configured}: "
+            "run `pcam calibrate` again"
+        )
     members = []
     for m in config.members:
         history = json.loads(require(work.checkpoint(m.name).with_name("history.json"), "train").read_text())
-        if m.name not in calibration.members:
-            raise FileNotFoundError(
-                f"{work.calibration} has no member {m.name!r}: run `pcam calibrate` again"
-            )
         members.append(
             MemberArtifact(
                 name=m.name,
                 architecture=m.architecture,
                 onnx=require(work.onnx(m.name), "export"),
                 temperature=calibration.members[m.name].temperature,
-                weight=m.weight,
+                weight=calibration.members[m.name].weight,  # the operating points were chosen with it
                 metrics={**calibration.members[m.name].metrics, "best_epoch": float(history["best_epoch"])},
             )
         )

@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from training import RESEARCH_USE
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from training.evaluate import EvaluationReport
 
 DPI = 120
-RESEARCH_USE = "research use only, not for diagnosis"
 POINT_MARKERS = {"screening": "o", "balanced": "s", "high_specificity": "^"}
 
 

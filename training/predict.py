@@ -23,18 +23,13 @@ from pydantic import BaseModel
 
 from services.common.contract import INPUT_SHAPE
 from services.common.problems import problem_kind
-from services.common.release import (
-    DEFAULT_OPERATING_POINT,
-    OPERATING_POINT_ALIASES,
-    OPERATING_POINTS,
-    ReleaseManifest,
-    load_release,
-    resolve_operating_point,
-)
-from services.ensemble.calibration import combine, decide
+from services.common.release import DEFAULT_OPERATING_POINT, ReleaseManifest, load_release
+from services.ensemble.calibration import EnsembleOutput, combine_release, combine_views, decide
 from services.gateway.settings import GatewaySettings
 from services.preprocess.pipeline import preprocess_uploads
 from services.preprocess.stain import MacenkoNormalizer
+from training import RESEARCH_USE
+from training.validate import operating_point_name
 
 if TYPE_CHECKING:
     import httpx
@@ -57,7 +52,6 @@ REMOTE_TTA_UNSUPPORTED = (
     "--tta is not available with --url: the gateway does not serve TTA yet (it comes with a later "
     "issue); use --repository for TTA in-process."
 )
-RESEARCH_NOTE = "Research use only, not for diagnosis."
 RETRY_STATUSES = frozenset({429, 503})
 MAX_RETRIES = 3
 MAX_RETRY_WAIT_S = 30.0
@@ -119,15 +113,6 @@ def problem_text(body: dict[str, Any]) -> str:
     return f"{body.get('status', '')} {kind}: {body.get('detail') or body.get('title', '')}".strip()
 
 
-def operating_point_name(name: str | None) -> str:
-    """The canonical operating point (default: the gateway's default); ValueError naming the choices."""
-    try:
-        return resolve_operating_point(name or DEFAULT_OPERATING_POINT)
-    except KeyError:
-        choices = ", ".join((*OPERATING_POINTS, *OPERATING_POINT_ALIASES))
-        raise ValueError(f"unknown operating point {name!r}; expected one of {choices}") from None
-
-
 def _read(path: Path) -> bytes | str:
     """The file's bytes, or the error text for its row (missing, unreadable, over the size limit)."""
     try:
@@ -153,16 +138,6 @@ def dihedral_views(images: np.ndarray) -> np.ndarray:
 
     batch = torch.from_numpy(np.ascontiguousarray(images))
     return np.stack([dihedral_transform(batch, t).contiguous().numpy() for t in range(TTA_VIEWS)])
-
-
-@dataclass(frozen=True)
-class Scores:
-    probability: np.ndarray
-    """(N,) calibrated ensemble probability (with TTA: its mean over the 8 views)."""
-    uncertainty: np.ndarray
-    """(N,) std of the calibrated member probabilities (with TTA: across views and members)."""
-    member_probabilities: np.ndarray
-    """(N, M) calibrated probability per member (with TTA: mean over views)."""
 
 
 class LocalPredictor:
@@ -192,24 +167,17 @@ class LocalPredictor:
             axis=1,
         )
 
-    def score(self, images: np.ndarray, tta: bool = False) -> Scores:
+    def score(self, images: np.ndarray, tta: bool = False) -> EnsembleOutput:
         """Calibrated scores of normalized patches; with tta, all 8 dihedral views go through each member."""
-        temperatures = [m.temperature for m in self.manifest.members]
-        weights = [m.weight for m in self.manifest.members]
         if not tta:
-            out = combine(self.logits(images), temperatures, weights)
-            return Scores(out.probability, out.uncertainty, out.member_probabilities)
-        n, m = len(images), len(self.sessions)
+            return combine_release(self.logits(images), self.manifest)
         # Views of the normalized patch, as serving would send them to Triton after preprocess; Macenko's
         # estimates depend on the set of pixels only, so normalizing each view would give the same views.
-        views = dihedral_views(images).reshape(-1, *INPUT_SHAPE)
-        out = combine(self.logits(views), temperatures, weights)
-        members = out.member_probabilities.reshape(TTA_VIEWS, n, m)
-        return Scores(
-            probability=out.probability.reshape(TTA_VIEWS, n).mean(axis=0),
-            uncertainty=members.transpose(1, 0, 2).reshape(n, TTA_VIEWS * m).std(axis=1),
-            member_probabilities=members.mean(axis=0),
+        views = dihedral_views(images)
+        logits = self.logits(views.reshape(-1, *INPUT_SHAPE)).reshape(
+            TTA_VIEWS, len(images), len(self.sessions)
         )
+        return combine_views(logits, self.manifest)
 
 
 def predict_local(
@@ -221,7 +189,7 @@ def predict_local(
     predictor: LocalPredictor | None = None,
 ) -> list[PredictionRow]:
     """One row per file, in order, scored in-process; a bad file becomes an error row."""
-    point_name = operating_point_name(operating_point)
+    point_name = operating_point_name(operating_point or DEFAULT_OPERATING_POINT)
     predictor = predictor or LocalPredictor(repository, threads)
     manifest = predictor.manifest
     threshold = manifest.ensemble.operating_points[point_name].threshold
@@ -285,7 +253,7 @@ def predict_remote(
 
     if tta:
         raise ValueError(REMOTE_TTA_UNSUPPORTED)
-    point_name = operating_point_name(operating_point)
+    point_name = operating_point_name(operating_point or DEFAULT_OPERATING_POINT)
     rows: list[PredictionRow] = []
     with httpx.Client(base_url=url, timeout=timeout_s, transport=transport) as client:
         for chunk in _chunks(files, FILE_CHUNK):
@@ -399,7 +367,7 @@ def rows_table(rows: Sequence[PredictionRow]) -> Table:
 
     ok = [r for r in rows if r.error is None]
     first = ok[0] if ok else rows[0]
-    caption = f"{RESEARCH_NOTE} operating point {first.operating_point}"
+    caption = f"{RESEARCH_USE} operating point {first.operating_point}"
     if first.threshold is not None:
         caption += f" (threshold {first.threshold:.4f}), release {first.release_id}"
     table = Table(caption=caption)

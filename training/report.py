@@ -9,15 +9,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+from training import RESEARCH_USE
 from training.evaluate import EvaluationReport
 from training.metrics import BINARY_METRICS, Interval
-from training.validate import RESEARCH_USE, SENSITIVITY_TARGET, SPECIFICITY_TARGET, Verdict
+from training.validate import FEW_UNITS, SENSITIVITY_TARGET, SPECIFICITY_TARGET, Verdict
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
 VERDICT_JSON = "verdict.json"
-FEW_UNITS = 20
-"""Fewer slides (or patches) than this make a percentile bootstrap interval meaningless."""
 LABELS = {
     "sensitivity": "sensitivity",
     "specificity": "specificity",

@@ -337,8 +337,12 @@ def retarget_repository(
     members = []
     for m in manifest.members:
         onnx = source / m.name / str(m.version) / MODEL_FILE
-        if m.version != VERSION or not onnx.is_file():
-            raise FileNotFoundError(f"{source / m.name / str(VERSION) / MODEL_FILE} is missing")
+        if m.version != VERSION:
+            raise ValueError(
+                f"{m.name}: version {m.version} in release.json; retarget writes version {VERSION} only"
+            )
+        if not onnx.is_file():
+            raise FileNotFoundError(f"{onnx} is missing")
         actual = sha256_file(onnx)
         if actual != m.sha256:
             raise ValueError(f"{onnx}: sha256 {actual} differs from release.json's {m.sha256}")

@@ -206,7 +206,10 @@ def _load_resume(path: Path, fingerprint: str, device: torch.device) -> dict | N
         log.warning("ignoring unreadable resume state %s: %s", path, error)
         return None
     if state.get("format") != RESUME_FORMAT or state.get("fingerprint") != fingerprint:
-        log.info("ignoring resume state %s: it belongs to another config, seed or data set", path)
+        log.info(
+            "ignoring resume state %s: it belongs to another config, seed, data set or number of processes",
+            path,
+        )
         return None
     return state
 
@@ -301,6 +304,13 @@ def train_member(
         state_path = resume_path(checkpoint)
         fingerprint = run_fingerprint(member, seed, train_set, valid_labels, job.world_size)
         saved = _load_resume(state_path, fingerprint, device) if resume else None
+        # Every rank must continue from the same epoch, or the collectives would wait forever.
+        resumed_after = job.gather(saved["epoch"] if saved is not None else None)
+        if len(set(resumed_after)) > 1:
+            raise RuntimeError(
+                f"{member.name}: the ranks found different resume states in {state_path} "
+                f"(epochs {resumed_after}); every rank needs the same work dir (a shared filesystem)"
+            )
         if saved is not None:
             model.load_state_dict(saved["model"])
             optimizer.load_state_dict(saved["optimizer"])

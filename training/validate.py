@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from pydantic import BaseModel, ConfigDict
 
 from services.common.release import OPERATING_POINT_ALIASES, OPERATING_POINTS, resolve_operating_point
+from training import RESEARCH_USE
 
 if TYPE_CHECKING:
     # Only a type here: the CLI imports this module's targets for its help text without onnxruntime.
@@ -19,8 +20,12 @@ if TYPE_CHECKING:
 
 SENSITIVITY_TARGET = 0.95
 SPECIFICITY_TARGET = 0.90
-DEFAULT_OPERATING_POINT = "screening"
-RESEARCH_USE = "Research use only, not for diagnosis."
+FEW_UNITS = 20
+"""Fewer slides (or patches) than this make a percentile bootstrap interval meaningless."""
+FITTED_SPLITS = ("train", "valid")
+"""Splits the release was fitted on (weights; temperatures and thresholds): not held-out evidence."""
+VALIDATED_POINT = "screening"
+"""The operating point whose verdict is the answer unless another is named (before seeing the data)."""
 
 
 class PointVerdict(BaseModel):
@@ -86,8 +91,31 @@ def operating_point_name(name: str) -> str:
         raise ValueError(f"unknown operating point {name!r}: choose one of {choices}") from None
 
 
+def caveats(report: EvaluationReport, require_ci: bool) -> list[str]:
+    """What limits a verdict on this report, as sentences; a ValueError where no verdict can be given.
+
+    With require_ci the answer rests on the interval bounds, which too few slides make meaningless.
+    """
+    if require_ci and report.bootstrap_units < FEW_UNITS:
+        raise ValueError(
+            f"--require-ci needs at least {FEW_UNITS} {report.bootstrap} units to resample, the "
+            f"{report.split} split has {report.bootstrap_units}: its interval bounds would say nothing"
+        )
+    notes = []
+    if report.split in FITTED_SPLITS:
+        notes.append(
+            f"The release was fitted on the {report.split} split: this is not a held-out result; "
+            "validate on the test split."
+        )
+    if report.bootstrap_units < FEW_UNITS:
+        notes.append(
+            f"Only {report.bootstrap_units} {report.bootstrap} units to resample: the intervals are not reliable."
+        )
+    return notes
+
+
 def verdict(
-    report: EvaluationReport, operating_point: str = DEFAULT_OPERATING_POINT, require_ci: bool = False
+    report: EvaluationReport, operating_point: str = VALIDATED_POINT, require_ci: bool = False
 ) -> Verdict:
     """Check sensitivity >= SENSITIVITY_TARGET and specificity >= SPECIFICITY_TARGET at every point."""
     chosen = operating_point_name(operating_point)

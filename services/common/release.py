@@ -58,6 +58,9 @@ class OperatingPoint(_Frozen):
 
 class EnsembleRule(_Frozen):
     rule: Literal["weighted_mean"] = "weighted_mean"
+    temperature: float = Field(
+        1.0, gt=0, description="Ensemble temperature applied to the logit of the weighted mean (1: none)."
+    )
     operating_points: dict[str, OperatingPoint]
     metrics: dict[str, float] = Field(default_factory=dict)
 

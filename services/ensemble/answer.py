@@ -4,13 +4,13 @@ import numpy as np
 
 from services.common.inference import EnsemblePrediction, InferResponse
 from services.common.release import ReleaseManifest
-from services.ensemble.calibration import combine, decide
+from services.ensemble.calibration import combine_release, decide
 
 
 def answer(logits: np.ndarray, release: ReleaseManifest, operating_point: str) -> InferResponse:
     """Calibrated probabilities, decisions and uncertainty for (N, M) member logits."""
     point = release.ensemble.operating_points[operating_point]
-    output = combine(logits, [m.temperature for m in release.members], [m.weight for m in release.members])
+    output = combine_release(logits, release)
     labels = decide(output.probability, point.threshold)
     names = [m.name for m in release.members]
     results = [

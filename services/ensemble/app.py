@@ -42,8 +42,8 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
     app = create_service_app(
         "ensemble",
         "PCam ensemble service",
-        "Runs every ensemble member on Triton, applies per-member temperatures, averages, and decides "
-        "at the release's operating points. Internal: takes the binary `application/vnd.pcam.batch`.",
+        "Runs every ensemble member on Triton, applies per-member temperatures, averages, rescales the "
+        "mean by the ensemble temperature, and decides at the release's operating points. Internal: takes the binary `application/vnd.pcam.batch`.",
         lifespan,
         max_body_bytes=wire.max_frame_bytes(settings.max_images),
     )

@@ -1,23 +1,31 @@
 """The ensemble rule: member logits to one calibrated probability and a decision (DESIGN.md section 5).
 
+p_member = sigmoid(logit / T_member); p_mean = sum(w * p_member) / sum(w);
+p = sigmoid(logit(p_mean) / T_ensemble) (averaging calibrated members pulls toward 0.5, so the mean
+is recalibrated once more; T_ensemble = 1 leaves it as is); label = p >= threshold.
+
 The single implementation: training imports it to choose operating points on exactly what serving
 computes. Depends on numpy only, so the training image needs no web stack.
 """
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from services.common.release import ReleaseManifest
 
 
 @dataclass(frozen=True)
 class EnsembleOutput:
     probability: np.ndarray
-    """(N,) weighted mean of calibrated member probabilities."""
+    """(N,) the ensemble's calibrated probability (recalibrated weighted mean of the members')."""
     member_probabilities: np.ndarray
     """(N, M) calibrated probability per member, in manifest order."""
     uncertainty: np.ndarray
-    """(N,) standard deviation of the member probabilities."""
+    """(N,) standard deviation of the member probabilities (with TTA: across views and members)."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -25,13 +33,68 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.exp(-np.logaddexp(0.0, -x))
 
 
-def combine(logits: np.ndarray, temperatures: Sequence[float], weights: Sequence[float]) -> EnsembleOutput:
-    """Temperature-scale (N, M) logits per member and average with the members' weights."""
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """log(sigmoid(x)), finite for every finite x."""
+    return -np.logaddexp(0.0, -x)
+
+
+def _normalized(weights: Sequence[float]) -> np.ndarray:
     weights = np.asarray(weights, dtype=np.float64)
-    temperatures = np.asarray(temperatures, dtype=np.float64)
-    member_probabilities = sigmoid(logits.astype(np.float64) / temperatures)
-    probability = member_probabilities @ (weights / weights.sum())
+    return weights / weights.sum()
+
+
+def ensemble_logit(logits: np.ndarray, temperatures: Sequence[float], weights: Sequence[float]) -> np.ndarray:
+    """logit of the weighted mean of calibrated member probabilities, computed in log space.
+
+    Stays finite where the mean itself rounds to exactly 0 or 1 (confident members emit logits in the
+    hundreds), so an ensemble temperature can still be fitted and applied there.
+    """
+    z = logits.astype(np.float64) / np.asarray(temperatures, dtype=np.float64)
+    log_w = np.log(_normalized(weights))
+    log_p = np.logaddexp.reduce(log_w + log_sigmoid(z), axis=1)
+    log_not_p = np.logaddexp.reduce(log_w + log_sigmoid(-z), axis=1)
+    return log_p - log_not_p
+
+
+def combine(
+    logits: np.ndarray,
+    temperatures: Sequence[float],
+    weights: Sequence[float],
+    ensemble_temperature: float = 1.0,
+) -> EnsembleOutput:
+    """Temperature-scale (N, M) logits per member, average with the members' weights, recalibrate the mean."""
+    member_probabilities = sigmoid(logits.astype(np.float64) / np.asarray(temperatures, dtype=np.float64))
+    if ensemble_temperature == 1.0:
+        probability = member_probabilities @ _normalized(weights)
+    else:
+        probability = sigmoid(ensemble_logit(logits, temperatures, weights) / ensemble_temperature)
     return EnsembleOutput(probability, member_probabilities, member_probabilities.std(axis=1))
+
+
+def combine_release(logits: np.ndarray, release: "ReleaseManifest") -> EnsembleOutput:
+    """combine() with a release's member temperatures and weights and its ensemble temperature."""
+    return combine(
+        logits,
+        [m.temperature for m in release.members],
+        [m.weight for m in release.members],
+        release.ensemble.temperature,
+    )
+
+
+def combine_views(view_logits: np.ndarray, release: "ReleaseManifest") -> EnsembleOutput:
+    """Test-time augmentation: (V, N, M) logits of V views of N patches to one output per patch.
+
+    The probability is the mean of the views' calibrated ensemble probabilities (DESIGN.md section 5);
+    the uncertainty is the spread across views and members; member probabilities are view means.
+    """
+    views, n, m = view_logits.shape
+    out = combine_release(view_logits.reshape(views * n, m), release)
+    members = out.member_probabilities.reshape(views, n, m)
+    return EnsembleOutput(
+        probability=out.probability.reshape(views, n).mean(axis=0),
+        member_probabilities=members.mean(axis=0),
+        uncertainty=members.transpose(1, 0, 2).reshape(n, views * m).std(axis=1),
+    )
 
 
 def decide(probability: np.ndarray, threshold: float) -> np.ndarray:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,9 @@ import torch
 from torch.utils.data import Dataset
 
 from services.common.contract import INPUT_SHAPE
+
+log = logging.getLogger(__name__)
+SLIDE_COLUMN = "wsi"
 
 SPLITS = ("train", "valid", "test")
 X_KEY, Y_KEY = "x", "y"
@@ -57,12 +61,24 @@ def iter_images(x_path: Path, batch: int = 256, key: str = X_KEY) -> Iterator[np
             yield np.asarray(images[start : start + batch])
 
 
-def read_slide_ids(meta_path: Path) -> np.ndarray | None:
-    """The slide ('wsi' column) of every patch from PCam's meta CSV, or None without one."""
-    if not meta_path.exists():
+def slide_ids(directory: Path, split: str, n: int) -> np.ndarray | None:
+    """The slide ('wsi' column of PCam's meta CSV) of each of a split's n patches; None without one.
+
+    Slides are what bootstrap intervals and cross-validation folds group by; without them they fall
+    back to patches, with a warning where a CSV exists but lacks the column.
+    """
+    path = meta_file(directory, split)
+    if not path.exists():
         return None
-    with meta_path.open(newline="") as f:
-        return np.asarray([row["wsi"] for row in csv.DictReader(f)])
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if SLIDE_COLUMN not in (reader.fieldnames or []):
+            log.warning("%s has no %r column: resampling patches, not slides", path, SLIDE_COLUMN)
+            return None
+        slides = np.asarray([row[SLIDE_COLUMN] for row in reader])
+    if len(slides) != n:
+        raise ValueError(f"{path}: {len(slides)} rows but the split has {n} patches")
+    return slides
 
 
 class PCamH5Dataset(Dataset):

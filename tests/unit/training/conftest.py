@@ -33,3 +33,42 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     return repo, work
+
+
+def _tiny_config(prefix: str, train: int, seed: int = 0, **changes) -> dict:
+    return {
+        "release_prefix": prefix,
+        "seed": seed,
+        "threads": 2,
+        "data": {"synthetic": {"train": train, "valid": 64, "test": 16, "seed": seed + 1}},
+        "stain": {"fit_patches": 32},
+        "members": [
+            {"name": "resnet", "architecture": "test_resnet", "epochs": 1, "batch_size": 32, "lr": 0.003}
+        ],
+        **changes,
+    }
+
+
+@pytest.fixture(scope="session")
+def tiny_config():
+    """A one-member run config (timm's test_resnet) on a small synthetic set, as a dict to vary."""
+    return _tiny_config
+
+
+@pytest.fixture(scope="session")
+def staged():
+    """Write a config dict to root/config.yaml and run `pcam stain-reference` into root/work."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from training.cli import app
+
+    def stage(config: dict, root: Path) -> tuple[Path, Path]:
+        root.mkdir(parents=True, exist_ok=True)
+        path, work = root / "config.yaml", root / "work"
+        path.write_text(yaml.safe_dump(config))
+        result = CliRunner().invoke(app, ["stain-reference", "-c", str(path), "-w", str(work)])
+        assert result.exit_code == 0, result.output
+        return path, work
+
+    return stage

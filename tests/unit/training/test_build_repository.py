@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 from services.common.release import OPERATING_POINTS, ReleaseManifest, load_release
-from services.ensemble.calibration import combine
+from services.ensemble.calibration import combine_release
 from training.cli import app
 from training.config import load_config
 from training.data.pcam_h5 import data_files, iter_images, read_labels
@@ -68,9 +68,7 @@ def test_served_graph_reproduces_the_recorded_operating_points(built):
         axis=1,
     )
     # The serving rule itself: thresholds sit exactly on validation scores, so only it reproduces them.
-    p = combine(
-        logits, [m.temperature for m in manifest.members], [m.weight for m in manifest.members]
-    ).probability
+    p = combine_release(logits, manifest).probability
     for point in manifest.ensemble.operating_points.values():
         predicted = p >= point.threshold
         assert predicted[labels == 1].mean() == pytest.approx(point.sensitivity)

@@ -172,3 +172,47 @@ def test_calibrate_produces_the_manifest_ensemble_rule():
     assert {"auc", "nll", "ece_before", "ece_after", "screening_sensitivity_ci_low"} <= set(
         result.ensemble.metrics
     )
+
+
+def test_the_mean_of_calibrated_members_is_recalibrated_by_an_ensemble_temperature():
+    # Two members that are each calibrated but disagree (independent noise on the true logit):
+    # their mean is pulled toward 0.5, so the ensemble needs sharpening (T < 1).
+    rng = np.random.default_rng(6)
+    truth = rng.normal(0.0, 3.0, 20_000)
+    labels = (rng.uniform(size=truth.size) < expit(truth)).astype(int)
+    members = {name: truth + rng.normal(0.0, 2.0, truth.size) for name in ("a", "b")}
+    weights = {"a": 1.0, "b": 1.0}
+    plain = calibrate(members, labels, weights, recalibrate_ensemble=False)
+    result = calibrate(members, labels, weights)
+    assert plain.ensemble.temperature == 1.0
+    assert result.ensemble.temperature < 0.95
+    temperatures = {n: m.temperature for n, m in result.members.items()}
+    mean = ensemble_probability(members, temperatures, weights)
+    recalibrated = ensemble_probability(members, temperatures, weights, result.ensemble.temperature)
+    assert result.ensemble.metrics["ece_members_calibrated"] == pytest.approx(ece(mean, labels))
+    assert result.ensemble.metrics["ece_after"] == pytest.approx(ece(recalibrated, labels))
+    assert result.ensemble.metrics["ece_after"] < result.ensemble.metrics["ece_members_calibrated"]
+    assert result.ensemble.metrics["nll"] < plain.ensemble.metrics["nll"]
+    # A monotone transform: the same patches fall on each side of every operating point.
+    for name, point in result.ensemble.operating_points.items():
+        before = plain.ensemble.operating_points[name]
+        assert (point.sensitivity, point.specificity) == pytest.approx(
+            (before.sensitivity, before.specificity), abs=2e-3
+        )
+
+
+def test_confident_members_still_get_a_finite_ensemble_temperature():
+    # Trained members emit logits in the tens to hundreds, where the weighted mean rounds to 0 or 1.
+    rng = np.random.default_rng(7)
+    truth = rng.normal(0.0, 4.0, 4000)
+    labels = (rng.uniform(size=truth.size) < expit(truth)).astype(int)
+    members = {"a": 15 * truth, "b": 12 * truth + rng.normal(0.0, 5.0, truth.size)}
+    result = calibrate(members, labels, {"a": 1.0, "b": 1.0})
+    assert np.isfinite(result.ensemble.temperature)
+    assert 0.05 < result.ensemble.temperature < 20
+    assert all(np.isfinite(v) for v in result.ensemble.metrics.values())
+
+
+def test_temperature_fit_refuses_non_finite_logits():
+    with pytest.raises(ValueError, match="finite"):
+        fit_temperature(np.array([1.0, np.inf]), np.array([0, 1]))

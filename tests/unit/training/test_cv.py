@@ -7,25 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from training.cli import app
 from training.cv import FoldResult, LabelledSubset, fold_indices, summarize_folds
-from training.data.pcam_h5 import PCamH5Dataset, meta_file, read_slide_ids
+from training.data.pcam_h5 import PCamH5Dataset, slide_ids
 from training.train import load_checkpoint, predict_logits
-
-CONFIG = {
-    "release_prefix": "cv",
-    "seed": 3,
-    "threads": 2,
-    "data": {"synthetic": {"train": 256, "valid": 64, "test": 16, "seed": 2}},
-    "stain": {"fit_patches": 32},
-    "members": [
-        {"name": "resnet", "architecture": "test_resnet", "epochs": 1, "batch_size": 32, "lr": 0.003}
-    ],
-}
 
 
 def test_folds_partition_the_data_stratified_and_never_split_a_slide():
@@ -55,20 +43,16 @@ def test_summary_is_mean_and_sample_sd():
     assert summary.mean_auc == pytest.approx(0.8) and summary.std_auc == pytest.approx(0.1)
 
 
-def test_pcam_cv_reports_held_out_aucs_of_its_fold_checkpoints(tmp_path: Path):
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(CONFIG))
-    work = tmp_path / "work"
-    runner = CliRunner()
-    assert runner.invoke(app, ["stain-reference", "-c", str(config), "-w", str(work)]).exit_code == 0
-    result = runner.invoke(app, ["cv", "-c", str(config), "-w", str(work), "--folds", "2"])
+def test_pcam_cv_reports_held_out_aucs_of_its_fold_checkpoints(tmp_path: Path, tiny_config, staged):
+    config, work = staged(tiny_config("cv", train=256, seed=3), tmp_path)
+    result = CliRunner().invoke(app, ["cv", "-c", str(config), "-w", str(work), "--folds", "2"])
     assert result.exit_code == 0, result.output
     report = json.loads((work / "cv" / "report.json").read_text())
     assert report["k"] == 2 and report["grouped_by"] == "slide" and report["data_source"] == "synthetic"
 
     train_set = PCamH5Dataset(work / "normalized" / "train.h5")
-    slides = read_slide_ids(meta_file(work / "data", "train"))
-    folds = fold_indices(train_set.labels, 2, CONFIG["seed"], slides)
+    slides = slide_ids(work / "data", "train", len(train_set))
+    folds = fold_indices(train_set.labels, 2, 3, slides)
     member = report["members"]["resnet"]
     for fold, (train_idx, held_idx) in zip(member["folds"], folds, strict=True):
         assert fold["train_patches"] == len(train_idx) and fold["held_out_patches"] == len(held_idx)
@@ -80,13 +64,21 @@ def test_pcam_cv_reports_held_out_aucs_of_its_fold_checkpoints(tmp_path: Path):
     assert "2-fold cross-validation" in result.output
 
 
-def test_cv_with_more_folds_than_slides_says_so(tmp_path: Path):
-    small = {**CONFIG, "data": {"synthetic": {"train": 64, "valid": 32, "test": 16, "seed": 2}}}
-    config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump(small))
-    work = tmp_path / "work"
-    runner = CliRunner()
-    assert runner.invoke(app, ["stain-reference", "-c", str(config), "-w", str(work)]).exit_code == 0
-    result = runner.invoke(app, ["cv", "-c", str(config), "-w", str(work), "--folds", "5"])
+def test_cv_with_more_folds_than_slides_says_so(tmp_path: Path, tiny_config, staged):
+    config, work = staged(tiny_config("cv", train=64), tmp_path)
+    result = CliRunner().invoke(app, ["cv", "-c", str(config), "-w", str(work), "--folds", "5"])
     assert result.exit_code == 1
     assert "n_splits=5" in result.output and "groups" in result.output
+
+
+def test_slide_ids_fall_back_to_none_without_a_wsi_column_and_refuse_a_wrong_length(tmp_path: Path, caplog):
+    from training.data.pcam_h5 import meta_file
+
+    meta_file(tmp_path, "valid").write_text(",coord_y,coord_x,wsi\n0,0,0,a\n1,0,96,b\n")
+    assert list(slide_ids(tmp_path, "valid", 2)) == ["a", "b"]
+    with pytest.raises(ValueError, match="2 rows but the split has 3 patches"):
+        slide_ids(tmp_path, "valid", 3)
+    meta_file(tmp_path, "test").write_text(",coord_y,coord_x\n0,0,0\n")
+    assert slide_ids(tmp_path, "test", 1) is None
+    assert "no 'wsi' column" in caplog.text
+    assert slide_ids(tmp_path, "train", 5) is None  # no CSV at all

@@ -13,7 +13,7 @@ from sklearn import metrics as sk
 from typer.testing import CliRunner
 
 from services.common.release import OPERATING_POINTS, load_release
-from services.ensemble.calibration import combine
+from services.ensemble.calibration import combine_release
 from training import stain
 from training.cli import app
 from training.data.pcam_h5 import iter_images, read_labels, split_files
@@ -86,9 +86,7 @@ def test_operating_points_match_a_direct_recomputation(built, evaluated):
          for m in manifest.members],
         axis=1,
     )  # fmt: skip
-    p = combine(
-        logits, [m.temperature for m in manifest.members], [m.weight for m in manifest.members]
-    ).probability
+    p = combine_release(logits, manifest).probability
     for name, point in manifest.ensemble.operating_points.items():
         predicted = p >= point.threshold
         got = report["operating_points"][name]
@@ -182,7 +180,7 @@ def test_validate_exits_0_when_the_targets_are_met(built, evaluated, tmp_path: P
 def test_validate_exits_1_when_the_targets_are_missed(built, evaluated, tmp_path: Path, monkeypatch):
     # One probability for every patch: either everything is called tumor or nothing is.
     monkeypatch.setattr("training.evaluate.score_split", _fake_logits("constant"))
-    result = _validate(built, evaluated, tmp_path, "--operating-point", "conservative", "--require-ci")
+    result = _validate(built, evaluated, tmp_path, "--operating-point", "conservative")
     assert result.exit_code == 1, result.output
     assert "Clinical targets NOT MET" in result.output
     assert "meeting both targets by point estimate: none" in result.output
@@ -194,3 +192,37 @@ def test_validate_exits_2_when_it_cannot_tell(built, evaluated, tmp_path: Path):
     repo, _ = built
     result = runner.invoke(app, ["validate", "--repository", str(repo), "--data", str(tmp_path)])
     assert result.exit_code == 2 and "missing" in result.output
+
+
+def test_validate_refuses_ci_bounds_it_cannot_estimate_and_flags_a_fitted_split(
+    built, evaluated, tmp_path: Path
+):
+    # The smoke test split comes from one synthetic slide: nothing to resample.
+    result = _validate(built, evaluated, tmp_path, "--require-ci")
+    assert result.exit_code == 2, result.output
+    assert "--require-ci needs at least 20 slide units" in " ".join(result.output.split())
+    result = _validate(built, evaluated, tmp_path, "--split", "valid")
+    assert result.exit_code in (0, 1), result.output
+    assert "not a held-out result" in " ".join(result.output.split())
+
+
+def test_validate_of_a_repository_missing_a_model_exits_2_with_a_message(built, evaluated, tmp_path: Path):
+    import shutil
+
+    repo, work = built
+    broken = tmp_path / "repo"
+    shutil.copytree(repo, broken)
+    (next(broken.glob("*/1/model.onnx"))).unlink()
+    args = [
+        "validate",
+        "--repository",
+        str(broken),
+        "--data",
+        str(work / "data"),
+        "--workdir",
+        str(evaluated[2]),
+    ]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert "error:" in result.output and "Traceback" not in result.output
+    assert "model.onnx" in "".join(result.output.split())

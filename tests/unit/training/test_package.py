@@ -44,3 +44,23 @@ def test_package_names_the_missing_step(built: tuple[Path, Path], tmp_path: Path
     assert result.exit_code == 1
     assert "pcam calibrate" in result.output
     assert not (tmp_path / "repo").exists()
+
+
+def test_package_refuses_a_config_whose_members_were_not_calibrated(built: tuple[Path, Path], tmp_path: Path):
+    import yaml
+
+    from training.config import load_config
+
+    _, work = built
+    copy = tmp_path / "work"
+    shutil.copytree(work, copy)
+    config = load_config("smoke").model_dump(mode="json")
+    config["members"] = config["members"][:1]
+    path = tmp_path / "one-member.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(
+        app, ["package", "-c", str(path), "-w", str(copy), "-o", str(tmp_path / "repo")]
+    )
+    assert result.exit_code == 1
+    assert "run `pcam calibrate` again" in " ".join(result.output.split())
+    assert not (tmp_path / "repo").exists()

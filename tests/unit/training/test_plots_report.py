@@ -19,7 +19,7 @@ from services.common.release import (
     OperatingPoint,
     ReleaseManifest,
 )
-from services.ensemble.calibration import combine
+from services.ensemble.calibration import combine_release
 from services.preprocess.stain import DEFAULT_REFERENCE
 from training import plots
 from training.evaluate import SYNTHETIC_NOTE, EvaluationReport, summarize
@@ -185,9 +185,7 @@ def test_verdict_by_point_estimate_or_by_ci_lower_bound():
     # lower bound (600 positives in 30 slides leave about +-0.01 of sampling error).
     labels, logits, slides = simulated(separation=3.0)
     release = manifest()
-    p = combine(
-        logits, [m.temperature for m in release.members], [m.weight for m in release.members]
-    ).probability
+    p = combine_release(logits, release).probability
     threshold = float(np.quantile(p[labels == 1], 0.045, method="lower"))
     point = OperatingPoint(threshold=threshold, sensitivity=0.96, specificity=0.9, criterion="test")
     report = summarize(

@@ -17,16 +17,16 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from services.common.release import load_release
-from services.ensemble.calibration import combine, decide
+from services.ensemble.calibration import combine_release, decide
 from services.preprocess.decode import decode_patch
 from services.preprocess.stain import MacenkoNormalizer
+from training import RESEARCH_USE
 from training.cli import app
 from training.data.pcam_h5 import X_KEY, create_patch_dataset
 from training.evaluate import score_split
 from training.predict import (
     COLUMNS,
     REMOTE_TTA_UNSUPPORTED,
-    RESEARCH_NOTE,
     LocalPredictor,
     collect_inputs,
     predict_local,
@@ -90,11 +90,7 @@ def test_in_process_rows_equal_the_evaluate_scoring_path(built, inputs, predicto
     x_path = tmp_path / "x.h5"
     with h5py.File(x_path, "w") as f:
         create_patch_dataset(f, X_KEY, len(good))[:] = normalized.images
-    out = combine(
-        score_split(manifest, repo, x_path),
-        [m.temperature for m in manifest.members],
-        [m.weight for m in manifest.members],
-    )
+    out = combine_release(score_split(manifest, repo, x_path), manifest)
     threshold = manifest.ensemble.operating_points["screening"].threshold
     got = np.array([r.probability for _, r in good])
     np.testing.assert_allclose(got, out.probability, rtol=0, atol=1e-6)
@@ -151,7 +147,7 @@ def test_cli_writes_csv_and_exits_1_on_error_rows(built, inputs, tmp_path: Path)
     args = ["predict", str(directory), "--repository", str(built[0]), "--output", str(output), "--tta"]
     result = runner.invoke(app, args)
     assert result.exit_code == 1, result.output  # two bad files; every row still written
-    assert RESEARCH_NOTE in result.output and "skipped 2" in result.output and "notes.txt" in result.output
+    assert RESEARCH_USE in result.output and "skipped 2" in result.output and "notes.txt" in result.output
     with output.open(newline="") as f:
         reader = csv.DictReader(f)
         assert tuple(reader.fieldnames or ()) == COLUMNS
@@ -169,7 +165,7 @@ def test_cli_one_image_prints_a_table(built, patch_paths):
     result = runner.invoke(app, ["predict", str(patch_paths[0]), "-r", str(built[0]), "-p", "conservative"])
     assert result.exit_code == 0, result.output
     assert "probability" in result.output and "screening" in result.output  # the alias, resolved
-    assert RESEARCH_NOTE in result.output
+    assert RESEARCH_USE in result.output
 
 
 def test_cli_csv_to_stdout(built, patch_paths):

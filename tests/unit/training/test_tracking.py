@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
@@ -21,23 +20,14 @@ def _runs(directory: Path, experiment: str = "pcam") -> tuple[MlflowClient, dict
     return client, {r.info.run_name: r for r in client.search_runs([found.experiment_id])}
 
 
-def test_pcam_train_records_params_epoch_metrics_and_artifacts(tmp_path: Path):
+def test_pcam_train_records_params_epoch_metrics_and_artifacts(tmp_path: Path, tiny_config, staged):
     store = tmp_path / "mlruns"
-    config = {
-        "release_prefix": "tracked",
-        "threads": 2,
-        "data": {"synthetic": {"train": 96, "valid": 64, "test": 16, "seed": 4}},
-        "stain": {"fit_patches": 32},
-        "members": [
-            {"name": "resnet", "architecture": "test_resnet", "epochs": 2, "batch_size": 32, "lr": 0.002}
-        ],
-        "tracking": {"mlflow_dir": str(store), "experiment": "unit"},
-    }
-    path, work = tmp_path / "config.yaml", tmp_path / "work"
-    path.write_text(yaml.safe_dump(config))
-    runner = CliRunner()
-    assert runner.invoke(app, ["stain-reference", "-c", str(path), "-w", str(work)]).exit_code == 0
-    result = runner.invoke(app, ["train", "-c", str(path), "-w", str(work)])
+    config = tiny_config(
+        "tracked", train=96, seed=4, tracking={"mlflow_dir": str(store), "experiment": "unit"}
+    )
+    config["members"][0].update(epochs=2, lr=0.002)
+    path, work = staged(config, tmp_path)
+    result = CliRunner().invoke(app, ["train", "-c", str(path), "-w", str(work)])
     assert result.exit_code == 0, result.output
 
     client, runs = _runs(store, "unit")
