@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
+REPOSITORY_POLL_S = 1
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class TritonInstall:
             "--http-address=127.0.0.1",
             "--grpc-address=127.0.0.1",
             "--metrics-address=127.0.0.1",
+            # Poll: a release rolled into the repository (`pcam package --rolling`) loads as new
+            # model versions while the previous ones keep serving (DESIGN.md section 4).
+            "--model-control-mode=poll",
+            f"--repository-poll-secs={REPOSITORY_POLL_S}",
             "--strict-readiness=true",
             "--exit-on-error=true",
             "--log-verbose=0",

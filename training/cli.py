@@ -337,11 +337,19 @@ def package(
     output: Annotated[Path, typer.Option("--output", "-o", help="Model repository directory to create.")],
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model repository.")] = False,
     target: TargetOption = "cpu",
+    rolling: Annotated[
+        bool,
+        typer.Option(
+            "--rolling",
+            help="Add the release to a serving repository as new model versions; the services switch "
+            "to it without a restart or a failed request.",
+        ),
+    ] = False,
 ) -> None:
     """Write the model repository and release.json from a work dir whose steps have all run (redoes none)."""
     with _user_errors():
         cfg, work = _start(config, workdir)
-        manifest = _pipeline().package(cfg, work, output, force, target)
+        manifest = _pipeline().package(cfg, work, output, force, target, rolling)
     _print_summary(
         {m.name: m for m in manifest.members}, manifest.ensemble, title=f"release {manifest.release_id}"
     )
@@ -526,6 +534,10 @@ def predict(
         str | None,
         typer.Option("--url", help="Score through this gateway instead, e.g. http://gateway:8080."),
     ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="PCAM_API_KEY", help="Sent as X-API-Key to the gateway (--url)."),
+    ] = None,
     operating_point: Annotated[
         str | None,
         typer.Option(
@@ -555,8 +567,6 @@ def predict(
     with _user_errors():
         if (repository is None) == (url is None):
             raise ValueError("give exactly one of --repository (in-process) or --url (a gateway)")
-        if url is not None and tta:
-            raise ValueError(prediction.REMOTE_TTA_UNSUPPORTED)
         inputs = prediction.collect_inputs(paths)
         if inputs.skipped:
             console.print(prediction.skipped_message(inputs.skipped))
@@ -565,7 +575,7 @@ def predict(
         if repository is not None:
             rows = prediction.predict_local(inputs.files, repository, operating_point, tta, threads)
         else:
-            rows = prediction.predict_remote(inputs.files, str(url), operating_point)
+            rows = prediction.predict_remote(inputs.files, str(url), operating_point, tta, api_key=api_key)
     if output is None:
         out.print(prediction.rows_table(rows))
     elif str(output) == "-":

@@ -39,6 +39,8 @@ from training.repository import (
     build_manifest,
     check_target,
     data_provenance,
+    next_versions,
+    roll_release,
     sha256_file,
     write_repository,
 )
@@ -302,12 +304,22 @@ def build_repository(
 
 
 def package(
-    config: RunConfig, work: WorkDir, output: Path, force: bool = False, target: ServingTarget = "cpu"
+    config: RunConfig,
+    work: WorkDir,
+    output: Path,
+    force: bool = False,
+    target: ServingTarget = "cpu",
+    rolling: bool = False,
 ) -> ReleaseManifest:
-    """Write the model repository from a work dir whose steps have all run (no step is redone)."""
+    """Write the model repository from a work dir whose steps have all run (no step is redone).
+
+    With rolling, the release goes into the existing (serving) repository as new model versions
+    next to the previous release's, and release.json switches last (repository.roll_release).
+    """
     if target not in SERVING_TARGETS:
         raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
-    check_target(output, force)
+    if not rolling:
+        check_target(output, force)
     directory = data_dir(config, work)
     reference = StainReference.model_validate_json(
         require(work.stain_reference, "stain-reference").read_text()
@@ -339,6 +351,12 @@ def package(
         else f"PCam (Zenodo 2546921) from {directory}"
     )
     provenance = data_provenance(config.data.source, pcam_h5.data_files(directory), description)
-    manifest = build_manifest(config.release_prefix, members, provenance, reference, calibration.ensemble)
-    write_repository(output, members, manifest, config.triton, force, target)
+    versions = next_versions(output, [m.name for m in members]) if rolling else None
+    manifest = build_manifest(
+        config.release_prefix, members, provenance, reference, calibration.ensemble, versions=versions
+    )
+    if rolling:
+        roll_release(output, members, manifest, config.triton, target)
+    else:
+        write_repository(output, members, manifest, config.triton, force, target)
     return manifest

@@ -3,7 +3,7 @@
 In-process, every step is the serving code's own: the preprocess service's decode/validate and Macenko
 normalization (`preprocess_uploads`, with the release's stain reference), each member's ONNX graph in
 onnxruntime (the graph Triton serves), and `services.ensemble.calibration.combine`/`decide`. Through a
-gateway URL, the same rows come from the public batch API.
+gateway URL, the same rows come from the public batch API, through the `pcam_client` package.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import mimetypes
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +23,7 @@ from services.common.contract import INPUT_SHAPE
 from services.common.problems import problem_kind
 from services.common.release import DEFAULT_OPERATING_POINT, ReleaseManifest, load_release
 from services.ensemble.calibration import EnsembleOutput, combine_release, combine_views, decide
+from services.gateway.schemas import ItemError, Prediction
 from services.gateway.settings import GatewaySettings
 from services.preprocess.pipeline import preprocess_uploads
 from services.preprocess.stain import MacenkoNormalizer
@@ -35,6 +34,8 @@ if TYPE_CHECKING:
     import httpx
     import onnxruntime as ort
     from rich.table import Table
+
+    from pcam_client import PCamAPIError, PCamClient
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +49,16 @@ FILE_CHUNK = 64
 SCORE_BATCH = 64
 """Images per onnxruntime call: bounds activation memory for the large members (x 8 views with TTA)."""
 TTA_VIEWS = 8
-REMOTE_TTA_UNSUPPORTED = (
-    "--tta is not available with --url: the gateway does not serve TTA yet (it comes with a later "
-    "issue); use --repository for TTA in-process."
+REMOTE_TTA_IGNORED = (
+    "--tta: the gateway at {url} answered without TTA (it predates TTA serving); use --repository "
+    "for TTA in-process."
 )
-RETRY_STATUSES = frozenset({429, 503})
+FILE_FAULT_STATUSES = frozenset({400, 413, 415, 422})
+"""Statuses that fault an upload, not the run: a refused batch is then sent file by file."""
 MAX_RETRIES = 3
+"""Retries of a 429/503 answer (honouring Retry-After) before a run ends."""
 MAX_RETRY_WAIT_S = 30.0
+"""The longest Retry-After waited out; a gateway asking for longer ends the run at once."""
 
 
 class PredictionRow(BaseModel):
@@ -247,109 +251,99 @@ def predict_remote(
     tta: bool = False,
     timeout_s: float = 60.0,
     transport: httpx.BaseTransport | None = None,
+    api_key: str | None = None,
 ) -> list[PredictionRow]:
     """One row per file, in order, from the gateway's batch API (per file where a batch is refused)."""
-    import httpx
+    from pcam_client import PCamAPIError, PCamClient, PCamError
 
-    if tta:
-        raise ValueError(REMOTE_TTA_UNSUPPORTED)
     point_name = operating_point_name(operating_point or DEFAULT_OPERATING_POINT)
     rows: list[PredictionRow] = []
-    with httpx.Client(base_url=url, timeout=timeout_s, transport=transport) as client:
-        for chunk in _chunks(files, FILE_CHUNK):
-            read = [_read(path) for path in chunk]
-            sendable = [
-                (path, data) for path, data in zip(chunk, read, strict=True) if isinstance(data, bytes)
-            ]
-            results = _remote_chunk(client, sendable, point_name) if sendable else []
-            answers = iter(results)
-            for path, data in zip(chunk, read, strict=True):
-                if isinstance(data, str):
-                    rows.append(PredictionRow(file=str(path), operating_point=point_name, error=data))
-                else:
-                    rows.append(_remote_row(path, data, next(answers), point_name))
+    client = PCamClient(
+        url,
+        api_key,
+        timeout=timeout_s,
+        transport=transport,
+        max_retries=MAX_RETRIES,
+        max_retry_wait_s=MAX_RETRY_WAIT_S,
+        max_batch=FILE_CHUNK,
+    )
+    try:
+        with client:
+            for chunk in _chunks(files, FILE_CHUNK):
+                read = [_read(path) for path in chunk]
+                sendable = [data for data in read if isinstance(data, bytes)]
+                answers = _remote_chunk(client, sendable, point_name, tta) if sendable else []
+                # A gateway older than TTA serving ignores the parameter and answers tta=false.
+                if tta and any(isinstance(a, Prediction) and not a.tta for a in answers):
+                    raise RuntimeError(REMOTE_TTA_IGNORED.format(url=url))
+                remaining = iter(answers)
+                for path, data in zip(chunk, read, strict=True):
+                    if isinstance(data, str):
+                        rows.append(
+                            PredictionRow(file=str(path), operating_point=point_name, tta=tta, error=data)
+                        )
+                    else:
+                        rows.append(_remote_row(path, data, next(remaining), point_name, tta))
+    except PCamAPIError as exc:
+        # What is left after the client's retries: the gateway (or a dependency) is down, so stop.
+        raise RuntimeError(f"gateway {url} answered with {problem_text(exc.to_problem())}") from exc
+    except PCamError as exc:
+        raise RuntimeError(str(exc)) from exc
     return rows
 
 
-def _part(path: Path, data: bytes) -> tuple[str, bytes, str]:
-    return path.name, data, mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+def _refused(exc: PCamAPIError) -> bool:
+    """A refusal one file can cause (bad image, too large): the others can still be scored apart."""
+    # Not 401/403/404/429 or 5xx: a wrong key or URL, or a gateway that is down, fails every file alike.
+    return exc.status in FILE_FAULT_STATUSES
 
 
 def _remote_chunk(
-    client: httpx.Client, sendable: list[tuple[Path, bytes]], point: str
-) -> list[dict[str, Any]]:
-    """The gateway's result (or problem) body per file; a batch refused as a whole is sent file by file."""
-    params = {"operating_point": point}
-    files = [("files", _part(path, data)) for path, data in sendable]
-    response = _post(client, "/v1/predict/batch", params=params, files=files)
-    if response.status_code == 200:
-        results = response.json()["results"]
-        if len(results) != len(sendable):
-            raise RuntimeError(f"gateway answered {len(results)} results for {len(sendable)} files")
-        return results
-    # A client error for the whole batch (e.g. one file over the size limit) must not cost the other
-    # files their results: each file alone gets its own result or its own problem.
-    log.info("batch refused (%s): sending its %d files one by one", response.status_code, len(sendable))
-    answers = []
-    for path, data in sendable:
-        single = _post(client, "/v1/predict", params=params, files={"file": _part(path, data)})
-        answers.append(single.json() if single.status_code == 200 else _problem_body(single))
+    client: PCamClient, sendable: list[bytes], point: str, tta: bool
+) -> list[Prediction | ItemError]:
+    """The gateway's result (or problem) per file; a batch refused as a whole is sent file by file."""
+    from pcam_client import PCamAPIError
+
+    try:
+        return client.predict_batch(sendable, operating_point=point, tta=tta)
+    except PCamAPIError as exc:
+        if not _refused(exc):
+            raise
+        # A client error for the whole batch (e.g. one file over the size limit) must not cost the
+        # other files their results: each file alone gets its own result or its own problem.
+        log.info("batch refused (%s): sending its %d files one by one", exc.status, len(sendable))
+    answers: list[Prediction | ItemError] = []
+    for data in sendable:
+        try:
+            answers.append(client.predict(data, operating_point=point, tta=tta))
+        except PCamAPIError as exc:
+            if not _refused(exc):
+                raise
+            answers.append(ItemError.model_validate(exc.to_problem()))
     return answers
 
 
-def _post(client: httpx.Client, route: str, **kwargs: Any) -> httpx.Response:
-    """POST, waiting out 429/503 (Retry-After) a few times; a gateway that stays down ends the run."""
-    import httpx
-
-    for attempt in range(MAX_RETRIES + 1):
-        try:
-            response = client.post(route, **kwargs)
-        except httpx.HTTPError as exc:
-            raise RuntimeError(f"gateway {client.base_url} unreachable: {exc}") from exc
-        if response.status_code not in RETRY_STATUSES or attempt == MAX_RETRIES:
-            break
-        wait = _retry_after(response)
-        log.warning("gateway answered %s; retrying in %.0f s", response.status_code, wait)
-        time.sleep(wait)
-    if response.status_code >= 500 or response.status_code in RETRY_STATUSES:
-        raise RuntimeError(
-            f"gateway {client.base_url} answered {route} with {problem_text(_problem_body(response))}"
-        )
-    return response
-
-
-def _retry_after(response: httpx.Response) -> float:
-    value = response.headers.get("retry-after", "")
-    return min(float(value), MAX_RETRY_WAIT_S) if value.isdigit() else 1.0
-
-
-def _problem_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        body = None
-    if isinstance(body, dict) and "status" in body:
-        return body
-    return {"status": response.status_code, "detail": response.text[:200] or response.reason_phrase}
-
-
-def _remote_row(path: Path, data: bytes, answer: dict[str, Any], point: str) -> PredictionRow:
-    digest = hashlib.sha256(data).hexdigest()
-    if "probability" not in answer:
-        return PredictionRow(file=str(path), sha256=digest, operating_point=point, error=problem_text(answer))
-    quality = answer["quality"]
+def _remote_row(
+    path: Path, data: bytes, answer: Prediction | ItemError, point: str, tta: bool
+) -> PredictionRow:
+    if isinstance(answer, ItemError):
+        digest = hashlib.sha256(data).hexdigest()
+        error = problem_text(answer.model_dump())
+        return PredictionRow(file=str(path), sha256=digest, operating_point=point, tta=tta, error=error)
+    quality = answer.quality
     return PredictionRow(
         file=str(path),
-        sha256=answer["sha256"],
-        probability=answer["probability"],
-        label=answer["label"],
-        operating_point=answer["operating_point"],
-        threshold=answer["threshold"],
-        release_id=answer["release"],
-        stain_normalized=quality["stain_normalized"],
-        stain_skip_reason=quality["stain_skip_reason"],
-        tissue_fraction=quality["tissue_fraction"],
-        uncertainty=answer["uncertainty"],
+        sha256=answer.sha256,
+        probability=answer.probability,
+        label=answer.label,
+        operating_point=answer.operating_point,
+        threshold=answer.threshold,
+        release_id=answer.release,
+        stain_normalized=quality.stain_normalized,
+        stain_skip_reason=quality.stain_skip_reason,
+        tissue_fraction=quality.tissue_fraction,
+        tta=answer.tta,
+        uncertainty=answer.uncertainty,
     )
 
 

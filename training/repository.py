@@ -13,11 +13,12 @@ half-written repository.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import shutil
 import tempfile
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,6 +46,9 @@ from training.config import TritonConfig
 
 log = logging.getLogger(__name__)
 VERSION = 1
+KEPT_VERSIONS = 2
+"""Model versions Triton keeps loaded: the serving release's and the one before, so that a rolling
+release swaps without a failed request (DESIGN.md section 4; `pcam package --rolling`)."""
 MODEL_FILE = "model.onnx"
 BACKEND_FILE = "model.py"
 BACKEND_SOURCE = Path(__file__).parent / "triton" / BACKEND_FILE
@@ -92,6 +96,7 @@ instance_group [
     count: {count}
   }}
 ]
+version_policy: {{ latest: {{ num_versions: {KEPT_VERSIONS} }} }}
 dynamic_batching {{
   max_queue_delay_microseconds: {triton.max_queue_delay_microseconds}
 }}
@@ -182,10 +187,15 @@ def config_pbtxt(name: str, triton: TritonConfig, target: ServingTarget = "cpu",
     raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
 
 
-def release_id(prefix: str, member_sha256s: Sequence[str], created: datetime) -> str:
-    """<prefix>-<UTC yyyymmddHHMMSS>-<8 hex of a hash over the members' weights>."""
-    weights = hashlib.sha256("\n".join(member_sha256s).encode()).hexdigest()[:8]
-    return f"{prefix}-{created.astimezone(UTC):%Y%m%d%H%M%S}-{weights}"
+def release_id(prefix: str, content: str, created: datetime) -> str:
+    """<prefix>-<UTC yyyymmddHHMMSS>-<8 hex of a hash over what the release binds>.
+
+    content covers the members (weights' sha256, model versions, temperatures, weights), the ensemble
+    rule and the stain reference, so two releases built in one second still get two ids (and the
+    gateway two sets of cache keys) unless they would serve identically.
+    """
+    digest = hashlib.sha256(content.encode()).hexdigest()[:8]
+    return f"{prefix}-{created.astimezone(UTC):%Y%m%d%H%M%S}-{digest}"
 
 
 @dataclass(frozen=True)
@@ -207,14 +217,17 @@ def build_manifest(
     stain_reference: StainReference,
     ensemble: EnsembleRule,
     created: datetime | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> ReleaseManifest:
-    """The release manifest binding these weights, data, stain reference and calibration."""
+    """The release manifest binding these weights (at these model versions; default 1), data, stain
+    reference and calibration."""
     created = created or datetime.now(UTC)
+    versions = versions or {}
     entries = [
         Member(
             name=m.name,
             architecture=m.architecture,
-            version=VERSION,
+            version=versions.get(m.name, VERSION),
             sha256=sha256_file(m.onnx),
             temperature=m.temperature,
             weight=m.weight,
@@ -223,12 +236,24 @@ def build_manifest(
         for m in members
     ]
     return ReleaseManifest(
-        release_id=release_id(prefix, [e.sha256 for e in entries], created),
+        release_id=release_id(prefix, _bound_content(entries, ensemble, stain_reference), created),
         created_at=created.astimezone(UTC).isoformat(timespec="seconds"),
         data=data,
         stain_reference=stain_reference,
         members=tuple(entries),
         ensemble=ensemble,
+    )
+
+
+def _bound_content(members: Sequence[Member], ensemble: EnsembleRule, stain_reference: StainReference) -> str:
+    """Canonical JSON of what a release serves with (its id's hash input)."""
+    return json.dumps(
+        {
+            "members": [m.model_dump(mode="json") for m in members],
+            "ensemble": ensemble.model_dump(mode="json"),
+            "stain_reference": stain_reference.model_dump(mode="json"),
+        },
+        sort_keys=True,
     )
 
 
@@ -239,18 +264,91 @@ def data_provenance(source: str, files: Sequence[Path], description: str = "") -
     )
 
 
+def write_member(
+    directory: Path, member: MemberArtifact, version: int, triton: TritonConfig, target: ServingTarget = "cpu"
+) -> None:
+    """<member>/<version>/model.onnx (+ model.py for cpu) and <member>/config.pbtxt.
+
+    The version directory is filled under a hidden name and renamed into place, so Triton (polling the
+    repository) never loads a half-copied model; config.pbtxt is only rewritten when it changes, since
+    Triton reloads every version of a model whose config changed.
+    """
+    model_dir = directory / member.name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    partial = model_dir / f".{version}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    shutil.copyfile(member.onnx, partial / MODEL_FILE)
+    if target == "cpu":
+        shutil.copyfile(BACKEND_SOURCE, partial / BACKEND_FILE)
+    sha256 = sha256_file(partial / MODEL_FILE) if target == "gpu" else ""
+    partial.rename(model_dir / str(version))
+    config = config_pbtxt(member.name, triton, target, sha256)
+    config_path = model_dir / "config.pbtxt"
+    if not config_path.exists() or config_path.read_text() != config:
+        tmp = config_path.with_name(".config.pbtxt.tmp")
+        tmp.write_text(config)
+        tmp.replace(config_path)
+
+
 def write_members(
     directory: Path, members: Sequence[MemberArtifact], triton: TritonConfig, target: ServingTarget = "cpu"
 ) -> None:
     """<member>/config.pbtxt and <member>/1/model.onnx for every member, plus <member>/1/model.py for cpu."""
     for m in members:
-        version_dir = directory / m.name / str(VERSION)
-        version_dir.mkdir(parents=True)
-        shutil.copyfile(m.onnx, version_dir / MODEL_FILE)
-        sha256 = sha256_file(version_dir / MODEL_FILE) if target == "gpu" else ""
-        (directory / m.name / "config.pbtxt").write_text(config_pbtxt(m.name, triton, target, sha256))
-        if target == "cpu":
-            shutil.copyfile(BACKEND_SOURCE, version_dir / BACKEND_FILE)
+        write_member(directory, m, VERSION, triton, target)
+
+
+def model_versions(repository: Path, name: str) -> list[int]:
+    """The numeric version directories of a model in a repository, ascending."""
+    model_dir = repository / name
+    if not model_dir.is_dir():
+        return []
+    return sorted(int(p.name) for p in model_dir.iterdir() if p.is_dir() and p.name.isdigit())
+
+
+def next_versions(repository: Path, names: Sequence[str]) -> dict[str, int]:
+    """The version each member gets when a new release rolls into repository: one past its newest."""
+    return {name: max(model_versions(repository, name), default=0) + 1 for name in names}
+
+
+def _serving_target_of(repository: Path, name: str) -> ServingTarget | None:
+    config = repository / name / "config.pbtxt"
+    if not config.exists():
+        return None
+    return "gpu" if 'backend: "onnxruntime"' in config.read_text() else "cpu"
+
+
+def roll_release(
+    target: Path,
+    members: Sequence[MemberArtifact],
+    manifest: ReleaseManifest,
+    triton: TritonConfig,
+    serving_target: ServingTarget = "cpu",
+) -> Path:
+    """Add a release to a serving repository as new model versions, then switch release.json.
+
+    The previous release's versions stay (Triton keeps KEPT_VERSIONS loaded), so the services swap
+    to the new release without a failed request; versions older than those are removed afterwards.
+    """
+    previous = load_release(target)  # raises if target holds no release: nothing to roll onto
+    for m in manifest.members:
+        existing = _serving_target_of(target, m.name)
+        if existing not in (None, serving_target):
+            raise ValueError(f"{target / m.name} serves the {existing} target, not {serving_target}")
+        if m.version in model_versions(target, m.name):
+            raise FileExistsError(f"{target / m.name / str(m.version)} exists: versions only grow")
+    by_name = {m.name: m for m in members}
+    for m in manifest.members:
+        write_member(target, by_name[m.name], m.version, triton, serving_target)
+    write_release(manifest, target)  # atomic: the services pick the new release up from here
+    for m in manifest.members:
+        for old in model_versions(target, m.name)[:-KEPT_VERSIONS]:
+            shutil.rmtree(target / m.name / str(old))
+    log.info(
+        "model repository %s: release %s rolled in after %s", target, manifest.release_id, previous.release_id
+    )
+    return target
 
 
 def holds_release(target: Path) -> bool:

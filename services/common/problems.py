@@ -11,10 +11,9 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.problem_types import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from services.common.request_id import current_request_id
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://pcam.example/problems/"
 logger = logging.getLogger(__name__)
 
 

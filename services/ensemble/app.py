@@ -4,25 +4,25 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated
 
-import tritonclient.grpc.aio as grpcclient
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 
 from services.common import wire
 from services.common.app import create_service_app
-from services.common.inference import InferResponse, parse_operating_point
+from services.common.inference import InferOptions, InferResponse, parse_operating_point
 from services.common.problems import Problem, ServiceUnavailable
 from services.common.release import (
-    DEFAULT_OPERATING_POINT,
     ReleaseManifest,
     ReleaseSummary,
     load_release,
     summarize,
 )
+from services.common.release_watch import ReleaseWatcher, watching
 from services.common.uploads import read_body
-from services.ensemble.answer import answer
+from services.ensemble import pipeline
+from services.ensemble.releases import ReleaseRegistry
 from services.ensemble.settings import EnsembleSettings
-from services.ensemble.triton import ModelOutputError, TritonMembers, TritonUnavailable
+from services.ensemble.triton import TritonMembers, connect
 
 
 def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
@@ -31,11 +31,25 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.release = load_release(settings.model_repository)
-        client = grpcclient.InferenceServerClient(settings.triton_grpc_url)
-        app.state.triton = TritonMembers(client, settings.triton_timeout_s)
+        release = load_release(settings.model_repository)
+        retry = settings.retry_policy()
+        client = connect(settings.triton_grpc_url, retry)
+        members = app.state.triton = TritonMembers(
+            client, settings.triton_timeout_s, retry, settings.max_concurrent_chunks
+        )
+
+        async def members_ready(manifest: ReleaseManifest) -> bool:
+            return all((await members.ready(manifest.members)).values())
+
+        registry = app.state.releases = ReleaseRegistry(
+            release, members_ready, settings.release_ready_timeout_s
+        )
+        watcher = app.state.watcher = ReleaseWatcher(
+            settings.model_repository, release, registry.take_up, settings.release_poll_s
+        )
         try:
-            yield
+            async with watching(watcher):
+                yield
         finally:
             await client.close()
 
@@ -49,7 +63,7 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
     )
 
     def release(request: Request) -> ReleaseManifest:
-        return request.app.state.release
+        return request.app.state.releases.current
 
     def triton(request: Request) -> TritonMembers:
         return request.app.state.triton
@@ -76,15 +90,20 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         "/v1/infer",
         tags=["inference"],
         summary="Calibrated ensemble predictions for a binary batch.",
+        description="Every member gets one batch per request (split at its max batch size): the patches, "
+        "their 8 dihedral views with `tta`, and with `explain` one copy per occluding window "
+        f"({settings.occlusion_window} px, stride {settings.occlusion_stride}) filled with the patch's "
+        f"mean colour (at most {settings.max_explain_images} patches). A member that fails after retries "
+        "fails the request (503 + Retry-After) unless `min_members` allows a degraded answer.",
         openapi_extra={"requestBody": {"content": {wire.MEDIA_TYPE: {}}, "required": True}},
     )
     async def infer(
         request: Request,
         manifest: Release,
         members: Triton,
-        operating_point: Annotated[str, Query()] = DEFAULT_OPERATING_POINT,
+        options: Annotated[InferOptions, Query()],
     ) -> InferResponse:
-        point_name = parse_operating_point(operating_point)
+        point_name = parse_operating_point(options.operating_point)
         try:
             batch = wire.decode(await read_body(request, wire.max_frame_bytes(settings.max_images)))
         except wire.WireFormatError as exc:
@@ -96,19 +115,36 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
                 "Invalid batch size",
                 f"Received {len(batch.images)} patches; 1..{settings.max_images}.",
             )
-        served_under = batch.meta.get("release")
-        if served_under != manifest.release_id:
-            # Normalized with another release's stain reference: mid-swap, the caller should retry.
+        # The release whose stain reference normalized the batch: current, previous, or just rolled in.
+        served_under = str(batch.meta.get("release", ""))
+        found = await request.app.state.releases.resolve(served_under, request.app.state.watcher.check)
+        if found is None:
             raise ServiceUnavailable(
                 f"Batch prepared for release {served_under!r}; serving {manifest.release_id!r}.",
                 retry_after_s=1,
             )
+        manifest = found
+        if options.explain and len(batch.images) > settings.max_explain_images:
+            raise Problem(
+                422,
+                "explain-batch-size",
+                "Too many patches to explain",
+                f"Received {len(batch.images)} patches with explain; at most {settings.max_explain_images}.",
+                max_explain_images=settings.max_explain_images,
+            )
         try:
-            logits = await members.logits(manifest.members, batch.images)
-        except TritonUnavailable as exc:
-            raise ServiceUnavailable(f"Model server unavailable: {exc}", settings.retry_after_s) from exc
-        except ModelOutputError as exc:
+            return await pipeline.infer(
+                members,
+                manifest,
+                batch.images,
+                point_name,
+                tta=options.tta,
+                explain=settings.occlusion() if options.explain else None,
+                min_members=settings.min_members,
+            )
+        except pipeline.NotEnoughMembers as exc:
+            if exc.unavailable:
+                raise ServiceUnavailable(f"Model server unavailable: {exc}", settings.retry_after_s) from exc
             raise Problem(502, "bad-model-output", "Bad model output", str(exc)) from exc
-        return answer(logits, manifest, point_name)
 
     return app

@@ -2,7 +2,9 @@
 
 p_member = sigmoid(logit / T_member); p_mean = sum(w * p_member) / sum(w);
 p = sigmoid(logit(p_mean) / T_ensemble) (averaging calibrated members pulls toward 0.5, so the mean
-is recalibrated once more; T_ensemble = 1 leaves it as is); label = p >= threshold.
+is recalibrated once more; T_ensemble = 1 leaves it as is); label = p >= threshold. When only some
+members answered (a degraded answer, opt-in in serving), the same rule runs over those members: their
+weights renormalized, T_ensemble unchanged.
 
 The single implementation: training imports it to choose operating points on exactly what serving
 computes. Depends on numpy only, so the training image needs no web stack.
@@ -71,29 +73,50 @@ def combine(
     return EnsembleOutput(probability, member_probabilities, member_probabilities.std(axis=1))
 
 
-def combine_release(logits: np.ndarray, release: "ReleaseManifest") -> EnsembleOutput:
-    """combine() with a release's member temperatures and weights and its ensemble temperature."""
-    return combine(
-        logits,
-        [m.temperature for m in release.members],
-        [m.weight for m in release.members],
-        release.ensemble.temperature,
-    )
+def member_rule(
+    release: "ReleaseManifest", members: Sequence[str] | None = None
+) -> tuple[list[float], list[float]]:
+    """Temperatures and weights of the named members (default: all, in manifest order)."""
+    chosen = release.members
+    if members is not None:
+        by_name = {m.name: m for m in release.members}
+        unknown = [name for name in members if name not in by_name]
+        if unknown:
+            raise ValueError(f"not members of release {release.release_id}: {unknown}")
+        chosen = tuple(by_name[name] for name in members)
+    return [m.temperature for m in chosen], [m.weight for m in chosen]
 
 
-def combine_views(view_logits: np.ndarray, release: "ReleaseManifest") -> EnsembleOutput:
+def combine_release(
+    logits: np.ndarray, release: "ReleaseManifest", members: Sequence[str] | None = None
+) -> EnsembleOutput:
+    """combine() with a release's member temperatures and weights and its ensemble temperature.
+
+    `members` names the columns of `logits` when only some members answered (a degraded answer): the
+    weights are renormalized over those members and the ensemble temperature still applies.
+    """
+    temperatures, weights = member_rule(release, members)
+    if logits.shape[-1] != len(weights):
+        raise ValueError(f"{logits.shape[-1]} logit columns for {len(weights)} members")
+    return combine(logits, temperatures, weights, release.ensemble.temperature)
+
+
+def combine_views(
+    view_logits: np.ndarray, release: "ReleaseManifest", members: Sequence[str] | None = None
+) -> EnsembleOutput:
     """Test-time augmentation: (V, N, M) logits of V views of N patches to one output per patch.
 
     The probability is the mean of the views' calibrated ensemble probabilities (DESIGN.md section 5);
     the uncertainty is the spread across views and members; member probabilities are view means.
+    `members` as in combine_release.
     """
     views, n, m = view_logits.shape
-    out = combine_release(view_logits.reshape(views * n, m), release)
-    members = out.member_probabilities.reshape(views, n, m)
+    out = combine_release(view_logits.reshape(views * n, m), release, members)
+    members_p = out.member_probabilities.reshape(views, n, m)
     return EnsembleOutput(
         probability=out.probability.reshape(views, n).mean(axis=0),
-        member_probabilities=members.mean(axis=0),
-        uncertainty=members.transpose(1, 0, 2).reshape(n, views * m).std(axis=1),
+        member_probabilities=members_p.mean(axis=0),
+        uncertainty=members_p.transpose(1, 0, 2).reshape(n, views * m).std(axis=1),
     )
 
 

@@ -1,35 +1,122 @@
-"""Calling the ensemble members on Triton over gRPC (KServe v2), concurrently."""
+"""Calling the ensemble members on Triton over gRPC (KServe v2), concurrently, with bounded retries."""
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Collection, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import tritonclient.grpc.aio as grpcclient
+from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from services.common.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPE
 from services.common.release import Member
+from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
+
+T = TypeVar("T")
 
 
-class TritonUnavailable(RuntimeError):
-    """Triton could not answer for a member (down, timing out, or model not ready)."""
+class MemberFailure(RuntimeError):
+    """A member gave no usable answer."""
+
+    def __init__(self, member: str, detail: str) -> None:
+        super().__init__(f"{member}: {detail}")
+        self.member = member
 
 
-class ModelOutputError(RuntimeError):
+class TritonUnavailable(MemberFailure):
+    """Triton could not answer for a member (down, timing out, model not ready), retries included."""
+
+
+class ModelOutputError(MemberFailure):
     """A member answered, but not with the contract's output."""
+
+
+@dataclass(frozen=True)
+class MemberLogits:
+    """The members' answers for one batch, both dicts in manifest order."""
+
+    logits: dict[str, np.ndarray]
+    """(B,) logits of every member that answered."""
+    failures: dict[str, MemberFailure]
+    """Why each failed member failed (members still running when the answer became impossible: absent)."""
+
+
+def connect(url: str, retry: RetryPolicy) -> grpcclient.InferenceServerClient:
+    """The process's one gRPC client, reconnecting on the retry policy's time scale.
+
+    gRPC's default reconnect backoff (1 s, growing to 120 s) keeps a channel failing fast with the cached
+    error long after Triton is back, so retries within that window could never succeed.
+    """
+    keepalive = KeepAliveOptions()
+    reconnect_ms = max(50, int(retry.backoff_s * 1000))
+    return grpcclient.InferenceServerClient(
+        url,
+        channel_args=[
+            # tritonclient's defaults, which passing channel_args would otherwise drop.
+            ("grpc.max_send_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.max_receive_message_length", MAX_GRPC_MESSAGE_SIZE),
+            ("grpc.keepalive_time_ms", keepalive.keepalive_time_ms),
+            ("grpc.keepalive_timeout_ms", keepalive.keepalive_timeout_ms),
+            ("grpc.keepalive_permit_without_calls", keepalive.keepalive_permit_without_calls),
+            ("grpc.http2.max_pings_without_data", keepalive.http2_max_pings_without_data),
+            ("grpc.initial_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.min_reconnect_backoff_ms", reconnect_ms),
+            ("grpc.max_reconnect_backoff_ms", max(reconnect_ms, int(retry.max_backoff_s * 1000))),
+        ],
+    )
 
 
 class TritonMembers:
     """Infers ensemble members on one Triton server, splitting batches at each model's max size."""
 
-    def __init__(self, client: grpcclient.InferenceServerClient, timeout_s: float) -> None:
+    def __init__(
+        self,
+        client: grpcclient.InferenceServerClient,
+        timeout_s: float,
+        retry: RetryPolicy | None = None,
+        max_concurrent_chunks: int = 4,
+    ) -> None:
         self.client, self.timeout_s = client, timeout_s
+        self.retry = retry or RetryPolicy()
+        # Chunks beyond this wait here rather than in Triton's queue, where they would spend their deadline.
+        self.max_concurrent_chunks = max_concurrent_chunks
         self._max_batch: dict[str, int] = {}
 
     async def logits(self, members: Sequence[Member], images: np.ndarray) -> np.ndarray:
-        """(N, M) logits of every member for uint8 (N, 96, 96, 3), members called concurrently."""
-        per_member = await asyncio.gather(*(self._member_logits(m, images) for m in members))
-        return np.stack(per_member, axis=1)
+        """(N, M) logits of every member for uint8 (N, 96, 96, 3); the first failure is raised."""
+        answers = await self.try_logits(members, images)
+        if answers.failures:
+            raise next(iter(answers.failures.values()))
+        return np.stack(list(answers.logits.values()), axis=1)
+
+    async def try_logits(
+        self, members: Sequence[Member], images: np.ndarray, required: int | None = None
+    ) -> MemberLogits:
+        """Each member's logits for uint8 (B, 96, 96, 3), members called concurrently.
+
+        Stops waiting (cancelling the rest) once fewer than `required` members (default: all) can answer.
+        """
+        required = len(members) if required is None else required
+        tasks = {asyncio.ensure_future(self._member_logits(m, images)): m.name for m in members}
+        logits: dict[str, np.ndarray] = {}
+        failures: dict[str, MemberFailure] = {}
+        pending = set(tasks)
+        try:
+            while pending and len(failures) <= len(members) - required:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    try:
+                        logits[tasks[task]] = task.result()
+                    except MemberFailure as exc:
+                        failures[tasks[task]] = exc
+        finally:
+            await _cancel(pending)
+        order = [m.name for m in members]
+        return MemberLogits(
+            {n: logits[n] for n in order if n in logits}, {n: failures[n] for n in order if n in failures}
+        )
 
     async def ready(self, members: Sequence[Member], timeout_s: float = 2.0) -> dict[str, bool]:
         """Per-member readiness as Triton reports it; a member that does not answer in time is not ready."""
@@ -46,36 +133,69 @@ class TritonMembers:
 
     async def _member_logits(self, member: Member, images: np.ndarray) -> np.ndarray:
         step = await self._max_batch_size(member)
-        chunks = [images[i : i + step] for i in range(0, len(images), step)]
-        outputs = await asyncio.gather(*(self._infer(member, chunk) for chunk in chunks))
+        limit = asyncio.Semaphore(self.max_concurrent_chunks)
+
+        async def chunk(start: int) -> np.ndarray:
+            async with limit:
+                return await self._infer(member, images[start : start + step])
+
+        outputs = await _all_or_cancel([chunk(i) for i in range(0, len(images), step)])
         return np.concatenate(outputs).reshape(-1)
 
     async def _max_batch_size(self, member: Member) -> int:
         if member.name not in self._max_batch:
-            try:
-                config = await self.client.get_model_config(
-                    member.name, str(member.version), as_json=True, client_timeout=self.timeout_s
+
+            async def attempt(timeout_s: float) -> dict:
+                return await self.client.get_model_config(
+                    member.name, str(member.version), as_json=True, client_timeout=timeout_s
                 )
-            except InferenceServerException as exc:
-                raise TritonUnavailable(f"{member.name}: {exc.message()}") from exc
+
+            try:
+                config = await call_with_retry(
+                    attempt, self.retry, self.timeout_s, what=f"{member.name} config"
+                )
+            except CallFailed as exc:
+                raise TritonUnavailable(member.name, str(exc)) from exc
             self._max_batch[member.name] = max(1, int(config["config"].get("max_batch_size", 0)))
         return self._max_batch[member.name]
 
     async def _infer(self, member: Member, images: np.ndarray) -> np.ndarray:
         request = grpcclient.InferInput(INPUT_NAME, list(images.shape), INPUT_TRITON_DTYPE)
         request.set_data_from_numpy(np.ascontiguousarray(images))
-        try:
-            result = await self.client.infer(
+
+        async def attempt(timeout_s: float) -> grpcclient.InferResult:
+            return await self.client.infer(
                 member.name,
                 [request],
                 model_version=str(member.version),
                 outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
-                client_timeout=self.timeout_s,
+                client_timeout=timeout_s,
             )
-        except InferenceServerException as exc:
-            raise TritonUnavailable(f"{member.name}: {exc.message()}") from exc
+
+        try:
+            result = await call_with_retry(attempt, self.retry, self.timeout_s, what=f"{member.name} infer")
+        except CallFailed as exc:
+            raise TritonUnavailable(member.name, str(exc)) from exc
         logits = result.as_numpy(OUTPUT_NAME)
         if logits is None or logits.shape != (len(images), *OUTPUT_SHAPE):
             shape = None if logits is None else logits.shape
-            raise ModelOutputError(f"{member.name}: expected logits of shape ({len(images)}, 1), got {shape}")
+            raise ModelOutputError(member.name, f"expected logits of shape ({len(images)}, 1), got {shape}")
         return logits.astype(np.float32)
+
+
+async def _all_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:
+    """Every result in order; on the first error the other calls are cancelled (their work is moot)."""
+    tasks = [asyncio.ensure_future(c) for c in calls]
+    try:
+        return await asyncio.gather(*tasks)
+    except BaseException:
+        await _cancel(tasks)
+        raise
+
+
+async def _cancel(tasks: Collection[asyncio.Future[Any]]) -> None:
+    """Cancel unfinished tasks and wait for them, so none is left running or with an unread error."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,64 +1,101 @@
-"""Gateway: the public API. HTTP wiring only; orchestration lives in predict, cache, downstream."""
+"""Gateway: the public API. HTTP wiring only; the logic lives in predict, cache, auth, ratelimit,
+singleflight, breaker, deadline and downstream."""
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 import httpx
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
 from services.common.app import create_service_app
 from services.common.inference import parse_operating_point
 from services.common.problems import Problem
-from services.common.release import (
-    DEFAULT_OPERATING_POINT,
-    OPERATING_POINT_ALIASES,
-    OPERATING_POINTS,
-    ReleaseSummary,
-)
+from services.common.release import ReleaseSummary
 from services.common.request_id import current_request_id
 from services.common.uploads import max_multipart_bytes, read_body, read_files
+from services.gateway.auth import ApiKeys
+from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
+from services.gateway.deadline import deadline
 from services.gateway.downstream import Downstream
-from services.gateway.predict import Outcome, predict_uploads
-from services.gateway.schemas import BatchResponse, ItemError, Prediction, upload_request_body
+from services.gateway.metrics import AUTH_FAILURES, RATE_LIMITED
+from services.gateway.predict import Outcome, Predictor
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.schemas import (
+    PREDICTION_EXAMPLE,
+    BatchResponse,
+    ItemError,
+    Prediction,
+    PredictOptions,
+    ok_response,
+    problem_responses,
+    upload_request_body,
+)
 from services.gateway.settings import GatewaySettings
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp")
-PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
-    status: {"content": {"application/problem+json": {}}, "description": description}
-    for status, description in (
-        (413, "Upload too large."),
-        (415, "Not a supported image."),
-        (422, "Wrong size, mode or options."),
-        (503, "A dependency is down; retry after Retry-After seconds."),
-    )
+API_KEY_HEADER = "X-API-Key"
+MODELS_EXAMPLE: dict[str, Any] = {
+    "release_id": "pcam-2024-06-01",
+    "created_at": "2024-06-01T12:00:00Z",
+    "research_use_only": True,
+    "data": {"source": "pcam", "checksums": {"camelyonpatch_level_2_split_train_x.h5": "ab12..."}},
+    "members": [
+        {
+            "name": "seresnet50",
+            "architecture": "seresnet50",
+            "version": 1,
+            "sha256": "c0ffee" + "0" * 58,
+            "temperature": 1.31,
+            "weight": 1.0,
+            "metrics": {"auroc": 0.95},
+        }
+    ],
+    "ensemble_rule": "weighted_mean",
+    "operating_points": {
+        "balanced": {"threshold": 0.47, "sensitivity": 0.89, "specificity": 0.9, "criterion": "youden_j"}
+    },
+    "operating_point_aliases": {"conservative": "screening", "aggressive": "high_specificity"},
+    "default_operating_point": "balanced",
 }
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the gateway; the httpx and Redis clients are created once in the lifespan."""
     settings = settings or GatewaySettings()
+    keys = ApiKeys.load(settings.api_key_hashes, settings.api_key_file)  # a bad entry fails startup
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.downstream_timeout_s)
         limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        # from_url: connections retry nothing (the Redis() constructor would retry 10 times with
+        # backoff); a failure is a cache miss at once, and the breaker handles a lasting outage.
         redis = Redis.from_url(
             settings.redis_url,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
         )
+        # One breaker for both uses of Redis: if the cache cannot reach it, neither can the limiter.
+        breaker = CircuitBreaker("redis", settings.redis_breaker_failures, settings.redis_breaker_reset_s)
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
-            app.state.cache = ResultCache(redis, settings.cache_ttl_s)
+            app.state.cache = ResultCache(redis, settings.cache_ttl_s, breaker)
             app.state.downstream = Downstream(
                 http,
                 settings.preprocess_url,
                 settings.ensemble_url,
                 settings.release_refresh_s,
                 settings.retry_after_s,
+            )
+            app.state.predictor = Predictor(app.state.cache, app.state.downstream)
+            app.state.limiter = (
+                RateLimiter(redis, settings.rate_limit_per_minute, breaker)
+                if settings.rate_limit_per_minute
+                else None
             )
             try:
                 yield
@@ -69,7 +106,21 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         "gateway",
         "PCam tumor detection API",
         "Calibrated tumor probabilities for 96x96 H&E patches (PatchCamelyon task: label 1 iff tumor "
-        "lies in the center 32x32 region), with decisions at named operating points.",
+        "lies in the center 32x32 region), with decisions at named operating points.\n\n"
+        + (
+            f"Authentication: an API key in the `{API_KEY_HEADER}` header or as `Authorization: Bearer "
+            "<key>` (401 without one, 403 with an invalid one). "
+            if keys.enabled
+            else ""
+        )
+        + (
+            f"Rate limit: {settings.rate_limit_per_minute} requests per minute per "
+            f"{'API key' if keys.enabled else 'client address'} (429 with Retry-After). "
+            if settings.rate_limit_per_minute
+            else ""
+        )
+        + f"Each prediction request must finish within {settings.request_timeout_s:g} s (else 504). "
+        "Errors are application/problem+json (RFC 9457).",
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
@@ -80,17 +131,98 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     def downstream(request: Request) -> Downstream:
         return request.app.state.downstream
 
+    def predictor(request: Request) -> Predictor:
+        return request.app.state.predictor
+
+    def limiter(request: Request) -> RateLimiter | None:
+        return request.app.state.limiter
+
     Cache = Annotated[ResultCache, Depends(cache)]
     Services = Annotated[Downstream, Depends(downstream)]
-    OperatingPoint = Annotated[
-        str,
-        Query(
-            description=f"One of {', '.join(OPERATING_POINTS)} (aliases: "
-            f"{', '.join(f'{a}={c}' for a, c in OPERATING_POINT_ALIASES.items())}).",
-        ),
-    ]
+    Predict = Annotated[Predictor, Depends(predictor)]
+    Options = Annotated[PredictOptions, Query()]
 
-    @app.get("/readyz", tags=["operations"], summary="Ready: Redis, preprocess and ensemble answer.")
+    if keys.enabled:
+        api_key_scheme = APIKeyHeader(
+            name=API_KEY_HEADER, auto_error=False, scheme_name="ApiKey", description="An API key."
+        )
+        bearer_scheme = HTTPBearer(
+            auto_error=False, scheme_name="Bearer", description="The same API key as a bearer token."
+        )
+
+        async def identify(
+            api_key: Annotated[str | None, Security(api_key_scheme)],
+            bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+        ) -> str:
+            try:
+                return "key:" + keys.authenticate(api_key, bearer.credentials if bearer else None)
+            except Problem as problem:
+                AUTH_FAILURES.labels(problem.kind).inc()
+                raise
+
+    else:
+
+        async def identify(request: Request) -> str:
+            # Without keys, clients are told apart by address (the proxy's, behind a proxy).
+            return "ip:" + (request.client.host if request.client else "unknown")
+
+    async def guard(
+        client: Annotated[str, Depends(identify)], limits: Annotated[RateLimiter | None, Depends(limiter)]
+    ) -> None:
+        """Authenticate, then count the request against its client's rate limit."""
+        if limits is None:
+            return
+        verdict = await limits.hit(client)
+        if not verdict.allowed:
+            RATE_LIMITED.inc()
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"At most {limits.limit} requests per minute; retry in {verdict.retry_after_s} s.",
+                headers={"Retry-After": str(verdict.retry_after_s)},
+            )
+
+    guarded = tuple(
+        status
+        for status, on in (
+            (401, keys.enabled),
+            (403, keys.enabled),
+            (429, bool(settings.rate_limit_per_minute)),
+        )
+        if on
+    )
+    predict_problems = problem_responses(400, *guarded, 413, 415, 422, 502, 503, 504)
+    v1 = APIRouter(prefix="/v1", dependencies=[Depends(guard)])
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Ready: Redis, preprocess and ensemble answer.",
+        responses={
+            200: {
+                "description": "Preprocess and ensemble are ready (Redis is reported, not required).",
+                "content": {
+                    "application/json": {
+                        "example": {"status": "ready", "redis": True, "preprocess": True, "ensemble": True}
+                    }
+                },
+            },
+            503: {
+                "description": "A dependency on the model path is not ready.",
+                "content": {
+                    "application/json": {
+                        "example": {
+                            "status": "not ready",
+                            "redis": True,
+                            "preprocess": True,
+                            "ensemble": False,
+                        }
+                    }
+                },
+            },
+        },
+    )
     async def readyz(results: Cache, services: Services) -> JSONResponse:
         states = {"redis": await results.ping(), **await services.ready()}
         # Redis is optional for correctness (cache misses), so only the model path gates readiness.
@@ -99,56 +231,78 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             {"status": "ready" if ready else "not ready", **states}, status_code=200 if ready else 503
         )
 
-    @app.get("/v1/models", tags=["models"], summary="The serving release: members, operating points, data.")
+    @v1.get(
+        "/models",
+        tags=["models"],
+        summary="The serving release: members, operating points, data.",
+        responses={
+            **ok_response("The serving release.", MODELS_EXAMPLE),
+            **problem_responses(*guarded, 502, 503),
+        },
+    )
     async def models(services: Services) -> ReleaseSummary:
         return await services.release()
 
-    @app.post(
-        "/v1/predict",
+    @v1.post(
+        "/predict",
         tags=["predict"],
         summary="Predict one patch: multipart field `file`, or the image as the raw body.",
-        responses=PROBLEM_RESPONSES,
+        responses={**ok_response("The patch's result.", PREDICTION_EXAMPLE), **predict_problems},
         openapi_extra=upload_request_body("file", many=False, raw_media_types=RAW_IMAGE_TYPES),
     )
-    async def predict(
-        request: Request,
-        results: Cache,
-        services: Services,
-        operating_point: OperatingPoint = DEFAULT_OPERATING_POINT,
-    ) -> Prediction:
-        point = parse_operating_point(operating_point)
-        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if content_type in RAW_IMAGE_TYPES:
-            upload = await read_body(request, settings.max_image_bytes)
-        else:
-            (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)
-        (outcome,), (hit,) = await predict_uploads([upload], point, results, services)
+    async def predict(request: Request, predictions: Predict, options: Options) -> Prediction:
+        point = parse_operating_point(options.operating_point)  # refused before any upload is read
+        async with deadline(settings.request_timeout_s, settings.retry_after_s):
+            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if content_type in RAW_IMAGE_TYPES:
+                upload = await read_body(request, settings.max_image_bytes)
+            else:
+                (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)
+            (outcome,), (hit,) = await predictions.predict(
+                [upload], options.infer_options(point), read_cache=options.cache
+            )
         if isinstance(outcome, Problem):
             raise outcome
         return Prediction(**outcome, cached=hit, request_id=current_request_id())
 
-    @app.post(
-        "/v1/predict/batch",
+    @v1.post(
+        "/predict/batch",
         tags=["predict"],
         summary="Predict 1..N patches (multipart field `files`); a bad image gets its own error entry.",
-        responses=PROBLEM_RESPONSES,
+        responses={
+            **ok_response(
+                "One entry per file, in order: a result or that file's problem.",
+                {
+                    "results": [
+                        PREDICTION_EXAMPLE,
+                        {
+                            "type": "https://pcam.example/problems/wrong-size",
+                            "title": "Wrong image size",
+                            "status": 422,
+                            "detail": "Received 128x64; 96x96 is required.",
+                        },
+                    ],
+                    "request_id": PREDICTION_EXAMPLE["request_id"],
+                },
+            ),
+            **predict_problems,
+        },
         openapi_extra=upload_request_body("files", many=True),
     )
-    async def predict_batch(
-        request: Request,
-        results: Cache,
-        services: Services,
-        operating_point: OperatingPoint = DEFAULT_OPERATING_POINT,
-    ) -> BatchResponse:
-        point = parse_operating_point(operating_point)
-        uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
-        outcomes, hits = await predict_uploads(uploads, point, results, services)
+    async def predict_batch(request: Request, predictions: Predict, options: Options) -> BatchResponse:
+        point = parse_operating_point(options.operating_point)
+        async with deadline(settings.request_timeout_s, settings.retry_after_s):
+            uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
+            outcomes, hits = await predictions.predict(
+                uploads, options.infer_options(point), read_cache=options.cache
+            )
         request_id = current_request_id()
         return BatchResponse(
             results=[_entry(outcome, hit, request_id) for outcome, hit in zip(outcomes, hits, strict=True)],
             request_id=request_id,
         )
 
+    app.include_router(v1)
     return app
 
 

@@ -1,4 +1,4 @@
-"""Result cache in Redis: keys bind the upload hash, the release and the options."""
+"""Result cache in Redis: keys bind the upload hash, the release and every option that changes a result."""
 
 import json
 import logging
@@ -8,33 +8,56 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.common.inference import InferOptions
+from services.gateway.breaker import CircuitBreaker
+from services.gateway.metrics import REDIS_BYPASSED
+
 logger = logging.getLogger(__name__)
-KEY_PREFIX = "pcam:result:v1"
+KEY_PREFIX = "pcam:result:v2"
+"""v2: results carry tta/degraded/explanation; bumped so no v1 entry is read as a v2 one."""
 
 
-def result_key(release_id: str, operating_point: str, upload_sha256: str) -> str:
-    """A cache key; a new release or other options can never hit an old entry."""
-    return f"{KEY_PREFIX}:{release_id}:{operating_point}:{upload_sha256}"
+def result_key(release_id: str, options: InferOptions, upload_sha256: str) -> str:
+    """A cache key; a new release or other options can never hit an old entry.
+
+    `options.operating_point` must be canonical (aliases share the entry of their target).
+    """
+    return (
+        f"{KEY_PREFIX}:{release_id}:{options.operating_point}:tta={int(options.tta)}:"
+        f"explain={int(options.explain)}:{upload_sha256}"
+    )
 
 
 class ResultCache:
-    """Best-effort cache: a Redis failure is a miss, never a failed request."""
+    """Best-effort cache: a Redis failure is a miss, never a failed request; the breaker skips a dead
+    Redis so each request does not wait for its timeout."""
 
-    def __init__(self, redis: Redis, ttl_s: int) -> None:
-        self.redis, self.ttl_s = redis, ttl_s
+    def __init__(self, redis: Redis, ttl_s: int, breaker: CircuitBreaker) -> None:
+        self.redis, self.ttl_s, self.breaker = redis, ttl_s, breaker
 
     async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         """Cached results for `keys`, None where absent or unreadable."""
+        if not keys:
+            return []
+        if not self.breaker.allow():
+            REDIS_BYPASSED.labels("cache_read").inc()
+            return [None] * len(keys)
         try:
             raw = await self.redis.mget(keys)
         except (RedisError, OSError) as exc:
+            self.breaker.record_failure()
+            REDIS_BYPASSED.labels("cache_read").inc()
             logger.warning("cache read bypassed: %s", exc)
             return [None] * len(keys)
+        self.breaker.record_success()
         return [_load(value) for value in raw]
 
     async def set_many(self, entries: dict[str, dict[str, Any]]) -> None:
-        """Store results (successes only: callers never pass errors) with the TTL."""
+        """Store results (successes only: callers never pass errors or degraded answers) with the TTL."""
         if not entries:
+            return
+        if not self.breaker.allow():
+            REDIS_BYPASSED.labels("cache_write").inc()
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -42,10 +65,14 @@ class ResultCache:
                     pipe.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
+            self.breaker.record_failure()
+            REDIS_BYPASSED.labels("cache_write").inc()
             logger.warning("cache write skipped: %s", exc)
+            return
+        self.breaker.record_success()
 
     async def ping(self) -> bool:
-        """Whether Redis answers."""
+        """Whether Redis answers (asked directly: readiness reports the truth, breaker or not)."""
         try:
             return bool(await self.redis.ping())
         except (RedisError, OSError):

@@ -11,7 +11,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from services.common import wire
-from services.common.inference import InferResponse
+from services.common.inference import InferOptions, InferResponse
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem, ServiceUnavailable
 from services.common.release import ReleaseSummary
 from services.common.request_id import REQUEST_ID_HEADER, current_request_id
@@ -50,14 +50,19 @@ class Downstream:
             raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(uploads)} uploads")
         return batch
 
-    async def infer(self, images: np.ndarray, operating_point: str, release_id: str) -> InferResponse:
-        """Calibrated predictions for a batch normalized under `release_id` (the ensemble checks it)."""
+    async def infer(self, images: np.ndarray, options: InferOptions, release_id: str) -> InferResponse:
+        """Calibrated predictions for a batch normalized under `release_id` (the ensemble checks it),
+        with the client's options forwarded as the same query parameters."""
         frame = wire.encode(wire.Batch(images=images, meta={"release": release_id}))
         response = await self._call(
             "ensemble",
             "POST",
             f"{self.ensemble_url}/v1/infer",
-            params={"operating_point": operating_point},
+            params={
+                "operating_point": options.operating_point,
+                "tta": str(options.tta).lower(),
+                "explain": str(options.explain).lower(),
+            },
             content=frame,
             headers={"content-type": wire.MEDIA_TYPE},
         )

@@ -1,69 +1,106 @@
-"""The gateway's orchestration: cache lookup, then preprocess and ensemble for the misses."""
+"""The gateway's orchestration: cache lookup, single-flight, then preprocess and ensemble for the misses."""
 
 import hashlib
 from typing import Any
 
-from services.common.inference import EnsemblePrediction, InferResponse
+from services.common.inference import EnsemblePrediction, InferOptions, InferResponse
 from services.common.problems import Problem
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
+from services.gateway.metrics import CACHE_LOOKUPS
+from services.gateway.singleflight import SingleFlight
 
 Outcome = dict[str, Any] | Problem
 """A result (without `cached`/`request_id`, which the route adds) or the problem of that upload."""
 
 
-async def predict_uploads(
-    uploads: list[bytes], operating_point: str, cache: ResultCache, downstream: Downstream
-) -> tuple[list[Outcome], list[bool]]:
-    """One outcome per upload, in order, and whether each came from the cache."""
-    release = (await downstream.release()).release_id
-    digests = [hashlib.sha256(data).hexdigest() for data in uploads]
-    cached = await cache.get_many([result_key(release, operating_point, d) for d in digests])
-    hits: dict[str, Outcome] = {d: hit for d, hit in zip(digests, cached, strict=True) if hit is not None}
-    # Identical uploads in one request are computed once.
-    missing = list(dict.fromkeys(d for d in digests if d not in hits))
-    computed: dict[str, Outcome] = {}
-    if missing:
-        by_digest = dict(zip(digests, uploads, strict=True))
-        computed = await _compute(
-            missing, [by_digest[d] for d in missing], operating_point, cache, downstream
-        )
-        if any(isinstance(o, dict) and o["release"] != release for o in computed.values()):
-            downstream.forget_release()  # a new release is serving: re-read it before the next lookup
-    outcomes = {**computed, **hits}
-    return [outcomes[d] for d in digests], [d in hits for d in digests]
+class Predictor:
+    """Answers uploads: from the cache, from an identical computation in flight, or downstream."""
 
+    def __init__(
+        self,
+        cache: ResultCache,
+        downstream: Downstream,
+        flights: SingleFlight[str, Outcome] | None = None,
+    ) -> None:
+        self.cache, self.downstream = cache, downstream
+        self.flights: SingleFlight[str, Outcome] = SingleFlight() if flights is None else flights
 
-async def _compute(
-    digests: list[str], uploads: list[bytes], operating_point: str, cache: ResultCache, downstream: Downstream
-) -> dict[str, Outcome]:
-    batch = await downstream.preprocess(uploads)
-    accepted = [item for item in batch.items if item["ok"]]
-    answer = None
-    if accepted:
-        # The ensemble refuses a batch normalized under another release than the one it serves.
-        answer = await downstream.infer(batch.images, operating_point, str(batch.meta.get("release", "")))
-    predictions = iter(answer.results if answer else ())
-    outcomes: dict[str, Outcome] = {}
-    to_cache: dict[str, dict[str, Any]] = {}
-    for item in batch.items:
-        digest = digests[item["index"]]
-        if not item["ok"]:
-            outcomes[digest] = Problem.from_dict(item["error"])
-            continue
-        result = _result(next(predictions), answer, item, digest)
-        outcomes[digest] = to_cache[result_key(result["release"], operating_point, digest)] = result
-    await cache.set_many(to_cache)
-    return outcomes
+    async def predict(
+        self, uploads: list[bytes], options: InferOptions, read_cache: bool = True
+    ) -> tuple[list[Outcome], list[bool]]:
+        """One outcome per upload, in order, and whether each came from the cache.
+
+        `options.operating_point` must be canonical. With `read_cache` false the cache is not read,
+        but fresh answers are still stored. An answer shared from another request's computation
+        counts as not cached: it was computed during this request, not read from Redis.
+        """
+        release = (await self.downstream.release()).release_id
+        digests = [hashlib.sha256(data).hexdigest() for data in uploads]
+        keys = [result_key(release, options, d) for d in digests]
+        # Identical uploads in one request are looked up and computed once.
+        unique = dict(zip(keys, zip(digests, uploads, strict=True), strict=True))
+        hits: dict[str, Outcome] = {}
+        if read_cache:
+            found = await self.cache.get_many(list(unique))
+            hits = {k: v for k, v in zip(unique, found, strict=True) if v is not None}
+            CACHE_LOOKUPS.labels("hit").inc(len(hits))
+            CACHE_LOOKUPS.labels("miss").inc(len(unique) - len(hits))
+        else:
+            CACHE_LOOKUPS.labels("skipped").inc(len(unique))
+        missing = [k for k in unique if k not in hits]
+        computed: dict[str, Outcome] = {}
+        if missing:
+
+            async def compute(todo: list[str]) -> dict[str, Outcome]:
+                return await self._compute(todo, [unique[k] for k in todo], options)
+
+            computed = await self.flights.run(missing, compute)
+            if any(isinstance(o, dict) and o["release"] != release for o in computed.values()):
+                self.downstream.forget_release()  # a new release serves: re-read it before the next lookup
+        outcomes = {**computed, **hits}
+        return [outcomes[k] for k in keys], [k in hits for k in keys]
+
+    async def _compute(
+        self, keys: list[str], work: list[tuple[str, bytes]], options: InferOptions
+    ) -> dict[str, Outcome]:
+        batch = await self.downstream.preprocess([data for _, data in work])
+        accepted = [item for item in batch.items if item["ok"]]
+        answer = None
+        if accepted:
+            # The ensemble refuses a batch normalized under another release than the one it serves.
+            answer = await self.downstream.infer(batch.images, options, str(batch.meta.get("release", "")))
+        predictions = iter(answer.results if answer else ())
+        outcomes: dict[str, Outcome] = {}
+        to_cache: dict[str, dict[str, Any]] = {}
+        for item in batch.items:
+            key, (digest, _) = keys[item["index"]], work[item["index"]]
+            if not item["ok"]:
+                outcomes[key] = Problem.from_dict(item["error"])  # errors are never cached
+                continue
+            assert answer is not None
+            result = _result(next(predictions), answer, item, digest)
+            outcomes[key] = result
+            if not answer.degraded:  # a partial ensemble's answer must not outlive the outage
+                to_cache[result_key(result["release"], options, digest)] = result
+        await self.cache.set_many(to_cache)
+        return outcomes
 
 
 def _result(
     prediction: EnsemblePrediction, answer: InferResponse, item: dict[str, Any], digest: str
 ) -> dict[str, Any]:
     return {
-        **prediction.model_dump(),
+        "probability": prediction.probability,
+        "label": prediction.label,
         "operating_point": answer.operating_point,
         "threshold": answer.threshold,
+        "uncertainty": prediction.uncertainty,
+        "members": prediction.members,
+        "tta": prediction.tta_views > 1,
+        "degraded": answer.degraded,
+        "missing_members": answer.missing_members,
+        "explanation": prediction.explanation.model_dump() if prediction.explanation else None,
         "quality": {
             "tissue_fraction": item["tissue_fraction"],
             "stain_normalized": item["stain_normalized"],

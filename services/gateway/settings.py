@@ -1,7 +1,11 @@
 """Gateway settings (`PCAM_GATEWAY_*`)."""
 
-from pydantic import Field
-from pydantic_settings import SettingsConfigDict
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common import ports
 from services.common.settings import ServiceSettings
@@ -16,8 +20,37 @@ class GatewaySettings(ServiceSettings):
     redis_url: str = f"redis://127.0.0.1:{ports.REDIS}/0"
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached result.")
     redis_timeout_s: float = Field(0.25, gt=0, description="Redis calls slower than this count as misses.")
+    redis_breaker_failures: int = Field(
+        3, ge=1, description="After this many consecutive Redis failures, skip Redis (cache, rate limit)..."
+    )
+    redis_breaker_reset_s: float = Field(10.0, gt=0, description="...for this long, then try it again.")
     downstream_timeout_s: float = Field(30.0, gt=0, description="Timeout of each preprocess/ensemble call.")
+    request_timeout_s: float = Field(
+        60.0, gt=0, description="Whole-request deadline of /v1/predict*: exceeding it answers 504."
+    )
     release_refresh_s: float = Field(5.0, gt=0, description="How long the serving release id is trusted.")
     max_images: int = Field(256, ge=1, description="Images per batch request.")
     max_image_bytes: int = Field(1 << 20, ge=1024, description="Bytes per uploaded image.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent when a dependency is down.")
+    api_key_hashes: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="API keys as `name:sha256hex` entries (a JSON list or comma-separated); "
+        "none here and no api_key_file: authentication is off.",
+    )
+    api_key_file: Path | None = Field(
+        None, description="A file with one `name:sha256hex` per line (# comments allowed)."
+    )
+    rate_limit_per_minute: int = Field(
+        1200, ge=0, description="Requests per minute per API key (per client IP without keys); 0: off."
+    )
+
+    @field_validator("api_key_hashes", mode="before")
+    @classmethod
+    def _split_entries(cls, value: Any) -> Any:
+        """Accept a JSON list or a comma-separated string (easier to set from a shell)."""
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [entry.strip() for entry in text.split(",") if entry.strip()]
+        return value

@@ -5,33 +5,34 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import numpy as np
 from fastapi import FastAPI, Request, Response
 
 from services.common import wire
 from services.common.app import create_service_app
-from services.common.contract import INPUT_SHAPE
 from services.common.problems import problem_kind
-from services.common.release import load_release
+from services.common.release import ReleaseManifest, load_release
+from services.common.release_watch import ReleaseWatcher, watching
 from services.common.uploads import max_multipart_bytes, read_files
 from services.preprocess.metrics import BATCH_LATENCY, NORMALIZATIONS, REJECTED_IMAGES
-from services.preprocess.pipeline import preprocess_uploads
+from services.preprocess.pipeline import Serving, prepare, preprocess_uploads
 from services.preprocess.settings import PreprocessSettings
-from services.preprocess.stain import MacenkoNormalizer
 
 
 def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
-    """Build the preprocess app; the release manifest is read once at startup."""
+    """Build the preprocess app; a new release.json is picked up while it runs (hot reload)."""
     settings = settings or PreprocessSettings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         release = load_release(settings.model_repository)
-        app.state.release_id = release.release_id
-        app.state.normalizer = MacenkoNormalizer(release.stain_reference)
-        # Compile (or load from numba's cache) the kernels now, not on the first request.
-        await asyncio.to_thread(app.state.normalizer.normalize, np.zeros((1, *INPUT_SHAPE), np.uint8))
-        yield
+        app.state.serving = await prepare(release)
+
+        async def take_up(new: ReleaseManifest) -> None:
+            app.state.serving = await prepare(new)
+
+        watcher = ReleaseWatcher(settings.model_repository, release, take_up, settings.release_poll_s)
+        async with watching(watcher):
+            yield
 
     app = create_service_app(
         "preprocess",
@@ -44,7 +45,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], summary="Ready: the stain reference is loaded.")
     async def readyz(request: Request) -> dict[str, str]:
-        return {"status": "ready", "release": request.app.state.release_id}
+        return {"status": "ready", "release": request.app.state.serving.release_id}
 
     @app.post(
         "/v1/preprocess",
@@ -57,9 +58,8 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
         start = time.perf_counter()
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
-        batch = await asyncio.to_thread(
-            preprocess_uploads, uploads, request.app.state.normalizer, request.app.state.release_id
-        )
+        serving: Serving = request.app.state.serving  # read once: a swap mid-request cannot mix releases
+        batch = await asyncio.to_thread(preprocess_uploads, uploads, serving.normalizer, serving.release_id)
         BATCH_LATENCY.observe(time.perf_counter() - start)
         _count(batch)
         return Response(wire.encode(batch), media_type=wire.MEDIA_TYPE)

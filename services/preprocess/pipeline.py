@@ -1,10 +1,13 @@
 """From uploaded bytes to a normalized batch with one metadata entry per upload."""
 
+import asyncio
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from services.common.contract import INPUT_SHAPE
+from services.common.release import ReleaseManifest
 from services.common.wire import Batch
 from services.preprocess.decode import ImageRejected, decode_patch
 from services.preprocess.stain import MacenkoNormalizer
@@ -30,3 +33,19 @@ def preprocess_uploads(uploads: list[bytes], normalizer: MacenkoNormalizer, rele
         item["stain_skip_reason"] = None if reason is None else str(reason)
         item["tissue_fraction"] = round(float(fraction), 4)
     return Batch(images=result.images, items=items, meta={"release": release_id})
+
+
+@dataclass(frozen=True)
+class Serving:
+    """The release being served and its normalizer, swapped together as one object."""
+
+    release_id: str
+    normalizer: MacenkoNormalizer
+
+
+async def prepare(release: ReleaseManifest) -> Serving:
+    """A normalizer for the release's stain reference, warmed up before it serves a request."""
+    normalizer = MacenkoNormalizer(release.stain_reference)
+    # Compile (or load from numba's cache) the kernels now, not on the first request.
+    await asyncio.to_thread(normalizer.normalize, np.zeros((1, *INPUT_SHAPE), np.uint8))
+    return Serving(release.release_id, normalizer)

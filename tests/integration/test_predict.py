@@ -66,10 +66,10 @@ def test_real_patch_full_response(
     gateway: httpx.Client, release: ReleaseManifest, patch_paths: list[Path], operating_point: str
 ) -> None:
     path = patch_paths[OPERATING_POINTS.index(operating_point)]
+    # Bytes no other test sends (`pcam predict --url` sends every patch as is): a fresh computation.
+    data = unique_png(path, 900 + OPERATING_POINTS.index(operating_point))
     response = gateway.post(
-        "/v1/predict",
-        params={"operating_point": operating_point},
-        files={"file": (path.name, path.read_bytes())},
+        "/v1/predict", params={"operating_point": operating_point}, files={"file": (path.name, data)}
     )
     assert response.status_code == 200, response.text
     result = response.json()

@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from services.ensemble.calibration import (
     combine,
@@ -92,3 +93,23 @@ def test_tta_averages_the_views_and_spreads_over_views_and_members(tmp_path) -> 
     per_view = [combine_release(v, release) for v in view_logits]
     np.testing.assert_allclose(out.probability, np.mean([v.probability for v in per_view], axis=0))
     np.testing.assert_allclose(out.uncertainty, sigmoid(view_logits[:, :, 0]).std(axis=0))
+
+
+def test_a_subset_of_members_renormalizes_their_weights_and_keeps_the_ensemble_temperature(tmp_path) -> None:
+    from tests.unit.ensemble.fakes import release_with
+
+    release = release_with(tmp_path, ("a", 1.0, 1.0), ("b", 2.0, 3.0), ("c", 0.5, 2.0), temperature=1.7)
+    logits = np.random.default_rng(0).normal(size=(5, 3))
+    subset = combine_release(logits[:, [0, 2]], release, ["a", "c"])
+    expected = combine(logits[:, [0, 2]], [1.0, 0.5], [1 / 3, 2 / 3], ensemble_temperature=1.7)
+    np.testing.assert_allclose(subset.probability, expected.probability)
+    np.testing.assert_allclose(
+        combine_release(logits, release, ["a", "b", "c"]).probability,
+        combine_release(logits, release).probability,
+    )
+    views = combine_views(logits[None, :, [1]], release, ["b"])
+    np.testing.assert_allclose(views.probability, combine_release(logits[:, [1]], release, ["b"]).probability)
+    with pytest.raises(ValueError, match="not members"):
+        combine_release(logits[:, :1], release, ["z"])
+    with pytest.raises(ValueError, match="2 logit columns for 3 members"):
+        combine_release(logits[:, :2], release)

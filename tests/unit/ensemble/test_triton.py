@@ -1,11 +1,14 @@
 """TritonMembers against a fake gRPC client: batching and error mapping of this one module."""
 
+import asyncio
+
 import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
 from services.common.release import Member
 from services.ensemble.triton import TritonMembers, TritonUnavailable
+from tests.unit.ensemble.fakes import FakeTriton, mean_pixel
 
 
 class FakeResult:
@@ -64,3 +67,49 @@ async def test_a_failing_member_raises_unavailable() -> None:
 async def test_readiness_is_per_member() -> None:
     states = await TritonMembers(FakeClient(8, fail={"a"}), 1.0).ready(MEMBERS)
     assert states == {"a": False, "b": True}
+
+
+class SlowMember(FakeTriton):
+    """Member 'slow' takes `delay_s` per call; tracks how many of its calls are in flight at once."""
+
+    def __init__(self, delay_s: float, **kwargs) -> None:
+        super().__init__({"a": mean_pixel, "b": mean_pixel, "slow": mean_pixel}, **kwargs)
+        self.delay_s, self.in_flight, self.peak, self.cancelled = delay_s, 0, 0, 0
+
+    async def infer(self, name, inputs, model_version, outputs, client_timeout):
+        if name == "slow":
+            self.in_flight += 1
+            self.peak = max(self.peak, self.in_flight)
+            try:
+                await asyncio.sleep(self.delay_s)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            finally:
+                self.in_flight -= 1
+        return await super().infer(name, inputs, model_version, outputs, client_timeout)
+
+
+def named(*names: str) -> tuple[Member, ...]:
+    return tuple(Member(name=n, architecture="x", sha256="0" * 64, temperature=1.0) for n in names)
+
+
+async def test_try_logits_reports_answers_and_failures_per_member() -> None:
+    client = FakeTriton({"a": mean_pixel, "b": mean_pixel}, failures={"a": (None, -1)})
+    answers = await TritonMembers(client, 1.0).try_logits(MEMBERS, np.zeros((3, 96, 96, 3), np.uint8), 1)
+    assert list(answers.logits) == ["b"] and answers.logits["b"].shape == (3,)
+    assert list(answers.failures) == ["a"] and isinstance(answers.failures["a"], TritonUnavailable)
+
+
+async def test_once_the_answer_is_impossible_the_other_members_are_cancelled() -> None:
+    client = SlowMember(delay_s=30.0, failures={"b": (None, -1)})
+    images = np.zeros((1, 96, 96, 3), np.uint8)
+    answers = await asyncio.wait_for(TritonMembers(client, 60.0).try_logits(named("slow", "b"), images), 5)
+    assert list(answers.failures) == ["b"] and answers.logits == {} and client.cancelled == 1
+
+
+async def test_chunks_in_flight_per_member_are_limited() -> None:
+    client = SlowMember(delay_s=0.01, max_batch_size=1)
+    members = TritonMembers(client, 1.0, max_concurrent_chunks=2)
+    logits = await members.logits(named("slow"), np.zeros((6, 96, 96, 3), np.uint8))
+    assert logits.shape == (6, 1) and client.peak == 2 and client.requests("slow") == [1] * 6

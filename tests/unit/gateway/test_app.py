@@ -1,11 +1,18 @@
 """Gateway request handling that is decided before any dependency is called."""
 
+import asyncio
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
 from devstack.processes import free_port
 from services.gateway.app import create_app
+from services.gateway.breaker import CircuitBreaker
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.schemas import PREDICTION_EXAMPLE
 from services.gateway.settings import GatewaySettings
+from tests.unit.gateway.fakes import FakeRedis
 
 PROBLEM = "application/problem+json"
 
@@ -65,3 +72,97 @@ def test_malformed_multipart_is_400(client) -> None:
     )
     assert response.status_code == 400 and response.headers["content-type"] == PROBLEM
     assert response.json()["type"].endswith("/malformed-multipart")
+
+
+class RecordingPredictor:
+    """Stands in for Predictor after startup: records the call, answers after `delay_s`."""
+
+    def __init__(self, delay_s: float = 0.0) -> None:
+        self.delay_s, self.calls = delay_s, []
+
+    async def predict(self, uploads, options, read_cache=True):
+        self.calls.append((uploads, options, read_cache))
+        await asyncio.sleep(self.delay_s)
+        result = {**PREDICTION_EXAMPLE, "operating_point": options.operating_point, "tta": options.tta}
+        del result["cached"], result["request_id"]
+        return [result] * len(uploads), [False] * len(uploads)
+
+
+def test_options_reach_the_predictor_canonical(client) -> None:
+    client.app.state.predictor = recorder = RecordingPredictor()
+    response = client.post(
+        "/v1/predict?operating_point=conservative&tta=true&explain=1&cache=false",
+        files={"file": ("a.png", b"x")},
+    )
+    assert response.status_code == 200, response.text
+    _, options, read_cache = recorder.calls[0]
+    assert options.model_dump() == {"operating_point": "screening", "tta": True, "explain": True}
+    assert read_cache is False
+    body = response.json()
+    assert body["tta"] is True and body["degraded"] is False and body["missing_members"] == []
+    client.post("/v1/predict/batch", files=[("files", ("a", b"x"))])
+    _, options, read_cache = recorder.calls[1]
+    assert options.model_dump() == {"operating_point": "balanced", "tta": False, "explain": False}
+    assert read_cache is True
+
+
+def test_an_invalid_boolean_option_is_a_422_problem(client) -> None:
+    response = client.post("/v1/predict?tta=maybe", files={"file": ("a.png", b"x")})
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+    assert "tta" in response.json()["detail"]
+
+
+def test_the_request_deadline_answers_504_with_retry_after() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        preprocess_url=dead,
+        ensemble_url=dead,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        request_timeout_s=0.1,
+        retry_after_s=7,
+    )
+    with TestClient(create_app(settings)) as client:
+        client.app.state.predictor = RecordingPredictor(delay_s=5)
+        started = time.monotonic()
+        response = client.post("/v1/predict", files={"file": ("a.png", b"x")})
+    assert time.monotonic() - started < 3
+    assert response.status_code == 504 and response.headers["retry-after"] == "7"
+    assert response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("/deadline-exceeded")
+
+
+def test_rate_limit_is_429_with_retry_after_per_client_address(client) -> None:
+    client.app.state.limiter = RateLimiter(FakeRedis(), 2, CircuitBreaker("redis-app-test", 3, 10))
+    assert [client.get("/healthz").status_code for _ in range(3)] == [200] * 3  # not limited
+    statuses = [client.post("/v1/predict", files={"file": ("a.png", b"x")}).status_code for _ in range(2)]
+    assert statuses == [503, 503]  # counted, then answered (dependencies are down)
+    refused = client.get("/v1/models")
+    assert refused.status_code == 429 and refused.headers["content-type"] == PROBLEM
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.json()["type"].endswith("/rate-limited")
+
+
+def test_openapi_documents_every_route_with_examples(client) -> None:
+    spec = client.get("/openapi.json").json()
+    expected = {
+        ("/v1/predict", "post"): {"200", "400", "413", "415", "422", "429", "502", "503", "504"},
+        ("/v1/predict/batch", "post"): {"200", "400", "413", "415", "422", "429", "502", "503", "504"},
+        ("/v1/models", "get"): {"200", "429", "502", "503"},
+    }
+    for (path, method), statuses in expected.items():
+        operation = spec["paths"][path][method]
+        assert set(operation["responses"]) == statuses, path
+        assert operation["responses"]["200"]["content"]["application/json"]["example"]
+        for status in statuses - {"200"}:
+            content = operation["responses"][status]["content"]
+            examples = content[PROBLEM]["examples"]
+            assert all(e["value"]["status"] == int(status) for e in examples.values()), (path, status)
+        assert "security" not in operation  # no keys configured: authentication is off
+    names = {p["name"] for p in spec["paths"]["/v1/predict"]["post"]["parameters"]}
+    assert names == {"operating_point", "tta", "explain", "cache"}
+    assert {"multipart/form-data", "image/png"} <= set(
+        spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
+    )
+    assert {"tta", "degraded", "missing_members", "explanation"} <= set(
+        spec["components"]["schemas"]["Prediction"]["properties"]
+    )

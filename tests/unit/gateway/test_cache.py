@@ -1,19 +1,62 @@
 from redis.asyncio import Redis
 
 from devstack.processes import free_port
+from services.common.inference import InferOptions
+from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache, result_key
+from tests.unit.gateway.fakes import Clock, FakeRedis
+
+SHA = "ab" * 32
 
 
 def test_key_binds_release_options_and_upload() -> None:
-    key = result_key("rel-7", "screening", "ab" * 32)
-    assert "rel-7" in key and "screening" in key and key.endswith("ab" * 32)
-    assert result_key("rel-8", "screening", "ab" * 32) != key
+    options = InferOptions(operating_point="screening")
+    key = result_key("rel-7", options, SHA)
+    assert "rel-7" in key and "screening" in key and key.endswith(SHA)
+    assert result_key("rel-8", options, SHA) != key
+    others = [
+        InferOptions(operating_point="balanced"),
+        InferOptions(operating_point="screening", tta=True),
+        InferOptions(operating_point="screening", explain=True),
+        InferOptions(operating_point="screening", tta=True, explain=True),
+    ]
+    assert len({key, *(result_key("rel-7", o, SHA) for o in others)}) == 5
 
 
 async def test_unreachable_redis_is_a_miss_not_an_error() -> None:
-    redis = Redis(port=free_port(), socket_connect_timeout=0.2, socket_timeout=0.2)
-    cache = ResultCache(redis, ttl_s=60)
+    # Built like the app builds it: from_url keeps redis-py's per-connection default of no retries
+    # (the Redis() constructor would retry 10 times with backoff, seconds per call).
+    redis = Redis.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, socket_timeout=0.2
+    )
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0))
     assert await cache.get_many(["a", "b"]) == [None, None]
     await cache.set_many({"a": {"probability": 0.5}})
     assert await cache.ping() is False
     await redis.aclose()
+
+
+async def test_entries_round_trip_with_the_ttl() -> None:
+    redis = FakeRedis()
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0))
+    await cache.set_many({"a": {"probability": 0.5}})
+    assert await cache.get_many(["a", "b"]) == [{"probability": 0.5}, None]
+    assert redis.expiry["a"] == 60
+    redis.store["b"] = b"not json"
+    assert await cache.get_many(["b"]) == [None]
+
+
+async def test_the_breaker_skips_a_dead_redis_then_tries_it_again() -> None:
+    redis, clock = FakeRedis(), Clock()
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 2, 5.0, clock=clock))
+    await cache.set_many({"a": {"probability": 0.5}})
+    redis.down = True
+    for _ in range(5):
+        assert await cache.get_many(["a"]) == [None]
+        await cache.set_many({"b": {"probability": 0.1}})
+    assert redis.calls == 1 + 2  # the write, then two failures open the breaker: Redis is left alone
+    redis.down = False
+    assert await cache.get_many(["a"]) == [None]  # still open: answers stay correct, just uncached
+    clock.now += 5.0
+    assert await cache.get_many(["a"]) == [{"probability": 0.5}]  # the trial succeeds: closed again
+    assert await cache.get_many(["a"]) == [{"probability": 0.5}]

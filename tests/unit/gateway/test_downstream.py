@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from services.common import wire
+from services.common.inference import InferOptions
 from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
 from services.gateway.downstream import Downstream
 from tests.unit.common.release_fixture import write_test_release
@@ -77,15 +78,19 @@ async def test_unreadable_or_inconsistent_answers_are_502(response: httpx.Respon
     assert info.value.status == 502
 
 
-async def test_ensemble_gets_the_release_the_batch_was_normalized_under() -> None:
+async def test_ensemble_gets_the_release_and_the_options() -> None:
     seen = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
         seen["meta"] = wire.decode(request.content).meta
+        seen["params"] = dict(request.url.params)
         return httpx.Response(
             200, json={"release": "r", "operating_point": "balanced", "threshold": 0.5, "results": []}
         )
 
     with pytest.raises(Problem):  # zero results for one patch: inconsistent
-        await downstream(handler).infer(np.zeros((1, 96, 96, 3), np.uint8), "balanced", "rel-x")
+        await downstream(handler).infer(
+            np.zeros((1, 96, 96, 3), np.uint8), InferOptions(operating_point="balanced", tta=True), "rel-x"
+        )
     assert seen["meta"] == {"release": "rel-x"}
+    assert seen["params"] == {"operating_point": "balanced", "tta": "true", "explain": "false"}

@@ -1,19 +1,25 @@
-"""predict_uploads with fake dependencies (the integration suite runs the real ones)."""
+"""Predictor with fake dependencies (the integration suite runs the real ones)."""
+
+import asyncio
 
 import numpy as np
 import pytest
 
 from services.common import wire
-from services.common.inference import EnsemblePrediction, InferResponse
-from services.common.problems import Problem
-from services.gateway.predict import predict_uploads
+from services.common.inference import EnsemblePrediction, Explanation, InferOptions, InferResponse
+from services.common.problems import Problem, ServiceUnavailable
+from services.gateway.predict import Predictor
+
+BALANCED = InferOptions(operating_point="balanced")
 
 
 class MemoryCache:
     def __init__(self) -> None:
         self.store: dict[str, dict] = {}
+        self.reads = 0
 
     async def get_many(self, keys):
+        self.reads += 1
         return [self.store.get(k) for k in keys]
 
     async def set_many(self, entries):
@@ -32,13 +38,20 @@ class FakeDownstream:
         self.release_id, self.preprocess_release = release, preprocess_release or release
         self.preprocessed: list[int] = []
         self.inferred: list[int] = []
+        self.options: list[InferOptions] = []
         self.forgotten = 0
+        self.degraded = False
+        self.delay_s = 0.0
+        self.fail: Exception | None = None
 
     async def release(self):
         return Release(self.release_id)
 
     async def preprocess(self, uploads):
         self.preprocessed.append(len(uploads))
+        await asyncio.sleep(self.delay_s)
+        if self.fail is not None:
+            raise self.fail
         items, images = [], []
         for i, data in enumerate(uploads):
             if data.startswith(b"ok"):
@@ -61,59 +74,137 @@ class FakeDownstream:
     def forget_release(self):
         self.forgotten += 1
 
-    async def infer(self, images, operating_point, release_id):
+    async def infer(self, images, options, release_id):
         assert release_id == self.preprocess_release
         self.inferred.append(len(images))
+        self.options.append(options)
+        explanation = (
+            Explanation(window=16, stride=16, baseline=0.5, grid=[[0.1]], overlay_png="iVBOR")
+            if options.explain
+            else None
+        )
         results = [
             EnsemblePrediction(
-                probability=float(img[0, 0, 0]) / 255, label=1, uncertainty=0.0, members={"m": 0.5}
+                probability=float(img[0, 0, 0]) / 255,
+                label=1,
+                uncertainty=0.0,
+                members={"m": 0.5},
+                tta_views=8 if options.tta else 1,
+                explanation=explanation,
             )
             for img in images
         ]
         return InferResponse(
-            release=self.release_id, operating_point=operating_point, threshold=0.01, results=results
+            release=self.release_id,
+            operating_point=options.operating_point,
+            threshold=0.01,
+            degraded=self.degraded,
+            missing_members=["m2"] if self.degraded else [],
+            results=results,
         )
 
 
 async def test_misses_go_downstream_once_and_hits_do_not() -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
-    outcomes, hits = await predict_uploads([b"ok-1", b"ok-22"], "balanced", cache, downstream)
+    predictor = Predictor(cache, downstream)
+    outcomes, hits = await predictor.predict([b"ok-1", b"ok-22"], BALANCED)
     assert hits == [False, False]
     assert [o["probability"] for o in outcomes] == pytest.approx([4 / 255, 5 / 255])
     assert outcomes[0]["release"] == "r1" and outcomes[0]["operating_point"] == "balanced"
-    again, hits = await predict_uploads([b"ok-22", b"ok-1"], "balanced", cache, downstream)
+    assert outcomes[0]["tta"] is False and outcomes[0]["degraded"] is False
+    assert outcomes[0]["explanation"] is None and outcomes[0]["missing_members"] == []
+    again, hits = await predictor.predict([b"ok-22", b"ok-1"], BALANCED)
     assert hits == [True, True] and downstream.preprocessed == [2]
     assert [o["probability"] for o in again] == pytest.approx([5 / 255, 4 / 255])
 
 
 async def test_identical_uploads_in_one_request_are_computed_once() -> None:
     downstream = FakeDownstream()
-    outcomes, _ = await predict_uploads([b"ok-a", b"ok-a", b"ok-a"], "balanced", MemoryCache(), downstream)
+    outcomes, _ = await Predictor(MemoryCache(), downstream).predict([b"ok-a", b"ok-a", b"ok-a"], BALANCED)
     assert downstream.preprocessed == [1] and len(outcomes) == 3
     assert outcomes[0] == outcomes[2]
 
 
 async def test_errors_are_per_item_and_never_cached() -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
-    outcomes, _ = await predict_uploads([b"bad", b"ok-1"], "balanced", cache, downstream)
+    predictor = Predictor(cache, downstream)
+    outcomes, _ = await predictor.predict([b"bad", b"ok-1"], BALANCED)
     assert isinstance(outcomes[0], Problem) and outcomes[0].status == 422
     assert isinstance(outcomes[1], dict)
     assert len(cache.store) == 1
-    await predict_uploads([b"bad"], "balanced", cache, downstream)
+    await predictor.predict([b"bad"], BALANCED)
     assert downstream.preprocessed == [2, 1]
 
 
 async def test_all_rejected_never_calls_the_ensemble() -> None:
     downstream = FakeDownstream()
-    await predict_uploads([b"bad"], "balanced", MemoryCache(), downstream)
+    await Predictor(MemoryCache(), downstream).predict([b"bad"], BALANCED)
     assert downstream.inferred == []
 
 
-async def test_operating_point_is_part_of_the_key() -> None:
+@pytest.mark.parametrize(
+    "other",
+    [
+        InferOptions(operating_point="screening"),
+        InferOptions(operating_point="balanced", tta=True),
+        InferOptions(operating_point="balanced", explain=True),
+    ],
+    ids=["operating_point", "tta", "explain"],
+)
+async def test_every_option_is_part_of_the_key(other: InferOptions) -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
-    await predict_uploads([b"ok-1"], "balanced", cache, downstream)
-    _, hits = await predict_uploads([b"ok-1"], "screening", cache, downstream)
-    assert hits == [False]
+    predictor = Predictor(cache, downstream)
+    await predictor.predict([b"ok-1"], BALANCED)
+    outcomes, hits = await predictor.predict([b"ok-1"], other)
+    assert hits == [False] and len(cache.store) == 2
+    assert downstream.options[-1] == other  # forwarded to the ensemble as given
+    assert outcomes[0]["tta"] is other.tta
+    assert (outcomes[0]["explanation"] is not None) is other.explain
+
+
+async def test_cache_false_skips_the_read_but_stores_the_fresh_answer() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    predictor = Predictor(cache, downstream)
+    await predictor.predict([b"ok-1"], BALANCED)
+    cache.store = {k: {**v, "probability": 0.99} for k, v in cache.store.items()}  # a stale entry
+    outcomes, hits = await predictor.predict([b"ok-1"], BALANCED, read_cache=False)
+    assert hits == [False] and cache.reads == 1 and downstream.preprocessed == [1, 1]
+    assert outcomes[0]["probability"] == pytest.approx(4 / 255)
+    again, hits = await predictor.predict([b"ok-1"], BALANCED)
+    assert hits == [True] and again[0]["probability"] == pytest.approx(4 / 255)
+
+
+async def test_degraded_answers_are_returned_but_never_cached() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    downstream.degraded = True
+    outcomes, _ = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
+    assert outcomes[0]["degraded"] is True and outcomes[0]["missing_members"] == ["m2"]
+    assert cache.store == {}
+
+
+async def test_concurrent_identical_requests_compute_once() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    downstream.delay_s = 0.05
+    predictor = Predictor(cache, downstream)
+    answers = await asyncio.gather(
+        *(predictor.predict([b"ok-1"], BALANCED, read_cache=False) for _ in range(8))
+    )
+    assert downstream.preprocessed == [1] and downstream.inferred == [1]
+    assert all(outcomes == answers[0][0] and hits == [False] for outcomes, hits in answers)
+
+
+async def test_a_shared_failure_reaches_every_waiter_and_is_not_remembered() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    downstream.delay_s, downstream.fail = 0.05, ServiceUnavailable("down", 3)
+    predictor = Predictor(cache, downstream)
+    answers = await asyncio.gather(
+        *(predictor.predict([b"ok-1"], BALANCED) for _ in range(4)), return_exceptions=True
+    )
+    assert all(isinstance(a, Problem) and a.status == 503 for a in answers)
+    assert downstream.preprocessed == [1]
+    downstream.fail = None
+    outcomes, _ = await predictor.predict([b"ok-1"], BALANCED)
+    assert isinstance(outcomes[0], dict) and downstream.preprocessed == [1, 1]
 
 
 async def test_an_answer_from_a_new_release_is_cached_under_it_and_triggers_a_refresh() -> None:
@@ -124,7 +215,7 @@ async def test_an_answer_from_a_new_release_is_cached_under_it_and_triggers_a_re
         return Release("r1")
 
     downstream.release = stale_release
-    outcomes, _ = await predict_uploads([b"ok-1"], "balanced", cache, downstream)
+    outcomes, _ = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
     assert outcomes[0]["release"] == "r2"
     assert all(":r2:" in key for key in cache.store)
     assert downstream.forgotten == 1

@@ -50,3 +50,30 @@ def test_json_body_is_415(client) -> None:
 def test_missing_field_is_422(client, patch_paths) -> None:
     response = client.post("/v1/preprocess", files=[("image", ("a.png", patch_paths[0].read_bytes()))])
     assert response.status_code == 422 and "'files'" in response.json()["detail"]
+
+
+def test_a_new_release_is_served_without_a_restart(tmp_path, patch_paths) -> None:
+    import time
+
+    import numpy as np
+
+    from services.common.release import write_release
+
+    first = write_test_release(tmp_path, "rel-1")
+    settings = PreprocessSettings(model_repository=tmp_path, release_poll_s=0.02)
+    files = [("files", ("a.png", patch_paths[0].read_bytes()))]
+    with TestClient(create_app(settings)) as client:
+        before = wire.decode(client.post("/v1/preprocess", files=files).content)
+        # Another stain reference: the same upload must come back normalized differently.
+        reference = first.stain_reference.model_copy(
+            update={"max_concentrations": tuple(2 * c for c in first.stain_reference.max_concentrations)}
+        )
+        write_release(
+            first.model_copy(update={"release_id": "rel-2", "stain_reference": reference}), tmp_path
+        )
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").json()["release"] != "rel-2" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        after = wire.decode(client.post("/v1/preprocess", files=files).content)
+    assert before.meta["release"] == "rel-1" and after.meta["release"] == "rel-2"
+    assert not np.array_equal(before.images, after.images)

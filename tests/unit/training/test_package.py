@@ -64,3 +64,45 @@ def test_package_refuses_a_config_whose_members_were_not_calibrated(built: tuple
     assert result.exit_code == 1
     assert "run `pcam calibrate` again" in " ".join(result.output.split())
     assert not (tmp_path / "repo").exists()
+
+
+def test_rolling_releases_add_versions_keep_the_previous_and_prune_older(
+    built: tuple[Path, Path], tmp_path: Path
+):
+    _, work = built
+    copy, repo = tmp_path / "work", tmp_path / "repo"
+    shutil.copytree(work, copy)
+    base = ["package", "-c", "smoke", "-w", str(copy), "-o", str(repo)]
+    assert CliRunner().invoke(app, base).exit_code == 0
+    first = _release(repo)
+    name = first["members"][0]["name"]
+    config = (repo / name / "config.pbtxt").read_text()
+    assert "version_policy: { latest: { num_versions: 2 } }" in config
+
+    for expected_versions in ([1, 2], [2, 3]):
+        result = CliRunner().invoke(app, [*base, "--rolling"])
+        assert result.exit_code == 0, result.output
+        release = _release(repo)
+        assert {m["version"] for m in release["members"]} == {expected_versions[-1]}
+        for member in release["members"]:
+            versions = sorted(int(p.name) for p in (repo / member["name"]).iterdir() if p.name.isdigit())
+            assert versions == expected_versions
+            assert (repo / member["name"] / str(member["version"]) / "model.onnx").read_bytes() == (
+                copy / "members" / member["name"] / "model.onnx"
+            ).read_bytes()
+        assert (repo / name / "config.pbtxt").read_text() == config  # unchanged: no Triton reload
+        assert not list(repo.glob("*/.*.partial"))
+    assert release["release_id"] != first["release_id"]
+
+
+def test_rolling_needs_a_serving_repository_of_the_same_target(built: tuple[Path, Path], tmp_path: Path):
+    _, work = built
+    copy, repo = tmp_path / "work", tmp_path / "repo"
+    shutil.copytree(work, copy)
+    base = ["package", "-c", "smoke", "-w", str(copy), "-o", str(repo)]
+    result = CliRunner().invoke(app, [*base, "--rolling"])
+    assert result.exit_code == 1 and not (repo / "release.json").exists()
+    assert CliRunner().invoke(app, base).exit_code == 0
+    result = CliRunner().invoke(app, [*base, "--rolling", "--target", "gpu"])
+    assert result.exit_code == 1
+    assert "serves the cpu target, not gpu" in " ".join(result.output.split())

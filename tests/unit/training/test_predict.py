@@ -26,7 +26,6 @@ from training.data.pcam_h5 import X_KEY, create_patch_dataset
 from training.evaluate import score_split
 from training.predict import (
     COLUMNS,
-    REMOTE_TTA_UNSUPPORTED,
     LocalPredictor,
     collect_inputs,
     predict_local,
@@ -178,7 +177,6 @@ def test_cli_csv_to_stdout(built, patch_paths):
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--url", "http://gateway:8080", "--tta"], REMOTE_TTA_UNSUPPORTED[:40]),
         ([], "exactly one of"),
         (["--url", "http://gateway:8080", "--repository", "x"], "exactly one of"),
         (["--repository", "x", "-p", "nope"], "unknown operating point"),
@@ -277,5 +275,56 @@ def test_remote_gateway_down_ends_the_run(tmp_path: Path):
     with pytest.raises(RuntimeError, match="ensemble down"):
         predict_remote([path], "http://gw", transport=httpx.MockTransport(unavailable))
     assert len(calls) == 4  # retried after Retry-After, then given up
-    with pytest.raises(ValueError, match="TTA"):
-        predict_remote([path], "http://gw", tta=True)
+
+
+def test_remote_wrong_api_key_ends_the_run(tmp_path: Path):
+    path = tmp_path / "p.png"
+    path.write_bytes(b"x")
+    keys = []
+
+    def forbidden(request: httpx.Request) -> httpx.Response:
+        keys.append(request.headers.get("x-api-key"))
+        body = {
+            "type": "x/forbidden",
+            "title": "Invalid API key",
+            "status": 403,
+            "detail": "The API key is not valid.",
+        }
+        return httpx.Response(403, json=body)
+
+    with pytest.raises(RuntimeError, match="403 x/forbidden: The API key is not valid"):
+        predict_remote([path, path], "http://gw", transport=httpx.MockTransport(forbidden), api_key="nope")
+    assert keys == ["nope"]  # not retried, and not file by file
+
+
+def tta_gateway(applied: bool) -> tuple[httpx.MockTransport, list[str]]:
+    """A gateway answering every batch with one result whose `tta` says whether TTA was applied."""
+    calls: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.query.decode())
+        body = {**fake_prediction(b"good bytes"), "tta": applied}
+        return httpx.Response(200, json={"results": [body], "request_id": "x"})
+
+    return httpx.MockTransport(handler), calls
+
+
+def test_remote_tta_is_requested_and_a_gateway_without_it_ends_the_run(tmp_path: Path):
+    path = tmp_path / "good.png"
+    path.write_bytes(b"good bytes")
+    older, calls = tta_gateway(applied=False)
+    with pytest.raises(RuntimeError, match="without TTA"):
+        predict_remote([path], "http://gw", tta=True, transport=older)
+    assert calls == ["operating_point=balanced&tta=true"]
+    # Without --tta an answer without TTA is what was asked for.
+    (row,) = predict_remote([path], "http://gw", transport=older)
+    assert row.error is None and row.tta is False
+
+
+def test_remote_tta_rows_say_tta(tmp_path: Path):
+    path = tmp_path / "good.png"
+    path.write_bytes(b"good bytes")
+    current, calls = tta_gateway(applied=True)
+    (row,) = predict_remote([path], "http://gw", "screening", tta=True, transport=current)
+    assert calls == ["operating_point=screening&tta=true"]
+    assert row.error is None and row.tta is True

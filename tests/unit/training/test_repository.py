@@ -57,11 +57,11 @@ def test_config_pbtxt_parses_as_a_triton_model_config():
     assert config.parameters["intra_op_thread_count"].string_value == "3"
 
 
-def test_release_id_names_prefix_time_and_weights():
+def test_release_id_names_prefix_time_and_content():
     created = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
-    rid = release_id("demo", ["a" * 64, "b" * 64], created)
+    rid = release_id("demo", '{"members": "a"}', created)
     assert re.fullmatch(r"demo-20260102030405-[0-9a-f]{8}", rid)
-    assert release_id("demo", ["a" * 64, "c" * 64], created) != rid  # other weights, other release
+    assert release_id("demo", '{"members": "b"}', created) != rid  # other content, other release
 
 
 @pytest.fixture

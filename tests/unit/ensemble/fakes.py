@@ -1,0 +1,79 @@
+"""A fake tritonclient gRPC aio client: members are functions of the pixels Triton would receive."""
+
+from collections.abc import Callable
+
+import numpy as np
+from tritonclient.utils import InferenceServerException
+
+from services.common.release import Member, ReleaseManifest
+from tests.unit.common.release_fixture import write_test_release
+
+LogitFn = Callable[[np.ndarray], np.ndarray]
+"""uint8 (B, 96, 96, 3) -> float (B,) logits."""
+
+
+def mean_pixel(images: np.ndarray) -> np.ndarray:
+    return images.reshape(len(images), -1).mean(axis=1) / 255.0
+
+
+class FakeResult:
+    def __init__(self, logits: np.ndarray) -> None:
+        self.logits = logits
+
+    def as_numpy(self, name: str) -> np.ndarray:
+        return self.logits
+
+
+class FakeTriton:
+    """Answers each member with its logit function; `failures[name] = (status, times)` fails that member's
+    first `times` infer calls with that gRPC status (times < 0: always). Records every infer call."""
+
+    def __init__(
+        self,
+        members: dict[str, LogitFn],
+        max_batch_size: int = 256,
+        failures: dict[str, tuple[str | None, int]] | None = None,
+        bad_output: set[str] = frozenset(),
+    ) -> None:
+        self.members, self.max_batch_size = members, max_batch_size
+        self.failures = dict(failures or {})
+        self.bad_output = bad_output
+        self.calls: list[tuple[str, int]] = []
+        self.timeouts: list[float] = []
+
+    def requests(self, name: str) -> list[int]:
+        """Batch sizes of the infer calls made to one member (failed ones included)."""
+        return [size for member, size in self.calls if member == name]
+
+    async def get_model_config(self, name, version, as_json, client_timeout):
+        return {"config": {"max_batch_size": self.max_batch_size}}
+
+    async def infer(self, name, inputs, model_version, outputs, client_timeout):
+        shape = inputs[0].shape()
+        self.calls.append((name, shape[0]))
+        self.timeouts.append(client_timeout)
+        status, times = self.failures.get(name, (None, 0))
+        if times != 0:
+            self.failures[name] = (status, times - 1)
+            raise InferenceServerException(f"{name} failed", status=status)
+        # Exactly the bytes Triton would receive.
+        images = np.frombuffer(inputs[0]._raw_content, np.uint8).reshape(shape)
+        logits = np.asarray(self.members[name](images), dtype=np.float32).reshape(-1, 1)
+        return FakeResult(logits[:-1] if name in self.bad_output else logits)
+
+    async def is_model_ready(self, name, version, client_timeout):
+        return name in self.members
+
+
+def release_with(tmp_path, *members: tuple[str, float, float], temperature: float = 1.0) -> ReleaseManifest:
+    """The unit test release with members (name, temperature, weight) and an ensemble temperature."""
+    release = write_test_release(tmp_path, "rel-e")
+    return release.model_copy(
+        update={
+            "members": tuple(
+                Member(name=n, architecture="x", sha256="0" * 64, temperature=t, weight=w)
+                for n, t, w in members
+            ),
+            "ensemble": release.ensemble.model_copy(update={"temperature": temperature}),
+        }
+    )
