@@ -107,25 +107,7 @@ class LocalStack:
             raise FileNotFoundError(
                 "redis-server not found: install it (Debian: apt-get install redis-server)"
             )
-        port = self.config.ports.redis
-        process = ManagedProcess(
-            "redis",
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-            self._log("redis"),
-        )
-        self.processes["redis"] = process
-        client = redis.Redis(port=port, socket_timeout=1)
-
-        def pong() -> bool:
-            try:
-                return bool(client.ping())
-            except redis.RedisError:
-                return False
-
-        try:
-            process.wait_until(pong, 30, "answering PING")
-        finally:
-            client.close()
+        self.processes["redis"] = start_redis(server, self.config.ports.redis, self._log("redis"), "redis")
 
     def _start_triton(self) -> None:
         install = TritonInstall(self.config.triton_venv)
@@ -170,3 +152,28 @@ class LocalStack:
         process.wait_until(
             http_ok(f"{self.config.url(service)}/readyz"), self.config.startup_timeout_s, "ready"
         )
+
+
+def start_redis(server: str, port: int, log: Path, name: str) -> ManagedProcess:
+    """A redis-server on loopback without persistence, started and answering PING (stopped on failure)."""
+    process = ManagedProcess(
+        name,
+        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        log,
+    )
+    client = redis.Redis(port=port, socket_timeout=1)
+
+    def pong() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.RedisError:
+            return False
+
+    try:
+        process.wait_until(pong, 30, "answering PING")
+    except BaseException:
+        process.stop()
+        raise
+    finally:
+        client.close()
+    return process

@@ -287,12 +287,19 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             ),
             **predict_problems,
         },
-        openapi_extra=upload_request_body("files", many=True),
+        openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
     )
     async def predict_batch(request: Request, predictions: Predict, options: Options) -> BatchResponse:
         point = parse_operating_point(options.operating_point)
         async with deadline(settings.request_timeout_s, settings.retry_after_s):
             uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
+            if options.explain and len(uploads) > settings.max_explain_images:
+                raise Problem(
+                    422,
+                    "explain-batch-size",
+                    "Too many images to explain",
+                    f"Received {len(uploads)} images with explain; at most {settings.max_explain_images}.",
+                )
             outcomes, hits = await predictions.predict(
                 uploads, options.infer_options(point), read_cache=options.cache
             )

@@ -6,6 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from services.common.inference import Explanation, InferOptions
 from services.common.problem_types import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from services.common.release import DEFAULT_OPERATING_POINT, OPERATING_POINT_ALIASES, OPERATING_POINTS
 
 BINARY = {"type": "string", "format": "binary"}
 
@@ -13,6 +14,14 @@ BINARY = {"type": "string", "format": "binary"}
 class PredictOptions(InferOptions):
     """Query parameters of /v1/predict and /v1/predict/batch."""
 
+    # The accepted names as an enum in the API description (a plain string there let clients and
+    # generated tests send anything); still a str here, so an unknown name is the route's
+    # `unknown-operating-point` problem naming what was sent, not a generic validation error.
+    operating_point: str = Field(
+        DEFAULT_OPERATING_POINT,
+        description=InferOptions.model_fields["operating_point"].description,
+        json_schema_extra={"enum": [*OPERATING_POINTS, *OPERATING_POINT_ALIASES]},
+    )
     cache: bool = Field(
         True,
         description="false: do not read the result cache for this request (a fresh answer is still "
@@ -248,9 +257,18 @@ def ok_response(description: str, example: Any) -> dict[int | str, dict[str, Any
     return {200: {"description": description, "content": {"application/json": {"example": example}}}}
 
 
-def upload_request_body(field: str, many: bool, raw_media_types: tuple[str, ...] = ()) -> dict[str, Any]:
-    """OpenAPI requestBody for multipart image uploads (routes read the body themselves, within limits)."""
-    schema = {"type": "array", "items": BINARY} if many else BINARY
+def upload_request_body(
+    field: str, many: bool, raw_media_types: tuple[str, ...] = (), max_items: int | None = None
+) -> dict[str, Any]:
+    """OpenAPI requestBody for multipart image uploads (routes read the body themselves, within limits).
+
+    With `many`, the field is an array of 1..`max_items` files.
+    """
+    schema = (
+        {"type": "array", "items": BINARY, "minItems": 1, **({"maxItems": max_items} if max_items else {})}
+        if many
+        else BINARY
+    )
     content: dict[str, Any] = {
         "multipart/form-data": {
             "schema": {"type": "object", "properties": {field: schema}, "required": [field]}

@@ -30,6 +30,12 @@ class GatewaySettings(ServiceSettings):
     )
     release_refresh_s: float = Field(5.0, gt=0, description="How long the serving release id is trusted.")
     max_images: int = Field(256, ge=1, description="Images per batch request.")
+    max_explain_images: int = Field(
+        16,
+        ge=1,
+        description="Images per batch request with explain; at most the ensemble's own limit, so a "
+        "computation shared by concurrent requests (single-flight) never fails for its size.",
+    )
     max_image_bytes: int = Field(1 << 20, ge=1024, description="Bytes per uploaded image.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent when a dependency is down.")
     api_key_hashes: Annotated[list[str], NoDecode] = Field(

@@ -19,6 +19,7 @@ import redis
 
 from devstack.processes import ManagedProcess, free_port, http_ok
 from devstack.stack import LocalStack
+from devstack.stack import start_redis as start_redis_server
 from services.gateway.auth import hash_key, new_key
 from tests.integration.test_predict import triton_successes, unique_png
 
@@ -58,27 +59,7 @@ def start_gateway(
 def start_redis(work: Path, port: int) -> ManagedProcess:
     server = shutil.which("redis-server")
     assert server, "redis-server not found"
-    process = ManagedProcess(
-        f"redis-{port}",
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        work / f"redis-{port}.log",
-    )
-    client = redis.Redis(port=port, socket_timeout=1)
-
-    def pong() -> bool:
-        try:
-            return bool(client.ping())
-        except redis.RedisError:
-            return False
-
-    try:
-        process.wait_until(pong, 30, "answering PING")
-    except BaseException:
-        process.stop()
-        raise
-    finally:
-        client.close()
-    return process
+    return start_redis_server(server, port, work / f"redis-{port}.log", f"redis-{port}")
 
 
 @pytest.fixture(scope="module")

@@ -47,6 +47,21 @@ def test_too_many_batch_files_is_a_problem(client) -> None:
     assert response.status_code == 413 and response.headers["content-type"] == PROBLEM
 
 
+def test_explain_on_more_images_than_allowed_is_422_before_any_work() -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    settings = GatewaySettings(
+        preprocess_url=dead,
+        ensemble_url=dead,
+        redis_url=f"redis://127.0.0.1:{free_port()}/0",
+        max_explain_images=1,
+    )
+    with TestClient(create_app(settings)) as client:
+        files = [("files", (str(i), b"x")) for i in range(2)]
+        response = client.post("/v1/predict/batch", params={"explain": "true"}, files=files)
+    assert response.status_code == 422 and response.headers["content-type"] == PROBLEM
+    assert response.json()["type"].endswith("explain-batch-size") and "at most 1" in response.json()["detail"]
+
+
 def test_unknown_operating_point_is_422_before_any_work(client) -> None:
     response = client.post("/v1/predict?operating_point=nope", files={"file": ("a", b"x")})
     assert response.status_code == 422 and "nope" in response.json()["detail"]
