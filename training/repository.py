@@ -331,6 +331,13 @@ def roll_release(
     The previous release's versions stay (Triton keeps KEPT_VERSIONS loaded), so the services swap
     to the new release without a failed request; versions older than those are removed afterwards.
     """
+    if serving_target != "cpu":
+        # The gpu config.pbtxt names a TensorRT engine cache per weights: a roll would rewrite it, and
+        # Triton reloads every version of a model whose config changed (no swap without a gap).
+        raise ValueError(
+            "rolling releases serve the cpu target only for now; publish a gpu release with --force "
+            "(a gap-free gpu swap needs a model name per release)"
+        )
     previous = load_release(target)  # raises if target holds no release: nothing to roll onto
     for m in manifest.members:
         existing = _serving_target_of(target, m.name)

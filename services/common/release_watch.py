@@ -6,9 +6,11 @@ an atomic rename; a whole repository replaced by a rename is noticed the same wa
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
@@ -16,6 +18,7 @@ from services.common.release import RELEASE_FILENAME, ReleaseManifest, load_rele
 
 log = logging.getLogger(__name__)
 Fingerprint = tuple[int, int, int]
+T = TypeVar("T")
 
 
 def _fingerprint(path: Path) -> Fingerprint | None:
@@ -38,12 +41,15 @@ class ReleaseWatcher:
         current: ReleaseManifest,
         on_change: Callable[[ReleaseManifest], Awaitable[None]],
         interval_s: float = 2.0,
+        retry_failed_s: float = 10.0,
     ) -> None:
         self.path = repository / RELEASE_FILENAME
         self.release_id = current.release_id
         self._on_change = on_change
         self._interval_s = interval_s
+        self._retry_failed_s = retry_failed_s
         self._seen = _fingerprint(self.path)
+        self._failed: tuple[Fingerprint, float] | None = None
         self._lock = asyncio.Lock()
 
     async def check(self) -> bool:
@@ -52,6 +58,13 @@ class ReleaseWatcher:
             seen = _fingerprint(self.path)
             if seen is None or seen == self._seen:
                 return False
+            failed_lately = (
+                self._failed is not None
+                and self._failed[0] == seen
+                and time.monotonic() - self._failed[1] < self._retry_failed_s
+            )
+            if failed_lately:
+                return False  # callers get an answer now, not another wait for the same failure
             try:
                 manifest = await asyncio.to_thread(load_release, self.path)
             except (OSError, ValueError, ValidationError) as exc:
@@ -67,7 +80,8 @@ class ReleaseWatcher:
                 log.exception(
                     "release %s not taken up; still serving %s", manifest.release_id, self.release_id
                 )
-                return False  # _seen unchanged: tried again at the next look
+                self._failed = (seen, time.monotonic())  # _seen unchanged: tried again after retry_failed_s
+                return False
             log.info("release %s now serving (was %s)", manifest.release_id, self.release_id)
             self._seen, self.release_id = seen, manifest.release_id
             return True
@@ -89,3 +103,25 @@ async def watching(watcher: ReleaseWatcher) -> AsyncIterator[ReleaseWatcher]:
         task.cancel()
         with suppress(asyncio.CancelledError):
             await task
+
+
+class LastTwo(Generic[T]):
+    """What a service holds per release for the serving release and the one before it.
+
+    During a rolling release the services switch at slightly different moments; holding both lets
+    every request be served by the release its batch names.
+    """
+
+    def __init__(self, release_id: str, value: T) -> None:
+        self.current: tuple[str, T] = (release_id, value)
+        self.previous: tuple[str, T] | None = None
+
+    def push(self, release_id: str, value: T) -> None:
+        """Make release_id current (one assignment each: a reader never sees a mix)."""
+        self.previous, self.current = self.current, (release_id, value)
+
+    def get(self, release_id: str) -> T | None:
+        for entry in (self.current, self.previous):
+            if entry is not None and entry[0] == release_id:
+                return entry[1]
+        return None

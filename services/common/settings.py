@@ -11,7 +11,10 @@ DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 class ServiceSettings(BaseSettings):
     """Fields every service has; `PCAM_<SERVICE>_<FIELD>` sets them."""
 
-    model_config = SettingsConfigDict(env_prefix="PCAM_", extra="ignore", frozen=True)
+    # hide_input_in_errors: a setting may hold a secret (API key hashes, or a key pasted by mistake).
+    model_config = SettingsConfigDict(
+        env_prefix="PCAM_", extra="ignore", frozen=True, hide_input_in_errors=True
+    )
 
     host: str = "127.0.0.1"
     port: int = Field(ge=1, le=65535)

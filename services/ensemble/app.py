@@ -145,6 +145,7 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         except pipeline.NotEnoughMembers as exc:
             if exc.unavailable:
                 raise ServiceUnavailable(f"Model server unavailable: {exc}", settings.retry_after_s) from exc
-            raise Problem(502, "bad-model-output", "Bad model output", str(exc)) from exc
+            # Not down: a member refused the call or answered outside the contract; a retry would not help.
+            raise Problem(502, "model-error", "Model error", str(exc)) from exc
 
     return app

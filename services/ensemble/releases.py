@@ -11,6 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from services.common.release import ReleaseManifest
+from services.common.release_watch import LastTwo
 
 log = logging.getLogger(__name__)
 MembersReady = Callable[[ReleaseManifest], Awaitable[bool]]
@@ -26,17 +27,17 @@ class ReleaseRegistry:
     def __init__(
         self, current: ReleaseManifest, members_ready: MembersReady, ready_timeout_s: float = 20.0
     ) -> None:
-        self.current = current
-        self.previous: ReleaseManifest | None = None
+        self._releases = LastTwo(current.release_id, current)
         self._members_ready = members_ready
         self._ready_timeout_s = ready_timeout_s
 
+    @property
+    def current(self) -> ReleaseManifest:
+        return self._releases.current[1]
+
     def get(self, release_id: str) -> ReleaseManifest | None:
         """The release of that id if this process can answer for it."""
-        for manifest in (self.current, self.previous):
-            if manifest is not None and manifest.release_id == release_id:
-                return manifest
-        return None
+        return self._releases.get(release_id)
 
     async def resolve(
         self, release_id: str, look_again: Callable[[], Awaitable[bool]]
@@ -58,4 +59,4 @@ class ReleaseRegistry:
                     f"release {new.release_id}: members not ready on Triton after {self._ready_timeout_s:g} s"
                 )
             await asyncio.sleep(poll_s)
-        self.previous, self.current = self.current, new
+        self._releases.push(new.release_id, new)

@@ -66,6 +66,11 @@ class CallFailed(RuntimeError):
         super().__init__(f"{error.message()} ({attempts} attempt{'s' * (attempts > 1)})")
         self.error, self.attempts = error, attempts
 
+    @property
+    def transient(self) -> bool:
+        """Whether the server was unreachable or too slow (worth a later try), not refusing the call."""
+        return self.error.status() in (UNAVAILABLE, DEADLINE_EXCEEDED)
+
 
 async def call_with_retry(
     call: Callable[[float], Awaitable[T]],

@@ -29,6 +29,15 @@ class TritonUnavailable(MemberFailure):
     """Triton could not answer for a member (down, timing out, model not ready), retries included."""
 
 
+class TritonRefused(MemberFailure):
+    """Triton answered a member's call with an error a retry would not change (e.g. INVALID_ARGUMENT)."""
+
+
+def member_failure(member: str, failed: CallFailed) -> MemberFailure:
+    """The member failure a failed call stands for: unavailable (503 upstream) or refused (502)."""
+    return (TritonUnavailable if failed.transient else TritonRefused)(member, str(failed))
+
+
 class ModelOutputError(MemberFailure):
     """A member answered, but not with the contract's output."""
 
@@ -155,7 +164,7 @@ class TritonMembers:
                     attempt, self.retry, self.timeout_s, what=f"{member.name} config"
                 )
             except CallFailed as exc:
-                raise TritonUnavailable(member.name, str(exc)) from exc
+                raise member_failure(member.name, exc) from exc
             self._max_batch[member.name] = max(1, int(config["config"].get("max_batch_size", 0)))
         return self._max_batch[member.name]
 
@@ -175,7 +184,7 @@ class TritonMembers:
         try:
             result = await call_with_retry(attempt, self.retry, self.timeout_s, what=f"{member.name} infer")
         except CallFailed as exc:
-            raise TritonUnavailable(member.name, str(exc)) from exc
+            raise member_failure(member.name, exc) from exc
         logits = result.as_numpy(OUTPUT_NAME)
         if logits is None or logits.shape != (len(images), *OUTPUT_SHAPE):
             shape = None if logits is None else logits.shape

@@ -22,7 +22,7 @@ from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
 from services.gateway.deadline import deadline
 from services.gateway.downstream import Downstream
-from services.gateway.metrics import AUTH_FAILURES, RATE_LIMITED
+from services.gateway.metrics import AUTH_FAILURES
 from services.gateway.predict import Outcome, Predictor
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.schemas import (
@@ -36,6 +36,7 @@ from services.gateway.schemas import (
     upload_request_body,
 )
 from services.gateway.settings import GatewaySettings
+from services.gateway.singleflight import SingleFlight
 
 RAW_IMAGE_TYPES = ("image/png", "image/jpeg", "image/tiff", "image/bmp")
 API_KEY_HEADER = "X-API-Key"
@@ -91,7 +92,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 settings.release_refresh_s,
                 settings.retry_after_s,
             )
-            app.state.predictor = Predictor(app.state.cache, app.state.downstream)
+            flights: SingleFlight[str, Outcome] = SingleFlight()
+            app.state.predictor = Predictor(app.state.cache, app.state.downstream, flights)
             app.state.limiter = (
                 RateLimiter(redis, settings.rate_limit_per_minute, breaker)
                 if settings.rate_limit_per_minute
@@ -100,6 +102,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             try:
                 yield
             finally:
+                await flights.drain()  # before the clients the computations use are closed
                 await redis.aclose()
 
     app = create_service_app(
@@ -151,37 +154,31 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
 
         async def identify(
+            request: Request,
             api_key: Annotated[str | None, Security(api_key_scheme)],
             bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+            limits: Annotated[RateLimiter | None, Depends(limiter)],
         ) -> str:
             try:
                 return "key:" + keys.authenticate(api_key, bearer.credentials if bearer else None)
             except Problem as problem:
                 AUTH_FAILURES.labels(problem.kind).inc()
+                if limits is not None:  # failed attempts count too: guessing keys is rate limited
+                    await limits.admit("unauthenticated:" + _address(request))
                 raise
 
     else:
 
         async def identify(request: Request) -> str:
             # Without keys, clients are told apart by address (the proxy's, behind a proxy).
-            return "ip:" + (request.client.host if request.client else "unknown")
+            return "ip:" + _address(request)
 
     async def guard(
         client: Annotated[str, Depends(identify)], limits: Annotated[RateLimiter | None, Depends(limiter)]
     ) -> None:
         """Authenticate, then count the request against its client's rate limit."""
-        if limits is None:
-            return
-        verdict = await limits.hit(client)
-        if not verdict.allowed:
-            RATE_LIMITED.inc()
-            raise Problem(
-                429,
-                "rate-limited",
-                "Too many requests",
-                f"At most {limits.limit} requests per minute; retry in {verdict.retry_after_s} s.",
-                headers={"Retry-After": str(verdict.retry_after_s)},
-            )
+        if limits is not None:
+            await limits.admit(client)
 
     guarded = tuple(
         status
@@ -318,3 +315,7 @@ def _entry(outcome: Outcome, hit: bool, request_id: str) -> Prediction | ItemErr
         body = outcome.to_dict()
         return ItemError(type=body["type"], title=body["title"], status=body["status"], detail=body["detail"])
     return Prediction(**outcome, cached=hit, request_id=request_id)
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

@@ -39,12 +39,16 @@ class Downstream:
         self._release_fetched_at = float("-inf")
         self._release_lock = asyncio.Lock()
 
-    async def preprocess(self, uploads: list[bytes]) -> wire.Batch:
-        """Decode, validate and normalize uploads; the batch carries one item per upload."""
+    async def preprocess(self, uploads: list[bytes], release_id: str | None = None) -> wire.Batch:
+        """Decode, validate and normalize uploads (with release_id's stain reference when preprocess
+        still holds it: the one the ensemble serves, during a rolling release); one item per upload."""
         files = [
             ("files", (f"upload-{i}", data, "application/octet-stream")) for i, data in enumerate(uploads)
         ]
-        response = await self._call("preprocess", "POST", f"{self.preprocess_url}/v1/preprocess", files=files)
+        params = {"release": release_id} if release_id else None
+        response = await self._call(
+            "preprocess", "POST", f"{self.preprocess_url}/v1/preprocess", files=files, params=params
+        )
         batch = self._parse("preprocess", lambda: wire.decode(response.content))
         if len(batch.items) != len(uploads):
             raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(uploads)} uploads")
@@ -79,7 +83,9 @@ class Downstream:
         async with self._release_lock:  # one refresh at a time, the others wait for it
             if self._release is None or self._release_stale():
                 try:
-                    response = await self._call("ensemble", "GET", f"{self.ensemble_url}/v1/release")
+                    response = await self._call(
+                        "ensemble", "GET", f"{self.ensemble_url}/v1/release", timeout=READINESS_TIMEOUT_S
+                    )
                     self._release = self._parse(
                         "ensemble", lambda: ReleaseSummary.model_validate_json(response.content)
                     )
@@ -87,6 +93,9 @@ class Downstream:
                 except Problem:
                     if self._release is None:
                         raise
+                    # Trusted for another period: the requests waiting on the lock (cache hits among
+                    # them) answer with the known release instead of each waiting out its own refresh.
+                    self._release_fetched_at = time.monotonic()
                     logger.warning("release refresh failed; keeping %s", self._release.release_id)
         return self._release
 

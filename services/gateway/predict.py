@@ -3,11 +3,14 @@
 import hashlib
 from typing import Any
 
+from pydantic import ValidationError
+
 from services.common.inference import EnsemblePrediction, InferOptions, InferResponse
 from services.common.problems import Problem
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
 from services.gateway.metrics import CACHE_LOOKUPS
+from services.gateway.schemas import Prediction
 from services.gateway.singleflight import SingleFlight
 
 Outcome = dict[str, Any] | Problem
@@ -43,7 +46,7 @@ class Predictor:
         hits: dict[str, Outcome] = {}
         if read_cache:
             found = await self.cache.get_many(list(unique))
-            hits = {k: v for k, v in zip(unique, found, strict=True) if v is not None}
+            hits = {k: v for k, v in zip(unique, found, strict=True) if v is not None and _readable(v)}
             CACHE_LOOKUPS.labels("hit").inc(len(hits))
             CACHE_LOOKUPS.labels("miss").inc(len(unique) - len(hits))
         else:
@@ -53,7 +56,7 @@ class Predictor:
         if missing:
 
             async def compute(todo: list[str]) -> dict[str, Outcome]:
-                return await self._compute(todo, [unique[k] for k in todo], options)
+                return await self._compute(todo, [unique[k] for k in todo], options, release)
 
             computed = await self.flights.run(missing, compute)
             if any(isinstance(o, dict) and o["release"] != release for o in computed.values()):
@@ -62,9 +65,11 @@ class Predictor:
         return [outcomes[k] for k in keys], [k in hits for k in keys]
 
     async def _compute(
-        self, keys: list[str], work: list[tuple[str, bytes]], options: InferOptions
+        self, keys: list[str], work: list[tuple[str, bytes]], options: InferOptions, release: str
     ) -> dict[str, Outcome]:
-        batch = await self.downstream.preprocess([data for _, data in work])
+        # Normalized for the release the ensemble serves, while preprocess still holds it: during a
+        # rolling release preprocess may have taken up the next one before the ensemble's models load.
+        batch = await self.downstream.preprocess([data for _, data in work], release)
         accepted = [item for item in batch.items if item["ok"]]
         answer = None
         if accepted:
@@ -85,6 +90,16 @@ class Predictor:
                 to_cache[result_key(result["release"], options, digest)] = result
         await self.cache.set_many(to_cache)
         return outcomes
+
+
+def _readable(entry: Any) -> bool:
+    """Whether a cached entry still reads as a Prediction; one that does not (written by an older
+    gateway, or damaged) is a miss and gets recomputed, never a 500."""
+    try:
+        Prediction.model_validate({**entry, "cached": True, "request_id": "-"})
+    except (TypeError, ValidationError):
+        return False
+    return True
 
 
 def _result(

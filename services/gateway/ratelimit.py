@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.common.problems import Problem
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.metrics import REDIS_BYPASSED
+from services.gateway.metrics import RATE_LIMITED, REDIS_BYPASSED
 
 logger = logging.getLogger(__name__)
 KEY_PREFIX = "pcam:ratelimit:v1"
@@ -64,3 +65,16 @@ class RateLimiter:
             return Verdict(allowed=True)
         retry_after = max(1, math.ceil((window + 1) * self.window_s - now))
         return Verdict(allowed=False, retry_after_s=retry_after)
+
+    async def admit(self, client: str) -> None:
+        """Count one request of `client`; a 429 problem with Retry-After when over the limit."""
+        verdict = await self.hit(client)
+        if not verdict.allowed:
+            RATE_LIMITED.inc()
+            raise Problem(
+                429,
+                "rate-limited",
+                "Too many requests",
+                f"At most {self.limit} requests per minute; retry in {verdict.retry_after_s} s.",
+                headers={"Retry-After": str(verdict.retry_after_s)},
+            )

@@ -21,6 +21,14 @@ class SingleFlight(Generic[K, V]):
         self._in_flight: dict[K, asyncio.Future[V]] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # strong references: the loop keeps only weak ones
 
+    async def drain(self) -> None:
+        """Cancel the computations still running and wait for them (app shutdown: before the clients
+        they use are closed); their waiters see the cancellation."""
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
     def in_flight(self) -> int:
         """How many keys are being computed now."""
         return len(self._in_flight)

@@ -4,14 +4,15 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Annotated
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI, Query, Request, Response
 
 from services.common import wire
 from services.common.app import create_service_app
 from services.common.problems import problem_kind
 from services.common.release import ReleaseManifest, load_release
-from services.common.release_watch import ReleaseWatcher, watching
+from services.common.release_watch import LastTwo, ReleaseWatcher, watching
 from services.common.uploads import max_multipart_bytes, read_files
 from services.preprocess.metrics import BATCH_LATENCY, NORMALIZATIONS, REJECTED_IMAGES
 from services.preprocess.pipeline import Serving, prepare, preprocess_uploads
@@ -25,12 +26,14 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         release = load_release(settings.model_repository)
-        app.state.serving = await prepare(release)
+        releases = app.state.releases = LastTwo(release.release_id, await prepare(release))
 
         async def take_up(new: ReleaseManifest) -> None:
-            app.state.serving = await prepare(new)
+            releases.push(new.release_id, await prepare(new))
 
-        watcher = ReleaseWatcher(settings.model_repository, release, take_up, settings.release_poll_s)
+        watcher = app.state.watcher = ReleaseWatcher(
+            settings.model_repository, release, take_up, settings.release_poll_s
+        )
         async with watching(watcher):
             yield
 
@@ -45,7 +48,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
 
     @app.get("/readyz", tags=["operations"], summary="Ready: the stain reference is loaded.")
     async def readyz(request: Request) -> dict[str, str]:
-        return {"status": "ready", "release": request.app.state.serving.release_id}
+        return {"status": "ready", "release": request.app.state.releases.current[0]}
 
     @app.post(
         "/v1/preprocess",
@@ -54,17 +57,34 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         response_class=Response,
         responses={200: {"content": {wire.MEDIA_TYPE: {}}, "description": "The normalized batch."}},
     )
-    async def preprocess(request: Request) -> Response:
+    async def preprocess(
+        request: Request,
+        release: Annotated[
+            str | None,
+            Query(
+                description="Normalize with this release's stain reference (the one the ensemble serves) "
+                "if held; default and otherwise: the newest."
+            ),
+        ] = None,
+    ) -> Response:
         uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
         start = time.perf_counter()
+        serving = await _serving(request, release)  # read once: a swap mid-request cannot mix releases
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
-        serving: Serving = request.app.state.serving  # read once: a swap mid-request cannot mix releases
         batch = await asyncio.to_thread(preprocess_uploads, uploads, serving.normalizer, serving.release_id)
         BATCH_LATENCY.observe(time.perf_counter() - start)
         _count(batch)
         return Response(wire.encode(batch), media_type=wire.MEDIA_TYPE)
 
     return app
+
+
+async def _serving(request: Request, release: str | None) -> Serving:
+    """The asked-for release's normalizer if held (after one look for a newer release.json), else the newest."""
+    releases: LastTwo[Serving] = request.app.state.releases
+    if release is not None and releases.get(release) is None:
+        await request.app.state.watcher.check()
+    return (releases.get(release) if release else None) or releases.current[1]
 
 
 def _count(batch: wire.Batch) -> None:

@@ -45,11 +45,13 @@ async def test_an_unreadable_release_keeps_the_current(tmp_path: Path):
     assert recorder.seen == [] and watcher.release_id == "r1"
 
 
-async def test_a_release_that_fails_to_load_is_tried_again(tmp_path: Path):
+async def test_a_release_that_fails_to_load_is_tried_again_after_a_pause(tmp_path: Path):
     recorder = Recorder(fail=1)
-    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder)
+    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder, retry_failed_s=0.2)
     write_test_release(tmp_path, "r2")
     assert not await watcher.check() and watcher.release_id == "r1"
+    assert not await watcher.check() and recorder.fail == 0 and recorder.seen == []  # not tried again yet
+    await asyncio.sleep(0.25)
     assert await watcher.check() and recorder.seen == ["r2"]
 
 

@@ -126,6 +126,13 @@ async def test_a_member_with_malformed_output_is_502(three, tmp_path) -> None:
     assert response.status_code == 502 and "a: expected logits" in response.json()["detail"]
 
 
+async def test_a_member_refusing_the_call_is_502_not_retried(three, tmp_path) -> None:
+    client = members_abc(a=("StatusCode.INVALID_ARGUMENT", -1))
+    response = await post(make_app(three, client, tmp_path), patches(2))
+    assert response.status_code == 502 and "retry-after" not in response.headers
+    assert response.json()["type"].endswith("model-error") and len(client.requests("a")) == 1
+
+
 # TTA
 
 

@@ -11,7 +11,7 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.release import Member
 from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
-from services.ensemble.triton import TritonMembers, TritonUnavailable
+from services.ensemble.triton import TritonMembers, TritonRefused, TritonUnavailable
 from tests.unit.ensemble.fakes import FakeTriton, mean_pixel
 
 UNAVAILABLE, DEADLINE = str(grpc.StatusCode.UNAVAILABLE), str(grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -134,9 +134,9 @@ async def test_members_give_up_after_the_attempts() -> None:
     assert len(client.requests("b")) == 3
 
 
-async def test_members_never_retry_an_invalid_argument() -> None:
+async def test_members_never_retry_an_invalid_argument_and_report_it_as_refused() -> None:
     client = FakeTriton({"a": mean_pixel, "b": mean_pixel}, failures={"b": (NEVER_RETRIED[0], -1)})
-    with pytest.raises(TritonUnavailable, match="1 attempt"):
+    with pytest.raises(TritonRefused, match="1 attempt"):
         await TritonMembers(client, 1.0, FAST).logits(MEMBERS, np.zeros((2, 96, 96, 3), np.uint8))
     assert len(client.requests("b")) == 1
 

@@ -7,6 +7,7 @@ import pytest
 from tritonclient.utils import InferenceServerException
 
 from services.common.release import Member
+from services.ensemble.retry import UNAVAILABLE
 from services.ensemble.triton import TritonMembers, TritonUnavailable
 from tests.unit.ensemble.fakes import FakeTriton, mean_pixel
 
@@ -31,7 +32,7 @@ class FakeClient:
 
     async def infer(self, name, inputs, model_version, outputs, client_timeout):
         if name in self.fail:
-            raise InferenceServerException("unavailable")
+            raise InferenceServerException("unavailable", status=UNAVAILABLE)
         images = inputs[0]._np_data if hasattr(inputs[0], "_np_data") else None
         shape = inputs[0].shape()
         self.batches.append((name, shape[0]))
@@ -41,7 +42,7 @@ class FakeClient:
 
     async def is_model_ready(self, name, version, client_timeout):
         if name in self.fail:
-            raise InferenceServerException("down")
+            raise InferenceServerException("down", status=UNAVAILABLE)
         return True
 
 
@@ -95,7 +96,7 @@ def named(*names: str) -> tuple[Member, ...]:
 
 
 async def test_try_logits_reports_answers_and_failures_per_member() -> None:
-    client = FakeTriton({"a": mean_pixel, "b": mean_pixel}, failures={"a": (None, -1)})
+    client = FakeTriton({"a": mean_pixel, "b": mean_pixel}, failures={"a": (UNAVAILABLE, -1)})
     answers = await TritonMembers(client, 1.0).try_logits(MEMBERS, np.zeros((3, 96, 96, 3), np.uint8), 1)
     assert list(answers.logits) == ["b"] and answers.logits["b"].shape == (3,)
     assert list(answers.failures) == ["a"] and isinstance(answers.failures["a"], TritonUnavailable)

@@ -130,3 +130,30 @@ def test_openapi_declares_the_schemes_and_the_401_403(client) -> None:
     assert operation["security"] == [{"ApiKey": []}, {"Bearer": []}]
     assert {"401", "403"} <= set(operation["responses"])
     assert "security" not in spec["paths"]["/readyz"]["get"]
+
+
+def test_a_malformed_key_setting_never_echoes_its_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.gateway.settings import GatewaySettings
+
+    secret = "pcam_SuperSecretPlaintextKey"
+    monkeypatch.setenv("PCAM_GATEWAY_API_KEY_HASHES", f'["alice:{secret}"')  # broken JSON
+    with pytest.raises(Exception) as raised:
+        GatewaySettings()
+    assert secret not in str(raised.value) and secret not in repr(raised.value)
+
+
+def test_failed_attempts_count_against_the_address_so_key_guessing_is_rate_limited(client) -> None:
+    from services.gateway.breaker import CircuitBreaker
+    from services.gateway.ratelimit import RateLimiter
+    from tests.unit.gateway.fakes import FakeRedis
+
+    client.app.state.limiter = RateLimiter(FakeRedis(), 2, CircuitBreaker("redis-auth-test", 3, 10))
+    statuses = [
+        client.get("/v1/models", headers={"x-api-key": f"pcam_guess{i}"}).status_code for i in range(3)
+    ]
+    assert statuses == [403, 403, 429]
+    # A valid key is its own client: the guesses from this address do not block it.
+    assert (
+        client.post("/v1/predict", files={"file": ("a.png", b"x")}, headers={"x-api-key": ALICE}).status_code
+        == 503
+    )

@@ -47,8 +47,9 @@ class FakeDownstream:
     async def release(self):
         return Release(self.release_id)
 
-    async def preprocess(self, uploads):
+    async def preprocess(self, uploads, release_id=None):
         self.preprocessed.append(len(uploads))
+        self.asked_release = release_id
         await asyncio.sleep(self.delay_s)
         if self.fail is not None:
             raise self.fail
@@ -219,3 +220,14 @@ async def test_an_answer_from_a_new_release_is_cached_under_it_and_triggers_a_re
     assert outcomes[0]["release"] == "r2"
     assert all(":r2:" in key for key in cache.store)
     assert downstream.forgotten == 1
+    assert downstream.asked_release == "r1"  # preprocess was asked for the release the gateway knew
+
+
+async def test_an_unreadable_cache_entry_is_a_miss_and_is_replaced() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    first, _ = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
+    (key,) = cache.store
+    cache.store[key] = {"probability": 0.5}  # written by an older gateway, or damaged
+    outcomes, hits = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
+    assert hits == [False] and outcomes[0] == first[0]
+    assert downstream.preprocessed == [1, 1] and cache.store[key] == first[0]

@@ -57,3 +57,23 @@ async def test_a_cancelled_caller_does_not_cancel_the_others() -> None:
         await leader
     assert await follower == {"a": "value-a-1"}
     assert len(compute.calls) == 1
+
+
+async def test_drain_cancels_the_computations_in_flight_and_waits_for_them() -> None:
+    flights: SingleFlight[str, int] = SingleFlight()
+    started, finished = asyncio.Event(), []
+
+    async def slow(keys: list[str]) -> dict[str, int]:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        finally:
+            finished.append(keys)
+        return {}
+
+    waiter = asyncio.create_task(flights.run(["a"], slow))
+    await started.wait()
+    await flights.drain()
+    assert finished == [["a"]] and flights.in_flight() == 0
+    with pytest.raises(asyncio.CancelledError):
+        await waiter

@@ -75,5 +75,12 @@ def test_a_new_release_is_served_without_a_restart(tmp_path, patch_paths) -> Non
         while client.get("/readyz").json()["release"] != "rel-2" and time.monotonic() < deadline:
             time.sleep(0.02)
         after = wire.decode(client.post("/v1/preprocess", files=files).content)
+        # The release the ensemble still serves, asked for by the gateway mid-swap: still held.
+        previous = wire.decode(
+            client.post("/v1/preprocess", params={"release": "rel-1"}, files=files).content
+        )
+        unknown = wire.decode(client.post("/v1/preprocess", params={"release": "rel-9"}, files=files).content)
     assert before.meta["release"] == "rel-1" and after.meta["release"] == "rel-2"
     assert not np.array_equal(before.images, after.images)
+    assert previous.meta["release"] == "rel-1" and np.array_equal(previous.images, before.images)
+    assert unknown.meta["release"] == "rel-2"  # not held: the newest

@@ -105,4 +105,4 @@ def test_rolling_needs_a_serving_repository_of_the_same_target(built: tuple[Path
     assert CliRunner().invoke(app, base).exit_code == 0
     result = CliRunner().invoke(app, [*base, "--rolling", "--target", "gpu"])
     assert result.exit_code == 1
-    assert "serves the cpu target, not gpu" in " ".join(result.output.split())
+    assert "rolling releases serve the cpu target only" in " ".join(result.output.split())
