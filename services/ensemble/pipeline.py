@@ -17,6 +17,7 @@ from services.common.request_id import current_request_id
 from services.ensemble import explain as occlusion
 from services.ensemble.answer import answer
 from services.ensemble.calibration import combine_release
+from services.ensemble.metrics import record_answer
 from services.ensemble.triton import MemberFailure, TritonMembers, TritonUnavailable
 from services.ensemble.tta import dihedral_views
 
@@ -89,9 +90,11 @@ async def infer(
         explanations = await asyncio.to_thread(
             _explanations, images, base[0], logits[views * n :], release, names, explain
         )
-    return answer(
+    response = answer(
         base if tta else base[0], release, operating_point, members=names, explanations=explanations
     )
+    record_answer(response)  # here, where the ensemble decides: cached answers are never counted
+    return response
 
 
 def _explanations(

@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from services.common.release import ReleaseManifest
 from services.common.release_watch import LastTwo
+from services.ensemble.metrics import RELEASE
 
 log = logging.getLogger(__name__)
 MembersReady = Callable[[ReleaseManifest], Awaitable[bool]]
@@ -28,6 +29,7 @@ class ReleaseRegistry:
         self, current: ReleaseManifest, members_ready: MembersReady, ready_timeout_s: float = 20.0
     ) -> None:
         self._releases = LastTwo(current.release_id, current)
+        RELEASE.set(current.release_id)
         self._members_ready = members_ready
         self._ready_timeout_s = ready_timeout_s
 
@@ -60,3 +62,4 @@ class ReleaseRegistry:
                 )
             await asyncio.sleep(poll_s)
         self._releases.push(new.release_id, new)
+        RELEASE.set(new.release_id)

@@ -12,6 +12,8 @@ from tritonclient.utils import InferenceServerException
 
 from services.common.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPE
 from services.common.release import Member
+from services.common.tracing import grpc_trace_headers
+from services.ensemble.metrics import timed_attempts
 from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
 
 T = TypeVar("T")
@@ -161,7 +163,10 @@ class TritonMembers:
 
             try:
                 config = await call_with_retry(
-                    attempt, self.retry, self.timeout_s, what=f"{member.name} config"
+                    timed_attempts(member.name, "config", attempt),
+                    self.retry,
+                    self.timeout_s,
+                    what=f"{member.name} config",
                 )
             except CallFailed as exc:
                 raise member_failure(member.name, exc) from exc
@@ -179,10 +184,16 @@ class TritonMembers:
                 model_version=str(member.version),
                 outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
                 client_timeout=timeout_s,
+                headers=grpc_trace_headers(),  # W3C traceparent into Triton's gRPC metadata
             )
 
         try:
-            result = await call_with_retry(attempt, self.retry, self.timeout_s, what=f"{member.name} infer")
+            result = await call_with_retry(
+                timed_attempts(member.name, "infer", attempt),
+                self.retry,
+                self.timeout_s,
+                what=f"{member.name} infer",
+            )
         except CallFailed as exc:
             raise member_failure(member.name, exc) from exc
         logits = result.as_numpy(OUTPUT_NAME)

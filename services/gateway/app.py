@@ -16,6 +16,7 @@ from services.common.inference import parse_operating_point
 from services.common.problems import Problem
 from services.common.release import ReleaseSummary
 from services.common.request_id import current_request_id
+from services.common.tracing import instrument_httpx, instrument_redis
 from services.common.uploads import max_multipart_bytes, read_body, read_files
 from services.gateway.auth import ApiKeys
 from services.gateway.breaker import CircuitBreaker
@@ -83,7 +84,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         # One breaker for both uses of Redis: if the cache cannot reach it, neither can the limiter.
         breaker = CircuitBreaker("redis", settings.redis_breaker_failures, settings.redis_breaker_reset_s)
+        instrument_redis(redis, app.state.tracer_provider)  # both no-ops unless tracing is on
         async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+            instrument_httpx(http, app.state.tracer_provider)  # sends traceparent downstream
             app.state.cache = ResultCache(redis, settings.cache_ttl_s, breaker)
             app.state.downstream = Downstream(
                 http,

@@ -3,14 +3,15 @@
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.common.inference import InferOptions
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.metrics import REDIS_BYPASSED
+from services.gateway.metrics import redis_skipped
 
 logger = logging.getLogger(__name__)
 KEY_PREFIX = "pcam:result:v2"
@@ -28,6 +29,15 @@ def result_key(release_id: str, options: InferOptions, upload_sha256: str) -> st
     )
 
 
+@dataclass(frozen=True)
+class CacheRead:
+    """One lookup: a value per key (None: absent or unreadable) and how Redis was reached."""
+
+    values: list[dict[str, Any] | None]
+    state: Literal["read", "bypass", "error"]
+    """read: Redis answered; bypass: not asked (breaker open); error: the read failed."""
+
+
 class ResultCache:
     """Best-effort cache: a Redis failure is a miss, never a failed request; the breaker skips a dead
     Redis so each request does not wait for its timeout."""
@@ -37,27 +47,31 @@ class ResultCache:
 
     async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
         """Cached results for `keys`, None where absent or unreadable."""
+        return (await self.read(keys)).values
+
+    async def read(self, keys: Sequence[str]) -> CacheRead:
+        """Cached results for `keys` and whether Redis was read, skipped (breaker open) or failed."""
         if not keys:
-            return []
+            return CacheRead([], "read")
         if not self.breaker.allow():
-            REDIS_BYPASSED.labels("cache_read").inc()
-            return [None] * len(keys)
+            redis_skipped("cache_read", breaker_open=True)
+            return CacheRead([None] * len(keys), "bypass")
         try:
             raw = await self.redis.mget(keys)
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()
-            REDIS_BYPASSED.labels("cache_read").inc()
+            redis_skipped("cache_read", breaker_open=False)
             logger.warning("cache read bypassed: %s", exc)
-            return [None] * len(keys)
+            return CacheRead([None] * len(keys), "error")
         self.breaker.record_success()
-        return [_load(value) for value in raw]
+        return CacheRead([_load(value) for value in raw], "read")
 
     async def set_many(self, entries: dict[str, dict[str, Any]]) -> None:
         """Store results (successes only: callers never pass errors or degraded answers) with the TTL."""
         if not entries:
             return
         if not self.breaker.allow():
-            REDIS_BYPASSED.labels("cache_write").inc()
+            redis_skipped("cache_write", breaker_open=True)
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
@@ -66,7 +80,7 @@ class ResultCache:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()
-            REDIS_BYPASSED.labels("cache_write").inc()
+            redis_skipped("cache_write", breaker_open=False)
             logger.warning("cache write skipped: %s", exc)
             return
         self.breaker.record_success()

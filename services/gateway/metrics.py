@@ -1,23 +1,26 @@
-"""Gateway-specific Prometheus metrics (HTTP metrics are shared: services.common.metrics)."""
+"""Gateway-specific Prometheus metrics (HTTP metrics are shared: services.common.metrics).
 
-from prometheus_client import Counter, Gauge
+Names, types and labels are declared in services.common.metric_names.
+"""
 
-CACHE_LOOKUPS = Counter(
-    "pcam_gateway_cache_lookups_total",
-    "Result cache lookups per image: hit, miss, or skipped (cache=false or Redis bypassed).",
-    ["result"],
-)
-REDIS_BYPASSED = Counter(
-    "pcam_gateway_redis_bypassed_total",
-    "Redis calls skipped or failed; the request went on without them (cache miss, rate limit open).",
-    ["use"],
-)
-BREAKER_OPEN = Gauge(
-    "pcam_gateway_breaker_open", "1 while the circuit breaker skips the dependency.", ["dependency"]
-)
-SINGLEFLIGHT_SHARED = Counter(
-    "pcam_gateway_singleflight_shared_total",
-    "Images answered by joining an identical computation already in flight in this process.",
-)
-AUTH_FAILURES = Counter("pcam_gateway_auth_failures_total", "Requests refused by API key checks.", ["reason"])
-RATE_LIMITED = Counter("pcam_gateway_rate_limited_total", "Requests refused with 429.")
+from services.common.metric_names import counter, gauge
+
+CACHE_LOOKUPS = counter("pcam_gateway_cache_lookups_total")
+"""result: hit, miss, bypass or error (see CacheRead)."""
+REDIS_SKIPPED = counter("pcam_gateway_redis_skipped_total")
+"""use: cache_read, cache_write, rate_limit; reason: breaker_open or error."""
+BREAKER_OPEN = gauge("pcam_gateway_breaker_open")
+SINGLEFLIGHT_JOINS = counter("pcam_gateway_singleflight_joins_total")
+AUTH_FAILURES = counter("pcam_gateway_auth_failures_total")
+RATE_LIMITED = counter("pcam_gateway_rate_limited_total")
+
+
+def redis_skipped(use: str, breaker_open: bool) -> None:
+    """One Redis call the request went on without: not attempted (breaker open) or failed."""
+    REDIS_SKIPPED.labels(use, "breaker_open" if breaker_open else "error").inc()
+
+
+def cache_lookups(result: str, images: int = 1) -> None:
+    """`images` distinct images looked up in the cache with that result (hit, miss, bypass, error)."""
+    if images:
+        CACHE_LOOKUPS.labels(result).inc(images)

@@ -9,7 +9,7 @@ from services.common.inference import EnsemblePrediction, InferOptions, InferRes
 from services.common.problems import Problem
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
-from services.gateway.metrics import CACHE_LOOKUPS
+from services.gateway.metrics import cache_lookups
 from services.gateway.schemas import Prediction
 from services.gateway.singleflight import SingleFlight
 
@@ -45,12 +45,15 @@ class Predictor:
         unique = dict(zip(keys, zip(digests, uploads, strict=True), strict=True))
         hits: dict[str, Outcome] = {}
         if read_cache:
-            found = await self.cache.get_many(list(unique))
-            hits = {k: v for k, v in zip(unique, found, strict=True) if v is not None and _readable(v)}
-            CACHE_LOOKUPS.labels("hit").inc(len(hits))
-            CACHE_LOOKUPS.labels("miss").inc(len(unique) - len(hits))
+            found = await self.cache.read(list(unique))
+            hits = {k: v for k, v in zip(unique, found.values, strict=True) if v is not None and _readable(v)}
+            if found.state == "read":
+                cache_lookups("hit", len(hits))
+                cache_lookups("miss", len(unique) - len(hits))
+            else:
+                cache_lookups(found.state, len(unique))
         else:
-            CACHE_LOOKUPS.labels("skipped").inc(len(unique))
+            cache_lookups("bypass", len(unique))
         missing = [k for k in unique if k not in hits]
         computed: dict[str, Outcome] = {}
         if missing:

@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 
 from services.common.problems import Problem
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.metrics import RATE_LIMITED, REDIS_BYPASSED
+from services.gateway.metrics import RATE_LIMITED, redis_skipped
 
 logger = logging.getLogger(__name__)
 KEY_PREFIX = "pcam:ratelimit:v1"
@@ -46,7 +46,7 @@ class RateLimiter:
         now = self._clock()
         window = int(now // self.window_s)
         if not self.breaker.allow():
-            REDIS_BYPASSED.labels("rate_limit").inc()
+            redis_skipped("rate_limit", breaker_open=True)
             return Verdict(allowed=True, counted=False)
         key = f"{KEY_PREFIX}:{client}:{window}"
         try:
@@ -57,7 +57,7 @@ class RateLimiter:
                 count, _ = await pipe.execute()
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()
-            REDIS_BYPASSED.labels("rate_limit").inc()
+            redis_skipped("rate_limit", breaker_open=False)
             logger.warning("rate limit not enforced (Redis unavailable: fail open): %s", exc)
             return Verdict(allowed=True, counted=False)
         self.breaker.record_success()

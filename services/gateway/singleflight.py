@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Generic, TypeVar
 
-from services.gateway.metrics import SINGLEFLIGHT_SHARED
+from services.gateway.metrics import SINGLEFLIGHT_JOINS
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -52,7 +52,7 @@ class SingleFlight(Generic[K, V]):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if joined:
-            SINGLEFLIGHT_SHARED.inc(len(joined))
+            SINGLEFLIGHT_JOINS.inc(len(joined))
         futures = {**joined, **owned}
         # shield: a cancelled caller must not cancel a future that other callers await.
         return {key: await asyncio.shield(futures[key]) for key in wanted}

@@ -10,11 +10,10 @@ from fastapi import FastAPI, Query, Request, Response
 
 from services.common import wire
 from services.common.app import create_service_app
-from services.common.problems import problem_kind
 from services.common.release import ReleaseManifest, load_release
 from services.common.release_watch import LastTwo, ReleaseWatcher, watching
 from services.common.uploads import max_multipart_bytes, read_files
-from services.preprocess.metrics import BATCH_LATENCY, NORMALIZATIONS, REJECTED_IMAGES
+from services.preprocess.metrics import BATCH_LATENCY, RELEASE, record_batch
 from services.preprocess.pipeline import Serving, prepare, preprocess_uploads
 from services.preprocess.settings import PreprocessSettings
 
@@ -27,9 +26,11 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         release = load_release(settings.model_repository)
         releases = app.state.releases = LastTwo(release.release_id, await prepare(release))
+        RELEASE.set(release.release_id)
 
         async def take_up(new: ReleaseManifest) -> None:
             releases.push(new.release_id, await prepare(new))
+            RELEASE.set(new.release_id)
 
         watcher = app.state.watcher = ReleaseWatcher(
             settings.model_repository, release, take_up, settings.release_poll_s
@@ -73,7 +74,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
         batch = await asyncio.to_thread(preprocess_uploads, uploads, serving.normalizer, serving.release_id)
         BATCH_LATENCY.observe(time.perf_counter() - start)
-        _count(batch)
+        record_batch(batch)
         return Response(wire.encode(batch), media_type=wire.MEDIA_TYPE)
 
     return app
@@ -85,13 +86,3 @@ async def _serving(request: Request, release: str | None) -> Serving:
     if release is not None and releases.get(release) is None:
         await request.app.state.watcher.check()
     return (releases.get(release) if release else None) or releases.current[1]
-
-
-def _count(batch: wire.Batch) -> None:
-    for item in batch.items:
-        if not item["ok"]:
-            REJECTED_IMAGES.labels(problem_kind(item["error"]["type"])).inc()
-        elif item["stain_normalized"]:
-            NORMALIZATIONS.labels("applied", "").inc()
-        else:
-            NORMALIZATIONS.labels("skipped", item["stain_skip_reason"]).inc()

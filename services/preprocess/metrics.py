@@ -1,15 +1,34 @@
-"""Preprocess-specific metrics."""
+"""Preprocess-specific metrics (HTTP metrics are shared: services.common.metrics).
 
-from prometheus_client import Counter, Histogram
+Names, types and labels are declared in services.common.metric_names.
+"""
 
-NORMALIZATIONS = Counter(
-    "pcam_preprocess_normalizations_total",
-    "Patches by stain-normalization outcome.",
-    ["outcome", "reason"],
-)
-REJECTED_IMAGES = Counter("pcam_preprocess_rejected_images_total", "Uploads rejected.", ["kind"])
-BATCH_LATENCY = Histogram(
+from services.common import wire
+from services.common.metric_names import counter, histogram
+from services.common.metrics import ReleaseInfo
+from services.common.problems import problem_kind
+
+NORMALIZATIONS = counter("pcam_preprocess_normalizations_total")
+REJECTED_IMAGES = counter("pcam_preprocess_rejected_images_total")
+BATCH_LATENCY = histogram(
     "pcam_preprocess_batch_seconds",
-    "Decode + normalize time per request batch.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+TISSUE_FRACTION = histogram(
+    "pcam_preprocess_tissue_fraction",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0),
+)
+RELEASE = ReleaseInfo("preprocess")
+
+
+def record_batch(batch: wire.Batch) -> None:
+    """Per item: rejected by problem kind, or normalized/skipped (with the reason) and its tissue fraction."""
+    for item in batch.items:
+        if not item["ok"]:
+            REJECTED_IMAGES.labels(problem_kind(item["error"]["type"])).inc()
+            continue
+        if item["stain_normalized"]:
+            NORMALIZATIONS.labels("applied", "").inc()
+        else:
+            NORMALIZATIONS.labels("skipped", item["stain_skip_reason"]).inc()
+        TISSUE_FRACTION.observe(item["tissue_fraction"])

@@ -182,7 +182,7 @@ def test_concurrent_identical_requests_reach_triton_once(
     assert all(
         [e["probability"] for e in batch] == [e["probability"] for e in results[0]] for batch in results
     )
-    shared = re.search(r"^pcam_gateway_singleflight_shared_total (\S+)$", gateway.get("/metrics").text, re.M)
+    shared = re.search(r"^pcam_gateway_singleflight_joins_total (\S+)$", gateway.get("/metrics").text, re.M)
     assert shared and float(shared.group(1)) >= 5 * 16
 
 
@@ -219,7 +219,9 @@ def test_redis_stopped_mid_run_answers_stay_correct_uncached(
             assert ready.status_code == 200 and ready.json()["redis"] is False
             metrics = client.get("/metrics").text
             assert 'pcam_gateway_breaker_open{dependency="redis"} 1.0' in metrics
-            assert re.search(r'^pcam_gateway_redis_bypassed_total\{use="rate_limit"\} [1-9]', metrics, re.M)
+            assert re.search(
+                r'^pcam_gateway_redis_skipped_total\{reason="[a-z_]+",use="rate_limit"\} [1-9]', metrics, re.M
+            )
             # Redis back (empty): after the breaker's pause the answer is stored and served again.
             own_redis = start_redis(work, port)
             deadline, cached = time.monotonic() + 15, False

@@ -40,6 +40,8 @@ class FakeTriton:
         self.bad_output = bad_output
         self.calls: list[tuple[str, int]] = []
         self.timeouts: list[float] = []
+        self.headers: list[dict[str, str] | None] = []
+        """The gRPC metadata of every infer call (the trace context, when tracing is on)."""
 
     def requests(self, name: str) -> list[int]:
         """Batch sizes of the infer calls made to one member (failed ones included)."""
@@ -48,10 +50,11 @@ class FakeTriton:
     async def get_model_config(self, name, version, as_json, client_timeout):
         return {"config": {"max_batch_size": self.max_batch_size}}
 
-    async def infer(self, name, inputs, model_version, outputs, client_timeout):
+    async def infer(self, name, inputs, model_version, outputs, client_timeout, headers=None):
         shape = inputs[0].shape()
         self.calls.append((name, shape[0]))
         self.timeouts.append(client_timeout)
+        self.headers.append(headers)
         status, times = self.failures.get(name, (None, 0))
         if times != 0:
             self.failures[name] = (status, times - 1)
@@ -63,6 +66,9 @@ class FakeTriton:
 
     async def is_model_ready(self, name, version, client_timeout):
         return name in self.members
+
+    async def close(self) -> None:
+        pass
 
 
 def release_with(tmp_path, *members: tuple[str, float, float], temperature: float = 1.0) -> ReleaseManifest:

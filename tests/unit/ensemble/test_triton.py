@@ -30,7 +30,7 @@ class FakeClient:
     async def get_model_config(self, name, version, as_json, client_timeout):
         return {"config": {"max_batch_size": self.max_batch_size}}
 
-    async def infer(self, name, inputs, model_version, outputs, client_timeout):
+    async def infer(self, name, inputs, model_version, outputs, client_timeout, headers=None):
         if name in self.fail:
             raise InferenceServerException("unavailable", status=UNAVAILABLE)
         images = inputs[0]._np_data if hasattr(inputs[0], "_np_data") else None
@@ -77,7 +77,7 @@ class SlowMember(FakeTriton):
         super().__init__({"a": mean_pixel, "b": mean_pixel, "slow": mean_pixel}, **kwargs)
         self.delay_s, self.in_flight, self.peak, self.cancelled = delay_s, 0, 0, 0
 
-    async def infer(self, name, inputs, model_version, outputs, client_timeout):
+    async def infer(self, name, inputs, model_version, outputs, client_timeout, headers=None):
         if name == "slow":
             self.in_flight += 1
             self.peak = max(self.peak, self.in_flight)

@@ -8,6 +8,7 @@ import pytest
 from services.common import wire
 from services.common.inference import EnsemblePrediction, Explanation, InferOptions, InferResponse
 from services.common.problems import Problem, ServiceUnavailable
+from services.gateway.cache import CacheRead
 from services.gateway.predict import Predictor
 
 BALANCED = InferOptions(operating_point="balanced")
@@ -21,6 +22,9 @@ class MemoryCache:
     async def get_many(self, keys):
         self.reads += 1
         return [self.store.get(k) for k in keys]
+
+    async def read(self, keys):
+        return CacheRead(await self.get_many(keys), "read")
 
     async def set_many(self, entries):
         self.store.update(entries)
