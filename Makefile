@@ -29,11 +29,13 @@ $(TRITON_VENV)/.installed: requirements/triton.txt
 venv: $(BIN)/.installed ## the project virtualenv (services, training, dev tools)
 triton-env: $(TRITON_VENV)/.installed ## Triton's own virtualenv (tritonserver, numpy<2, onnxruntime)
 
-system-deps: ## redis-server (installed with apt-get when missing and running as root)
-	@command -v redis-server >/dev/null || { \
+system-deps: ## redis-server and promtool (Debian: redis-server, prometheus), apt-get when missing and root
+	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \
+	command -v promtool >/dev/null || missing="$$missing prometheus"; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; \
-	  else echo "redis-server is required: install it (Debian/Ubuntu: sudo apt-get install redis-server)"; exit 1; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "needed: $$missing (Debian/Ubuntu: sudo apt-get install $$missing)"; exit 1; fi; fi
 
 repository: venv ## build the demo model repository (synthetic data) if there is none
 	@test -f $(MODEL_REPOSITORY)/release.json || $(BIN)/pcam build-repository --config $(DEMO_CONFIG) --output $(MODEL_REPOSITORY)
@@ -44,7 +46,7 @@ run: system-deps venv triton-env repository ## start the local stack (gateway on
 test: system-deps venv triton-env lint ## lint + the whole test suite (unit + integration with real processes)
 	$(BIN)/python -m pytest
 
-test-unit: venv ## unit tests only
+test-unit: system-deps venv ## unit tests only
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: system-deps venv triton-env ## integration tests only

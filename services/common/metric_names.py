@@ -168,6 +168,24 @@ METRICS: tuple[MetricSpec, ...] = (
 
 BY_NAME: dict[str, MetricSpec] = {spec.name: spec for spec in METRICS}
 
+TRITON_SERIES = frozenset(
+    {
+        "nv_inference_request_success",
+        "nv_inference_request_failure",
+        "nv_inference_count",
+        "nv_inference_exec_count",
+        "nv_inference_request_duration_us",
+        "nv_inference_queue_duration_us",
+        "nv_inference_compute_input_duration_us",
+        "nv_inference_compute_infer_duration_us",
+        "nv_inference_compute_output_duration_us",
+        "nv_gpu_utilization",
+        "nv_gpu_memory_used_bytes",
+        "nv_gpu_memory_total_bytes",
+    }
+)
+"""Triton's own metrics (its /metrics, port 8002) that rules and dashboards may use."""
+
 
 def series_names() -> frozenset[str]:
     """Every series name PromQL can select (histograms: _bucket, _sum, _count)."""
