@@ -157,6 +157,14 @@ METRICS: tuple[MetricSpec, ...] = (
         ("ensemble",),
     ),
     MetricSpec(
+        "pcam_ensemble_prediction_uncertainty",
+        "histogram",
+        ("tta",),
+        "Uncertainty of each patch answered: the spread (std) of the member probabilities, across the "
+        "8 views too with TTA (tta=true|false; computed answers only).",
+        ("ensemble",),
+    ),
+    MetricSpec(
         "pcam_ensemble_decisions_total",
         "counter",
         ("operating_point", "label"),

@@ -26,6 +26,10 @@ PROBABILITY = histogram(
     "pcam_ensemble_prediction_probability",
     buckets=(0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
 )
+UNCERTAINTY = histogram(
+    "pcam_ensemble_prediction_uncertainty",
+    buckets=(0.005, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5),
+)
 DECISIONS = counter("pcam_ensemble_decisions_total")
 RELEASE = ReleaseInfo("ensemble")
 T = TypeVar("T")
@@ -68,7 +72,8 @@ def timed_attempts(
 
 
 def record_answer(response: InferResponse) -> None:
-    """Each patch's calibrated probability and its decision at the response's operating point."""
+    """Each patch's calibrated probability, uncertainty and decision at the response's operating point."""
     for result in response.results:
         PROBABILITY.observe(result.probability)
+        UNCERTAINTY.labels(str(result.tta_views > 1).lower()).observe(result.uncertainty)
         DECISIONS.labels(response.operating_point, str(result.label)).inc()

@@ -75,12 +75,17 @@ async def test_probabilities_and_decisions_are_recorded_per_operating_point(tmp_
     negatives = sample("pcam_ensemble_decisions_total", operating_point="screening", label="0")
     count = sample("pcam_ensemble_prediction_probability_count")
     low = sample("pcam_ensemble_prediction_probability_bucket", le="0.2")
+    spread = sample("pcam_ensemble_prediction_uncertainty_sum", tta="true")
+    spreads = sample("pcam_ensemble_prediction_uncertainty_count", tta="true")
     response = await pipeline.infer(members, release, images, "screening", tta=True)
     assert [r.label for r in response.results] == [0, 0, 1]
     assert sample("pcam_ensemble_decisions_total", operating_point="screening", label="1") == positives + 1
     assert sample("pcam_ensemble_decisions_total", operating_point="screening", label="0") == negatives + 2
     assert sample("pcam_ensemble_prediction_probability_count") == count + 3  # patches, not TTA views
     assert sample("pcam_ensemble_prediction_probability_bucket", le="0.2") == low + 2
+    assert sample("pcam_ensemble_prediction_uncertainty_count", tta="true") == spreads + 3
+    recorded = sample("pcam_ensemble_prediction_uncertainty_sum", tta="true") - spread
+    assert recorded == pytest.approx(sum(r.uncertainty for r in response.results))
 
 
 async def test_release_info_follows_the_registry(tmp_path) -> None:
