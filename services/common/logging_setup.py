@@ -14,8 +14,9 @@ import time
 from typing import Any
 
 from opentelemetry import trace
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common.asgi import StatusRecordingSend
 from services.common.request_id import current_request_id
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
@@ -107,17 +108,11 @@ class AccessLogMiddleware:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500  # if the app fails before answering
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        recording = StatusRecordingSend(send)  # 500 if the app fails before answering
         try:
-            await self.app(scope, receive, record_status)
+            await self.app(scope, receive, recording)
         finally:
+            status = recording.status
             path = scope.get("path", "")
             access_logger.log(
                 logging.DEBUG if path in QUIET_PATHS else logging.INFO,

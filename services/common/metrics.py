@@ -6,8 +6,9 @@ Names, types and labels are declared in services.common.metric_names.
 import threading
 import time
 
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common.asgi import StatusRecordingSend
 from services.common.metric_names import counter, gauge, histogram
 
 HTTP_REQUESTS = counter("pcam_http_requests_total")
@@ -33,17 +34,11 @@ class HttpMetricsMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        start, status = time.perf_counter(), 500
-
-        async def record_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
+        start, recording = time.perf_counter(), StatusRecordingSend(send)
         try:
-            await self.app(scope, receive, record_status)
+            await self.app(scope, receive, recording)
         finally:
+            status = recording.status
             route = getattr(scope.get("route"), "path", UNMATCHED_ROUTE)
             if route not in UNTIMED_ROUTES:
                 method = scope["method"] if scope["method"] in METHODS else "OTHER"

@@ -9,8 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from services.common.asgi import StatusRecordingSend
 from services.common.problem_types import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from services.common.request_id import current_request_id
 
@@ -115,17 +116,11 @@ class UnhandledErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        response_started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal response_started
-            response_started = response_started or message["type"] == "http.response.start"
-            await send(message)
-
+        recording = StatusRecordingSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, recording)
         except Exception:
             logger.exception("unhandled error")
-            if not response_started:
+            if not recording.started:
                 problem = Problem(500, "internal-error", "Internal error", "An unexpected error occurred.")
                 await problem_response(problem)(scope, receive, send)
