@@ -1,7 +1,7 @@
 """Calling the ensemble members on Triton over gRPC (KServe v2), concurrently, with bounded retries."""
 
 import asyncio
-from collections.abc import Awaitable, Collection, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -153,6 +153,19 @@ class TritonMembers:
         outputs = await _all_or_cancel([chunk(i) for i in range(0, len(images), step)])
         return np.concatenate(outputs).reshape(-1)
 
+    async def _call(self, member: Member, call: str, attempt: Callable[[float], Awaitable[T]]) -> T:
+        """One Triton call for a member: each attempt timed and counted, retried per policy, and a
+        final failure turned into the member failure it stands for."""
+        try:
+            return await call_with_retry(
+                timed_attempts(member.name, call, attempt),
+                self.retry,
+                self.timeout_s,
+                what=f"{member.name} {call}",
+            )
+        except CallFailed as exc:
+            raise member_failure(member.name, exc) from exc
+
     async def _max_batch_size(self, member: Member) -> int:
         if member.name not in self._max_batch:
 
@@ -161,15 +174,7 @@ class TritonMembers:
                     member.name, str(member.version), as_json=True, client_timeout=timeout_s
                 )
 
-            try:
-                config = await call_with_retry(
-                    timed_attempts(member.name, "config", attempt),
-                    self.retry,
-                    self.timeout_s,
-                    what=f"{member.name} config",
-                )
-            except CallFailed as exc:
-                raise member_failure(member.name, exc) from exc
+            config = await self._call(member, "config", attempt)
             self._max_batch[member.name] = max(1, int(config["config"].get("max_batch_size", 0)))
         return self._max_batch[member.name]
 
@@ -187,15 +192,7 @@ class TritonMembers:
                 headers=grpc_trace_headers(),  # W3C traceparent into Triton's gRPC metadata
             )
 
-        try:
-            result = await call_with_retry(
-                timed_attempts(member.name, "infer", attempt),
-                self.retry,
-                self.timeout_s,
-                what=f"{member.name} infer",
-            )
-        except CallFailed as exc:
-            raise member_failure(member.name, exc) from exc
+        result = await self._call(member, "infer", attempt)
         logits = result.as_numpy(OUTPUT_NAME)
         if logits is None or logits.shape != (len(images), *OUTPUT_SHAPE):
             shape = None if logits is None else logits.shape
