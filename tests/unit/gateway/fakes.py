@@ -1,8 +1,12 @@
-"""In-memory stand-ins for Redis and a clock (the integration suite runs a real redis-server)."""
+"""In-memory stand-ins for Redis and a clock (the integration suite runs a real redis-server), and
+settings whose dependencies are unreachable."""
 
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
+
+from devstack.processes import free_port
+from services.gateway.settings import GatewaySettings
 
 
 class FakeRedis:
@@ -79,3 +83,11 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
+
+
+def unreachable_settings(**changes: object) -> GatewaySettings:
+    """Gateway settings whose preprocess, ensemble and Redis are free ports nobody listens on."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    return GatewaySettings(
+        preprocess_url=dead, ensemble_url=dead, redis_url=f"redis://127.0.0.1:{free_port()}/0", **changes
+    )

@@ -6,28 +6,18 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from devstack.processes import free_port
 from services.gateway.app import create_app
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.schemas import PREDICTION_EXAMPLE
-from services.gateway.settings import GatewaySettings
-from tests.unit.gateway.fakes import FakeRedis
+from tests.unit.gateway.fakes import FakeRedis, unreachable_settings
 
 PROBLEM = "application/problem+json"
 
 
 @pytest.fixture
 def client():
-    dead = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(
-        preprocess_url=dead,
-        ensemble_url=dead,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        max_image_bytes=4096,
-        max_images=2,
-        retry_after_s=7,
-    )
+    settings = unreachable_settings(max_image_bytes=4096, max_images=2, retry_after_s=7)
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -48,13 +38,7 @@ def test_too_many_batch_files_is_a_problem(client) -> None:
 
 
 def test_explain_on_more_images_than_allowed_is_422_before_any_work() -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(
-        preprocess_url=dead,
-        ensemble_url=dead,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        max_explain_images=1,
-    )
+    settings = unreachable_settings(max_explain_images=1)
     with TestClient(create_app(settings)) as client:
         files = [("files", (str(i), b"x")) for i in range(2)]
         response = client.post("/v1/predict/batch", params={"explain": "true"}, files=files)
@@ -128,14 +112,7 @@ def test_an_invalid_boolean_option_is_a_422_problem(client) -> None:
 
 
 def test_the_request_deadline_answers_504_with_retry_after() -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(
-        preprocess_url=dead,
-        ensemble_url=dead,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        request_timeout_s=0.1,
-        retry_after_s=7,
-    )
+    settings = unreachable_settings(request_timeout_s=0.1, retry_after_s=7)
     with TestClient(create_app(settings)) as client:
         client.app.state.predictor = RecordingPredictor(delay_s=5)
         started = time.monotonic()

@@ -7,12 +7,12 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from devstack.processes import free_port
 from services.common.problems import Problem
 from services.gateway import auth, keys
 from services.gateway.app import create_app
 from services.gateway.auth import ApiKeys, hash_key
 from services.gateway.settings import GatewaySettings
+from tests.unit.gateway.fakes import unreachable_settings
 
 ALICE, BOB = "pcam_alice-secret", "pcam_bob-secret"
 PROBLEM = "application/problem+json"
@@ -85,14 +85,7 @@ def test_the_key_tool_prints_the_key_once_and_the_line_to_store(capsys, monkeypa
 
 @pytest.fixture
 def client():
-    dead = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(
-        preprocess_url=dead,
-        ensemble_url=dead,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        api_key_hashes=[f"alice:{hash_key(ALICE)}"],
-        retry_after_s=7,
-    )
+    settings = unreachable_settings(api_key_hashes=[f"alice:{hash_key(ALICE)}"], retry_after_s=7)
     with TestClient(create_app(settings)) as client:
         yield client
 

@@ -7,16 +7,14 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from devstack.processes import free_port
 from services.common.inference import InferOptions
 from services.gateway.app import create_app
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
 from services.gateway.predict import Predictor
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.settings import GatewaySettings
 from services.gateway.singleflight import SingleFlight
-from tests.unit.gateway.fakes import FakeRedis
+from tests.unit.gateway.fakes import FakeRedis, unreachable_settings
 from tests.unit.gateway.test_predict import FakeDownstream
 
 BALANCED = InferOptions(operating_point="balanced")
@@ -108,13 +106,7 @@ async def test_joining_a_computation_in_flight_counts_each_joined_image() -> Non
 
 @pytest.fixture
 def limited_client():
-    dead = f"http://127.0.0.1:{free_port()}"
-    settings = GatewaySettings(
-        preprocess_url=dead,
-        ensemble_url=dead,
-        redis_url=f"redis://127.0.0.1:{free_port()}/0",
-        rate_limit_per_minute=1,
-    )
+    settings = unreachable_settings(rate_limit_per_minute=1)
     with TestClient(create_app(settings)) as client:
         client.app.state.limiter = RateLimiter(FakeRedis(), 1, CircuitBreaker("redis-metrics-app", 3, 10))
         yield client
