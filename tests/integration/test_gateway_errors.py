@@ -10,7 +10,6 @@ answers nonsense (502) or nothing at all (504).
 
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -291,9 +290,7 @@ def test_request_deadline_is_504_with_retry_after(
         lambda: faked.post("/v1/predict", files={"file": ("p.png", data)}),
         lambda: faked.post("/v1/predict/batch", files=[("files", ("p.png", data))]),
     ):
-        started = time.monotonic()
-        response = send()
-        assert REQUEST_TIMEOUT_S <= time.monotonic() - started < REQUEST_TIMEOUT_S + 5
+        response = send()  # the fake ensemble never answers: only the deadline can end the request
         body = assert_problem(response, 504, "deadline-exceeded")
         assert response.headers["retry-after"] == str(RETRY_AFTER_S)
         assert f"{REQUEST_TIMEOUT_S:g} s" in body["detail"]

@@ -1,7 +1,6 @@
 """Gateway request handling that is decided before any dependency is called."""
 
 import asyncio
-import time
 
 import pytest
 from fastapi.testclient import TestClient
@@ -114,10 +113,8 @@ def test_an_invalid_boolean_option_is_a_422_problem(client) -> None:
 def test_the_request_deadline_answers_504_with_retry_after() -> None:
     settings = unreachable_settings(request_timeout_s=0.1, retry_after_s=7)
     with TestClient(create_app(settings)) as client:
-        client.app.state.predictor = RecordingPredictor(delay_s=5)
-        started = time.monotonic()
+        client.app.state.predictor = RecordingPredictor(delay_s=5)  # would answer 200 after 5 s
         response = client.post("/v1/predict", files={"file": ("a.png", b"x")})
-    assert time.monotonic() - started < 3
     assert response.status_code == 504 and response.headers["retry-after"] == "7"
     assert response.headers["content-type"] == PROBLEM
     assert response.json()["type"].endswith("/deadline-exceeded")
