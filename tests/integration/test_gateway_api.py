@@ -56,10 +56,10 @@ def start_gateway(
     return process, url
 
 
-def start_redis(work: Path, port: int) -> ManagedProcess:
+def start_redis(work: Path, port: int, password: str | None = None) -> ManagedProcess:
     server = shutil.which("redis-server")
     assert server, "redis-server not found"
-    return start_redis_server(server, port, work / f"redis-{port}.log", f"redis-{port}")
+    return start_redis_server(server, port, work / f"redis-{port}.log", f"redis-{port}", password)
 
 
 @pytest.fixture(scope="module")
@@ -230,3 +230,32 @@ def test_redis_stopped_mid_run_answers_stay_correct_uncached(
     finally:
         process.stop()
         own_redis.stop()
+
+
+def test_redis_auth_from_a_password_file_caches_and_a_wrong_password_fails_open(
+    stack: LocalStack, patch_paths: list[Path], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    work = tmp_path_factory.mktemp("auth-redis")
+    port, password = free_port(), new_key()
+    password_file = work / "redis-password"
+    password_file.write_text(password + "\n")
+    own_redis = start_redis(work, port, password)
+    authed, authed_url = start_gateway(
+        stack, work, "gateway-redis-auth", port, REDIS_PASSWORD_FILE=str(password_file)
+    )
+    wrong, wrong_url = start_gateway(stack, work, "gateway-redis-wrong", port, REDIS_PASSWORD="not-it")
+    upload = {"file": ("p.png", unique_png(patch_paths[53], 5300), "image/png")}
+    try:
+        with httpx.Client(base_url=authed_url, timeout=60) as client:
+            assert client.post("/v1/predict", files=upload).json()["cached"] is False
+            assert client.post("/v1/predict", files=upload).json()["cached"] is True
+            assert client.get("/readyz").json()["redis"] is True
+        assert redis.Redis(port=port, password=password).dbsize() >= 1
+        with httpx.Client(base_url=wrong_url, timeout=60) as client:
+            refused = client.post("/v1/predict", files=upload)
+            assert refused.status_code == 200 and refused.json()["cached"] is False
+            assert client.get("/readyz").json()["redis"] is False
+    finally:
+        for process in (authed, wrong, own_redis):
+            process.stop()
+    assert all(password not in p.log_path.read_text() for p in (authed, wrong))
