@@ -14,8 +14,9 @@ from types import TracebackType
 import redis
 
 from devstack.processes import ManagedProcess, free_port, http_ok
-from devstack.triton import TritonInstall
+from devstack.triton import TritonInstall, opentelemetry_trace_args
 from services.common import ports
+from services.common.tracing import otlp_traces_url
 
 logger = logging.getLogger(__name__)
 
@@ -114,11 +115,14 @@ class LocalStack:
         install.check()
         backends = install.backend_directory(self.config.work_dir / "triton-backends")
         p = self.config.ports
+        command = install.command(
+            self.config.model_repository, backends, p.triton_http, p.triton_grpc, p.triton_metrics
+        )
+        if traces_url := otlp_traces_url():  # the services trace too: Triton joins their traces
+            command += opentelemetry_trace_args(traces_url)
         process = ManagedProcess(
             "triton",
-            install.command(
-                self.config.model_repository, backends, p.triton_http, p.triton_grpc, p.triton_metrics
-            ),
+            command,
             self._log("triton"),
             env=install.environment(os.environ.get("PATH", "")),
         )

@@ -11,6 +11,21 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 REPOSITORY_POLL_S = 1
 
 
+def opentelemetry_trace_args(traces_url: str, rate: int = 1, service_name: str = "triton") -> list[str]:
+    """tritonserver flags exporting every `rate`-th request's spans to an OTLP/HTTP `traces_url`.
+
+    In OpenTelemetry mode Triton continues the W3C `traceparent` it receives in gRPC metadata, so its
+    spans join the ensemble's trace. docker-compose.yml and the Helm chart pass the same flags.
+    """
+    return [
+        "--trace-config=mode=opentelemetry",
+        f"--trace-config=opentelemetry,url={traces_url}",
+        f"--trace-config=opentelemetry,resource=service.name={service_name}",
+        f"--trace-config=rate={rate}",
+        "--trace-config=level=TIMESTAMPS",
+    ]
+
+
 @dataclass(frozen=True)
 class TritonInstall:
     """Paths inside the dedicated Triton virtualenv (numpy<2 + onnxruntime + nvidia-pytriton)."""

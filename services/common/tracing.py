@@ -43,6 +43,21 @@ def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
     return any(env.get(name, "").strip() for name in _ENDPOINT_VARIABLES)
 
 
+def otlp_traces_url(environ: Mapping[str, str] | None = None) -> str | None:
+    """The OTLP/HTTP traces URL the `OTEL_*` environment names (spec: signal endpoint as is, else
+    `<endpoint>/v1/traces`); None when tracing is off or spans do not go to OTLP."""
+    env = os.environ if environ is None else environ
+    if not tracing_enabled(env) or env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() not in (
+        "",
+        "otlp",
+    ):
+        return None
+    if signal := env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip():
+        return signal
+    base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT", "").strip() or "http://localhost:4318"
+    return f"{base.rstrip('/')}/v1/traces"
+
+
 def _exporter(environ: Mapping[str, str]) -> SpanExporter:
     names = [n.strip() for n in environ.get("OTEL_TRACES_EXPORTER", "otlp").lower().split(",") if n.strip()]
     if names[:1] == ["console"]:

@@ -44,6 +44,27 @@ def test_the_otel_environment_turns_tracing_on(env: dict[str, str], on: bool) ->
     assert tracing.tracing_enabled(env) is on
 
 
+@pytest.mark.parametrize(
+    ("env", "url"),
+    [
+        ({}, None),
+        ({"OTEL_TRACES_EXPORTER": "console"}, None),
+        ({"OTEL_TRACES_EXPORTER": "otlp"}, "http://localhost:4318/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}, "http://c:4318/v1/traces"),
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x",
+            },
+            "http://t/x",
+        ),
+    ],
+)
+def test_the_otlp_traces_url_follows_the_otel_endpoint_rules(env: dict[str, str], url: str | None) -> None:
+    """The URL devstack hands Triton: the signal endpoint as is, else <endpoint>/v1/traces."""
+    assert tracing.otlp_traces_url(env) == url
+
+
 def test_off_by_default_no_provider_and_no_thread() -> None:
     threads = threading.active_count()
     assert tracing.setup_tracing("gateway", environ={}) is None

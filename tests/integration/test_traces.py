@@ -1,0 +1,128 @@
+"""One request, one trace, across real processes: gateway, preprocess, ensemble and Triton.
+
+Its own stack with the standard `OTEL_*` variables pointing at an OTLP/HTTP receiver in this test;
+`devstack` then starts Triton with its OpenTelemetry trace config (the same flags compose and Helm
+pass), so Triton's spans must join the trace through the W3C `traceparent` in the gRPC metadata.
+"""
+
+import json
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+from devstack.processes import free_port
+from devstack.stack import LocalStack, StackConfig, StackPorts
+from services.common.release import ReleaseManifest
+from tests.integration.conftest import TRITON_VENV
+from tests.integration.test_predict import unique_png
+
+pytestmark = pytest.mark.integration
+
+
+class OtlpReceiver(ThreadingHTTPServer):
+    """Collects OTLP/HTTP protobuf exports: span names by (service, trace id)."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _ExportHandler)
+        self.spans: dict[tuple[str, str], list[str]] = defaultdict(list)
+        self.lock = threading.Lock()
+
+    def services_in(self, trace_id: str) -> set[str]:
+        with self.lock:
+            return {service for service, trace in self.spans if trace == trace_id}
+
+
+def _spans(body: bytes, content_type: str) -> Iterator[tuple[str, str, str]]:
+    """(service name, hex trace id, span name) of an OTLP export: protobuf (the Python SDK) or JSON
+    (Triton's C++ exporter, whose JSON carries ids as hex strings)."""
+    if content_type.startswith("application/json"):
+        for resource in json.loads(body)["resourceSpans"]:
+            attributes = {a["key"]: a["value"].get("stringValue") for a in resource["resource"]["attributes"]}
+            for scope in resource.get("scopeSpans", []):
+                for span in scope.get("spans", []):
+                    yield attributes.get("service.name", "?"), span["traceId"].lower(), span["name"]
+        return
+    for resource in ExportTraceServiceRequest.FromString(body).resource_spans:
+        attributes = {a.key: a.value.string_value for a in resource.resource.attributes}
+        for scope in resource.scope_spans:
+            for span in scope.spans:
+                yield attributes.get("service.name", "?"), span.trace_id.hex(), span.name
+
+
+class _ExportHandler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        body = self.rfile.read(int(self.headers.get("content-length", 0)))
+        receiver: OtlpReceiver = self.server  # type: ignore[assignment]
+        with receiver.lock:
+            for service, trace_id, name in _spans(body, self.headers.get("content-type", "")):
+                receiver.spans[(service, trace_id)].append(name)
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib signature)
+        pass
+
+
+@pytest.fixture(scope="module")
+def receiver() -> Iterator[OtlpReceiver]:
+    server = OtlpReceiver(free_port())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def traced_gateway(
+    model_repository: Path, receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """The gateway URL of a stack whose every process exports spans to `receiver`."""
+    environment = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s instead of 5 s
+    }
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in environment.items():
+            patch.setenv(name, value)  # inherited by every process the stack starts
+        config = StackConfig(
+            model_repository=model_repository,
+            triton_venv=TRITON_VENV,
+            work_dir=tmp_path_factory.mktemp("traced-stack"),
+            ports=StackPorts.free(),
+        )
+        with LocalStack(config) as stack:
+            yield stack.config.url("gateway")
+
+
+def test_one_request_is_one_trace_from_the_gateway_into_triton(
+    traced_gateway: str, receiver: OtlpReceiver, release: ReleaseManifest, patch_paths: list[Path]
+) -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    response = httpx.post(
+        f"{traced_gateway}/v1/predict",
+        files={"file": ("p.png", unique_png(patch_paths[3], 7001), "image/png")},
+        headers={"traceparent": f"00-{trace_id}-{parent}-01"},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    expected = {"pcam-gateway", "pcam-preprocess", "pcam-ensemble", "triton"}
+    deadline = time.monotonic() + 30  # exporters flush on their own schedule: wait, bounded
+    while not expected <= receiver.services_in(trace_id) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert receiver.services_in(trace_id) >= expected, dict(receiver.spans)
+    with receiver.lock:
+        triton_spans = receiver.spans[("triton", trace_id)]
+    # Triton's spans: one InferRequest per member call, under it the model's own span and its compute.
+    members = {member.name for member in release.members}
+    assert members <= set(triton_spans) and triton_spans.count("InferRequest") >= len(members), triton_spans
