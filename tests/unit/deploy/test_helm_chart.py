@@ -1,0 +1,819 @@
+"""The Helm chart helm/pcam (DESIGN.md section 7), offline: lint, render, Kubernetes schemas, policies.
+
+Each value set in helm-values/ is rendered once per module; every check below reads those renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.unit.deploy import k8s_policy
+from tests.unit.deploy.conftest import ROOT
+
+CHART = ROOT / "helm" / "pcam"
+VALUES = Path(__file__).parent / "helm-values"
+VALUE_SETS = ("default", "gpu-autoscaling-monitoring", "external-redis")
+RELEASE, NAMESPACE = "t", "pcam"
+KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")  # the chart's kubeVersion floor and the newest bundled schemas
+CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
+RULES = ROOT / "deploy" / "prometheus" / "pcam-rules.yml"
+DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
+SERVICES = ("gateway", "preprocess", "ensemble")
+COMPONENTS = (*SERVICES, "triton")
+# The chart's default metrics scrapers: the only pods besides the gateway that reach the services.
+SCRAPERS = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["metrics"]["from"]
+
+Obj = dict[str, Any]
+
+
+def run_helm(helm: str, *args: str, values: dict | None = None) -> subprocess.CompletedProcess[str]:
+    extra = ["-f", "-"] if values is not None else []
+    return subprocess.run(
+        [helm, *args, *extra],
+        input=None if values is None else yaml.safe_dump(values),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+def template_args(name: str) -> list[str]:
+    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}.yaml")]
+
+
+def parse(manifests: str) -> list[Obj]:
+    return [doc for doc in yaml.safe_load_all(manifests) if doc]
+
+
+@pytest.fixture(scope="module")
+def rendered(helm: str) -> Callable[[str], tuple[str, list[Obj]]]:
+    """name -> (manifests, objects), each value set rendered once."""
+    cache: dict[str, tuple[str, list[Obj]]] = {}
+
+    def render(name: str) -> tuple[str, list[Obj]]:
+        if name not in cache:
+            done = run_helm(helm, *template_args(name))
+            assert done.returncode == 0, done.stderr
+            cache[name] = (done.stdout, parse(done.stdout))
+        return cache[name]
+
+    return render
+
+
+def objects_of(rendered: Callable, name: str) -> list[Obj]:
+    return rendered(name)[1]
+
+
+def find(objects: list[Obj], kind: str, name: str) -> Obj:
+    matches = [o for o in objects if o["kind"] == kind and o["metadata"]["name"] == name]
+    assert len(matches) == 1, f"{kind}/{name}: {len(matches)} found"
+    return matches[0]
+
+
+def full(component: str) -> str:
+    return f"{RELEASE}-pcam-{component}"
+
+
+def pod_spec(objects: list[Obj], component: str) -> Obj:
+    return find(objects, "Deployment", full(component))["spec"]["template"]["spec"]
+
+
+def container(objects: list[Obj], component: str) -> Obj:
+    return pod_spec(objects, component)["containers"][0]
+
+
+def config(objects: list[Obj], component: str) -> dict[str, str]:
+    return find(objects, "ConfigMap", full(component))["data"]
+
+
+def env_of(objects: list[Obj], component: str) -> dict[str, Any]:
+    """A service's environment: its ConfigMap (envFrom) plus its env entries (value or valueFrom)."""
+    env: dict[str, Any] = dict(config(objects, component))
+    for entry in container(objects, component).get("env") or []:
+        env[entry["name"]] = entry.get("value", entry.get("valueFrom"))
+    return env
+
+
+def mounts(spec_container: Obj) -> dict[str, Obj]:
+    return {m["mountPath"]: m for m in spec_container.get("volumeMounts") or []}
+
+
+# The chart itself
+
+
+def test_chart_metadata_and_linked_sources() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert chart["apiVersion"] == "v2" and chart["name"] == "pcam"
+    assert (chart["version"], chart["appVersion"], chart["kubeVersion"]) == ("0.1.0", "0.1.0", ">=1.27.0-0")
+    for field in ("description", "keywords", "home", "sources"):
+        assert chart[field], field
+    # The rules and dashboards are links into deploy/, never copies.
+    for link, target in (
+        ("dashboards", "../../../deploy/grafana/dashboards"),
+        ("prometheus", "../../../deploy/prometheus"),
+    ):
+        path = CHART / "files" / link
+        assert path.is_symlink() and os.readlink(path) == target
+    assert "files/prometheus/*.test.yml" in (CHART / ".helmignore").read_text().splitlines()
+    json.loads((CHART / "values.schema.json").read_text())
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_helm_lint_strict_passes(helm: str, name: str) -> None:
+    done = run_helm(
+        helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}.yaml")
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "0 chart(s) failed" in done.stdout
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_object_passes_the_kubernetes_schemas(
+    kubernetes_validate: str, rendered: Callable, tmp_path: Path, name: str, version: str
+) -> None:
+    manifests, objects = rendered(name)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(manifests)
+    done = subprocess.run(
+        [kubernetes_validate, "--strict", "-k", version, "--quiet", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    # Only the Prometheus Operator kinds lack a bundled schema; they are checked structurally below.
+    skipped = set(re.findall(r"Couldn't find schema for kind (\w+)", output))
+    assert skipped == CRD_KINDS & {o["kind"] for o in objects}, output
+    assert "ERROR" not in output, output
+
+
+def test_the_crd_objects_are_well_formed(rendered: Callable) -> None:
+    objects = objects_of(rendered, "gpu-autoscaling-monitoring")
+    services = {o["metadata"]["name"]: o for o in k8s_policy.by_kind(objects, "Service")}
+    monitors = k8s_policy.by_kind(objects, "ServiceMonitor")
+    assert {m["metadata"]["name"] for m in monitors} == {full(c) for c in COMPONENTS}
+    for monitor in monitors:
+        assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+        assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+        spec = monitor["spec"]
+        assert set(spec) == {"selector", "namespaceSelector", "endpoints"}
+        target = [
+            s for s in services.values() if k8s_policy.selects(spec["selector"], s["metadata"]["labels"])
+        ]
+        assert [s["metadata"]["name"] for s in target] == [monitor["metadata"]["name"]]
+        port_names = {p["name"] for p in target[0]["spec"]["ports"]}
+        for endpoint in spec["endpoints"]:
+            assert endpoint["port"] in port_names and endpoint["path"] == "/metrics"
+            assert set(endpoint) <= {"port", "path", "interval", "scrapeTimeout", "honorLabels"}
+        # The services' own `service` label must survive the operator's target labels.
+        is_triton = monitor["metadata"]["name"] == full("triton")
+        assert spec["endpoints"][0].get("honorLabels", False) is (not is_triton)
+        assert spec["endpoints"][0]["port"] == ("metrics" if is_triton else "http")
+    (rule,) = k8s_policy.by_kind(objects, "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1" and set(rule["spec"]) == {"groups"}
+    for group in rule["spec"]["groups"]:
+        assert group["name"] and group["rules"]
+        for item in group["rules"]:
+            assert ("record" in item) != ("alert" in item) and item["expr"]
+
+
+# Policies over every value set
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_workload_passes_the_policies(rendered: Callable, name: str) -> None:
+    objects = objects_of(rendered, name)
+    assert k8s_policy.all_violations(objects) == []
+    # The helm test pod and the init containers are among the checked pods.
+    pods = {p.where: p for p in k8s_policy.pod_templates(objects)}
+    assert f"Pod/{full('test')}-prediction" in pods
+    if name == "external-redis":
+        assert all(
+            pods[f"Deployment/{full(c)}"].spec["initContainers"] for c in ("triton", "preprocess", "ensemble")
+        )
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_network_policies_deny_by_default_and_open_only_the_platform_paths(
+    rendered: Callable, name: str
+) -> None:
+    objects = objects_of(rendered, name)
+    assert any(k8s_policy.is_default_deny(p) for p in k8s_policy.by_kind(objects, "NetworkPolicy"))
+    assert k8s_policy.check_default_deny(objects) == []
+    for service in ("preprocess", "ensemble"):  # API and /metrics share the port: only gateway and scraper
+        assert k8s_policy.check_ingress_only_from(objects, service, {"gateway"}, allowed_peers=SCRAPERS) == []
+    assert k8s_policy.check_ingress_only_from(objects, "triton", {"ensemble"}, except_ports={8002}) == []
+    triton_ports = {
+        p["port"]
+        for peer, ports in k8s_policy.ingress_peers(objects, pod_labels(objects, "triton"))
+        if peer
+        for p in ports
+    }
+    assert triton_ports == {8001, 8002}
+    gateway_egress = network_policy(objects, "gateway")["spec"]["egress"]
+    egress_ports = {p["port"] for rule in gateway_egress for p in rule["ports"]}
+    if name == "external-redis":
+        assert not [
+            p for p in k8s_policy.pod_templates(objects) if p.labels.get(k8s_policy.COMPONENT) == "redis"
+        ]
+        assert egress_ports == {8081, 8082, 6380}
+        assert {"ipBlock": {"cidr": "10.20.0.0/16"}} in gateway_egress[-1]["to"]
+    else:
+        assert k8s_policy.check_ingress_only_from(objects, "redis", {"gateway"}) == []
+        assert network_policy(objects, "redis")["spec"]["egress"] == []
+        assert egress_ports == {8081, 8082, 6379} | (
+            {4318} if name == "gpu-autoscaling-monitoring" else set()
+        )
+
+
+def pod_labels(objects: list[Obj], component: str) -> dict[str, str]:
+    return find(objects, "Deployment", full(component))["spec"]["template"]["metadata"]["labels"]
+
+
+def network_policy(objects: list[Obj], component: str) -> Obj:
+    return find(objects, "NetworkPolicy", full(component))
+
+
+def test_dns_egress_reaches_only_kube_dns(rendered: Callable) -> None:
+    (rule,) = find(objects_of(rendered, "default"), "NetworkPolicy", f"{RELEASE}-pcam-dns")["spec"]["egress"]
+    assert rule["to"] == [
+        {
+            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+        }
+    ]
+    assert sorted((p["port"], p["protocol"]) for p in rule["ports"]) == [(53, "TCP"), (53, "UDP")]
+
+
+# GPU, autoscaling, disruption budgets
+
+
+def test_triton_asks_for_a_gpu_only_in_the_gpu_values(rendered: Callable) -> None:
+    gpu, cpu = objects_of(rendered, "gpu-autoscaling-monitoring"), objects_of(rendered, "default")
+    triton = container(gpu, "triton")
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert triton["image"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    spec = pod_spec(gpu, "triton")
+    assert spec["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in spec["tolerations"]
+    probe = triton["startupProbe"]
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 600  # TensorRT engine builds
+    assert mounts(triton)["/trt_engine_cache"]["name"] == "engine-cache"
+    assert find(gpu, "PersistentVolumeClaim", full("engine-cache"))["spec"]["accessModes"] == [
+        "ReadWriteMany"
+    ]
+    assert "nvidia.com/gpu" not in json.dumps(rendered("default")[1])
+    assert container(cpu, "triton")["image"] == "ghcr.io/pcam-platform/pcam-triton-cpu:0.1.0"
+    assert "/trt_engine_cache" not in mounts(container(cpu, "triton"))
+
+
+def test_hpas_and_pdbs_follow_replicas_and_autoscaling(rendered: Callable) -> None:
+    gpu = objects_of(rendered, "gpu-autoscaling-monitoring")
+    hpas = {
+        h["spec"]["scaleTargetRef"]["name"]: h for h in k8s_policy.by_kind(gpu, "HorizontalPodAutoscaler")
+    }
+    assert set(hpas) == {full(c) for c in COMPONENTS}
+    assert all(h["apiVersion"] == "autoscaling/v2" for h in hpas.values())
+    for service in SERVICES:
+        (metric,) = hpas[full(service)]["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu" and metric["resource"]["target"]["type"] == "Utilization"
+        assert "replicas" not in find(gpu, "Deployment", full(service))["spec"]  # the HPA owns it
+    (metric,) = hpas[full("triton")]["spec"]["metrics"]
+    assert metric["type"] == "Pods"
+    assert metric["pods"]["metric"]["name"] == "pcam_triton_queue_duration_us_per_request"
+    assert hpas[full("gateway")]["spec"]["minReplicas"] == 3
+    pdbs = {p["metadata"]["name"]: p["spec"] for p in k8s_policy.by_kind(gpu, "PodDisruptionBudget")}
+    assert set(pdbs) == {full(c) for c in COMPONENTS}
+    assert pdbs[full("triton")]["maxUnavailable"] == 1 and "minAvailable" not in pdbs[full("triton")]
+    assert pdbs[full("gateway")]["minAvailable"] == 1
+    for name, pdb in pdbs.items():
+        assert k8s_policy.selects(pdb["selector"], pod_labels(gpu, name.removeprefix(f"{RELEASE}-pcam-")))
+
+    default = objects_of(rendered, "default")
+    assert k8s_policy.by_kind(default, "HorizontalPodAutoscaler") == []
+    # Two replicas of each service get a budget; the single Triton does not (it could never be evicted).
+    assert {p["metadata"]["name"] for p in k8s_policy.by_kind(default, "PodDisruptionBudget")} == {
+        full(s) for s in SERVICES
+    }
+    assert find(default, "Deployment", full("triton"))["spec"]["replicas"] == 1
+
+
+def test_pods_spread_over_zones_and_nodes(rendered: Callable) -> None:
+    objects = objects_of(rendered, "default")
+    for component in COMPONENTS:
+        constraints = pod_spec(objects, component)["topologySpreadConstraints"]
+        assert [c["topologyKey"] for c in constraints] == [
+            "topology.kubernetes.io/zone",
+            "kubernetes.io/hostname",
+        ]
+        assert all(c["whenUnsatisfiable"] == "ScheduleAnyway" for c in constraints)
+        assert all(
+            k8s_policy.selects(c["labelSelector"], pod_labels(objects, component)) for c in constraints
+        )
+
+
+# Monitoring
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_monitoring_objects_exist_only_when_enabled(rendered: Callable, name: str) -> None:
+    objects = objects_of(rendered, name)
+    enabled = name == "gpu-autoscaling-monitoring"
+    dashboards = [
+        c for c in k8s_policy.by_kind(objects, "ConfigMap") if "grafana_dashboard" in c["metadata"]["labels"]
+    ]
+    assert len(k8s_policy.by_kind(objects, "ServiceMonitor")) == (4 if enabled else 0)
+    assert len(k8s_policy.by_kind(objects, "PrometheusRule")) == (1 if enabled else 0)
+    assert len(dashboards) == (len(DASHBOARDS) if enabled else 0)
+
+
+def test_the_prometheus_rule_is_deploy_prometheus_pcam_rules(rendered: Callable) -> None:
+    (rule,) = k8s_policy.by_kind(objects_of(rendered, "gpu-autoscaling-monitoring"), "PrometheusRule")
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES.read_text())["groups"]
+
+
+def test_each_dashboard_configmap_holds_its_file_exactly(rendered: Callable) -> None:
+    objects = objects_of(rendered, "gpu-autoscaling-monitoring")
+    by_file = {
+        key: c
+        for c in k8s_policy.by_kind(objects, "ConfigMap")
+        for key in (c.get("data") or {})
+        if key.endswith(".json")
+    }
+    assert sorted(by_file) == [p.name for p in DASHBOARDS]
+    for path in DASHBOARDS:
+        configmap = by_file[path.name]
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert configmap["metadata"]["namespace"] == "monitoring"
+        assert configmap["metadata"]["annotations"] == {"grafana_folder": "PCam"}
+        assert configmap["data"][path.name] == path.read_text()
+
+
+# Values schema
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"gateway": {"replicaCount": "two"}},
+        {"gateway": {"replicas": 2}},
+        {"gatway": {"replicaCount": 2}},
+        {"triton": {"gpu": {"enabeld": True}}},
+        {"modelRepository": {"source": "s3"}},
+        {"gateway": {"image": {"tag": "latest"}}},
+        {"redis": {"image": {"tag": "latest"}}},
+        {"gateway": {"resources": {"limits": None}}},  # null deletes the default
+        {"preprocess": {"resources": {"limits": {"memory": None}}}},
+        {"networkPolicy": {"enabled": "yes"}},
+    ],
+    ids=lambda v: json.dumps(v, separators=(",", ":")),
+)
+def test_the_schema_rejects_bad_values(helm: str, values: dict) -> None:
+    done = run_helm(helm, "template", RELEASE, str(CHART), values=values)
+    assert done.returncode != 0
+    assert "don't meet the specifications of the schema" in done.stderr, done.stderr
+
+
+def test_helm_lint_fails_on_a_typo(helm: str) -> None:
+    done = run_helm(helm, "lint", "--strict", str(CHART), values={"gateway": {"replicaCount": "two"}})
+    assert done.returncode != 0 and "replicaCount" in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"modelRepository": {"source": "objectStorage"}}, "modelRepository.objectStorage.uri is required"),
+        ({"redis": {"enabled": False}}, "externalRedis.host is required"),
+    ],
+)
+def test_missing_required_settings_fail_the_render(helm: str, values: dict, message: str) -> None:
+    done = run_helm(helm, "template", RELEASE, str(CHART), values=values)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+# Secrets
+
+
+def test_the_generated_redis_password_stays_in_its_secret(rendered: Callable) -> None:
+    manifests, objects = rendered("default")
+    secret = find(objects, "Secret", full("redis"))
+    password = base64.b64decode(secret["data"]["redis-password"]).decode()
+    assert len(password) == 32
+    others = [o for o in objects if o is not secret]
+    assert password not in json.dumps(others)
+    gateway_env = env_of(objects, "gateway")
+    assert gateway_env["PCAM_GATEWAY_REDIS_PASSWORD"] == {
+        "secretKeyRef": {"name": full("redis"), "key": "redis-password"}
+    }
+    assert gateway_env["PCAM_GATEWAY_REDIS_URL"] == f"redis://{full('redis')}:6379/0"
+    redis = container(objects, "redis")
+    assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in redis["env"]} == {
+        "REDIS_PASSWORD": full("redis"),
+        "REDISCLI_AUTH": full("redis"),
+    }
+    # Never on redis-server's command line: it is written to a config file by a shell builtin.
+    assert "requirepass" not in " ".join(redis["command"]) and "--requirepass" not in redis["args"][0]
+    assert '"$REDIS_PASSWORD" > /config/redis.conf' in redis["args"][0]
+    for flag in ('--save ""', "--appendonly no", "--maxmemory 192mb", "--maxmemory-policy allkeys-lru"):
+        assert flag in redis["args"][0]
+    # The pods restart when the chart's Secret changes.
+    annotations = find(objects, "Deployment", full("gateway"))["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
+
+
+def test_external_redis_password_comes_from_the_existing_secret(rendered: Callable) -> None:
+    objects = objects_of(rendered, "external-redis")
+    assert k8s_policy.by_kind(objects, "Secret") == []
+    env = env_of(objects, "gateway")
+    assert env["PCAM_GATEWAY_REDIS_URL"] == "rediss://redis.cache.example.internal:6380/2"
+    assert env["PCAM_GATEWAY_REDIS_PASSWORD"] == {
+        "secretKeyRef": {"name": "pcam-redis-credentials", "key": "password"}
+    }
+
+
+def test_api_keys_file_is_mounted_read_only_and_configured(rendered: Callable) -> None:
+    objects = objects_of(rendered, "external-redis")
+    env = env_of(objects, "gateway")
+    assert env["PCAM_GATEWAY_API_KEY_FILE"] == "/etc/pcam/api-keys/keys.txt"
+    assert env["PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE"] == "600"
+    mount = mounts(container(objects, "gateway"))["/etc/pcam/api-keys"]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod_spec(objects, "gateway")["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "pcam-api-keys"
+    assert volume["secret"]["items"] == [{"key": "keys.txt", "path": "keys.txt"}]
+    assert "PCAM_GATEWAY_API_KEY_FILE" not in env_of(objects_of(rendered, "default"), "gateway")
+
+
+# Wiring of the services
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Callable, name: str) -> None:
+    objects = objects_of(rendered, name)
+    services = {s["metadata"]["name"]: s for s in k8s_policy.by_kind(objects, "Service")}
+    for component, port in (("gateway", 8080), ("preprocess", 8081), ("ensemble", 8082)):
+        env = env_of(objects, component)
+        prefix = f"PCAM_{component.upper()}_"
+        assert (env[f"{prefix}HOST"], env[f"{prefix}PORT"]) == ("0.0.0.0", str(port))
+        assert env["NUMBA_CACHE_DIR"] == "/tmp/numba" and "/tmp" in mounts(container(objects, component))
+        assert container(objects, component)["ports"] == [
+            {"name": "http", "containerPort": port, "protocol": "TCP"}
+        ]
+        assert services[full(component)]["spec"]["ports"][0]["port"] == port
+        probes = container(objects, component)
+        assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
+        assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    gateway = env_of(objects, "gateway")
+    assert gateway["PCAM_GATEWAY_PREPROCESS_URL"] == f"http://{full('preprocess')}:8081"
+    assert gateway["PCAM_GATEWAY_ENSEMBLE_URL"] == f"http://{full('ensemble')}:8082"
+    assert env_of(objects, "ensemble")["PCAM_ENSEMBLE_TRITON_GRPC_URL"] == f"{full('triton')}:8001"
+    for component in ("preprocess", "ensemble"):
+        assert env_of(objects, component)[f"PCAM_{component.upper()}_MODEL_REPOSITORY"] == "/models"
+    for component in ("triton", "preprocess", "ensemble"):
+        assert mounts(container(objects, component))["/models"]["readOnly"] is True
+    triton = container(objects, "triton")
+    assert triton["command"] == ["tritonserver"]
+    for arg in (
+        "--model-repository=/models",
+        "--model-control-mode=poll",
+        "--repository-poll-secs=15",
+        "--strict-readiness=true",
+        "--exit-on-error=false",
+        "--http-port=8000",
+        "--grpc-port=8001",
+        "--metrics-port=8002",
+    ):
+        assert arg in triton["args"]
+    assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_the_model_repository_from_object_storage(rendered: Callable) -> None:
+    objects = objects_of(rendered, "external-redis")
+    assert k8s_policy.by_kind(objects, "PersistentVolumeClaim") == []
+    for component, manifest_only in (("triton", False), ("preprocess", True), ("ensemble", True)):
+        spec = pod_spec(objects, component)
+        (init,) = spec["initContainers"]
+        assert init["image"] == "docker.io/amazon/aws-cli:2.23.7"
+        assert init["args"][:4] == ["s3", "sync", "s3://pcam-releases/2024-06-01", "/models"]
+        assert "https://minio.storage.example.internal" in init["args"]
+        assert (init["args"][-4:] == ["--exclude", "*", "--include", "release.json"]) is manifest_only
+        assert init["envFrom"] == [{"secretRef": {"name": "pcam-s3-credentials"}}]
+        assert mounts(init)["/models"].get("readOnly") is not True
+        (volume,) = [v for v in spec["volumes"] if v["name"] == "models"]
+        assert "emptyDir" in volume
+        egress = network_policy(objects, component)["spec"]["egress"]
+        assert {"ipBlock": {"cidr": "10.30.0.0/16"}} in egress[-1]["to"] and egress[-1]["ports"][0][
+            "port"
+        ] == 9000
+
+
+def test_the_model_repository_from_a_pvc(rendered: Callable) -> None:
+    default, gpu = objects_of(rendered, "default"), objects_of(rendered, "gpu-autoscaling-monitoring")
+    claim = find(default, "PersistentVolumeClaim", full("models"))
+    assert claim["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep"
+    for component in ("triton", "preprocess", "ensemble"):
+        assert "initContainers" not in pod_spec(default, component)
+        (volume,) = [v for v in pod_spec(gpu, component)["volumes"] if v["name"] == "models"]
+        assert volume["persistentVolumeClaim"] == {"claimName": "pcam-models", "readOnly": True}
+        assert mounts(container(gpu, component))["/models"]["subPath"] == "releases/current"
+    assert [
+        o for o in k8s_policy.by_kind(gpu, "PersistentVolumeClaim") if o["metadata"]["name"] == full("models")
+    ] == []
+
+
+def test_tracing_sets_the_otel_environment_and_triton_trace_config(rendered: Callable) -> None:
+    on, off = objects_of(rendered, "gpu-autoscaling-monitoring"), objects_of(rendered, "default")
+    for service in SERVICES:
+        env = env_of(on, service)
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability:4318"
+        assert env["OTEL_SERVICE_NAME"] == f"pcam-{service}"
+        assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == (
+            "parentbased_traceidratio",
+            "0.2",
+        )
+        assert not [k for k in env_of(off, service) if k.startswith("OTEL_")]
+    args = container(on, "triton")["args"]
+    configs = [args[i + 1] for i, arg in enumerate(args) if arg == "--trace-config"]
+    assert configs == [
+        "mode=opentelemetry",
+        "opentelemetry,url=http://otel-collector.observability:4318/v1/traces",
+        "opentelemetry,resource=service.name=triton",
+        "rate=5",
+        "level=TIMESTAMPS",
+    ]
+    assert "--trace-config" not in container(off, "triton")["args"]
+
+
+def test_a_config_change_restarts_only_its_service(helm: str, rendered: Callable) -> None:
+    def checksums(objects: list[Obj]) -> dict[str, str]:
+        return {
+            c: find(objects, "Deployment", full(c))["spec"]["template"]["metadata"]["annotations"][
+                "checksum/config"
+            ]
+            for c in SERVICES
+        }
+
+    done = run_helm(helm, *template_args("default"), values={"gateway": {"rateLimitPerMinute": 5}})
+    assert done.returncode == 0, done.stderr
+    before, after = checksums(objects_of(rendered, "default")), checksums(parse(done.stdout))
+    assert before["gateway"] != after["gateway"]
+    assert (before["preprocess"], before["ensemble"]) == (after["preprocess"], after["ensemble"])
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_images_are_pinned_to_the_app_version(rendered: Callable, name: str) -> None:
+    objects = objects_of(rendered, name)
+    for service in SERVICES:
+        assert container(objects, service)["image"] == f"ghcr.io/pcam-platform/pcam-{service}:0.1.0"
+
+
+def test_the_ingress_exposes_only_the_gateway(rendered: Callable) -> None:
+    (ingress,) = k8s_policy.by_kind(objects_of(rendered, "external-redis"), "Ingress")
+    backends = {
+        p["backend"]["service"]["name"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]
+    }
+    assert backends == {full("gateway")}
+    assert ingress["spec"]["ingressClassName"] == "nginx"
+    assert k8s_policy.by_kind(objects_of(rendered, "default"), "Ingress") == []
+
+
+def test_notes_carry_the_research_use_line_and_the_gpu_reminder(helm: str, tmp_path: Path) -> None:
+    # `helm install --dry-run` needs a cluster here: render NOTES.txt through `tpl` in a copy of the chart.
+    chart = tmp_path / "pcam"
+    shutil.copytree(CHART, chart, symlinks=False)
+    shutil.copy(CHART / "templates" / "NOTES.txt", chart / "files" / "NOTES.txt")
+    (chart / "templates" / "notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ tpl (.Files.Get "files/NOTES.txt") . | toJson }}}\n'
+    )
+    done = run_helm(
+        helm,
+        "template",
+        RELEASE,
+        str(chart),
+        "-s",
+        "templates/notes.yaml",
+        "-f",
+        str(VALUES / "gpu-autoscaling-monitoring.yaml"),
+    )
+    assert done.returncode == 0, done.stderr
+    notes = yaml.safe_load(done.stdout)["data"]["notes"]
+    assert "RESEARCH USE ONLY" in notes
+    assert "MUST be the `gpu` target" in notes and "pcam_triton_queue_duration_us_per_request" in notes
+    assert f"port-forward svc/{full('gateway')} 8080:8080" in notes
+
+
+# The helm test pod
+
+
+class _StubGateway(BaseHTTPRequestHandler):
+    predict_status = 200
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        self._answer(200 if self.path == "/readyz" else 404, b"{}")
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        assert self.headers["Content-Type"] == "image/png" and body.startswith(b"\x89PNG")
+        self._answer(self.predict_status, b'{"probability": 0.5}')
+
+    def _answer(self, status: int, body: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("status", "keys_on", "passes"), [(200, "false", True), (503, "false", False), (401, "true", True)]
+)
+def test_the_helm_test_script_fails_on_a_non_200_prediction(
+    rendered: Callable, status: int, keys_on: str, passes: bool
+) -> None:
+    pod = find(objects_of(rendered, "default"), "Pod", f"{full('test')}-prediction")
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    (test,) = pod["spec"]["containers"]
+    assert test["image"] == "ghcr.io/pcam-platform/pcam-gateway:0.1.0" and test["command"] == ["python", "-c"]
+    handler = type("Handler", (_StubGateway,), {"predict_status": status})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", test["args"][0]],
+            env={
+                **os.environ,
+                "GATEWAY_URL": f"http://127.0.0.1:{server.server_port}",
+                "API_KEYS_ON": keys_on,
+            },
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert (done.returncode == 0) is passes, done.stdout + done.stderr
+
+
+# The policy checks themselves find violations
+
+
+def _bad_deployment() -> Obj:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "bad"},
+        "spec": {
+            "template": {
+                "metadata": {"labels": {k8s_policy.COMPONENT: "redis"}},
+                "spec": {
+                    "securityContext": {"runAsUser": 0},
+                    "initContainers": [{"name": "init", "image": "busybox"}],
+                    "containers": [
+                        {
+                            "name": "app",
+                            "image": "redis:latest",
+                            "securityContext": {"capabilities": {"add": ["NET_ADMIN"]}, "privileged": True},
+                            "resources": {"requests": {"cpu": "1"}},
+                            "env": [
+                                {"name": "REDIS_PASSWORD", "value": "hunter2"},
+                                {"name": "URL", "value": "redis://:hunter2@redis:6379/0"},
+                            ],
+                        }
+                    ],
+                },
+            }
+        },
+    }
+
+
+def test_the_policy_checks_find_violations() -> None:
+    objects = [_bad_deployment()]
+    security = "\n".join(k8s_policy.check_pod_security(objects))
+    for expected in (
+        "automountServiceAccountToken is not false",
+        "initContainer init: not forced to run as non-root",
+        "container app: readOnlyRootFilesystem is not true",
+        "container app: allowPrivilegeEscalation is not false",
+        "container app: privileged",
+        "container app: capabilities do not drop ALL",
+        "adds capabilities ['NET_ADMIN']",
+        "seccompProfile is None",
+    ):
+        assert expected in security
+    resources = k8s_policy.check_resources(objects)
+    assert "Deployment/bad container app: no memory request" in resources
+    assert "Deployment/bad container app: no cpu limit" in resources
+    assert "Deployment/bad initContainer init: no cpu request" in resources
+    assert k8s_policy.check_probes(objects) == [
+        "Deployment/bad container app: no livenessProbe",
+        "Deployment/bad container app: no readinessProbe",
+    ]
+    assert len(k8s_policy.check_images(objects)) == 2  # untagged busybox, redis:latest
+    assert (
+        k8s_policy.image_tag("registry:5000/a/b") is None
+        and k8s_policy.image_tag("a@sha256:00") == "sha256:00"
+    )
+    assert (
+        k8s_policy.check_images([{**_pod("ok"), "spec": {"containers": [{"image": "registry:5000/a:1.2"}]}}])
+        == []
+    )
+    secrets = k8s_policy.check_no_plaintext_secrets(objects)
+    assert any("REDIS_PASSWORD has a plain value" in v for v in secrets)
+    assert any("URL holds a URL with a password" in v for v in secrets)
+    leaky = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "c"},
+        "data": {"PCAM_GATEWAY_REDIS_URL": "redis://u:p@h:6379/0"},
+    }
+    assert k8s_policy.check_no_plaintext_secrets([leaky]) == [
+        "ConfigMap/c: PCAM_GATEWAY_REDIS_URL looks like a secret"
+    ]
+    # A run-to-completion pod (helm test) needs no probes; its containers are still checked otherwise.
+    test_pod = {
+        **_pod("test"),
+        "spec": {"restartPolicy": "Never", "containers": [{"name": "t", "image": "x:1"}]},
+    }
+    assert k8s_policy.check_probes([test_pod]) == []
+    assert k8s_policy.check_resources([test_pod]) and k8s_policy.check_pod_security([test_pod])
+
+
+def _pod(name: str, component: str = "x") -> Obj:
+    return {"kind": "Pod", "metadata": {"name": name, "labels": {k8s_policy.COMPONENT: component}}}
+
+
+def _policy(
+    name: str, selector: dict, ingress: list | None = None, types: tuple = ("Ingress", "Egress")
+) -> Obj:
+    spec: Obj = {"podSelector": {"matchLabels": selector}, "policyTypes": list(types)}
+    if ingress is not None:
+        spec["ingress"] = ingress
+    return {"kind": "NetworkPolicy", "metadata": {"name": name}, "spec": spec}
+
+
+def test_the_network_policy_checks_find_violations() -> None:
+    redis = {**_pod("redis", "redis"), "spec": {"containers": []}}
+    deny = _policy("deny", {})
+    from_gateway = [
+        {
+            "from": [{"podSelector": {"matchLabels": {k8s_policy.COMPONENT: "gateway"}}}],
+            "ports": [{"port": 6379}],
+        }
+    ]
+    assert (
+        k8s_policy.check_ingress_only_from(
+            [redis, deny, _policy("r", {k8s_policy.COMPONENT: "redis"}, from_gateway)], "redis", {"gateway"}
+        )
+        == []
+    )
+    # No default deny at all.
+    assert k8s_policy.check_default_deny([redis]) == ["Pod/redis: no default-deny NetworkPolicy selects it"]
+    assert k8s_policy.check_ingress_only_from([redis], "redis", {"gateway"}) == [
+        "Pod/redis: no default-deny NetworkPolicy selects it"
+    ]
+    # An ingress-only "deny" is not a default deny.
+    assert k8s_policy.check_default_deny([redis, _policy("half", {}, types=("Ingress",))])
+    # Redis open to everyone, to another namespace, to another component.
+    for rule, expected in (
+        ({"ports": [{"port": 6379}]}, "ingress from anywhere"),
+        ({"from": [{"namespaceSelector": {}}]}, "ingress from {'namespaceSelector'"),
+        ({"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}, "ingress from {'ipBlock'"),
+        (
+            {"from": [{"podSelector": {"matchLabels": {k8s_policy.COMPONENT: "preprocess"}}}]},
+            "ingress from pods",
+        ),
+    ):
+        open_redis = _policy("open", {k8s_policy.COMPONENT: "redis"}, [rule])
+        (violation,) = k8s_policy.check_ingress_only_from([redis, deny, open_redis], "redis", {"gateway"})
+        assert expected in violation
+    assert k8s_policy.check_ingress_only_from([deny], "redis", {"gateway"}) == ["no pod of component 'redis'"]
+    # Metrics ports may be excepted, but only when every port of the rule is one.
+    scrape = _policy("scrape", {}, [{"from": [{"namespaceSelector": {}}], "ports": [{"port": 8002}]}])
+    assert (
+        k8s_policy.check_ingress_only_from([redis, deny, scrape], "redis", {"gateway"}, except_ports={8002})
+        == []
+    )
+    assert k8s_policy.check_ingress_only_from([redis, deny, scrape], "redis", {"gateway"})
