@@ -11,19 +11,24 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 REPOSITORY_POLL_S = 1
 
 
-def opentelemetry_trace_args(traces_url: str, rate: int = 1, service_name: str = "triton") -> list[str]:
-    """tritonserver flags exporting every `rate`-th request's spans to an OTLP/HTTP `traces_url`.
+def opentelemetry_trace_settings(traces_url: str, rate: int = 1, service_name: str = "triton") -> list[str]:
+    """The `--trace-config` values exporting every `rate`-th request's spans to an OTLP/HTTP `traces_url`.
 
     In OpenTelemetry mode Triton continues the W3C `traceparent` it receives in gRPC metadata, so its
-    spans join the ensemble's trace. docker-compose.yml and the Helm chart pass the same flags.
+    spans join the ensemble's trace. docker-compose.yml and the Helm chart pass the same values (tested).
     """
     return [
-        "--trace-config=mode=opentelemetry",
-        f"--trace-config=opentelemetry,url={traces_url}",
-        f"--trace-config=opentelemetry,resource=service.name={service_name}",
-        f"--trace-config=rate={rate}",
-        "--trace-config=level=TIMESTAMPS",
+        "mode=opentelemetry",
+        f"opentelemetry,url={traces_url}",
+        f"opentelemetry,resource=service.name={service_name}",
+        f"rate={rate}",
+        "level=TIMESTAMPS",
     ]
+
+
+def opentelemetry_trace_args(traces_url: str, rate: int = 1) -> list[str]:
+    """tritonserver flags for `opentelemetry_trace_settings`."""
+    return [f"--trace-config={setting}" for setting in opentelemetry_trace_settings(traces_url, rate)]
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from devstack.triton import opentelemetry_trace_settings
 from tests.unit.deploy import k8s_policy
 from tests.unit.deploy.conftest import ROOT
 
@@ -553,13 +554,9 @@ def test_tracing_sets_the_otel_environment_and_triton_trace_config(rendered: Cal
         assert not [k for k in env_of(off, service) if k.startswith("OTEL_")]
     args = container(on, "triton")["args"]
     configs = [args[i + 1] for i, arg in enumerate(args) if arg == "--trace-config"]
-    assert configs == [
-        "mode=opentelemetry",
-        "opentelemetry,url=http://otel-collector.observability:4318/v1/traces",
-        "opentelemetry,resource=service.name=triton",
-        "rate=5",
-        "level=TIMESTAMPS",
-    ]
+    assert configs == opentelemetry_trace_settings(
+        "http://otel-collector.observability:4318/v1/traces", rate=5
+    )
     assert "--trace-config" not in container(off, "triton")["args"]
 
 
