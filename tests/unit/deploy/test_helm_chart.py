@@ -1,6 +1,6 @@
 """The Helm chart helm/pcam (DESIGN.md section 7), offline: lint, render, Kubernetes schemas, policies.
 
-Each value set in helm-values/ is rendered once per module; every check below reads those renders.
+Each value set in helm/pcam/ci/ is rendered once per module; every check below reads those renders.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from tests.unit.deploy import k8s_policy
 from tests.unit.deploy.conftest import ROOT
 
 CHART = ROOT / "helm" / "pcam"
-VALUES = Path(__file__).parent / "helm-values"
+VALUES = CHART / "ci"  # chart-testing convention: <name>-values.yaml, also examples for users
 VALUE_SETS = ("default", "gpu-autoscaling-monitoring", "external-redis")
 RELEASE, NAMESPACE = "t", "pcam"
 KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")  # the chart's kubeVersion floor and the newest bundled schemas
@@ -54,7 +54,7 @@ def run_helm(helm: str, *args: str, values: dict | None = None) -> subprocess.Co
 
 
 def template_args(name: str) -> list[str]:
-    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}.yaml")]
+    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}-values.yaml")]
 
 
 def parse(manifests: str) -> list[Obj]:
@@ -137,7 +137,7 @@ def test_chart_metadata_and_linked_sources() -> None:
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_helm_lint_strict_passes(helm: str, name: str) -> None:
     done = run_helm(
-        helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}.yaml")
+        helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}-values.yaml")
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
@@ -610,7 +610,7 @@ def test_notes_carry_the_research_use_line_and_the_gpu_reminder(helm: str, tmp_p
         "-s",
         "templates/notes.yaml",
         "-f",
-        str(VALUES / "gpu-autoscaling-monitoring.yaml"),
+        str(VALUES / "gpu-autoscaling-monitoring-values.yaml"),
     )
     assert done.returncode == 0, done.stderr
     notes = yaml.safe_load(done.stdout)["data"]["notes"]
