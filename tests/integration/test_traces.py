@@ -20,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from devstack.processes import free_port
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from services.common.release import ReleaseManifest
+from tests.http_server import serving
 from tests.integration.conftest import TRITON_VENV
 from tests.integration.test_predict import unique_png
 
@@ -73,14 +74,8 @@ class _ExportHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def receiver() -> Iterator[OtlpReceiver]:
-    server = OtlpReceiver(free_port())
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(OtlpReceiver(free_port())) as server:
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,6 @@
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -13,6 +12,7 @@ import pytest
 from devstack.processes import free_port
 from services.common import healthcheck
 from services.common.settings import ServiceSettings
+from tests.http_server import local_server, serving
 
 ROOT = Path(__file__).parents[3]
 SERVICES = tuple(healthcheck.SETTINGS)
@@ -34,16 +34,8 @@ class _Handler(BaseHTTPRequestHandler):
 @pytest.fixture
 def server() -> Iterator[ThreadingHTTPServer]:
     """A local HTTP server on a free loopback port; set `server.RequestHandlerClass.status`."""
-    handler = type("Handler", (_Handler,), {})
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(local_server(type("Handler", (_Handler,), {}))) as httpd:
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
 
 
 @pytest.mark.parametrize("service", SERVICES)

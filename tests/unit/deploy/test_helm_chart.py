@@ -12,9 +12,8 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +21,9 @@ import pytest
 import yaml
 
 from devstack.triton import opentelemetry_trace_settings
+from tests.http_server import local_server, serving, url_of
 from tests.unit.deploy import k8s_policy
-from tests.unit.deploy.conftest import ROOT
+from tests.unit.deploy.conftest import ROOT, kubernetes_validate_output
 
 CHART = ROOT / "helm" / "pcam"
 VALUES = CHART / "ci"  # chart-testing convention: <name>-values.yaml, also examples for users
@@ -54,7 +54,15 @@ def run_helm(helm: str, *args: str, values: dict | None = None) -> subprocess.Co
 
 
 def template_args(name: str) -> list[str]:
-    return ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}-values.yaml")]
+    return [
+        "template",
+        RELEASE,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(VALUES / f"{name}-values.yaml"),
+    ]
 
 
 def parse(manifests: str) -> list[Obj]:
@@ -137,7 +145,14 @@ def test_chart_metadata_and_linked_sources() -> None:
 @pytest.mark.parametrize("name", VALUE_SETS)
 def test_helm_lint_strict_passes(helm: str, name: str) -> None:
     done = run_helm(
-        helm, "lint", "--strict", str(CHART), "--namespace", NAMESPACE, "-f", str(VALUES / f"{name}-values.yaml")
+        helm,
+        "lint",
+        "--strict",
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "-f",
+        str(VALUES / f"{name}-values.yaml"),
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "0 chart(s) failed" in done.stdout
@@ -149,17 +164,7 @@ def test_every_object_passes_the_kubernetes_schemas(
     kubernetes_validate: str, rendered: Callable, tmp_path: Path, name: str, version: str
 ) -> None:
     manifests, objects = rendered(name)
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(manifests)
-    done = subprocess.run(
-        [kubernetes_validate, "--strict", "-k", version, "--quiet", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    output = done.stdout + done.stderr
-    assert done.returncode == 0, output
+    output = kubernetes_validate_output(kubernetes_validate, manifests, tmp_path, version)
     # Only the Prometheus Operator kinds lack a bundled schema; they are checked structurally below.
     skipped = set(re.findall(r"Couldn't find schema for kind (\w+)", output))
     assert skipped == CRD_KINDS & {o["kind"] for o in objects}, output
@@ -654,24 +659,15 @@ def test_the_helm_test_script_fails_on_a_non_200_prediction(
     (test,) = pod["spec"]["containers"]
     assert test["image"] == "ghcr.io/pcam-platform/pcam-gateway:0.1.0" and test["command"] == ["python", "-c"]
     handler = type("Handler", (_StubGateway,), {"predict_status": status})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with serving(local_server(handler)) as server:
         done = subprocess.run(
             [sys.executable, "-c", test["args"][0]],
-            env={
-                **os.environ,
-                "GATEWAY_URL": f"http://127.0.0.1:{server.server_port}",
-                "API_KEYS_ON": keys_on,
-            },
+            env={**os.environ, "GATEWAY_URL": url_of(server), "API_KEYS_ON": keys_on},
             capture_output=True,
             text=True,
             check=False,
             timeout=60,
         )
-    finally:
-        server.shutdown()
-        server.server_close()
     assert (done.returncode == 0) is passes, done.stdout + done.stderr
 
 

@@ -13,7 +13,7 @@ import yaml
 
 from deploy.tools.render_k8s_base import BASE_MANIFEST, render
 from tests.unit.deploy import k8s_policy
-from tests.unit.deploy.conftest import ROOT
+from tests.unit.deploy.conftest import ROOT, kubernetes_validate_output
 from tests.unit.deploy.test_helm_chart import SCRAPERS
 from training.config import TritonConfig
 
@@ -60,16 +60,7 @@ def test_the_base_is_the_current_rendering_of_the_chart(helm: str) -> None:
 def test_every_object_passes_the_kubernetes_schemas(
     kubernetes_validate: str, built: Callable, tmp_path: Path, overlay: str
 ) -> None:
-    path = tmp_path / f"{overlay}.yaml"
-    path.write_text(built(overlay)[0])
-    done = subprocess.run(
-        [kubernetes_validate, "--strict", "-k", KUBERNETES_VERSION, "--quiet", str(path)],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
+    kubernetes_validate_output(kubernetes_validate, built(overlay)[0], tmp_path, KUBERNETES_VERSION)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

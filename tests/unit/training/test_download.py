@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import gzip
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import h5py
@@ -14,6 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from tests.http_server import local_server, serving, url_of
 from training.cli import app
 from training.data import download as dl
 
@@ -89,16 +89,10 @@ def files(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 def server(files: tuple[Path, dict[str, str]]) -> Iterator[tuple[str, ServerState]]:
     """A ThreadingHTTPServer on 127.0.0.1 (free port) serving the files; always shut down."""
     root, _ = files
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
+    httpd = local_server(RangeHandler)
     httpd.state = ServerState(root)  # type: ignore[attr-defined]
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}/records/2546921/files/", httpd.state  # type: ignore[attr-defined]
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+    with serving(httpd):
+        yield f"{url_of(httpd)}/records/2546921/files/", httpd.state  # type: ignore[attr-defined]
 
 
 @pytest.fixture
