@@ -150,12 +150,17 @@ class LocalStack:
                 },
             }[service]
         )
-        argv = [sys.executable, "-m", f"services.{service}"]
+        argv = [sys.executable, *service_arguments(service)]
         process = ManagedProcess(service, argv, self._log(service), env=env)
         self.processes[service] = process
         process.wait_until(
             http_ok(f"{self.config.url(service)}/readyz"), self.config.startup_timeout_s, "ready"
         )
+
+
+def service_arguments(service: str) -> list[str]:
+    """The Python arguments that run a service: the same as its image's CMD (tested)."""
+    return ["-m", f"services.{service}"]
 
 
 def start_redis(server: str, port: int, log: Path, name: str, password: str | None = None) -> ManagedProcess:
@@ -167,8 +172,10 @@ def start_redis(server: str, port: int, log: Path, name: str, password: str | No
     command = [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     if password is not None:
         config = log.with_suffix(".conf")
-        config.touch(mode=0o600)
-        config.write_text(f"requirepass {password}\n")
+        descriptor = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # also when the file existed with a wider mode
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(f"requirepass {password}\n")
         command.insert(1, str(config))
     process = ManagedProcess(name, command, log)
     client = redis.Redis(port=port, socket_timeout=1, password=password)

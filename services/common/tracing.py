@@ -45,12 +45,12 @@ def tracing_enabled(environ: Mapping[str, str] | None = None) -> bool:
 
 def otlp_traces_url(environ: Mapping[str, str] | None = None) -> str | None:
     """The OTLP/HTTP traces URL the `OTEL_*` environment names (spec: signal endpoint as is, else
-    `<endpoint>/v1/traces`); None when tracing is off or spans do not go to OTLP."""
+    `<endpoint>/v1/traces`); None when tracing is off, spans do not go to OTLP, or OTLP is asked for
+    over gRPC (this platform's exporters, Triton's included, speak OTLP over HTTP)."""
     env = os.environ if environ is None else environ
-    if not tracing_enabled(env) or env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() not in (
-        "",
-        "otlp",
-    ):
+    exporter = env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower()
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or ""
+    if not tracing_enabled(env) or exporter not in ("", "otlp") or protocol.strip().lower() == "grpc":
         return None
     if signal := env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "").strip():
         return signal

@@ -23,6 +23,7 @@ import httpx
 import pytest
 
 from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.stack import service_arguments
 from devstack.triton import TritonInstall
 from tests.integration.conftest import TRITON_VENV
 from tests.unit.common.release_fixture import write_test_release
@@ -91,8 +92,10 @@ def test_service_target_runs_its_command_and_healthcheck(
     repository.mkdir()
     write_test_release(repository)  # preprocess/ensemble read /models/release.json; /healthz needs no Triton
     (tmp_path / "tmp").mkdir()
+    app = tmp_path / "app"  # WORKDIR: only the code the image copies (COPY services/ /app/services/)
+    shutil.copytree(ROOT / "services", app / "services", ignore=shutil.ignore_patterns("__pycache__"))
     paths = {
-        "/app": ROOT,  # WORKDIR: the code, as COPY services/ /app/services/ lays it out
+        "/app": app,
         "/opt/venv": Path(sys.executable).parent.parent,  # the project virtualenv
         "/models": repository,
         "/tmp": tmp_path / "tmp",
@@ -102,7 +105,9 @@ def test_service_target_runs_its_command_and_healthcheck(
     assert env[f"{prefix}HOST"] == "0.0.0.0"
     env[f"{prefix}HOST"], env[f"{prefix}PORT"] = "127.0.0.1", str(port)  # loopback and a free port here
     workdir = Path(_map(SERVICES_DOCKERFILE.effective(stage, "WORKDIR").args, paths))
-    command = _resolve(SERVICES_DOCKERFILE.effective(stage, "CMD").exec_form(), env)
+    image_command = SERVICES_DOCKERFILE.effective(stage, "CMD").exec_form()
+    assert image_command == ["python", *service_arguments(service)], "the image runs what devstack runs"
+    command = _resolve(image_command, env)
     assert Path(command[0]).parent == Path(sys.executable).parent, "python is the image venv's (mapped)"
     healthcheck = _resolve(SERVICES_DOCKERFILE.effective(stage, "HEALTHCHECK").exec_form(), env)
     grace_s = _seconds(compose_model["services"][service]["stop_grace_period"])

@@ -51,6 +51,7 @@ def test_the_otel_environment_turns_tracing_on(env: dict[str, str], on: bool) ->
         ({"OTEL_TRACES_EXPORTER": "console"}, None),
         ({"OTEL_TRACES_EXPORTER": "otlp"}, "http://localhost:4318/v1/traces"),
         ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}, "http://c:4318/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, None),
         (
             {
                 "OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -282,3 +283,31 @@ def test_the_dockerignore_matcher_can_fail():
         and df.ignored("c.pyc", patterns)
         and df.ignored("build/x", patterns)
     )
+
+
+# Packages the service images do not have: they hold services/ and the `serve` extra only.
+NOT_IN_SERVICE_IMAGES = {
+    "training",
+    "devstack",
+    "pcam_client",
+    "tests",
+    "torch",
+    "timm",
+    "onnx",
+    "sklearn",
+    "h5py",
+}
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_imports_nothing_its_image_lacks(service: str) -> None:
+    """This checkout has every package installed; the image does not, so an import of one would crash there."""
+    code = (
+        f"import sys\nfrom services.{service}.app import create_app\ncreate_app()\n"
+        "print(' '.join(sorted({name.split('.')[0] for name in sys.modules})))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert not set(done.stdout.split()) & NOT_IN_SERVICE_IMAGES
