@@ -170,7 +170,23 @@ securityContext:
 {{- end }}
 
 {{/*
-HTTP probes of a platform service (/healthz liveness, /readyz readiness, /healthz startup).
+The port each platform service listens on inside its pod, fixed: `<component>.service.port` changes only
+the Service's port (a process without capabilities cannot bind a port below 1024), the container port,
+PCAM_<SERVICE>_PORT and the NetworkPolicies (which see pod ports, after the Service's translation) stay.
+Call with the component name.
+*/}}
+{{- define "pcam.containerPort" -}}
+{{- get (dict "gateway" "8080" "preprocess" "8081" "ensemble" "8082") . }}
+{{- end }}
+
+{{/*
+HTTP probes of a platform service: /healthz liveness and startup; readiness /readyz for preprocess and
+ensemble (their own state: release loaded, Triton reachable for the ensemble) but /healthz for the
+gateway. The gateway's /readyz requires preprocess and ensemble ready, which require Triton: one Triton
+restart (a TensorRT build takes up to 20 min) would take every gateway pod out of its Service, and
+clients would get connection refused (an Ingress: 502) instead of the gateway's own 503 + Retry-After,
+which it answers by itself while a dependency is down. `helm test` still checks the gateway's /readyz.
+Call with (dict "root" $ "component" "gateway").
 */}}
 {{- define "pcam.serviceProbes" -}}
 startupProbe:
@@ -188,7 +204,7 @@ livenessProbe:
   failureThreshold: 3
 readinessProbe:
   httpGet:
-    path: /readyz
+    path: {{ ternary "/healthz" "/readyz" (eq .component "gateway") }}
     port: http
   periodSeconds: 5
   timeoutSeconds: 3
@@ -201,7 +217,7 @@ Environment shared by the services: bind address, numba cache, tracing. Call wit
 {{- define "pcam.serviceEnv" -}}
 {{- $prefix := printf "PCAM_%s_" (upper .component) }}
 {{ $prefix }}HOST: "0.0.0.0"
-{{ $prefix }}PORT: {{ index .root.Values .component "service" "port" | quote }}
+{{ $prefix }}PORT: {{ include "pcam.containerPort" .component | quote }}
 NUMBA_CACHE_DIR: /tmp/numba
 {{- if .root.Values.tracing.enabled }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ .root.Values.tracing.otlpEndpoint | quote }}
@@ -378,8 +394,60 @@ replicas: {{ .replicaCount }}
 {{- end }}
 
 {{/*
-Whether a component gets a PodDisruptionBudget: replicaCount > 1 or autoscaling on.
+The fewest replicas a component runs with: autoscaling.minReplicas under an HPA, else replicaCount.
+*/}}
+{{- define "pcam.minReplicas" -}}
+{{- ternary .autoscaling.minReplicas .replicaCount .autoscaling.enabled | int }}
+{{- end }}
+
+{{/*
+Whether a component gets a PodDisruptionBudget: only when it always runs more than one replica (a
+minAvailable 1 budget over a single pod would block every node drain).
 */}}
 {{- define "pcam.wantsPdb" -}}
-{{- if and .pdb.enabled (or .autoscaling.enabled (gt (int .replicaCount) 1)) }}true{{- end }}
+{{- if and .pdb.enabled (gt (int (include "pcam.minReplicas" .)) 1) }}true{{- end }}
+{{- end }}
+
+{{/*
+The most replicas a component may run: autoscaling.maxReplicas under an HPA, else replicaCount.
+*/}}
+{{- define "pcam.maxReplicas" -}}
+{{- ternary .autoscaling.maxReplicas .replicaCount .autoscaling.enabled | int }}
+{{- end }}
+
+{{/*
+Triton's rollout strategy: triton.strategy when set; else, on GPUs, replace a pod before starting the
+next (maxSurge 0: no spare GPU needed, and a ReadWriteOnce engine-cache claim is never wanted by two
+pods on different nodes); on CPU, start the new pod first (maxSurge 1, maxUnavailable 0).
+*/}}
+{{- define "pcam.triton.strategy" -}}
+{{- if .Values.triton.strategy }}
+{{- toYaml .Values.triton.strategy }}
+{{- else if .Values.triton.gpu.enabled }}
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 0
+  maxUnavailable: 1
+{{- else }}
+type: RollingUpdate
+rollingUpdate:
+  maxSurge: 1
+  maxUnavailable: 0
+{{- end }}
+{{- end }}
+
+{{/*
+Refuse a ReadWriteOnce engine-cache claim shared by more than one Triton pod: the second pod would hang
+in ContainerCreating (Multi-Attach) on another node. `accessModes` describes an existingClaim too.
+*/}}
+{{- define "pcam.triton.checkEngineCache" -}}
+{{- $gpu := .Values.triton.gpu }}
+{{- if and $gpu.enabled (eq $gpu.engineCache.type "pvc") }}
+{{- $modes := $gpu.engineCache.pvc.accessModes }}
+{{- $single := and (not (has "ReadWriteMany" $modes)) (or (has "ReadWriteOnce" $modes) (has "ReadWriteOncePod" $modes)) }}
+{{- $max := int (include "pcam.maxReplicas" .Values.triton) }}
+{{- if and $single (gt $max 1) }}
+{{- fail (printf "triton.gpu.engineCache.pvc.accessModes %v cannot serve up to %d Triton replicas (triton.replicaCount, or triton.autoscaling.maxReplicas): use a ReadWriteMany claim, engineCache.type emptyDir, or one replica" $modes $max) }}
+{{- end }}
+{{- end }}
 {{- end }}

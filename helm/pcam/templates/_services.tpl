@@ -45,13 +45,13 @@ spec:
           imagePullPolicy: {{ $root.Values.image.pullPolicy }}
           ports:
             - name: http
-              containerPort: {{ $values.service.port }}
+              containerPort: {{ include "pcam.containerPort" .component }}
               protocol: TCP
           envFrom:
             - configMapRef:
                 name: {{ include "pcam.componentName" $component }}
           {{- include "pcam.containerSecurityContext" $root | nindent 10 }}
-          {{- include "pcam.serviceProbes" $root | nindent 10 }}
+          {{- include "pcam.serviceProbes" $component | nindent 10 }}
           resources:
             {{- toYaml $values.resources | nindent 12 }}
           volumeMounts:

@@ -3,13 +3,16 @@
 Every check takes the list of object dicts (`yaml.safe_load_all` of the manifests, `None`s dropped) and
 returns a list of violation strings, empty when the objects comply; `all_violations` runs the checks
 that every workload must pass. Selectors are matched on `matchLabels` only (what these manifests use).
+`reachable` evaluates NetworkPolicies for one connection (the source's egress and the destination's
+ingress); `check_flows` judges a table of required and forbidden connections with it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 Obj = dict[str, Any]
@@ -158,15 +161,26 @@ def check_no_plaintext_secrets(objects: Iterable[Obj]) -> list[str]:
                 value = env.get("value")
                 if value is None:
                     continue
-                if SECRET_ENV_NAME.search(env["name"]) and value != "":
+                if (
+                    SECRET_ENV_NAME.search(env["name"])
+                    and value != ""
+                    and not _names_a_file(env["name"], value)
+                ):
                     violations.append(f"{where}: {env['name']} has a plain value")
                 if URL_WITH_PASSWORD.search(str(value)):
                     violations.append(f"{where}: {env['name']} holds a URL with a password")
     for config in by_kind(objects, "ConfigMap"):
         for key, value in (config.get("data") or {}).items():
-            if SECRET_ENV_NAME.search(key) or URL_WITH_PASSWORD.search(str(value)):
+            if (SECRET_ENV_NAME.search(key) and not _names_a_file(key, value)) or URL_WITH_PASSWORD.search(
+                str(value)
+            ):
                 violations.append(f"ConfigMap/{config['metadata']['name']}: {key} looks like a secret")
     return violations
+
+
+def _names_a_file(name: str, value: object) -> bool:
+    """`*_FILE` variables holding an absolute path name where a secret is mounted, not the secret."""
+    return name.endswith("_FILE") and isinstance(value, str) and value.startswith("/")
 
 
 def all_violations(objects: Iterable[Obj]) -> list[str]:
@@ -267,3 +281,137 @@ def check_ingress_only_from(
             ) not in allowed_components:
                 violations.append(f"{pod.where}: ingress from pods {peer.get('podSelector')}")
     return violations
+
+
+# NetworkPolicy reachability
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoint:
+    """One end of a connection. A pod of the policies' namespace has `namespace` None; a pod elsewhere
+    has its namespace's labels (namespaceSelector peers only ever select those: the policies' own
+    namespace counts as another one's, since its labels are unknown here); something that is no pod
+    (`pod` False) is reached through ipBlock peers only. `ports` names container ports (named ports)."""
+
+    name: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+    namespace: Mapping[str, str] | None = None
+    ip: str | None = None
+    pod: bool = True
+    ports: Mapping[str, int] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@dataclass(frozen=True, eq=False)
+class Flow:
+    """A connection from `source` to `destination`'s `port`."""
+
+    source: Endpoint
+    destination: Endpoint
+    port: int
+    protocol: str = "TCP"
+
+    def __str__(self) -> str:
+        return f"{self.source} -> {self.destination}:{self.port}/{self.protocol}"
+
+
+def release_pods(objects: Iterable[Obj]) -> dict[str, Endpoint]:
+    """component -> an Endpoint for the pods of each workload (labels and named container ports)."""
+    pods: dict[str, Endpoint] = {}
+    for pod in pod_templates(objects):
+        component = pod.labels.get(COMPONENT)
+        if component is None or component in pods:
+            continue
+        named = {
+            port["name"]: port["containerPort"]
+            for _, container, _ in containers(pod)
+            for port in container.get("ports") or []
+            if port.get("name")
+        }
+        pods[component] = Endpoint(component, dict(pod.labels), ports=named)
+    return pods
+
+
+def _policy_types(policy: Obj) -> set[str]:
+    spec = policy["spec"]
+    if spec.get("policyTypes"):
+        return set(spec["policyTypes"])
+    return {"Ingress", "Egress"} if "egress" in spec else {"Ingress"}
+
+
+def _peer_selects(peer: Obj, endpoint: Endpoint) -> bool:
+    if "ipBlock" in peer:
+        if endpoint.ip is None:
+            return False
+        address = ipaddress.ip_address(endpoint.ip)
+        block = peer["ipBlock"]
+        return address in ipaddress.ip_network(block["cidr"]) and not any(
+            address in ipaddress.ip_network(cidr) for cidr in block.get("except") or []
+        )
+    if not endpoint.pod:
+        return False
+    if "namespaceSelector" in peer:
+        return (
+            endpoint.namespace is not None
+            and selects(peer["namespaceSelector"], endpoint.namespace)
+            and selects(peer.get("podSelector"), endpoint.labels)
+        )
+    return endpoint.namespace is None and selects(peer.get("podSelector"), endpoint.labels)
+
+
+def _port_allowed(ports: list[Obj] | None, port: int, protocol: str, named: Mapping[str, int]) -> bool:
+    if not ports:
+        return True
+    for entry in ports:
+        if entry.get("protocol", "TCP") != protocol:
+            continue
+        number = entry.get("port")
+        if number is None:
+            return True
+        if isinstance(number, str):
+            number = named.get(number)
+            if number is None:
+                continue
+        if number <= port <= entry.get("endPort", number):
+            return True
+    return False
+
+
+def _lets_through(objects: list[Obj], selected: Endpoint, peer: Endpoint, flow: Flow, direction: str) -> bool:
+    """Whether the policies selecting `selected` allow `flow` in `direction` (Ingress: from `peer`,
+    Egress: to `peer`). Pods outside the policies' namespace are not judged (their policies are not
+    here), nor pods no policy of that direction selects (not isolated)."""
+    if selected.namespace is not None or not selected.pod:
+        return True
+    isolating = [p for p in policies_for(objects, selected.labels) if direction in _policy_types(p)]
+    if not isolating:
+        return True
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    for policy in isolating:
+        for rule in policy["spec"].get(rules_key) or []:
+            peers = rule.get(peers_key)
+            if (not peers or any(_peer_selects(p, peer) for p in peers)) and _port_allowed(
+                rule.get("ports"), flow.port, flow.protocol, flow.destination.ports
+            ):
+                return True
+    return False
+
+
+def reachable(objects: Iterable[Obj], flow: Flow) -> bool:
+    """Whether NetworkPolicies let `flow` through: the source's egress and the destination's ingress."""
+    objects = list(objects)
+    return _lets_through(objects, flow.source, flow.destination, flow, "Egress") and _lets_through(
+        objects, flow.destination, flow.source, flow, "Ingress"
+    )
+
+
+def check_flows(
+    objects: Iterable[Obj], required: Iterable[Flow], forbidden: Iterable[Flow] = ()
+) -> list[str]:
+    """Every required flow reachable, no forbidden one."""
+    objects = list(objects)
+    return [
+        f"{flow}: denied, but the platform needs it" for flow in required if not reachable(objects, flow)
+    ] + [f"{flow}: allowed, but must be denied" for flow in forbidden if reachable(objects, flow)]

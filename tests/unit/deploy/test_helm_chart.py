@@ -21,6 +21,9 @@ import pytest
 import yaml
 
 from devstack.triton import opentelemetry_trace_settings
+from services.ensemble.settings import EnsembleSettings
+from services.gateway.settings import GatewaySettings
+from services.preprocess.settings import PreprocessSettings
 from tests.http_server import local_server, serving, url_of
 from tests.unit.deploy import k8s_policy
 from tests.unit.deploy.conftest import ROOT, kubernetes_validate_output
@@ -35,8 +38,11 @@ RULES = ROOT / "deploy" / "prometheus" / "pcam-rules.yml"
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 SERVICES = ("gateway", "preprocess", "ensemble")
 COMPONENTS = (*SERVICES, "triton")
+DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 # The chart's default metrics scrapers: the only pods besides the gateway that reach the services.
-SCRAPERS = yaml.safe_load((CHART / "values.yaml").read_text())["networkPolicy"]["metrics"]["from"]
+SCRAPERS = DEFAULTS["networkPolicy"]["metrics"]["from"]
+SETTINGS = {"gateway": GatewaySettings, "preprocess": PreprocessSettings, "ensemble": EnsembleSettings}
+CONTAINER_PORTS = {"gateway": 8080, "preprocess": 8081, "ensemble": 8082}
 
 Obj = dict[str, Any]
 
@@ -86,6 +92,20 @@ def rendered(helm: str) -> Callable[[str], tuple[str, list[Obj]]]:
 
 def objects_of(rendered: Callable, name: str) -> list[Obj]:
     return rendered(name)[1]
+
+
+def render_with(helm: str, values: dict, name: str = "default") -> list[Obj]:
+    """The objects of value set `name` with `values` on top."""
+    done = run_helm(helm, *template_args(name), values=values)
+    assert done.returncode == 0, done.stderr
+    return parse(done.stdout)
+
+
+def render_failure(helm: str, values: dict, name: str = "default") -> str:
+    """The error of a render that must fail."""
+    done = run_helm(helm, *template_args(name), values=values)
+    assert done.returncode != 0, "the render was expected to fail"
+    return done.stderr
 
 
 def find(objects: list[Obj], kind: str, name: str) -> Obj:
@@ -258,15 +278,124 @@ def network_policy(objects: list[Obj], component: str) -> Obj:
     return find(objects, "NetworkPolicy", full(component))
 
 
-def test_dns_egress_reaches_only_kube_dns(rendered: Callable) -> None:
-    (rule,) = find(objects_of(rendered, "default"), "NetworkPolicy", f"{RELEASE}-pcam-dns")["spec"]["egress"]
-    assert rule["to"] == [
-        {
-            "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
-        }
+# Reachability: the flows the platform needs pass both ends' policies; the ones it must not, do not.
+
+_scraper = SCRAPERS[0]
+PROMETHEUS = k8s_policy.Endpoint(
+    "prometheus",
+    _scraper["podSelector"]["matchLabels"],
+    namespace=_scraper["namespaceSelector"]["matchLabels"],
+)
+KUBE_DNS = k8s_policy.Endpoint(
+    "kube-dns", {"k8s-app": "kube-dns"}, namespace={"kubernetes.io/metadata.name": "kube-system"}
+)
+NODE_LOCAL_DNS = k8s_policy.Endpoint("node-local-dns", pod=False, ip="169.254.20.10")
+OTHER_NAMESPACE_POD = k8s_policy.Endpoint(
+    "a pod of another namespace", {"app": "other"}, namespace={"kubernetes.io/metadata.name": "other"}
+)
+NEIGHBOUR = k8s_policy.Endpoint("another pod of the release's namespace", {"app": "other"})
+INTERNET = k8s_policy.Endpoint("an address outside the cluster", pod=False, ip="203.0.113.7")
+
+
+def platform_flows(
+    objects: list[Obj], dns: k8s_policy.Endpoint = KUBE_DNS
+) -> tuple[list[k8s_policy.Flow], list[k8s_policy.Flow]]:
+    """(required, forbidden) flows among the release's pods (chart renders and kustomize builds alike)."""
+    flow = k8s_policy.Flow
+    pods = k8s_policy.release_pods(objects)
+    gateway, preprocess, ensemble, triton = (pods[c] for c in COMPONENTS)
+    required = [
+        flow(gateway, preprocess, 8081),
+        flow(gateway, ensemble, 8082),
+        flow(ensemble, triton, 8001),
+        *(flow(PROMETHEUS, pods[c], port) for c, port in CONTAINER_PORTS.items()),
+        flow(PROMETHEUS, triton, 8002),
+        *(flow(pod, dns, 53, protocol) for pod in pods.values() for protocol in ("UDP", "TCP")),
     ]
+    forbidden = [
+        *(flow(gateway, triton, port) for port in (8000, 8001, 8002)),
+        flow(preprocess, triton, 8001),
+        flow(preprocess, ensemble, 8082),
+        *(
+            flow(source, pods[c], port)
+            for source in (OTHER_NAMESPACE_POD, NEIGHBOUR)
+            for c, port in CONTAINER_PORTS.items()
+            if c != "gateway"
+        ),
+        *(flow(source, triton, 8001) for source in (OTHER_NAMESPACE_POD, NEIGHBOUR, PROMETHEUS)),
+        *(flow(pod, INTERNET, 443) for pod in pods.values()),
+    ]
+    if "test" in pods:  # `helm test`
+        required.append(flow(pods["test"], gateway, 8080))
+        forbidden += [
+            flow(pods["test"], pods[c], port) for c, port in CONTAINER_PORTS.items() if c != "gateway"
+        ]
+    if "redis" in pods:  # the built-in Redis: the gateway only
+        redis = pods["redis"]
+        required.append(flow(gateway, redis, 6379))
+        forbidden += [
+            flow(source, redis, 6379)
+            for source in (
+                *(p for c, p in pods.items() if c != "gateway"),
+                PROMETHEUS,
+                OTHER_NAMESPACE_POD,
+                NEIGHBOUR,
+            )
+        ]
+    return required, forbidden
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_network_policies_let_exactly_the_platform_flows_through(rendered: Callable, name: str) -> None:
+    objects = objects_of(rendered, name)
+    required, forbidden = platform_flows(objects)
+    gateway = k8s_policy.release_pods(objects)["gateway"]
+    if name == "external-redis":
+        external_redis = k8s_policy.Endpoint("the external Redis", pod=False, ip="10.20.0.5")
+        ingress_controller = k8s_policy.Endpoint(
+            "ingress-nginx",
+            {"app": "ingress-nginx"},
+            namespace={"kubernetes.io/metadata.name": "ingress-nginx"},
+        )
+        required += [
+            k8s_policy.Flow(gateway, external_redis, 6380),
+            k8s_policy.Flow(ingress_controller, gateway, 8080),
+        ]
+        forbidden += [
+            k8s_policy.Flow(gateway, external_redis, 6379),
+            k8s_policy.Flow(OTHER_NAMESPACE_POD, gateway, 8080),
+        ]
+    else:  # no ingressFrom: clients anywhere
+        required += [
+            k8s_policy.Flow(OTHER_NAMESPACE_POD, gateway, 8080),
+            k8s_policy.Flow(NEIGHBOUR, gateway, 8080),
+        ]
+    assert k8s_policy.check_flows(objects, required, forbidden) == []
+
+
+def test_dns_egress_reaches_kube_dns_or_the_configured_peers(helm: str, rendered: Callable) -> None:
+    (rule,) = find(objects_of(rendered, "default"), "NetworkPolicy", f"{RELEASE}-pcam-dns")["spec"]["egress"]
+    assert (
+        rule["to"]
+        == DEFAULTS["networkPolicy"]["dns"]["to"]
+        == [
+            {
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}},
+            }
+        ]
+    )
     assert sorted((p["port"], p["protocol"]) for p in rule["ports"]) == [(53, "TCP"), (53, "UDP")]
+    default = objects_of(rendered, "default")
+    pods = k8s_policy.release_pods(default).values()
+    assert not any(k8s_policy.reachable(default, k8s_policy.Flow(p, NODE_LOCAL_DNS, 53, "UDP")) for p in pods)
+    # NodeLocal DNSCache: its link-local address beside kube-dns.
+    node_local = render_with(
+        helm, {"networkPolicy": {"dns": {"to": [*rule["to"], {"ipBlock": {"cidr": "169.254.20.10/32"}}]}}}
+    )
+    for dns in (KUBE_DNS, NODE_LOCAL_DNS):
+        required, forbidden = platform_flows(node_local, dns=dns)
+        assert k8s_policy.check_flows(node_local, required, forbidden) == []
 
 
 # GPU, autoscaling, disruption budgets
@@ -289,6 +418,53 @@ def test_triton_asks_for_a_gpu_only_in_the_gpu_values(rendered: Callable) -> Non
     assert "nvidia.com/gpu" not in json.dumps(rendered("default")[1])
     assert container(cpu, "triton")["image"] == "ghcr.io/pcam-platform/pcam-triton-cpu:0.1.0"
     assert "/trt_engine_cache" not in mounts(container(cpu, "triton"))
+
+
+SURGE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+NO_SURGE = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+
+
+def triton_strategy(objects: list[Obj]) -> Obj:
+    return find(objects, "Deployment", full("triton"))["spec"]["strategy"]
+
+
+def test_triton_rolls_out_without_a_spare_gpu_unless_told_otherwise(helm: str, rendered: Callable) -> None:
+    assert DEFAULTS["triton"]["strategy"] == {}  # the chart picks
+    assert triton_strategy(objects_of(rendered, "default")) == SURGE  # CPU: the new pod first
+    assert triton_strategy(objects_of(rendered, "gpu-autoscaling-monitoring")) == NO_SURGE
+    gpu = {"triton": {"gpu": {"enabled": True}}}
+    assert triton_strategy(render_with(helm, gpu)) == NO_SURGE
+    recreate = {"triton": {"gpu": {"enabled": True}, "strategy": {"type": "Recreate"}}}
+    assert triton_strategy(render_with(helm, recreate)) == {"type": "Recreate"}
+    assert triton_strategy(render_with(helm, {"triton": {"strategy": NO_SURGE}})) == NO_SURGE
+
+
+def _rwo_cache(**triton: Any) -> dict:
+    cache = {"type": "pvc", "pvc": {"accessModes": ["ReadWriteOnce"]}}
+    return {"triton": {"gpu": {"enabled": True, "engineCache": cache}, **triton}}
+
+
+@pytest.mark.parametrize(
+    "triton",
+    [
+        {"replicaCount": 2},
+        {"replicaCount": 1, "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}},
+    ],
+    ids=["two replicas", "autoscaling to three"],
+)
+def test_a_read_write_once_engine_cache_refuses_several_triton_pods(helm: str, triton: dict) -> None:
+    error = render_failure(helm, _rwo_cache(**triton))
+    assert "triton.gpu.engineCache.pvc.accessModes" in error and "ReadWriteMany" in error
+
+
+def test_a_read_write_once_engine_cache_serves_one_triton_pod(helm: str) -> None:
+    objects = render_with(helm, _rwo_cache(replicaCount=1))
+    assert find(objects, "PersistentVolumeClaim", full("engine-cache"))["spec"]["accessModes"] == [
+        "ReadWriteOnce"
+    ]
+    assert triton_strategy(objects) == NO_SURGE  # never two pods on the claim, even during a rollout
+    # The ReadWriteOnce check concerns the GPU engine cache only.
+    render_with(helm, {"triton": {"replicaCount": 3}})
 
 
 def test_hpas_and_pdbs_follow_replicas_and_autoscaling(rendered: Callable) -> None:
@@ -320,6 +496,25 @@ def test_hpas_and_pdbs_follow_replicas_and_autoscaling(rendered: Callable) -> No
         full(s) for s in SERVICES
     }
     assert find(default, "Deployment", full("triton"))["spec"]["replicas"] == 1
+
+
+def pdb_names(objects: list[Obj]) -> set[str]:
+    return {p["metadata"]["name"] for p in k8s_policy.by_kind(objects, "PodDisruptionBudget")}
+
+
+def test_a_pdb_needs_more_than_one_pod_at_all_times(helm: str) -> None:
+    """A minAvailable 1 budget over what may be a single pod blocks every node drain."""
+    autoscaled_from_one = {"enabled": True, "minReplicas": 1, "maxReplicas": 5}
+    objects = render_with(
+        helm,
+        {
+            "gateway": {"replicaCount": 3, "autoscaling": autoscaled_from_one},  # replicaCount ignored
+            "preprocess": {"replicaCount": 1, "autoscaling": {"enabled": True, "minReplicas": 2}},
+            "ensemble": {"replicaCount": 1},
+            "triton": {"replicaCount": 2},
+        },
+    )
+    assert pdb_names(objects) == {full("preprocess"), full("triton")}
 
 
 def test_pods_spread_over_zones_and_nodes(rendered: Callable) -> None:
@@ -389,6 +584,8 @@ def test_each_dashboard_configmap_holds_its_file_exactly(rendered: Callable) -> 
         {"gateway": {"resources": {"limits": None}}},  # null deletes the default
         {"preprocess": {"resources": {"limits": {"memory": None}}}},
         {"networkPolicy": {"enabled": "yes"}},
+        {"networkPolicy": {"dns": {"podSelector": {}}}},  # the peers go in networkPolicy.dns.to
+        {"networkPolicy": {"dns": {"to": []}}},  # no DNS at all
     ],
     ids=lambda v: json.dumps(v, separators=(",", ":")),
 )
@@ -418,6 +615,19 @@ def test_missing_required_settings_fail_the_render(helm: str, values: dict, mess
 # Secrets
 
 
+def assert_gateway_reads_redis_password_file(objects: list[Obj], secret: str, key: str) -> None:
+    """The gateway gets the Redis password as a file of the Secret (PCAM_GATEWAY_REDIS_PASSWORD_FILE:
+    a trailing newline is stripped), never as an environment variable."""
+    env = env_of(objects, "gateway")
+    assert "PCAM_GATEWAY_REDIS_PASSWORD" not in env
+    path = Path(env["PCAM_GATEWAY_REDIS_PASSWORD_FILE"])
+    mount = mounts(container(objects, "gateway"))[str(path.parent)]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod_spec(objects, "gateway")["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == secret
+    assert volume["secret"]["items"] == [{"key": key, "path": path.name}]
+
+
 def test_the_generated_redis_password_stays_in_its_secret(rendered: Callable) -> None:
     manifests, objects = rendered("default")
     secret = find(objects, "Secret", full("redis"))
@@ -425,19 +635,15 @@ def test_the_generated_redis_password_stays_in_its_secret(rendered: Callable) ->
     assert len(password) == 32
     others = [o for o in objects if o is not secret]
     assert password not in json.dumps(others)
-    gateway_env = env_of(objects, "gateway")
-    assert gateway_env["PCAM_GATEWAY_REDIS_PASSWORD"] == {
-        "secretKeyRef": {"name": full("redis"), "key": "redis-password"}
-    }
-    assert gateway_env["PCAM_GATEWAY_REDIS_URL"] == f"redis://{full('redis')}:6379/0"
+    assert_gateway_reads_redis_password_file(objects, full("redis"), "redis-password")
+    assert env_of(objects, "gateway")["PCAM_GATEWAY_REDIS_URL"] == f"redis://{full('redis')}:6379/0"
     redis = container(objects, "redis")
     assert {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in redis["env"]} == {
-        "REDIS_PASSWORD": full("redis"),
-        "REDISCLI_AUTH": full("redis"),
+        "REDIS_PASSWORD": full("redis")
     }
     # Never on redis-server's command line: it is written to a config file by a shell builtin.
     assert "requirepass" not in " ".join(redis["command"]) and "--requirepass" not in redis["args"][0]
-    assert '"$REDIS_PASSWORD" > /config/redis.conf' in redis["args"][0]
+    assert '"$password" > /config/redis.conf' in redis["args"][0]
     for flag in ('--save ""', "--appendonly no", "--maxmemory 192mb", "--maxmemory-policy allkeys-lru"):
         assert flag in redis["args"][0]
     # The pods restart when the chart's Secret changes.
@@ -445,14 +651,53 @@ def test_the_generated_redis_password_stays_in_its_secret(rendered: Callable) ->
     assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/secret"])
 
 
+@pytest.mark.parametrize("secret_value", ["s3cret", "s3cret\n", "s3cret\r\n"])
+def test_redis_and_the_gateway_agree_on_a_password_with_a_trailing_newline(
+    rendered: Callable, tmp_path: Path, secret_value: str
+) -> None:
+    """A Secret made with `kubectl create secret --from-file` ends with a newline: Redis's startup
+    script and readiness probe drop it, as the gateway does reading the Secret as a file."""
+    objects = objects_of(rendered, "default")
+    redis = container(objects, "redis")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    # Stand-ins: redis-server does nothing, redis-cli answers PONG only to the right password.
+    (bin_dir / "redis-server").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "redis-cli").write_text('#!/bin/sh\n[ "$REDISCLI_AUTH" = s3cret ] && echo PONG\n')
+    for tool in bin_dir.iterdir():
+        tool.chmod(0o755)
+    config = tmp_path / "redis.conf"
+    env = {"PATH": f"{bin_dir}:{os.environ['PATH']}", "REDIS_PASSWORD": secret_value}
+    start = redis["args"][0].replace("/config/redis.conf", str(config))
+    done = subprocess.run(["/bin/sh", "-c", start], env=env, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert config.read_text() == 'requirepass "s3cret"\n'
+    assert config.stat().st_mode & 0o077 == 0  # umask 077
+    probe = redis["readinessProbe"]["exec"]["command"]
+    assert subprocess.run(probe, env=env, capture_output=True, timeout=30).returncode == 0
+    wrong = {**env, "REDIS_PASSWORD": "other\n"}
+    assert subprocess.run(probe, env=wrong, capture_output=True, timeout=30).returncode != 0
+    # The gateway reads the same Secret key as a file.
+    secret_file = tmp_path / "redis-password"
+    secret_file.write_text(secret_value, newline="")
+    assert GatewaySettings(redis_password_file=secret_file).redis_auth_password() == "s3cret"
+
+
 def test_external_redis_password_comes_from_the_existing_secret(rendered: Callable) -> None:
     objects = objects_of(rendered, "external-redis")
     assert k8s_policy.by_kind(objects, "Secret") == []
     env = env_of(objects, "gateway")
     assert env["PCAM_GATEWAY_REDIS_URL"] == "rediss://redis.cache.example.internal:6380/2"
-    assert env["PCAM_GATEWAY_REDIS_PASSWORD"] == {
-        "secretKeyRef": {"name": "pcam-redis-credentials", "key": "password"}
-    }
+    assert_gateway_reads_redis_password_file(objects, "pcam-redis-credentials", "password")
+
+
+def test_redis_without_auth_mounts_no_password(helm: str) -> None:
+    objects = render_with(helm, {"redis": {"auth": {"enabled": False}}})
+    assert k8s_policy.by_kind(objects, "Secret") == []
+    assert not [k for k in env_of(objects, "gateway") if k.startswith("PCAM_GATEWAY_REDIS_PASSWORD")]
+    assert "/etc/pcam/redis" not in mounts(container(objects, "gateway"))
+    assert "env" not in container(objects, "redis")
+    assert "REDISCLI_AUTH" not in container(objects, "redis")["readinessProbe"]["exec"]["command"][-1]
 
 
 def test_api_keys_file_is_mounted_read_only_and_configured(rendered: Callable) -> None:
@@ -486,7 +731,10 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
         assert services[full(component)]["spec"]["ports"][0]["port"] == port
         probes = container(objects, component)
         assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
-        assert probes["readinessProbe"]["httpGet"]["path"] == "/readyz"
+        # The gateway stays in its Service while a dependency is down (it answers 503 + Retry-After
+        # itself); preprocess and ensemble report their own readiness.
+        readiness = "/healthz" if component == "gateway" else "/readyz"
+        assert probes["readinessProbe"]["httpGet"]["path"] == readiness
     gateway = env_of(objects, "gateway")
     assert gateway["PCAM_GATEWAY_PREPROCESS_URL"] == f"http://{full('preprocess')}:8081"
     assert gateway["PCAM_GATEWAY_ENSEMBLE_URL"] == f"http://{full('ensemble')}:8082"
@@ -497,6 +745,10 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
         assert mounts(container(objects, component))["/models"]["readOnly"] is True
     triton = container(objects, "triton")
     assert triton["command"] == ["tritonserver"]
+    # The cpu image's python backend lives there; the NGC image keeps its own default.
+    gpu = name == "gpu-autoscaling-monitoring"
+    assert ("--backend-directory=/opt/tritonserver/backends" in triton["args"]) is not gpu
+    assert not gpu or not [a for a in triton["args"] if a.startswith("--backend-directory")]
     for arg in (
         "--model-repository=/models",
         "--model-control-mode=poll",
@@ -510,6 +762,89 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
         assert arg in triton["args"]
     assert triton["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+
+
+def test_a_service_port_moves_only_the_service(helm: str) -> None:
+    """A process without capabilities cannot bind port 80: the pods keep listening on their own ports."""
+    objects = render_with(
+        helm, {"gateway": {"service": {"port": 80}}, "preprocess": {"service": {"port": 9081}}}
+    )
+    services = {s["metadata"]["name"]: s["spec"]["ports"] for s in k8s_policy.by_kind(objects, "Service")}
+    assert services[full("gateway")] == [
+        {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}
+    ]
+    assert services[full("preprocess")][0]["port"] == 9081
+    for component, port in CONTAINER_PORTS.items():
+        assert services[full(component)][0]["targetPort"] == "http"
+        assert container(objects, component)["ports"] == [
+            {"name": "http", "containerPort": port, "protocol": "TCP"}
+        ]
+        assert env_of(objects, component)[f"PCAM_{component.upper()}_PORT"] == str(port)
+        (rule, *_) = network_policy(objects, component)["spec"]["ingress"]
+        assert [p["port"] for p in rule["ports"]] == [port]
+    # Clients address the Services' ports; NetworkPolicies see the pods' ports.
+    assert env_of(objects, "gateway")["PCAM_GATEWAY_PREPROCESS_URL"] == f"http://{full('preprocess')}:9081"
+    test_pod = find(objects, "Pod", f"{full('test')}-prediction")["spec"]["containers"][0]
+    assert {"name": "GATEWAY_URL", "value": f"http://{full('gateway')}:80"} in test_pod["env"]
+    required, forbidden = platform_flows(objects)
+    assert k8s_policy.check_flows(objects, required, forbidden) == []
+
+
+def settings_env_violations(objects: list[Obj]) -> list[str]:
+    """Every PCAM_* variable a container gets (env and envFrom ConfigMaps) is PCAM_<SERVICE>_<field> of
+    its own service's settings class (extra="ignore" would swallow a misspelt one), and no name is given
+    twice (the later would silently win)."""
+    configmaps = {
+        c["metadata"]["name"]: c.get("data") or {} for c in k8s_policy.by_kind(objects, "ConfigMap")
+    }
+    violations = []
+    for pod in k8s_policy.pod_templates(objects):
+        component = pod.labels.get(k8s_policy.COMPONENT, "")
+        settings, prefix = SETTINGS.get(component), f"PCAM_{component.upper()}_"
+        for where, spec_container, _ in k8s_policy.containers(pod):
+            env = [e["name"] for e in spec_container.get("env") or []]
+            from_maps = [
+                key
+                for source in spec_container.get("envFrom") or []
+                if "configMapRef" in source
+                for key in configmaps[source["configMapRef"]["name"]]
+            ]
+            names = env + from_maps
+            violations += [
+                f"{where}: {n} set twice" for n in sorted({n for n in names if names.count(n) > 1})
+            ]
+            for name in names:
+                if not name.startswith("PCAM_"):
+                    continue
+                if settings is None or not name.startswith(prefix):
+                    violations.append(f"{where}: {name} is no setting of {component!r}")
+                elif name.removeprefix(prefix).lower() not in settings.model_fields:
+                    violations.append(f"{where}: {name} is no field of {settings.__name__}")
+    return violations
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_pcam_variable_is_a_setting_of_its_service(rendered: Callable, name: str) -> None:
+    objects = objects_of(rendered, name)
+    assert settings_env_violations(objects) == []
+    for service in SERVICES:  # the check saw the services' variables
+        assert f"PCAM_{service.upper()}_PORT" in env_of(objects, service)
+
+
+def test_the_settings_check_finds_misspelt_and_repeated_variables(helm: str) -> None:
+    objects = render_with(
+        helm,
+        {
+            "gateway": {"env": {"PCAM_GATEWAY_RATELIMIT": "5"}},
+            "ensemble": {"env": {"PCAM_GATEWAY_PORT": "1"}},
+        },
+    )
+    violations = settings_env_violations(objects)
+    assert any("PCAM_GATEWAY_RATELIMIT is no field of GatewaySettings" in v for v in violations)
+    assert any("PCAM_GATEWAY_PORT is no setting of 'ensemble'" in v for v in violations)
+    gateway = find(objects, "Deployment", full("gateway"))
+    gateway["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}] * 2
+    assert any("X set twice" in v for v in settings_env_violations(objects))
 
 
 def test_the_model_repository_from_object_storage(rendered: Callable) -> None:
@@ -559,8 +894,10 @@ def test_tracing_sets_the_otel_environment_and_triton_trace_config(rendered: Cal
         assert not [k for k in env_of(off, service) if k.startswith("OTEL_")]
     args = container(on, "triton")["args"]
     configs = [args[i + 1] for i, arg in enumerate(args) if arg == "--trace-config"]
+    # Triton ignores the caller's sampled flag: rate 1 puts its span in every sampled trace.
+    assert DEFAULTS["tracing"]["tritonRate"] == 1
     assert configs == opentelemetry_trace_settings(
-        "http://otel-collector.observability:4318/v1/traces", rate=5
+        "http://otel-collector.observability:4318/v1/traces", rate=1
     )
     assert "--trace-config" not in container(off, "triton")["args"]
 
@@ -588,7 +925,27 @@ def test_images_are_pinned_to_the_app_version(rendered: Callable, name: str) -> 
         assert container(objects, service)["image"] == f"ghcr.io/pcam-platform/pcam-{service}:0.1.0"
 
 
-def test_the_ingress_exposes_only_the_gateway(rendered: Callable) -> None:
+INTERNAL_PATHS = ("/metrics", "/readyz", "/healthz")
+
+
+def routes(path: Obj, request_path: str) -> bool:
+    """Whether an Ingress path (Prefix: whole path elements; Exact) sends `request_path` to its backend."""
+    if path["pathType"] == "Exact":
+        return request_path == path["path"]
+    prefix = path["path"].rstrip("/")
+    return request_path == prefix or request_path.startswith(prefix + "/")
+
+
+def ingress_paths(objects: list[Obj]) -> list[Obj]:
+    return [
+        p
+        for i in k8s_policy.by_kind(objects, "Ingress")
+        for r in i["spec"]["rules"]
+        for p in r["http"]["paths"]
+    ]
+
+
+def test_the_ingress_exposes_only_the_gateways_api(helm: str, rendered: Callable) -> None:
     (ingress,) = k8s_policy.by_kind(objects_of(rendered, "external-redis"), "Ingress")
     backends = {
         p["backend"]["service"]["name"] for rule in ingress["spec"]["rules"] for p in rule["http"]["paths"]
@@ -596,10 +953,22 @@ def test_the_ingress_exposes_only_the_gateway(rendered: Callable) -> None:
     assert backends == {full("gateway")}
     assert ingress["spec"]["ingressClassName"] == "nginx"
     assert k8s_policy.by_kind(objects_of(rendered, "default"), "Ingress") == []
+    # By default only /v1; the example value set adds the docs page and the schema it loads.
+    default = ingress_paths(render_with(helm, {"ingress": {"enabled": True}}))
+    assert [(p["path"], p["pathType"]) for p in default] == [("/v1", "Prefix")]
+    example = ingress_paths(objects_of(rendered, "external-redis"))
+    for request_path in ("/v1/predict", "/docs", "/openapi.json"):
+        assert any(routes(p, request_path) for p in example), request_path
+    for paths in (default, example):
+        for request_path in INTERNAL_PATHS:
+            assert not any(routes(p, request_path) for p in paths), request_path
+    assert routes({"path": "/", "pathType": "Prefix"}, "/metrics")  # what the old default published
+    assert not routes({"path": "/v1", "pathType": "Prefix"}, "/v10")
 
 
-def test_notes_carry_the_research_use_line_and_the_gpu_reminder(helm: str, tmp_path: Path) -> None:
-    # `helm install --dry-run` needs a cluster here: render NOTES.txt through `tpl` in a copy of the chart.
+def render_notes(helm: str, tmp_path: Path, *values_files: Path, values: dict | None = None) -> str:
+    """NOTES.txt as `helm install` prints it (`--dry-run` needs a cluster here: rendered through `tpl`
+    in a copy of the chart)."""
     chart = tmp_path / "pcam"
     shutil.copytree(CHART, chart, symlinks=False)
     shutil.copy(CHART / "templates" / "NOTES.txt", chart / "files" / "NOTES.txt")
@@ -607,21 +976,33 @@ def test_notes_carry_the_research_use_line_and_the_gpu_reminder(helm: str, tmp_p
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
         'data: {notes: {{ tpl (.Files.Get "files/NOTES.txt") . | toJson }}}\n'
     )
+    files = [arg for path in values_files for arg in ("-f", str(path))]
     done = run_helm(
-        helm,
-        "template",
-        RELEASE,
-        str(chart),
-        "-s",
-        "templates/notes.yaml",
-        "-f",
-        str(VALUES / "gpu-autoscaling-monitoring-values.yaml"),
+        helm, "template", RELEASE, str(chart), "-s", "templates/notes.yaml", *files, values=values
     )
     assert done.returncode == 0, done.stderr
-    notes = yaml.safe_load(done.stdout)["data"]["notes"]
+    return yaml.safe_load(done.stdout)["data"]["notes"]
+
+
+def test_notes_carry_the_research_use_line_and_the_gpu_reminder(helm: str, tmp_path: Path) -> None:
+    notes = render_notes(helm, tmp_path, VALUES / "gpu-autoscaling-monitoring-values.yaml")
     assert "RESEARCH USE ONLY" in notes
     assert "MUST be the `gpu` target" in notes and "pcam_triton_queue_duration_us_per_request" in notes
     assert f"port-forward svc/{full('gateway')} 8080:8080" in notes
+    assert "WARNING" not in notes  # the ServiceMonitors are on
+
+
+def test_notes_warn_when_triton_autoscales_on_a_metric_nobody_scrapes(helm: str, tmp_path: Path) -> None:
+    values = {
+        "triton": {"autoscaling": {"enabled": True}},
+        "gateway": {"service": {"port": 80}},
+        "redis": {"auth": {"existingSecret": "pcam-redis-auth"}},
+    }
+    notes = render_notes(helm, tmp_path, values=values)
+    assert "WARNING: monitoring.serviceMonitor.enabled is false" in notes
+    assert f"port-forward svc/{full('gateway')} 8080:80" in notes  # a local port that needs no root
+    assert "Argo CD" not in notes  # the generated-password reminder only when the chart generates one
+    assert "Argo CD" in render_notes(helm, tmp_path / "default")
 
 
 # The helm test pod
@@ -658,6 +1039,7 @@ def test_the_helm_test_script_fails_on_a_non_200_prediction(
     assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
     (test,) = pod["spec"]["containers"]
     assert test["image"] == "ghcr.io/pcam-platform/pcam-gateway:0.1.0" and test["command"] == ["python", "-c"]
+    assert 'url + "/readyz"' in test["args"][0]  # the whole chain, though the gateway's probe is /healthz
     handler = type("Handler", (_StubGateway,), {"predict_status": status})
     with serving(local_server(handler)) as server:
         done = subprocess.run(
@@ -745,6 +1127,16 @@ def test_the_policy_checks_find_violations() -> None:
     assert k8s_policy.check_no_plaintext_secrets([leaky]) == [
         "ConfigMap/c: PCAM_GATEWAY_REDIS_URL looks like a secret"
     ]
+    # A *_FILE variable naming where a secret is mounted is fine; one holding the secret is not.
+    files = {
+        "kind": "ConfigMap",
+        "metadata": {"name": "f"},
+        "data": {
+            "PCAM_GATEWAY_REDIS_PASSWORD_FILE": "/etc/pcam/redis/redis-password",
+            "TOKEN_FILE": "hunter2",
+        },
+    }
+    assert k8s_policy.check_no_plaintext_secrets([files]) == ["ConfigMap/f: TOKEN_FILE looks like a secret"]
     # A run-to-completion pod (helm test) needs no probes; its containers are still checked otherwise.
     test_pod = {
         **_pod("test"),
@@ -810,3 +1202,72 @@ def test_the_network_policy_checks_find_violations() -> None:
         == []
     )
     assert k8s_policy.check_ingress_only_from([redis, deny, scrape], "redis", {"gateway"})
+
+
+def test_the_reachability_evaluator_denies_what_either_end_does_not_allow() -> None:
+    def pod(component: str) -> Obj:
+        return {
+            **_pod(component, component),
+            "spec": {"containers": [{"ports": [{"name": "api", "containerPort": 6379}]}]},
+        }
+
+    def selector(component: str) -> Obj:
+        return {"podSelector": {"matchLabels": {k8s_policy.COMPONENT: component}}}
+
+    def policy(component: str, ingress: list | None = None, egress: list | None = None) -> Obj:
+        spec = {"podSelector": selector(component)["podSelector"], "policyTypes": ["Ingress", "Egress"]}
+        return {
+            "kind": "NetworkPolicy",
+            "metadata": {"name": component},
+            "spec": {**spec, "ingress": ingress or [], "egress": egress or []},
+        }
+
+    pods = [pod("gateway"), pod("preprocess"), pod("redis")]
+    endpoints = k8s_policy.release_pods(pods)
+    gateway, preprocess, redis = (endpoints[c] for c in ("gateway", "preprocess", "redis"))
+    to_redis = k8s_policy.Flow(gateway, redis, 6379)
+    intruder = k8s_policy.Flow(preprocess, redis, 6379)
+    gateway_out = policy("gateway", egress=[{"to": [selector("redis")], "ports": [{"port": 6379}]}])
+    redis_in = policy("redis", ingress=[{"from": [selector("gateway")], "ports": [{"port": 6379}]}])
+    deny = _policy("deny", {})
+
+    # No policy: everything passes, so the forbidden flow is reported.
+    assert k8s_policy.check_flows(pods, [to_redis], [intruder]) == [
+        "preprocess -> redis:6379/TCP: allowed, but must be denied"
+    ]
+    # Default deny: the required flow is reported.
+    assert k8s_policy.check_flows([*pods, deny], [to_redis], [intruder]) == [
+        "gateway -> redis:6379/TCP: denied, but the platform needs it"
+    ]
+    # One end alone is not enough; both ends are.
+    assert not k8s_policy.reachable([*pods, deny, gateway_out], to_redis)
+    assert not k8s_policy.reachable([*pods, deny, redis_in], to_redis)
+    assert k8s_policy.check_flows([*pods, deny, gateway_out, redis_in], [to_redis], [intruder]) == []
+    # Another port, another protocol; a named port resolves to the destination's container port.
+    assert not k8s_policy.reachable(
+        [*pods, deny, gateway_out, redis_in], k8s_policy.Flow(gateway, redis, 6380)
+    )
+    assert not k8s_policy.reachable([*pods, gateway_out], k8s_policy.Flow(gateway, redis, 6379, "UDP"))
+    named = policy("gateway", egress=[{"to": [selector("redis")], "ports": [{"port": "api"}]}])
+    assert k8s_policy.reachable([*pods, named], to_redis)
+    # A namespaceSelector peer is another namespace: never a pod of the policies' own namespace.
+    from_namespaces = policy("redis", ingress=[{"from": [{"namespaceSelector": {}}]}])
+    assert not k8s_policy.reachable([*pods, from_namespaces], intruder)
+    assert k8s_policy.reachable([*pods, from_namespaces], k8s_policy.Flow(PROMETHEUS, redis, 6379))
+    assert not k8s_policy.reachable([*pods, from_namespaces], k8s_policy.Flow(INTERNET, redis, 6379))
+    # ipBlock peers reach addresses (with exceptions), not pods selected by labels.
+    block = {"ipBlock": {"cidr": "169.254.0.0/16", "except": ["169.254.99.0/24"]}}
+    dns_out = policy("gateway", egress=[{"to": [block], "ports": [{"port": 53, "protocol": "UDP"}]}])
+    assert k8s_policy.reachable([*pods, dns_out], k8s_policy.Flow(gateway, NODE_LOCAL_DNS, 53, "UDP"))
+    elsewhere = k8s_policy.Endpoint("excepted", pod=False, ip="169.254.99.1")
+    assert not k8s_policy.reachable([*pods, dns_out], k8s_policy.Flow(gateway, elsewhere, 53, "UDP"))
+    assert not k8s_policy.reachable([*pods, dns_out], k8s_policy.Flow(gateway, KUBE_DNS, 53, "UDP"))
+    # An ingress-only policy leaves egress open.
+    ingress_only = {**redis_in, "spec": {**redis_in["spec"], "policyTypes": ["Ingress"]}}
+    assert k8s_policy.reachable([*pods, ingress_only], k8s_policy.Flow(redis, INTERNET, 443))
+    # Redis opened to every peer, and the intruder's egress open: the table catches it.
+    opened = policy("redis", ingress=[{"ports": [{"port": 6379}]}])
+    anywhere_out = policy("preprocess", egress=[{}])
+    assert k8s_policy.check_flows(
+        [*pods, deny, gateway_out, opened, anywhere_out], [to_redis], [intruder]
+    ) == ["preprocess -> redis:6379/TCP: allowed, but must be denied"]
