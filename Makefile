@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools k8s-base bench run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base bench loadtest run test test-unit test-integration lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,8 +61,24 @@ test-unit: system-deps venv deploy-tools ## unit tests only
 test-integration: system-deps venv triton-env ## integration tests only
 	$(BIN)/python -m pytest tests/integration
 
-bench: venv ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
+bench: system-deps venv triton-env repository ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
 	$(BIN)/python -m benchmarks.macenko
+	$(BIN)/python -m benchmarks.serving --repository $(MODEL_REPOSITORY)
+
+# make loadtest [SCENARIO=cold|hot|mixed|batch|all, comma-separated] [USERS=8] [DURATION=30s] [SPAWN_RATE=]
+#   [SLO_P95_MS=] [SLO_P99_MS=] [SLO_ERROR_RATIO=] (empty: the locustfile's defaults) [LOCUST_ARGS=...]
+#   [HOST=https://pcam.example.org: that gateway, no local stack]. See loadtests/README.md.
+SCENARIO ?= all
+USERS ?= 8
+SPAWN_RATE ?= 0
+DURATION ?= 30s
+HOST ?=
+LOCUST_ARGS ?=
+loadtest: venv $(if $(HOST),,system-deps triton-env repository) ## Locust scenarios headless with an SLO gate (local stack, or HOST=...), reports in build/loadtest/
+	$(BIN)/python -m loadtests.run_local $(if $(HOST),--host $(HOST),--model-repository $(MODEL_REPOSITORY) --triton-venv $(TRITON_VENV)) \
+	  --scenario $(SCENARIO) --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) -- \
+	  $(if $(SLO_P95_MS),--slo-p95-ms $(SLO_P95_MS)) $(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
+	  $(if $(SLO_ERROR_RATIO),--slo-error-ratio $(SLO_ERROR_RATIO)) $(LOCUST_ARGS)
 
 lint: venv ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

@@ -28,13 +28,20 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _cell(value: Any) -> str:
+    """Floats with one decimal, two below 10 (ratios); anything else as it is."""
+    if isinstance(value, float):
+        return f"{value:,.2f}" if abs(value) < 10 else f"{value:,.1f}"
+    return str(value)
+
+
 def write(name: str, title: str, columns: list[str], rows: list[list[Any]], details: dict[str, Any]) -> Path:
     """Print the table and write `build/bench/<name>.json`; return the JSON path."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
-        table.add_row(*(f"{v:,.1f}" if isinstance(v, float) else str(v) for v in row))
+        table.add_row(*(_cell(v) for v in row))
     Console().print(table)
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUTPUT_DIR / f"{name}.json"

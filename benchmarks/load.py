@@ -1,0 +1,76 @@
+"""Timing for the serving benchmark: in-process calls, and HTTP load from the client process."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Latencies:
+    """Seconds per call and the wall time of the whole run."""
+
+    seconds: np.ndarray
+    wall_s: float
+
+    @property
+    def per_second(self) -> float:
+        return len(self.seconds) / self.wall_s
+
+    def ms(self, percentile: float) -> float:
+        return float(np.percentile(self.seconds, percentile) * 1000)
+
+
+def timed(call: Callable[[T], object], items: Sequence[T]) -> Latencies:
+    """`call(item)` for each item in turn, each timed (one caller, nothing else in flight)."""
+    seconds = np.empty(len(items))
+    start = time.perf_counter()
+    for i, item in enumerate(items):
+        began = time.perf_counter()
+        call(item)
+        seconds[i] = time.perf_counter() - began
+    return Latencies(seconds, time.perf_counter() - start)
+
+
+def predictions(bodies: Sequence[bytes]) -> list[tuple[str, str, bytes | None]]:
+    """One POST /v1/predict per PNG body (a raw image upload)."""
+    return [("POST", "/v1/predict", body) for body in bodies]
+
+
+def gets(path: str, count: int) -> list[tuple[str, str, bytes | None]]:
+    return [("GET", path, None)] * count
+
+
+def http_load(
+    url: str, requests: list[tuple[str, str, bytes | None]], concurrency: int, cached: bool | None = None
+) -> Latencies:
+    """Send `requests` from `concurrency` closed-loop clients (benchmarks.client, its own process); fail
+    on any non-200 answer, or on a prediction whose `cached` flag is not `cached` (None: not checked)."""
+    with tempfile.TemporaryDirectory(prefix="pcam-load-") as folder:
+        path = Path(folder) / "requests.pickle"
+        path.write_bytes(pickle.dumps(requests))
+        flags = ["--concurrency", str(concurrency)]
+        if cached is not None:
+            flags += ["--expect-cached", str(cached).lower()]
+        done = subprocess.run(
+            [sys.executable, "-m", "benchmarks.client", url, str(path), *flags],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if done.returncode != 0:
+        raise RuntimeError(f"load client failed:\n{done.stderr[-2000:]}")
+    result = json.loads(done.stdout)
+    return Latencies(np.asarray(result["seconds"]), result["wall_s"])

@@ -1,0 +1,239 @@
+"""What serving costs on top of the models: the whole stack against the same ensemble in this process.
+
+    python -m benchmarks.serving [--repository model_repository] [--rounds 3]
+
+Starts the local stack (Redis, Triton, preprocess, ensemble, gateway; rate limit off) on free ports
+with the release in `--repository`, then measures, each side by side in one run (rounds alternate so
+that noise on a shared machine hits both sides alike):
+
+- overhead: one uncached patch at a time through the gateway vs the same work in-process at batch 1
+  (decode + validate + Macenko with the release's reference, every member's ONNX graph in
+  onnxruntime, the release's combine rule: `training.predict.LocalPredictor`, the serving code);
+- throughput: uncached single-patch requests from `--concurrency` clients vs the in-process pipeline
+  on batches of `--batch` patches, on the same cores; with the batch sizes Triton formed (its metrics);
+- cache hits: requests/s and p99 with `--cache-concurrency` clients on warmed patches, beside the
+  gateway's `/healthz` at the same concurrency (the floor: HTTP, uvicorn and this client, no work).
+
+Every gateway answer is checked (200, and `cached` false for the uncached runs, true for the hits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import re
+import statistics
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from importlib.metadata import version
+from io import BytesIO
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+from benchmarks.load import Latencies, gets, http_load, predictions, timed
+from benchmarks.macenko import real_patches
+from benchmarks.report import write
+from devstack.stack import LocalStack, StackConfig, StackPorts
+from services.preprocess.pipeline import preprocess_uploads
+from training.predict import LocalPredictor
+
+ROOT = Path(__file__).resolve().parents[1]
+TRITON_BATCH = re.compile(
+    r'^(nv_inference_count|nv_inference_exec_count)\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M
+)
+
+
+class UniquePatches:
+    """PNG bytes of real patches, each with one pixel set from a counter: never seen before by the cache."""
+
+    def __init__(self) -> None:
+        self.sources = real_patches(64)
+        self.counter = itertools.count(1)
+
+    def take(self, count: int) -> list[bytes]:
+        bodies = []
+        for _ in range(count):
+            salt = next(self.counter)
+            pixels = self.sources[salt % len(self.sources)].copy()
+            pixels[0, 0] = [(salt >> shift) & 0xFF for shift in (0, 8, 16)]
+            buffer = BytesIO()
+            Image.fromarray(pixels).save(buffer, format="PNG")
+            bodies.append(buffer.getvalue())
+        return bodies
+
+
+def in_process(predictor: LocalPredictor, uploads: list[bytes]) -> np.ndarray:
+    """The serving path without the services: preprocess's own function, then the members and the rule."""
+    batch = preprocess_uploads(uploads, predictor.normalizer, predictor.manifest.release_id)
+    return predictor.score(batch.images).probability
+
+
+def triton_batches(stack: LocalStack) -> dict[str, tuple[float, float]]:
+    """(inferences, executions) per model from Triton's metrics: their ratio is the mean batch formed."""
+    text = httpx.get(f"http://127.0.0.1:{stack.config.ports.triton_metrics}/metrics", timeout=10).text
+    counts: dict[str, list[float]] = {}
+    for name, model, value in TRITON_BATCH.findall(text):
+        counts.setdefault(model, [0.0, 0.0])[name == "nv_inference_exec_count"] += float(value)
+    return {model: (pair[0], pair[1]) for model, pair in counts.items()}
+
+
+@contextmanager
+def bench_stack(repository: Path, work_dir: Path) -> Iterator[LocalStack]:
+    """The local stack on free ports, without the gateway's rate limit (one client sends everything)."""
+    os.environ["PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE"] = "0"
+    config = StackConfig(
+        model_repository=repository,
+        triton_venv=ROOT / ".venv-triton",
+        work_dir=work_dir,
+        ports=StackPorts.free(),
+    )
+    with LocalStack(config) as stack:
+        yield stack
+
+
+def merged(runs: list[Latencies]) -> Latencies:
+    """All rounds as one sample: every latency, the summed wall time."""
+    return Latencies(np.concatenate([r.seconds for r in runs]), sum(r.wall_s for r in runs))
+
+
+def mean_batch(
+    before: dict[str, tuple[float, float]], after: dict[str, tuple[float, float]]
+) -> dict[str, float]:
+    """Inferences per execution per model between two scrapes of Triton's metrics."""
+    formed = {}
+    for model, (inferences, executions) in after.items():
+        earlier = before.get(model, (0.0, 0.0))
+        formed[model] = round((inferences - earlier[0]) / max(1.0, executions - earlier[1]), 2)
+    return formed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--requests", type=int, default=100, help="uncached one-at-a-time requests per round")
+    parser.add_argument(
+        "--load-requests", type=int, default=640, help="uncached requests per throughput round"
+    )
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--batch", type=int, default=32, help="in-process batch size for throughput")
+    parser.add_argument("--cache-concurrency", type=int, default=50)
+    parser.add_argument("--cache-requests", type=int, default=3000)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="in-process onnxruntime threads per member (Triton's model: 1)"
+    )
+    args = parser.parse_args()
+
+    patches = UniquePatches()
+    predictor = LocalPredictor(args.repository, threads=args.threads)
+    in_process(predictor, patches.take(4))  # compile the Macenko kernels, warm onnxruntime
+    local_single, gateway_single, local_rates, gateway_rates, cache, floor = [], [], [], [], [], []
+    with (
+        tempfile.TemporaryDirectory(prefix="pcam-bench-") as work,
+        bench_stack(args.repository, Path(work)) as stack,
+    ):
+        url = stack.config.url("gateway")
+        http_load(url, predictions(patches.take(64)), 8, cached=False)  # warm every service
+        before = triton_batches(stack)
+        for _ in range(args.rounds):
+            local_single.append(
+                timed(lambda body: in_process(predictor, [body]), patches.take(args.requests))
+            )
+            gateway_single.append(http_load(url, predictions(patches.take(args.requests)), 1, cached=False))
+
+            bodies = patches.take(args.load_requests)
+            chunks = [bodies[i : i + args.batch] for i in range(0, len(bodies), args.batch)]
+            local_rates.append(len(bodies) / timed(lambda chunk: in_process(predictor, chunk), chunks).wall_s)
+            load = http_load(
+                url, predictions(patches.take(args.load_requests)), args.concurrency, cached=False
+            )
+            gateway_rates.append(load.per_second)
+        formed = mean_batch(before, triton_batches(stack))
+
+        hot = patches.take(16)
+        http_load(url, predictions(hot), 4, cached=False)  # store them
+        hits = predictions([hot[i % len(hot)] for i in range(args.cache_requests)])
+        for _ in range(args.rounds):
+            cache.append(http_load(url, hits, args.cache_concurrency, cached=True))
+            floor.append(http_load(url, gets("/healthz", args.cache_requests), args.cache_concurrency))
+
+    local, gateway = merged(local_single), merged(gateway_single)
+    local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
+    hit, bare = merged(cache), merged(floor)
+    rows = [
+        [
+            "overhead p50 (ms)",
+            "1 uncached patch",
+            gateway.ms(50),
+            local.ms(50),
+            gateway.ms(50) / local.ms(50),
+            "<= 1.5",
+        ],
+        [
+            "overhead p95 (ms)",
+            "1 uncached patch",
+            gateway.ms(95),
+            local.ms(95),
+            gateway.ms(95) / local.ms(95),
+            "<= 1.5",
+        ],
+        [
+            "throughput (patches/s)",
+            f"{args.concurrency} clients vs batch {args.batch}",
+            gateway_rate,
+            local_rate,
+            gateway_rate / local_rate,
+            ">= 0.7",
+        ],
+        [
+            "cache hits (req/s)",
+            f"{args.cache_concurrency} clients",
+            hit.per_second,
+            bare.per_second,
+            hit.per_second / bare.per_second,
+            "vs /healthz",
+        ],
+        [
+            "cache hits p99 (ms)",
+            f"{args.cache_concurrency} clients",
+            hit.ms(99),
+            bare.ms(99),
+            hit.ms(99) / bare.ms(99),
+            "<= 10 ms",
+        ],
+    ]
+    rows = [
+        [name, load, round(a, 2), round(b, 2), round(ratio, 2), target]
+        for name, load, a, b, ratio, target in rows
+    ]
+    write(
+        "serving",
+        "Serving stack vs in-process (baseline), same run, same machine",
+        ["measure", "load", "stack", "baseline", "ratio", "target"],
+        rows,
+        {
+            "rounds": args.rounds,
+            "release": predictor.manifest.release_id,
+            "members": [m.name for m in predictor.manifest.members],
+            "in_process_threads_per_member": args.threads,
+            "triton_mean_batch_size": formed,
+            "cache_hit_p50_ms": hit.ms(50),
+            "healthz_p50_ms": bare.ms(50),
+            "throughput_rounds": {"stack": gateway_rates, "in_process": local_rates},
+            "versions": {
+                name: version(name) for name in ("onnxruntime", "uvicorn", "fastapi", "geventhttpclient")
+            },
+        },
+    )
+    print(f"Triton mean batch size per model under {args.concurrency} clients: {formed}")
+
+
+if __name__ == "__main__":
+    main()
