@@ -23,6 +23,7 @@ import argparse
 import itertools
 import os
 import re
+import resource
 import statistics
 import tempfile
 from collections.abc import Iterator
@@ -38,6 +39,7 @@ from PIL import Image
 from benchmarks.load import Latencies, gets, http_load, predictions, timed
 from benchmarks.macenko import real_patches
 from benchmarks.report import write
+from devstack.processes import group_members
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from services.preprocess.pipeline import preprocess_uploads
 from training.predict import LocalPredictor
@@ -96,6 +98,25 @@ def bench_stack(repository: Path, work_dir: Path) -> Iterator[LocalStack]:
         yield stack
 
 
+def cpu_seconds(stack: LocalStack) -> dict[str, float]:
+    """CPU time (user + system) so far of each stack process with its children (Triton's backend stubs),
+    and of this process's finished children (the load client)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, process in stack.processes.items():
+        total = 0.0
+        for pid in group_members(process.popen.pid):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
+        used[name] = total
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    used["load client"] = children.ru_utime + children.ru_stime
+    return used
+
+
 def merged(runs: list[Latencies]) -> Latencies:
     """All rounds as one sample: every latency, the summed wall time."""
     return Latencies(np.concatenate([r.seconds for r in runs]), sum(r.wall_s for r in runs))
@@ -135,6 +156,7 @@ def main() -> None:
     predictor = LocalPredictor(args.repository, threads=args.threads)
     in_process(predictor, patches.take(4))  # compile the Macenko kernels, warm onnxruntime
     local_single, gateway_single, local_rates, gateway_rates, cache, floor = [], [], [], [], [], []
+    cpu_per_request: dict[str, list[float]] = {}
     with (
         tempfile.TemporaryDirectory(prefix="pcam-bench-") as work,
         bench_stack(args.repository, Path(work)) as stack,
@@ -151,10 +173,15 @@ def main() -> None:
             bodies = patches.take(args.load_requests)
             chunks = [bodies[i : i + args.batch] for i in range(0, len(bodies), args.batch)]
             local_rates.append(len(bodies) / timed(lambda chunk: in_process(predictor, chunk), chunks).wall_s)
+            cpu_before = cpu_seconds(stack)
             load = http_load(
                 url, predictions(patches.take(args.load_requests)), args.concurrency, cached=False
             )
+            cpu_after = cpu_seconds(stack)
             gateway_rates.append(load.per_second)
+            for name, seconds in cpu_after.items():
+                used = (seconds - cpu_before[name]) * 1000 / args.load_requests
+                cpu_per_request.setdefault(name, []).append(used)
         formed = mean_batch(before, triton_batches(stack))
 
         hot = patches.take(16)
@@ -165,6 +192,7 @@ def main() -> None:
             floor.append(http_load(url, gets("/healthz", args.cache_requests), args.cache_concurrency))
 
     local, gateway = merged(local_single), merged(gateway_single)
+    cpu = {name: round(statistics.median(values), 2) for name, values in cpu_per_request.items()}
     local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
     hit, bare = merged(cache), merged(floor)
     rows = [
@@ -224,6 +252,7 @@ def main() -> None:
             "members": [m.name for m in predictor.manifest.members],
             "in_process_threads_per_member": args.threads,
             "triton_mean_batch_size": formed,
+            "cpu_ms_per_request_under_load": cpu,
             "cache_hit_p50_ms": hit.ms(50),
             "healthz_p50_ms": bare.ms(50),
             "throughput_rounds": {"stack": gateway_rates, "in_process": local_rates},
@@ -233,6 +262,14 @@ def main() -> None:
         },
     )
     print(f"Triton mean batch size per model under {args.concurrency} clients: {formed}")
+    local_cpu_ms = 1000 / statistics.median(local_rates)  # one thread: wall time is CPU time
+    write(
+        "serving-cpu",
+        f"CPU ms per uncached request under {args.concurrency} clients (in-process: {local_cpu_ms:.2f} ms per patch)",
+        ["process", "CPU ms / request"],
+        [[name, value] for name, value in sorted(cpu.items(), key=lambda item: -item[1])],
+        {"in_process_cpu_ms_per_patch": local_cpu_ms, "rounds": args.rounds},
+    )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Query, Request, Security
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
 
 from services.common.app import create_service_app
@@ -75,7 +76,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         timeout = httpx.Timeout(settings.downstream_timeout_s)
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=100)
+        # httpx's API over aiohttp's connection pool: httpcore's pool scans every connection (with a
+        # poll syscall each) on every request, 2.2 ms of CPU per request at 32 concurrent connections
+        # on this project's 2-core machine against 0.1 ms for aiohttp (docs/benchmarks.md).
+        transport = AiohttpTransport(limits=httpx.Limits(max_connections=200, keepalive_expiry=30))
         # from_url: connections retry nothing (the Redis() constructor would retry 10 times with
         # backoff); a failure is a cache miss at once, and the breaker handles a lasting outage.
         redis = Redis.from_url(
@@ -87,7 +91,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         # One breaker for both uses of Redis: if the cache cannot reach it, neither can the limiter.
         breaker = CircuitBreaker("redis", settings.redis_breaker_failures, settings.redis_breaker_reset_s)
         instrument_redis(redis, app.state.tracer_provider)  # both no-ops unless tracing is on
-        async with httpx.AsyncClient(timeout=timeout, limits=limits) as http:
+        async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             instrument_httpx(http, app.state.tracer_provider)  # sends traceparent downstream
             app.state.cache = ResultCache(redis, settings.cache_ttl_s, breaker)
             app.state.downstream = Downstream(
