@@ -62,10 +62,11 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         max_body_bytes=wire.max_frame_bytes(settings.max_images),
     )
 
-    def release(request: Request) -> ReleaseManifest:
+    # async: a plain `def` dependency would run in FastAPI's thread pool, a thread hop per request.
+    async def release(request: Request) -> ReleaseManifest:
         return request.app.state.releases.current
 
-    def triton(request: Request) -> TritonMembers:
+    async def triton(request: Request) -> TritonMembers:
         return request.app.state.triton
 
     Release = Annotated[ReleaseManifest, Depends(release)]

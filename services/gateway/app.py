@@ -137,16 +137,18 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
 
-    def cache(request: Request) -> ResultCache:
+    # Dependencies are `async def` although they only read app state: FastAPI runs a plain `def`
+    # dependency in its thread pool, a thread hop per dependency per request (docs/benchmarks.md).
+    async def cache(request: Request) -> ResultCache:
         return request.app.state.cache
 
-    def downstream(request: Request) -> Downstream:
+    async def downstream(request: Request) -> Downstream:
         return request.app.state.downstream
 
-    def predictor(request: Request) -> Predictor:
+    async def predictor(request: Request) -> Predictor:
         return request.app.state.predictor
 
-    def limiter(request: Request) -> RateLimiter | None:
+    async def limiter(request: Request) -> RateLimiter | None:
         return request.app.state.limiter
 
     Cache = Annotated[ResultCache, Depends(cache)]
