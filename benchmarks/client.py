@@ -2,7 +2,7 @@
 
     python -m benchmarks.client URL REQUESTS.pickle --concurrency 50 [--expect-cached true|false]
 
-REQUESTS.pickle holds a list of (method, path, body or None) tuples, sent in order by `concurrency`
+REQUESTS.pickle holds a list of (method, path, body or None, content type) tuples, sent in order by `concurrency`
 clients on keep-alive connections; prints JSON: per-request seconds (request order) and the wall time.
 geventhttpclient (Locust's FastHttpUser client) because httpx's connection pool, not the server, caps
 at a few hundred requests/s with 50 concurrent connections on this machine.
@@ -23,7 +23,7 @@ import gevent  # noqa: E402
 from geventhttpclient import HTTPClient  # noqa: E402
 from geventhttpclient.url import URL  # noqa: E402
 
-Request = tuple[str, str, bytes | None]
+Request = tuple[str, str, bytes | None, str]
 
 
 def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool | None) -> dict:
@@ -36,15 +36,15 @@ def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool
         client = HTTPClient.from_url(base, concurrency=1, network_timeout=120, connection_timeout=10)
         try:
             for i in queue:
-                method, path, body = requests[i]
-                headers = {"content-type": "image/png"} if body is not None else {}
+                method, path, body, content_type = requests[i]
+                headers = {"content-type": content_type} if body is not None else {}
                 began = time.perf_counter()
                 response = client.request(method, path, body=body, headers=headers)
                 payload = response.read()
                 seconds[i] = time.perf_counter() - began
                 if response.status_code != 200:
                     raise RuntimeError(f"{method} {path}: {response.status_code} {payload[:200]!r}")
-                if expect_cached is not None and json.loads(payload)["cached"] is not expect_cached:
+                if expect_cached is not None and _cached(json.loads(payload)) != {expect_cached}:
                     raise RuntimeError(f"{method} {path}: expected cached={expect_cached}: {payload[:200]!r}")
         finally:
             client.close()
@@ -53,6 +53,11 @@ def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool
     workers = [gevent.spawn(one_client) for _ in range(concurrency)]
     gevent.joinall(workers, raise_error=True)
     return {"seconds": seconds, "wall_s": time.perf_counter() - start}
+
+
+def _cached(answer: dict) -> set[bool]:
+    """The `cached` flags of a prediction or of every result of a batch."""
+    return {result["cached"] for result in answer.get("results", [answer])}
 
 
 def main() -> None:

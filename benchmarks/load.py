@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import httpx
 import numpy as np
 
 T = TypeVar("T")
@@ -44,18 +45,29 @@ def timed(call: Callable[[T], object], items: Sequence[T]) -> Latencies:
     return Latencies(seconds, time.perf_counter() - start)
 
 
-def predictions(bodies: Sequence[bytes]) -> list[tuple[str, str, bytes | None]]:
+Request = tuple[str, str, bytes | None, str]  # method, path, body, content type
+
+
+def predictions(bodies: Sequence[bytes]) -> list[Request]:
     """One POST /v1/predict per PNG body (a raw image upload)."""
-    return [("POST", "/v1/predict", body) for body in bodies]
+    return [("POST", "/v1/predict", body, "image/png") for body in bodies]
 
 
-def gets(path: str, count: int) -> list[tuple[str, str, bytes | None]]:
-    return [("GET", path, None)] * count
+def batch_predictions(batches: Sequence[Sequence[bytes]]) -> list[Request]:
+    """One POST /v1/predict/batch per batch of PNG bodies (multipart `files`)."""
+    requests = []
+    for bodies in batches:
+        files = [("files", (f"patch-{i}.png", body, "image/png")) for i, body in enumerate(bodies)]
+        request = httpx.Request("POST", "http://bench/v1/predict/batch", files=files)
+        requests.append(("POST", "/v1/predict/batch", request.read(), request.headers["content-type"]))
+    return requests
 
 
-def http_load(
-    url: str, requests: list[tuple[str, str, bytes | None]], concurrency: int, cached: bool | None = None
-) -> Latencies:
+def gets(path: str, count: int) -> list[Request]:
+    return [("GET", path, None, "")] * count
+
+
+def http_load(url: str, requests: list[Request], concurrency: int, cached: bool | None = None) -> Latencies:
     """Send `requests` from `concurrency` closed-loop clients (benchmarks.client, its own process); fail
     on any non-200 answer, or on a prediction whose `cached` flag is not `cached` (None: not checked)."""
     with tempfile.TemporaryDirectory(prefix="pcam-load-") as folder:

@@ -36,7 +36,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from benchmarks.load import Latencies, gets, http_load, predictions, timed
+from benchmarks.load import Latencies, batch_predictions, gets, http_load, predictions, timed
 from benchmarks.macenko import real_patches
 from benchmarks.report import write
 from devstack.processes import group_members
@@ -145,6 +145,7 @@ def main() -> None:
     )
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32, help="in-process batch size for throughput")
+    parser.add_argument("--batch-requests", type=int, default=10, help="batch requests per round (latency)")
     parser.add_argument("--cache-concurrency", type=int, default=50)
     parser.add_argument("--cache-requests", type=int, default=3000)
     parser.add_argument(
@@ -157,6 +158,8 @@ def main() -> None:
     in_process(predictor, patches.take(4))  # compile the Macenko kernels, warm onnxruntime
     local_single, gateway_single, local_rates, gateway_rates, cache, floor = [], [], [], [], [], []
     cpu_per_request: dict[str, list[float]] = {}
+    local_batch: list[Latencies] = []
+    gateway_batch: list[Latencies] = []
     with (
         tempfile.TemporaryDirectory(prefix="pcam-bench-") as work,
         bench_stack(args.repository, Path(work)) as stack,
@@ -173,6 +176,11 @@ def main() -> None:
             bodies = patches.take(args.load_requests)
             chunks = [bodies[i : i + args.batch] for i in range(0, len(bodies), args.batch)]
             local_rates.append(len(bodies) / timed(lambda chunk: in_process(predictor, chunk), chunks).wall_s)
+
+            batches = [patches.take(args.batch) for _ in range(args.batch_requests)]
+            local_batch.append(timed(lambda batch: in_process(predictor, batch), batches))
+            requests = batch_predictions([patches.take(args.batch) for _ in range(args.batch_requests)])
+            gateway_batch.append(http_load(url, requests, 1, cached=False))
             cpu_before = cpu_seconds(stack)
             load = http_load(
                 url, predictions(patches.take(args.load_requests)), args.concurrency, cached=False
@@ -195,6 +203,7 @@ def main() -> None:
     cpu = {name: round(statistics.median(values), 2) for name, values in cpu_per_request.items()}
     local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
     hit, bare = merged(cache), merged(floor)
+    batch_gateway, batch_local = merged(gateway_batch), merged(local_batch)
     rows = [
         [
             "overhead p50 (ms)",
@@ -211,6 +220,14 @@ def main() -> None:
             local.ms(95),
             gateway.ms(95) / local.ms(95),
             "<= 1.5",
+        ],
+        [
+            f"batch of {args.batch} p50 (ms)",
+            "1 uncached batch",
+            batch_gateway.ms(50),
+            batch_local.ms(50),
+            batch_gateway.ms(50) / batch_local.ms(50),
+            "GPU: < 200 ms",
         ],
         [
             "throughput (patches/s)",
