@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools k8s-base bench loadtest run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base audit bench loadtest run test test-unit test-integration lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -79,6 +79,9 @@ loadtest: venv $(if $(HOST),,system-deps triton-env repository) ## Locust scenar
 	  --scenario $(SCENARIO) --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) -- \
 	  $(if $(SLO_P95_MS),--slo-p95-ms $(SLO_P95_MS)) $(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
 	  $(if $(SLO_ERROR_RATIO),--slo-error-ratio $(SLO_ERROR_RATIO)) $(LOCUST_ARGS)
+
+audit: venv ## known vulnerabilities of every pinned dependency (pip-audit); says which pins it could not audit
+	$(BIN)/python deploy/tools/audit.py $(AUDIT_ARGS)
 
 lint: venv ## ruff
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
