@@ -18,8 +18,9 @@ ROOT = Path(__file__).resolve().parents[2]
 PINS = (ROOT / "requirements" / "constraints.txt", ROOT / "requirements" / "triton.txt")
 
 
-def audit(pins: Path) -> dict:
-    """pip-audit's JSON report of one pinned requirements file (no resolution: the pins are complete)."""
+def audit(pins: Path) -> dict | None:
+    """pip-audit's JSON report of one pinned requirements file (no resolution: the pins are complete);
+    None when pip-audit produced none (e.g. the advisory service is unreachable), its error printed."""
     done = subprocess.run(
         [str(Path(sys.executable).parent / "pip-audit"), "--progress-spinner", "off", "--no-deps",
          "--disable-pip", "-f", "json", "-r", str(pins)],
@@ -28,7 +29,8 @@ def audit(pins: Path) -> dict:
     try:
         return json.loads(done.stdout)
     except json.JSONDecodeError:
-        raise SystemExit(f"pip-audit failed on {pins}:\n{done.stderr[-2000:]}") from None
+        print(f"audit: pip-audit produced no report for {pins.name}:\n{done.stderr[-1000:]}")
+        return None
 
 
 def verdict(report: dict) -> tuple[list[str], list[str]]:
@@ -48,7 +50,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     failed = False
     for pins in PINS:
-        vulnerable, unaudited = verdict(audit(pins))
+        report = audit(pins)
+        if report is None:
+            print(f"audit: {pins.name} SKIPPED (no advisory data reachable)")
+            failed |= args.require
+            continue
+        vulnerable, unaudited = verdict(report)
         audited = f"{pins.relative_to(ROOT)}: {len(vulnerable)} known vulnerabilities"
         print(f"audit: {audited}; {len(unaudited)} pins unknown to the advisory service")
         for line in vulnerable:
