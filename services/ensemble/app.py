@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from services.common import wire
 from services.common.app import create_service_app
 from services.common.inference import InferOptions, InferResponse, parse_operating_point
+from services.common.openapi import BINARY, problem_responses
 from services.common.problems import Problem, ServiceUnavailable
 from services.common.release import (
     ReleaseManifest,
@@ -72,7 +73,12 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
     Release = Annotated[ReleaseManifest, Depends(release)]
     Triton = Annotated[TritonMembers, Depends(triton)]
 
-    @app.get("/readyz", tags=["operations"], summary="Ready: every member is ready on Triton.")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Ready: every member is ready on Triton.",
+        responses={503: {"description": "A member is not ready on Triton (the body says which)."}},
+    )
     async def readyz(manifest: Release, members: Triton) -> JSONResponse:
         states = await members.ready(manifest.members)
         ready = all(states.values())
@@ -96,7 +102,8 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         f"({settings.occlusion_window} px, stride {settings.occlusion_stride}) filled with the patch's "
         f"mean colour (at most {settings.max_explain_images} patches). A member that fails after retries "
         "fails the request (503 + Retry-After) unless `min_members` allows a degraded answer.",
-        openapi_extra={"requestBody": {"content": {wire.MEDIA_TYPE: {}}, "required": True}},
+        openapi_extra={"requestBody": {"content": {wire.MEDIA_TYPE: {"schema": BINARY}}, "required": True}},
+        responses=problem_responses(400, 413, 422, 502, 503),
     )
     async def infer(
         request: Request,

@@ -14,6 +14,7 @@ from redis.asyncio import Redis
 
 from services.common.app import create_service_app
 from services.common.inference import parse_operating_point
+from services.common.openapi import ok_response, problem_responses, upload_request_body
 from services.common.problems import Problem
 from services.common.release import ReleaseSummary
 from services.common.request_id import current_request_id
@@ -27,16 +28,7 @@ from services.gateway.downstream import Downstream
 from services.gateway.metrics import AUTH_FAILURES
 from services.gateway.predict import Outcome, Predictor
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.schemas import (
-    PREDICTION_EXAMPLE,
-    BatchResponse,
-    ItemError,
-    Prediction,
-    PredictOptions,
-    ok_response,
-    problem_responses,
-    upload_request_body,
-)
+from services.gateway.schemas import PREDICTION_EXAMPLE, BatchResponse, ItemError, Prediction, PredictOptions
 from services.gateway.settings import GatewaySettings
 from services.gateway.singleflight import SingleFlight
 

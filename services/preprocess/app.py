@@ -10,6 +10,7 @@ from fastapi import FastAPI, Query, Request, Response
 
 from services.common import wire
 from services.common.app import create_service_app
+from services.common.openapi import problem_responses, upload_request_body
 from services.common.release import ReleaseManifest, load_release
 from services.common.release_watch import LastTwo, ReleaseWatcher, watching
 from services.common.uploads import max_multipart_bytes, read_files
@@ -56,7 +57,11 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         tags=["preprocess"],
         summary="Decode, validate and normalize 1..N patches (multipart field `files`).",
         response_class=Response,
-        responses={200: {"content": {wire.MEDIA_TYPE: {}}, "description": "The normalized batch."}},
+        responses={
+            200: {"content": {wire.MEDIA_TYPE: {}}, "description": "The normalized batch."},
+            **problem_responses(400, 413, 415, 422),
+        },
+        openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
     )
     async def preprocess(
         request: Request,
