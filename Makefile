@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools k8s-base audit bench loadtest run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base audit soak bench loadtest run test test-unit test-integration lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -74,11 +74,15 @@ SPAWN_RATE ?= 0
 DURATION ?= 30s
 HOST ?=
 LOCUST_ARGS ?=
+SOAK_DURATION ?= 10m
 loadtest: venv $(if $(HOST),,system-deps triton-env repository) ## Locust scenarios headless with an SLO gate (local stack, or HOST=...), reports in build/loadtest/
 	$(BIN)/python -m loadtests.run_local $(if $(HOST),--host $(HOST),--model-repository $(MODEL_REPOSITORY) --triton-venv $(TRITON_VENV)) \
 	  --scenario $(SCENARIO) --users $(USERS) --spawn-rate $(SPAWN_RATE) --duration $(DURATION) -- \
 	  $(if $(SLO_P95_MS),--slo-p95-ms $(SLO_P95_MS)) $(if $(SLO_P99_MS),--slo-p99-ms $(SLO_P99_MS)) \
 	  $(if $(SLO_ERROR_RATIO),--slo-error-ratio $(SLO_ERROR_RATIO)) $(LOCUST_ARGS)
+
+soak: system-deps venv triton-env repository ## 10 minutes of mixed load: no errors, resident memory growth under 10 % (build/soak/)
+	$(BIN)/python -m loadtests.soak --duration $(SOAK_DURATION)
 
 audit: venv ## known vulnerabilities of every pinned dependency (pip-audit); says which pins it could not audit
 	$(BIN)/python deploy/tools/audit.py $(AUDIT_ARGS)

@@ -17,6 +17,10 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from devstack.stack import LocalStack
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCUSTFILE = ROOT / "loadtests" / "locustfile.py"
@@ -61,8 +65,8 @@ def locust_command(
 
 
 @contextlib.contextmanager
-def local_stack(model_repository: Path, triton_venv: Path, work_dir: Path) -> Iterator[str]:
-    """The local stack on free ports (rate limit off unless set); yields the gateway URL."""
+def local_stack(model_repository: Path, triton_venv: Path, work_dir: Path) -> Iterator[LocalStack]:
+    """The local stack on free ports (rate limit off unless set), started and stopped around the block."""
     from devstack.stack import LocalStack, StackConfig, StackPorts
     from services.common.release import RELEASE_FILENAME
 
@@ -77,8 +81,8 @@ def local_stack(model_repository: Path, triton_venv: Path, work_dir: Path) -> It
         ports=StackPorts.free(),
     )
     print(f"Starting the local stack (logs in {config.work_dir / 'logs'})", flush=True)
-    with LocalStack(config):
-        yield config.url("gateway")
+    with LocalStack(config) as stack:
+        yield stack
     print("Stopped the local stack.", flush=True)
 
 
@@ -124,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with contextlib.ExitStack() as stack:
         host = args.host or stack.enter_context(
             local_stack(args.model_repository, args.triton_venv, args.out / "stack")
-        )
+        ).config.url("gateway")
         results = []
         for scenario in scenarios:
             command = locust_command(
