@@ -259,3 +259,23 @@ def test_redis_auth_from_a_password_file_caches_and_a_wrong_password_fails_open(
         for process in (authed, wrong, own_redis):
             process.stop()
     assert all(password not in p.log_path.read_text() for p in (authed, wrong))
+
+
+def test_a_revoked_key_is_refused_after_the_restart_that_reloads_the_keys(
+    stack: LocalStack, api_keys: dict[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """Revoking is removing the key's line; the gateway reads its key file at startup."""
+    work = tmp_path_factory.mktemp("revoked")
+    key_file = work / "api-keys"
+    kept = {name: key for name, key in api_keys.items() if name != "bob"}
+    key_file.write_text("".join(f"{name}:{hash_key(key)}\n" for name, key in kept.items()))
+    process, url = start_gateway(
+        stack, work, "gateway-revoked", stack.config.ports.redis, API_KEY_FILE=str(key_file)
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            revoked = client.get("/v1/models", headers={"x-api-key": api_keys["bob"]})
+            assert revoked.status_code == 403 and revoked.headers["content-type"] == PROBLEM
+            assert client.get("/v1/models", headers={"x-api-key": api_keys["alice"]}).status_code == 200
+    finally:
+        process.stop()
