@@ -99,6 +99,23 @@ class LocalStack:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
+    def restart(self, name: str) -> ManagedProcess:
+        """Start process `name` again as the stack started it (same ports, same settings), once ready.
+
+        Whatever is left of the old process (still running, or killed and not yet reaped) is stopped
+        first. The process keeps its place in the stop order. Fault-injection tests recover through
+        this, so the recovery path is the one `make run` takes.
+        """
+        starters = {"redis": self._start_redis, "triton": self._start_triton}
+        if name not in self.processes or not (name in starters or name in self.SERVICES):
+            raise ValueError(f"{name!r} is not a process of this stack: {sorted(self.processes)}")
+        self.processes[name].stop()
+        if name in starters:
+            starters[name]()
+        else:
+            self._start_service(name)
+        return self.processes[name]
+
     def _log(self, name: str) -> Path:
         return self.config.work_dir / "logs" / f"{name}.log"
 
