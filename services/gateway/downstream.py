@@ -121,7 +121,13 @@ class Downstream:
     async def _call(self, service: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
         headers = {REQUEST_ID_HEADER: current_request_id(), **kwargs.pop("headers", {})}
         try:
-            response = await self.http.request(method, url, headers=headers, **kwargs)
+            try:
+                response = await self.http.request(method, url, headers=headers, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout):
+                # Not sent, or a pooled keep-alive connection the service closed (it restarts: a
+                # rolling update) before reading the request: both calls are idempotent, so one more
+                # try, on a fresh connection, before the client gets a 503.
+                response = await self.http.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise ServiceUnavailable(
                 f"The {service} service is unavailable: {type(exc).__name__}", self.retry_after_s

@@ -35,7 +35,7 @@ async def test_last_known_release_survives_an_ensemble_outage(release_json) -> N
     client = downstream(handler, refresh_s=0.0)
     assert (await client.release()).release_id == "rel-d"
     assert (await client.release()).release_id == "rel-d"
-    assert calls == ["/v1/release", "/v1/release"]
+    assert calls == ["/v1/release"] * 3  # the refresh, and its one retry on a fresh connection
 
 
 async def test_no_release_known_and_ensemble_down_is_503() -> None:
@@ -94,3 +94,38 @@ async def test_ensemble_gets_the_release_and_the_options() -> None:
         )
     assert seen["meta"] == {"release": "rel-x"}
     assert seen["params"] == {"operating_point": "balanced", "tta": "true", "explain": "false"}
+
+
+async def test_a_dropped_connection_is_tried_once_more_then_503(release_json) -> None:
+    attempts: list[int] = []
+
+    def flaky(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        if len(attempts) == 1:  # a keep-alive connection closed by a restarting service
+            raise httpx.ConnectTimeout("server disconnected")
+        return httpx.Response(200, content=release_json)
+
+    assert (await downstream(flaky).release()).release_id == "rel-d"
+    assert len(attempts) == 2
+
+    attempts.clear()
+
+    def down(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(Problem) as info:
+        await downstream(down).release()
+    assert info.value.status == 503 and len(attempts) == 2
+
+
+async def test_a_read_timeout_is_not_retried() -> None:
+    attempts: list[int] = []
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        attempts.append(1)
+        raise httpx.ReadTimeout("no answer")
+
+    with pytest.raises(Problem) as info:
+        await downstream(slow).release()
+    assert info.value.status == 503 and len(attempts) == 1
