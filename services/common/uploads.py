@@ -1,9 +1,10 @@
 """Reading request bodies within limits, as problem+json on any violation."""
 
+from contextlib import aclosing
+
 from fastapi import Request
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.common.problems import Problem
@@ -34,15 +35,15 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
             f"Expected multipart/form-data with field '{field}', received {content_type or 'no content type'}.",
         )
     try:
-        form = await request.form(max_files=max_files, max_fields=max_files)
-    except (MultiPartException, HTTPException) as exc:
-        # Starlette reports parser errors as HTTPException(400) inside an app.
-        message = exc.message if isinstance(exc, MultiPartException) else str(exc.detail)
-        if message.startswith(("Too many files", "Too many fields")):
+        form = await _parse_multipart(request, max_files)
+    except MultiPartException as exc:
+        if exc.message.startswith(("Too many files", "Too many fields")):
             raise Problem(
                 413, "too-many-files", "Too many files", f"At most {max_files} files per request."
             ) from exc
-        raise Problem(400, "malformed-multipart", "Malformed multipart body", message) from exc
+        # Starlette says only "Invalid multipart data." for python-multipart's errors: add their reason.
+        reason = f" {exc.__cause__}." if exc.__cause__ is not None else ""
+        raise Problem(400, "malformed-multipart", "Malformed multipart body", exc.message + reason) from exc
     try:
         uploads = form.getlist(field)
         if not uploads:
@@ -82,6 +83,28 @@ async def read_body(request: Request, limit: int) -> bytes:
             )
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+class _ClosedMultiPartParser(MultiPartParser):
+    """Starlette's multipart parser, noting whether the closing boundary arrived: python-multipart's
+    finalize() does not check it, so a body cut short would silently lose its last part (a missing
+    file, or a 200 for a body that never ended)."""
+
+    closed = False
+
+    def on_end(self) -> None:
+        self.closed = True
+
+
+async def _parse_multipart(request: Request, max_files: int) -> FormData:
+    """The parts of a multipart body, refused unless it ends with its closing boundary."""
+    async with aclosing(request.stream()) as stream:
+        parser = _ClosedMultiPartParser(request.headers, stream, max_files=max_files, max_fields=max_files)
+        form = await parser.parse()
+    if not parser.closed:
+        await form.close()
+        raise MultiPartException("The multipart body ended before its closing boundary.")
+    return form
 
 
 class BodyLimitMiddleware:

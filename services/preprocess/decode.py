@@ -3,7 +3,7 @@
 from io import BytesIO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from services.common.contract import PATCH_SIZE
 from services.common.problems import Problem
@@ -13,6 +13,16 @@ CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMY
 """8-bit modes converted to RGB with Pillow's `convert("RGB")`: grey replicated, palette expanded.
 An alpha channel is accepted only when fully opaque: a transparent pixel has no defined color, and
 compositing it on some background would silently alter what the user sent."""
+
+PNG_TEXT_MEMORY_BYTES = 1 << 20
+"""Inflated PNG text (tEXt, zTXt, iTXt) Pillow may hold per image. Its default, 64 MiB, let a 93 KB
+upload of 70 small zTXt chunks, each inflating to just under the 1 MiB per-chunk limit, take 67 MB
+and 0.1 s of CPU per decode, and a few concurrent ones left preprocess 200 MiB larger for good. A
+patch needs no text. Set for the whole process on import (Pillow reads it while decoding): only
+preprocess imports this module."""
+PngImagePlugin.MAX_TEXT_MEMORY = PNG_TEXT_MEMORY_BYTES
+_TEXT_LIMIT_MARK = "MAX_TEXT_"
+"""What Pillow's errors for text over MAX_TEXT_CHUNK or MAX_TEXT_MEMORY say (a unit test pins it)."""
 
 
 class ImageRejected(Problem):
@@ -28,7 +38,7 @@ def decode_patch(data: bytes) -> np.ndarray:
     except Image.DecompressionBombError as exc:
         raise ImageRejected(422, "decompression-bomb", "Decompression bomb", str(exc)) from exc
     except Exception as exc:  # Pillow raises many types on hostile headers: all mean "not decodable"
-        raise ImageRejected(
+        raise _text_bomb(exc) or ImageRejected(
             415,
             "unsupported-image",
             "Unsupported image",
@@ -43,9 +53,22 @@ def decode_patch(data: bytes) -> np.ndarray:
         except ImageRejected:
             raise
         except Exception as exc:  # truncated or corrupt pixel data, whatever Pillow raises for it
-            raise ImageRejected(
+            raise _text_bomb(exc) or ImageRejected(
                 422, "corrupt-image", "Corrupt image", f"The {image.format} data could not be decoded."
             ) from exc
+
+
+def _text_bomb(exc: Exception) -> ImageRejected | None:
+    """The problem for PNG text over Pillow's limits (read by open(), or by load() after the pixels)."""
+    if not (isinstance(exc, ValueError) and _TEXT_LIMIT_MARK in str(exc)):
+        return None
+    return ImageRejected(
+        422,
+        "decompression-bomb",
+        "Decompression bomb",
+        f"PNG text or ICC profile chunks inflate past {PngImagePlugin.MAX_TEXT_CHUNK} bytes in one chunk "
+        f"or {PNG_TEXT_MEMORY_BYTES} bytes in all; a patch needs none.",
+    )
 
 
 def _check_header(image: Image.Image) -> None:

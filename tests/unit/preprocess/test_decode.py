@@ -1,12 +1,14 @@
+import struct
+import zlib
 from io import BytesIO
 
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
-from services.preprocess.decode import ImageRejected, decode_patch
+from services.preprocess.decode import _TEXT_LIMIT_MARK, PNG_TEXT_MEMORY_BYTES, ImageRejected, decode_patch
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -77,9 +79,6 @@ def test_huge_dimensions_are_refused_from_the_header() -> None:
     # A 20000x20000 PNG header with no pixel data behind it: refused without decoding.
     header = encode(Image.new("L", (1, 1)), "PNG")
     ihdr = header.index(b"IHDR")
-    import struct
-    import zlib
-
     fields = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
     crc = struct.pack(">I", zlib.crc32(b"IHDR" + fields))
     forged = header[: ihdr + 4] + fields + crc + header[ihdr + 4 + len(fields) + 4 :]
@@ -135,3 +134,43 @@ def test_mutated_files_decode_or_are_rejected_never_crash(fmt: str, data) -> Non
         assert 400 <= rejected.status < 500
     else:
         assert decoded.dtype == np.uint8 and decoded.shape == (96, 96, 3)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def with_text(data: bytes, chunks: bytes, after_pixels: bool = False) -> bytes:
+    """A PNG with `chunks` right after IHDR (read by open) or right before IEND (read by load)."""
+    at = data.index(b"IEND") - 4 if after_pixels else 33
+    return data[:at] + chunks + data[at:]
+
+
+def test_pillow_names_its_text_limits_as_decode_expects() -> None:
+    assert PngImagePlugin.MAX_TEXT_MEMORY == PNG_TEXT_MEMORY_BYTES
+    with pytest.raises(ValueError, match=_TEXT_LIMIT_MARK):
+        PngImagePlugin._safe_zlib_decompress(zlib.compress(bytes(PngImagePlugin.MAX_TEXT_CHUNK + 1)))
+
+
+@pytest.mark.parametrize("after_pixels", [False, True], ids=["before-pixels", "after-pixels"])
+def test_many_small_text_chunks_inflating_to_megabytes_are_a_bomb(after_pixels: bool) -> None:
+    # 40 chunks of ~1 KB, each inflating to 600 kB: Pillow's default let one image hold 64 MiB of it.
+    text = zlib.compress(bytes(600_000), 9)
+    chunks = b"".join(png_chunk(b"zTXt", b"k%d\x00\x00" % i + text) for i in range(40))
+    problem = rejected(with_text(encode(rgb_patch(), "PNG"), chunks, after_pixels))
+    assert problem.status == 422 and problem.kind == "decompression-bomb" and "in all" in problem.detail
+
+
+@pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
+def test_one_chunk_inflating_past_the_chunk_limit_is_a_bomb(kind: bytes) -> None:
+    chunk = png_chunk(kind, b"name\x00\x00" + zlib.compress(bytes(2 << 20), 9))
+    problem = rejected(with_text(encode(rgb_patch(), "PNG"), chunk))
+    assert problem.status == 422 and problem.kind == "decompression-bomb"
+
+
+def test_modest_text_chunks_still_decode() -> None:
+    image = rgb_patch()
+    chunks = png_chunk(b"tEXt", b"Comment\x00scanned") + png_chunk(
+        b"zTXt", b"k\x00\x00" + zlib.compress(b"x" * 100_000)
+    )
+    np.testing.assert_array_equal(decode_patch(with_text(encode(image, "PNG"), chunks)), np.asarray(image))
