@@ -51,6 +51,17 @@ PROBLEM_EXAMPLES: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
         "The API key is not valid.",
         {"forbidden": _problem(403, "forbidden", "Invalid API key", "The API key is not valid.")},
     ),
+    408: (
+        "The upload did not arrive within the request deadline (a slow client).",
+        {
+            "request-timeout": _problem(
+                408,
+                "request-timeout",
+                "Request timeout",
+                "The upload did not arrive within the request deadline of 60 s.",
+            )
+        },
+    ),
     413: (
         "Upload too large, or too many files.",
         {

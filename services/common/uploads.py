@@ -34,6 +34,8 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
             "Unsupported media type",
             f"Expected multipart/form-data with field '{field}', received {content_type or 'no content type'}.",
         )
+    # A declared length no set of max_files files can reach is refused before reading anything.
+    check_content_length(request, max_multipart_bytes(max_files, max_bytes_each))
     try:
         form = await _parse_multipart(request, max_files)
     except MultiPartException as exc:

@@ -192,7 +192,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         )
         if on
     )
-    predict_problems = problem_responses(400, *guarded, 413, 415, 422, 502, 503, 504)
+    predict_problems = problem_responses(400, *guarded, 408, 413, 415, 422, 502, 503, 504)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(guard)])
 
     @app.get(
@@ -252,12 +252,13 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     async def predict(request: Request, predictions: Predict, options: Options) -> Prediction:
         point = parse_operating_point(options.operating_point)  # refused before any upload is read
-        async with deadline(settings.request_timeout_s, settings.retry_after_s):
+        async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-            if content_type in RAW_IMAGE_TYPES:
-                upload = await read_body(request, settings.max_image_bytes)
-            else:
-                (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)
+            with budget.upload():
+                if content_type in RAW_IMAGE_TYPES:
+                    upload = await read_body(request, settings.max_image_bytes)
+                else:
+                    (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)
             (outcome,), (hit,) = await predictions.predict(
                 [upload], options.infer_options(point), read_cache=options.cache
             )
@@ -291,8 +292,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     async def predict_batch(request: Request, predictions: Predict, options: Options) -> BatchResponse:
         point = parse_operating_point(options.operating_point)
-        async with deadline(settings.request_timeout_s, settings.retry_after_s):
-            uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
+        async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
+            with budget.upload():
+                uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
             if options.explain and len(uploads) > settings.max_explain_images:
                 raise Problem(
                     422,

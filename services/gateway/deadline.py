@@ -1,26 +1,51 @@
 """The whole-request deadline of the prediction routes."""
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 
 from services.common.problems import Problem
 
 
+class Deadline:
+    """What the request was doing when its deadline passed: receiving the upload, or computing."""
+
+    def __init__(self) -> None:
+        self.cut_during_upload = False
+
+    @contextmanager
+    def upload(self) -> Iterator[None]:
+        """Mark the block as receiving the client's body: a deadline passing here is the client's."""
+        try:
+            yield
+        except asyncio.CancelledError:  # how asyncio.timeout interrupts the read
+            self.cut_during_upload = True
+            raise
+
+
 @asynccontextmanager
-async def deadline(seconds: float, retry_after_s: int) -> AsyncIterator[None]:
-    """Run the block within `seconds`, else a 504 problem with Retry-After.
+async def deadline(seconds: float, retry_after_s: int) -> AsyncIterator[Deadline]:
+    """Run the block within `seconds`, else a problem: 408 if the upload was still arriving (a slow
+    client), 504 with Retry-After if the answer took too long.
 
     504 rather than 503: nothing is known to be down, the answer just took too long (a large batch
     with TTA or explain, a slow dependency). Work shared with other requests keeps running.
     """
+    state = Deadline()
     scope = asyncio.timeout(seconds)
     try:
         async with scope:
-            yield
+            yield state
     except TimeoutError as exc:
         if not scope.expired():
             raise  # some other timeout: not ours to rename
+        if state.cut_during_upload:
+            raise Problem(
+                408,
+                "request-timeout",
+                "Request timeout",
+                f"The upload did not arrive within the request deadline of {seconds:g} s.",
+            ) from exc
         raise Problem(
             504,
             "deadline-exceeded",

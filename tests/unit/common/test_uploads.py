@@ -75,3 +75,12 @@ def test_missing_boundary_and_too_many_files_keep_their_answers(client) -> None:
     assert response.status_code == 400 and "boundary" in response.json()["detail"]
     response = post(client, part(b"x") * 3 + CLOSE)
     assert response.status_code == 413 and response.json()["type"].endswith("/too-many-files")
+
+
+def test_a_declared_length_no_allowed_body_can_reach_is_413_before_reading(client) -> None:
+    """2 files of 1 KiB cannot make a body of 1 MiB: refused on the header, the body never read."""
+    body = part(b"x" * 10) + CLOSE
+    response = client.post(
+        "/files", content=body, headers={"content-type": MULTIPART, "content-length": str(1 << 20)}
+    )
+    assert response.status_code == 413 and response.json()["type"].endswith("/payload-too-large")

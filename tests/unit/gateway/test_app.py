@@ -134,8 +134,8 @@ def test_rate_limit_is_429_with_retry_after_per_client_address(client) -> None:
 def test_openapi_documents_every_route_with_examples(client) -> None:
     spec = client.get("/openapi.json").json()
     expected = {
-        ("/v1/predict", "post"): {"200", "400", "413", "415", "422", "429", "502", "503", "504"},
-        ("/v1/predict/batch", "post"): {"200", "400", "413", "415", "422", "429", "502", "503", "504"},
+        ("/v1/predict", "post"): {"200", "400", "408", "413", "415", "422", "429", "502", "503", "504"},
+        ("/v1/predict/batch", "post"): {"200", "400", "408", "413", "415", "422", "429", "502", "503", "504"},
         ("/v1/models", "get"): {"200", "429", "502", "503"},
     }
     for (path, method), statuses in expected.items():
