@@ -5,7 +5,8 @@ suite exercises training, export and serving together. Every process is stopped 
 when a test fails, and the teardown fails if any of them is left behind.
 """
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -37,20 +38,31 @@ def release(model_repository: Path) -> ReleaseManifest:
     return load_release(model_repository)
 
 
-@pytest.fixture(scope="session")
-def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+@contextmanager
+def own_stack(
+    model_repository: Path, work_dir: Path, environment: Mapping[str, str] | None = None
+) -> Iterator[LocalStack]:
+    """A whole stack on free ports, its processes started with `environment` on top of this one's (kept
+    for the block, so restarted processes get it too); stopped at the end, failing if any survives."""
     config = StackConfig(
-        model_repository=model_repository,
-        triton_venv=TRITON_VENV,
-        work_dir=tmp_path_factory.mktemp("stack"),
-        ports=StackPorts.free(),
+        model_repository=model_repository, triton_venv=TRITON_VENV, work_dir=work_dir, ports=StackPorts.free()
     )
-    local = LocalStack(config)
-    with local:
-        leaders = [p.popen.pid for p in local.processes.values()]
-        yield local
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in (environment or {}).items():
+            patch.setenv(name, value)
+        with LocalStack(config) as local:
+            try:
+                yield local
+            finally:
+                leaders = [p.popen.pid for p in local.processes.values()]  # restarted ones included
     survivors = {pid: group_members(pid) for pid in leaders if group_members(pid)}
     assert not survivors, f"processes left behind: {survivors}"
+
+
+@pytest.fixture(scope="session")
+def stack(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    with own_stack(model_repository, tmp_path_factory.mktemp("stack")) as local:
+        yield local
 
 
 @pytest.fixture(scope="session")

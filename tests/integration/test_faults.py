@@ -23,8 +23,8 @@ import httpx
 import pytest
 
 from devstack.processes import ManagedProcess, group_members
-from devstack.stack import LocalStack, StackConfig, StackPorts
-from tests.integration.conftest import TRITON_VENV
+from devstack.stack import LocalStack
+from tests.integration.conftest import own_stack
 from tests.integration.test_predict import triton_successes, unique_png
 
 pytestmark = pytest.mark.integration
@@ -54,21 +54,8 @@ SALTS = itertools.count(0x7F0000)  # pixel salts no other request of this module
 @pytest.fixture(scope="module")
 def faults(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """A stack of this module's own; the settings stay in the environment so restarts get them too."""
-    config = StackConfig(
-        model_repository=model_repository,
-        triton_venv=TRITON_VENV,
-        work_dir=tmp_path_factory.mktemp("faults"),
-        ports=StackPorts.free(),
-    )
-    with pytest.MonkeyPatch.context() as env:
-        for name, value in SETTINGS.items():
-            env.setenv(name, value)
-        local = LocalStack(config)
-        with local:
-            yield local
-            leaders = [p.popen.pid for p in local.processes.values()]
-    survivors = {pid: group_members(pid) for pid in leaders if group_members(pid)}
-    assert not survivors, f"processes left behind: {survivors}"
+    with own_stack(model_repository, tmp_path_factory.mktemp("faults"), SETTINGS) as local:
+        yield local
 
 
 @pytest.fixture(autouse=True)

@@ -16,10 +16,9 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from devstack.processes import group_members
-from devstack.stack import LocalStack, StackConfig, StackPorts
+from devstack.stack import LocalStack
 from services.common.release import load_release
-from tests.integration.conftest import SMOKE_CONFIG, TRITON_VENV
+from tests.integration.conftest import SMOKE_CONFIG, own_stack
 from tests.integration.test_predict import unique_png
 from training.cli import app as pcam
 
@@ -36,15 +35,8 @@ def swap_stack(
     repository, work = root / "model_repository", root / "work"
     shutil.copytree(model_repository, repository)
     shutil.copytree(model_repository.parent / "run", work)  # the build's work dir (conftest)
-    config = StackConfig(
-        model_repository=repository, triton_venv=TRITON_VENV, work_dir=root / "stack", ports=StackPorts.free()
-    )
-    local = LocalStack(config)
-    with local:
-        leaders = [p.popen.pid for p in local.processes.values()]
+    with own_stack(repository, root / "stack") as local:
         yield local, work
-    survivors = {pid: group_members(pid) for pid in leaders if group_members(pid)}
-    assert not survivors, f"processes left behind: {survivors}"
 
 
 def test_a_rolling_release_swaps_under_load_without_a_failed_request(

@@ -18,10 +18,9 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from devstack.processes import free_port
-from devstack.stack import LocalStack, StackConfig, StackPorts
 from services.common.release import ReleaseManifest
 from tests.http_server import serving
-from tests.integration.conftest import TRITON_VENV
+from tests.integration.conftest import own_stack
 from tests.integration.test_predict import unique_png
 
 pytestmark = pytest.mark.integration
@@ -87,17 +86,8 @@ def traced_gateway(
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}",
         "OTEL_BSP_SCHEDULE_DELAY": "100",  # export within 0.1 s instead of 5 s
     }
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in environment.items():
-            patch.setenv(name, value)  # inherited by every process the stack starts
-        config = StackConfig(
-            model_repository=model_repository,
-            triton_venv=TRITON_VENV,
-            work_dir=tmp_path_factory.mktemp("traced-stack"),
-            ports=StackPorts.free(),
-        )
-        with LocalStack(config) as stack:
-            yield stack.config.url("gateway")
+    with own_stack(model_repository, tmp_path_factory.mktemp("traced-stack"), environment) as stack:
+        yield stack.config.url("gateway")
 
 
 def test_one_request_is_one_trace_from_the_gateway_into_triton(
