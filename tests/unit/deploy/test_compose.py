@@ -332,3 +332,15 @@ def test_the_cpu_triton_runs_its_image_command_plus_tracing(docker_compose: str)
     assert triton["build"]["dockerfile"] == "docker/triton-cpu.Dockerfile"
     assert triton["healthcheck"]["test"] == ["CMD", *dockerfile.effective(final, "HEALTHCHECK").exec_form()]
     assert triton["user"] == dockerfile.effective(final, "USER").args
+
+
+def test_grafana_reads_its_admin_password_from_a_secret_file(stack):
+    _, model = stack
+    grafana = _services(model)["grafana"]
+    environment = grafana["environment"]
+    assert "GF_SECURITY_ADMIN_PASSWORD" not in environment
+    assert environment["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert [s["source"] for s in grafana["secrets"]] == ["grafana_admin_password"]
+    assert (
+        Path(model["secrets"]["grafana_admin_password"]["file"]) == ROOT / "docker/grafana/dev-admin-password"
+    )
