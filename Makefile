@@ -98,6 +98,8 @@ lock: venv triton-env ## re-pin requirements/ from the current virtualenvs
 	  $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.txt
 	{ echo "# Triton's own virtualenv (python backend stub): numpy<2 is required by Triton 2.51's stub. Regenerate with: make lock"; \
 	  $(TRITON_VENV)/bin/pip freeze; } > requirements/triton.txt
+	{ echo "# Build backend of the project's own wheel (pyproject.toml [build-system]), pinned for the images' --no-build-isolation installs. Regenerate with: make lock"; \
+	  $(BIN)/pip freeze --all | grep -E '^(setuptools|wheel)=='; } > requirements/build.txt
 
 clean: ## remove build outputs (keeps virtualenvs and the model repository)
 	rm -rf build .pytest_cache

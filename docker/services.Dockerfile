@@ -39,8 +39,11 @@ COPY requirements/ requirements/
 # A non-editable install of ".[serve]" with every version pinned by the constraints file. The package is
 # an empty stand-in here and is uninstalled right after: the code ships as its own layer (/app) in the
 # runtime stage, so this venv holds dependencies only. pip byte-compiles what it installs.
+# The build backend comes pinned from requirements/build.txt, not from pip's isolated build environment
+# (which would fetch the newest setuptools and wheel): every input of the image is pinned.
 RUN mkdir services && touch services/__init__.py \
-    && pip install --no-cache-dir -c requirements/constraints.txt ".[serve]" \
+    && pip install --no-cache-dir -c requirements/build.txt setuptools wheel \
+    && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ".[serve]" \
     && pip uninstall --yes pcam-platform
 
 ############################################################################

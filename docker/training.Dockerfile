@@ -39,7 +39,8 @@ WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY requirements/ requirements/
 RUN mkdir services training && touch services/__init__.py training/__init__.py \
-    && pip install --no-cache-dir -c requirements/constraints.txt ".[train,serve]" \
+    && pip install --no-cache-dir -c requirements/build.txt setuptools wheel \
+    && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ".[train,serve]" \
     && pip uninstall --yes pcam-platform \
     && rm -rf services training
 # training imports the stain normalization from services.preprocess (one implementation, DESIGN.md 2);
@@ -47,7 +48,7 @@ RUN mkdir services training && touch services/__init__.py training/__init__.py \
 COPY services/ services/
 COPY training/ training/
 COPY pcam_client/ pcam_client/
-RUN pip install --no-cache-dir --no-deps -c requirements/constraints.txt ".[train,serve]"
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -c requirements/constraints.txt ".[train,serve]"
 
 ############################################################################
 # runtime

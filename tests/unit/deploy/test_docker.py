@@ -311,3 +311,16 @@ def test_a_service_imports_nothing_its_image_lacks(service: str) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert not set(done.stdout.split()) & NOT_IN_SERVICE_IMAGES
+
+
+@pytest.mark.parametrize(
+    "path", [ROOT / "docker" / "services.Dockerfile", ROOT / "docker" / "training.Dockerfile"]
+)
+def test_the_project_is_built_with_the_pinned_build_backend(path: Path) -> None:
+    """pip's isolated build environment would fetch the newest setuptools: the images use the pins."""
+    text = path.read_text()
+    installs = [line for line in text.splitlines() if "pip install" in line and '".[' in line]
+    assert installs and all("--no-build-isolation" in line for line in installs)
+    assert "-c requirements/build.txt setuptools wheel" in text
+    pins = (ROOT / "requirements" / "build.txt").read_text()
+    assert re.search(r"^setuptools==\S+$", pins, re.M) and re.search(r"^wheel==\S+$", pins, re.M)
