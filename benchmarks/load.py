@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-import httpx
 import numpy as np
+
+from loadtests.patches import Patch, multipart
 
 T = TypeVar("T")
 
@@ -55,11 +56,12 @@ def predictions(bodies: Sequence[bytes]) -> list[Request]:
 
 def batch_predictions(batches: Sequence[Sequence[bytes]]) -> list[Request]:
     """One POST /v1/predict/batch per batch of PNG bodies (multipart `files`)."""
-    requests = []
+    requests: list[Request] = []
     for bodies in batches:
-        files = [("files", (f"patch-{i}.png", body, "image/png")) for i, body in enumerate(bodies)]
-        request = httpx.Request("POST", "http://bench/v1/predict/batch", files=files)
-        requests.append(("POST", "/v1/predict/batch", request.read(), request.headers["content-type"]))
+        body, content_type = multipart(
+            "files", [Patch(f"patch-{i}.png", data) for i, data in enumerate(bodies)]
+        )
+        requests.append(("POST", "/v1/predict/batch", body, content_type))
     return requests
 
 

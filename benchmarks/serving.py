@@ -20,27 +20,23 @@ Every gateway answer is checked (200, and `cached` false for the uncached runs, 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import re
 import resource
 import statistics
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib.metadata import version
-from io import BytesIO
 from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from benchmarks.load import Latencies, batch_predictions, gets, http_load, predictions, timed
-from benchmarks.macenko import real_patches
 from benchmarks.report import write
 from devstack.processes import group_members
-from devstack.stack import LocalStack, StackConfig, StackPorts
+from devstack.stack import LocalStack
+from loadtests.patches import UniquePatches, load_sources
+from loadtests.run_local import local_stack
 from services.preprocess.pipeline import preprocess_uploads
 from training.predict import LocalPredictor
 
@@ -50,23 +46,14 @@ TRITON_BATCH = re.compile(
 )
 
 
-class UniquePatches:
-    """PNG bytes of real patches, each with one pixel set from a counter: never seen before by the cache."""
+class UniqueBodies:
+    """PNG bytes of real patches never sent before (loadtests' variants): the cache cannot answer them."""
 
     def __init__(self) -> None:
-        self.sources = real_patches(64)
-        self.counter = itertools.count(1)
+        self.variants = UniquePatches(load_sources())
 
     def take(self, count: int) -> list[bytes]:
-        bodies = []
-        for _ in range(count):
-            salt = next(self.counter)
-            pixels = self.sources[salt % len(self.sources)].copy()
-            pixels[0, 0] = [(salt >> shift) & 0xFF for shift in (0, 8, 16)]
-            buffer = BytesIO()
-            Image.fromarray(pixels).save(buffer, format="PNG")
-            bodies.append(buffer.getvalue())
-        return bodies
+        return [patch.data for patch in self.variants.take(count)]
 
 
 def in_process(predictor: LocalPredictor, uploads: list[bytes]) -> np.ndarray:
@@ -82,20 +69,6 @@ def triton_batches(stack: LocalStack) -> dict[str, tuple[float, float]]:
     for name, model, value in TRITON_BATCH.findall(text):
         counts.setdefault(model, [0.0, 0.0])[name == "nv_inference_exec_count"] += float(value)
     return {model: (pair[0], pair[1]) for model, pair in counts.items()}
-
-
-@contextmanager
-def bench_stack(repository: Path, work_dir: Path) -> Iterator[LocalStack]:
-    """The local stack on free ports, without the gateway's rate limit (one client sends everything)."""
-    os.environ["PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE"] = "0"
-    config = StackConfig(
-        model_repository=repository,
-        triton_venv=ROOT / ".venv-triton",
-        work_dir=work_dir,
-        ports=StackPorts.free(),
-    )
-    with LocalStack(config) as stack:
-        yield stack
 
 
 def cpu_seconds(stack: LocalStack) -> dict[str, float]:
@@ -153,7 +126,7 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    patches = UniquePatches()
+    patches = UniqueBodies()
     predictor = LocalPredictor(args.repository, threads=args.threads)
     in_process(predictor, patches.take(4))  # compile the Macenko kernels, warm onnxruntime
     local_single, gateway_single, local_rates, gateway_rates, cache, floor = [], [], [], [], [], []
@@ -162,7 +135,7 @@ def main() -> None:
     gateway_batch: list[Latencies] = []
     with (
         tempfile.TemporaryDirectory(prefix="pcam-bench-") as work,
-        bench_stack(args.repository, Path(work)) as stack,
+        local_stack(args.repository, ROOT / ".venv-triton", Path(work)) as stack,
     ):
         url = stack.config.url("gateway")
         http_load(url, predictions(patches.take(64)), 8, cached=False)  # warm every service
