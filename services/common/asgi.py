@@ -1,6 +1,6 @@
 """Small pieces the pure ASGI middlewares share."""
 
-from starlette.types import Message, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class StatusRecordingSend:
@@ -15,3 +15,20 @@ class StatusRecordingSend:
         if message["type"] == "http.response.start":
             self.status, self.started = message["status"], True
         await self._send(message)
+
+
+class HttpMiddleware:
+    """A pure ASGI middleware for HTTP requests: other scopes (lifespan) pass straight through."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        await self.handle(scope, receive, send)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """One HTTP request."""
+        raise NotImplementedError

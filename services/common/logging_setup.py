@@ -14,9 +14,9 @@ import time
 from typing import Any
 
 from opentelemetry import trace
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from services.common.asgi import StatusRecordingSend
+from services.common.asgi import HttpMiddleware, StatusRecordingSend
 from services.common.request_id import current_request_id
 
 UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
@@ -94,19 +94,13 @@ def configure_logging(service: str, level: str = "info") -> dict[str, Any]:
     return config
 
 
-class AccessLogMiddleware:
+class AccessLogMiddleware(HttpMiddleware):
     """One line per request (method, path without the query, status, duration); never headers or body.
 
     Added inside RequestIdMiddleware so the line carries the request id.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start = time.perf_counter()
         recording = StatusRecordingSend(send)  # 500 if the app fails before answering
         try:

@@ -8,7 +8,7 @@ import time
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from services.common.asgi import StatusRecordingSend
+from services.common.asgi import HttpMiddleware, StatusRecordingSend
 from services.common.metric_names import counter, gauge, histogram
 
 HTTP_REQUESTS = counter("pcam_http_requests_total")
@@ -24,16 +24,14 @@ METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"}
 UNMATCHED_ROUTE = "unmatched"
 
 
-class HttpMetricsMiddleware:
+class HttpMetricsMiddleware(HttpMiddleware):
     """Counts and times requests by route template (never by raw path, to bound cardinality)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
-        self.app, self.service = app, service
+        super().__init__(app)
+        self.service = service
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         start, recording = time.perf_counter(), StatusRecordingSend(send)
         try:
             await self.app(scope, receive, recording)

@@ -9,9 +9,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
-from services.common.asgi import StatusRecordingSend
+from services.common.asgi import HttpMiddleware, StatusRecordingSend
 from services.common.problem_types import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from services.common.request_id import current_request_id
 
@@ -103,19 +103,13 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem_response(Problem(exc.status_code, kind, title, title, headers=exc.headers))
 
 
-class UnhandledErrorMiddleware:
+class UnhandledErrorMiddleware(HttpMiddleware):
     """Answers an unexpected exception with a bare 500 problem (nothing internal leaks).
 
     Sits inside RequestIdMiddleware, so even this answer carries the request id.
     """
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         recording = StatusRecordingSend(send)
         try:
             await self.app(scope, receive, recording)

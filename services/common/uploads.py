@@ -7,6 +7,7 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from services.common.asgi import HttpMiddleware
 from services.common.problems import Problem
 
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
@@ -109,16 +110,14 @@ async def _parse_multipart(request: Request, max_files: int) -> FormData:
     return form
 
 
-class BodyLimitMiddleware:
+class BodyLimitMiddleware(HttpMiddleware):
     """Caps every request body at `max_bytes`, also chunked ones, before anything buffers or spools it."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
-        self.app, self.max_bytes = app, max_bytes
+        super().__init__(app)
+        self.max_bytes = max_bytes
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         received = 0
 
         async def counting_receive() -> Message:
