@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import logging
-import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -13,19 +12,16 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.table import Table
 
 from training import RESEARCH_USE
-from training.config import RunConfig, bundled_configs, load_config, save_config
+from training.commands import views
+from training.config import bundled_configs, load_config
 from training.validate import SENSITIVITY_TARGET, SPECIFICITY_TARGET, VALIDATED_POINT
-from training.workdir import WorkDir
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from rich.console import RenderableType
 
-    from services.common.release import EnsembleRule, Member
-    from training.calibrate import MemberCalibration
-    from training.evaluate import EvaluationReport
+    from pcam_core.release import ReleaseManifest
 
 app = typer.Typer(
     help="PCam tumor detection, offline side: data, stain reference, training, export, calibration and "
@@ -53,7 +49,7 @@ TargetOption = Annotated[
         "--target",
         "-t",
         help="Serving target: cpu (python backend, KIND_CPU) or gpu (onnxruntime backend with TensorRT, "
-        "KIND_GPU, warmup); DESIGN.md section 4.",
+        "KIND_GPU, warmup); docs/architecture.md#model-repository.",
     ),
 ]
 
@@ -94,21 +90,16 @@ def _fail(exc: Exception, code: int) -> NoReturn:
     raise typer.Exit(code) from exc
 
 
-def _pipeline():
+def _steps():
     # Imported on use: it pulls in torch and timm, which `pcam --help` should not wait for.
-    from training import pipeline
+    from training.commands import steps
 
-    return pipeline
+    return steps
 
 
-def _start(config: str, workdir: Path) -> tuple[RunConfig, WorkDir]:
-    from training.distributed import from_env  # torch: every caller imports it next anyway
-
-    cfg = load_config(config)
-    work = WorkDir(workdir)
-    if from_env().is_main:  # under torchrun, one writer
-        save_config(cfg, work.config)
-    return cfg, work
+def _show(items: Iterable[RenderableType]) -> None:
+    for item in items:
+        out.print(item)
 
 
 @data_app.command("synthesize")
@@ -164,13 +155,7 @@ def verify(
 
     with _user_errors():
         checks = check(directory, split or SPLITS)
-    table = Table(title=f"PCam files in {directory}")
-    for column in ("file", "status", "expected md5", "actual md5"):
-        table.add_column(column, overflow="fold")  # names and digests whole, even in a narrow terminal
-    for c in checks:
-        status = c.status if c.ok else f"[red]{c.status}[/red]"
-        table.add_row(c.name, status, c.expected or "", c.actual or "")
-    out.print(table)
+    out.print(views.files_table(directory, checks))
     if not all(c.ok for c in checks):
         raise typer.Exit(1)
 
@@ -182,9 +167,7 @@ def stain_reference(config: ConfigOption, workdir: WorkdirOption) -> None:
     Synthesizes the configured data set into the work dir first if it is not there.
     """
     with _user_errors():
-        cfg, work = _start(config, workdir)
-        _pipeline().prepare_data(cfg, work)
-        reference = _pipeline().fit_stain(cfg, work)
+        reference = _steps().stain_reference(config, workdir)
     out.print(reference.model_dump())
 
 
@@ -202,19 +185,10 @@ def train(
     Resumes an interrupted run from its last finished epoch. Data-parallel under
     `torchrun --nproc_per_node N -m training train ...` (NCCL on GPUs, gloo on the CPU).
     """
-    from training.distributed import from_env
-    from training.tracking import tracked
-
     with _user_errors():
-        cfg, work = _start(config, workdir)
-        main_process = from_env().is_main
-        with tracked(cfg.tracking, f"{cfg.release_prefix}/train", enabled=main_process) as tracker:
-            tracker.log_params({"config": cfg.model_dump(mode="json", exclude={"members"})})
-            tracker.log_artifact(work.config)
-            results = _pipeline().train(cfg, work, member, tracker, resume=not fresh)
-    if main_process:
-        for name, result in results.items():
-            out.print(f"{name}: best epoch {result.best_epoch}, valid AUC {result.best_auc:.4f}")
+        results = _steps().train(config, workdir, member, fresh)
+    for name, result in (results or {}).items():  # None: not torchrun's main process
+        out.print(f"{name}: best epoch {result.best_epoch}, valid AUC {result.best_auc:.4f}")
 
 
 @app.command("cv")
@@ -229,28 +203,12 @@ def cross_validate(
     Each fold picks its best epoch on the validation split and is scored on its held-out part;
     writes cv/report.json. Data-parallel under torchrun, like `train`.
     """
-    from training.distributed import from_env
-    from training.tracking import tracked
-
     with _user_errors():
-        cfg, work = _start(config, workdir)
-        main_process = from_env().is_main
-        with tracked(cfg.tracking, f"{cfg.release_prefix}/cv", enabled=main_process) as tracker:
-            tracker.log_params({"folds": folds})
-            report = _pipeline().cross_validate(cfg, work, folds, member, tracker)
-            tracker.log_artifact(work.cv_report)
-    if not main_process:
+        done = _steps().cross_validate(config, workdir, member, folds)
+    if done is None:  # not torchrun's main process
         return
-    table = Table(title=f"{folds}-fold cross-validation (grouped by {report.grouped_by}), held-out AUC",
-                  caption=f"research use only; data: {report.data_source}")  # fmt: skip
-    table.add_column("member")
-    for number in range(1, folds + 1):
-        table.add_column(f"fold {number}")
-    table.add_column("mean ± sd")
-    for name, result in report.members.items():
-        table.add_row(name, *(f"{f.held_out_auc:.4f}" for f in result.folds),
-                      f"{result.mean_auc:.4f} ± {result.std_auc:.4f}")  # fmt: skip
-    out.print(table)
+    report, work = done
+    out.print(views.cv_table(report, folds))
     out.print(f"report: {work.cv_report}")
 
 
@@ -274,31 +232,16 @@ def export(
     Writes members/<name>/export.json: files, sha256, parity, the INT8 validation AUC change.
     """
     with _user_errors():
-        cfg, work = _start(config, workdir)
-        reports = _pipeline().export(cfg, work, member, formats)
-    for name, report in reports.items():
-        for fmt, entry in report["formats"].items():
-            if "skipped" in entry:
-                out.print(f"{name}: {entry['skipped']}")
-                continue
-            line = f"{name}: {fmt} {work.member(name) / entry['file']}"
-            if "parity_max_abs_diff" in entry:
-                line += f" (max |diff| to PyTorch {entry['parity_max_abs_diff']:.2g})"
-            if entry.get("auc_delta") is not None:
-                line += f" (valid AUC {entry['auc_fp32']:.4f} -> {entry['auc_int8']:.4f}, {entry['auc_delta']:+.4f})"
-            out.print(line)
+        reports, work = _steps().export(config, workdir, member, formats)
+    _show(views.export_lines(reports, work))
 
 
 @app.command("calibrate")
 def calibrate(config: ConfigOption, workdir: WorkdirOption) -> None:
     """Fit temperatures and the ensemble's operating points on validation logits."""
-    from training.tracking import tracked
-
     with _user_errors():
-        cfg, work = _start(config, workdir)
-        with tracked(cfg.tracking, f"{cfg.release_prefix}/calibrate") as tracker:
-            result = _pipeline().calibrate_members(cfg, work, tracker)
-    _print_summary(result.members, result.ensemble)
+        result = _steps().calibrate(config, workdir)
+    _show(views.summary(result.members, result.ensemble))
 
 
 @app.command("build-repository")
@@ -318,15 +261,8 @@ def build_repository(
     """
     started = time.perf_counter()
     with _user_errors():
-        cfg = load_config(config)
-        if workdir is None:
-            with tempfile.TemporaryDirectory(prefix="pcam-work-") as tmp:
-                manifest = _pipeline().build_repository(cfg, output, WorkDir(Path(tmp)), force, target)
-        else:
-            manifest = _pipeline().build_repository(cfg, output, WorkDir(workdir), force, target)
-    _print_summary(
-        {m.name: m for m in manifest.members}, manifest.ensemble, title=f"release {manifest.release_id}"
-    )
+        manifest = _steps().build_repository(config, output, workdir, force, target)
+    _show_release(manifest)
     out.print(f"model repository {output} ({target}) built in {time.perf_counter() - started:.0f} s")
 
 
@@ -348,11 +284,8 @@ def package(
 ) -> None:
     """Write the model repository and release.json from a work dir whose steps have all run (redoes none)."""
     with _user_errors():
-        cfg, work = _start(config, workdir)
-        manifest = _pipeline().package(cfg, work, output, force, target, rolling)
-    _print_summary(
-        {m.name: m for m in manifest.members}, manifest.ensemble, title=f"release {manifest.release_id}"
-    )
+        manifest = _steps().package(config, workdir, output, force, target, rolling)
+    _show_release(manifest)
     out.print(f"model repository {output} ({target}) written")
 
 
@@ -411,20 +344,13 @@ def evaluate(
     threads: ThreadsOption = 1,
 ) -> None:
     """Evaluate a model repository on a split with the serving rules: AUC, Brier, ECE, operating points + 95 % CIs."""
-    from training.evaluate import evaluate as run_evaluation
+    from training.commands import evaluation
 
     with _user_errors():
-        report = run_evaluation(repository, data, split, workdir, threads)
-        if output is not None:
-            output.parent.mkdir(parents=True, exist_ok=True)
-            output.write_text(report.model_dump_json(indent=2) + "\n")
-        if report_dir is not None:
-            from training.report import write_report
-
-            written = write_report(report, report_dir)
-    _print_evaluation(report)
-    if report_dir is not None:
-        out.print(f"report: {written['markdown']}")
+        done = evaluation.evaluate(repository, data, split, workdir, threads, output, report_dir)
+    _show(views.evaluation(done.report))
+    if done.markdown is not None:
+        out.print(f"report: {done.markdown}")
 
 
 VALIDATE_HELP = (
@@ -459,65 +385,17 @@ def validate(
     threads: ThreadsOption = 1,
 ) -> None:
     """Clinical targets on a split; the help text is VALIDATE_HELP, built from the target constants."""
-    from training.evaluate import evaluate as run_evaluation
-    from training.validate import caveats, operating_point_name
-    from training.validate import verdict as judge
+    from training.commands import evaluation
 
     with _user_errors(code=2):
-        point = operating_point_name(operating_point)  # an unknown name fails before the slow part
-        report = run_evaluation(repository, data, split, workdir, threads)
-        notes = caveats(report, require_ci)
-        result = judge(report, point, require_ci)
-        if report_dir is not None:
-            from training.report import write_report
-
-            written = write_report(report, report_dir, result)
-    _print_evaluation(report)
-    color = "green" if result.met else "red"
-    out.print(f"[bold {color}]{result.statement[0]}[/bold {color}]")
-    for sentence in result.statement[1:]:
-        out.print(sentence)
-    for note in notes:
-        out.print(f"[yellow]{note}[/yellow]")
-    if report_dir is not None:
-        out.print(f"report: {written['markdown']}")
-    raise typer.Exit(0 if result.met else 1)
-
-
-def _print_evaluation(report: EvaluationReport) -> None:
-    """The report as tables: members and ensemble, then every operating point with 95 % CIs."""
-
-    def num(value: float | None) -> str:
-        return "n/a" if value is None else f"{value:.4f}"
-
-    def ci(value: float | None, interval: tuple[float, float] | None) -> str:
-        shown = "n/a" if value is None else f"{value:.3f}"
-        return shown if interval is None else f"{shown} [{interval[0]:.3f}, {interval[1]:.3f}]"
-
-    title = f"release {report.release_id} on {report.split}: {report.patches} patches, prevalence {report.prevalence:.3f}"
-    table = Table(title=title, caption=f"research use only; data: {report.data_source}"
-                  + (f" ({report.note})" if report.note else ""))  # fmt: skip
-    for column in ("model", "temperature", "weight", "AUC", "ECE", "Brier"):
-        table.add_column(column)
-    for name, m in report.members.items():
-        table.add_row(
-            name, f"{m.temperature:.3f}", f"{m.weight:g}", num(m.auc), f"{m.ece:.4f}", f"{m.brier:.4f}"
+        done = evaluation.validate(
+            repository, data, split, operating_point, require_ci, workdir, threads, report_dir
         )
-    table.add_row("ensemble", "", "", ci(report.auc, report.auc_ci), ci(report.ece, report.ece_ci),
-                  ci(report.brier, report.brier_ci))  # fmt: skip
-    out.print(table)
-    plural = {"slide": "slides", "patch": "patches"}.get(report.bootstrap, report.bootstrap)
-    units = f"{report.bootstrap_units} {report.bootstrap if report.bootstrap_units == 1 else plural}"
-    points = Table(title=f"operating points (95 % CI, bootstrap of {units})")
-    for column in ("name", "threshold", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "kappa"):
-        points.add_column(column)
-    for name, p in report.operating_points.items():
-        points.add_row(name, f"{p.threshold:.4f}", ci(p.sensitivity, p.sensitivity_ci),
-                       ci(p.specificity, p.specificity_ci), ci(p.ppv, p.ppv_ci), ci(p.npv, p.npv_ci),
-                       ci(p.accuracy, p.accuracy_ci), ci(p.kappa, p.kappa_ci))  # fmt: skip
-    out.print(points)
-    if report.note:
-        out.print(f"[yellow]{report.note}[/yellow]")
+    _show(views.evaluation(done.report))
+    _show(views.verdict_lines(done.verdict, done.notes))
+    if done.markdown is not None:
+        out.print(f"report: {done.markdown}")
+    raise typer.Exit(0 if done.verdict.met else 1)
 
 
 @app.command("predict")
@@ -592,29 +470,12 @@ def predict(
         raise typer.Exit(1)
 
 
-def _print_summary(
-    members: Mapping[str, Member | MemberCalibration], ensemble: EnsembleRule, title: str = "validation"
-) -> None:
-    """Validation metrics per member and of the ensemble, and the operating points, as tables."""
-    table = Table(title=title)
-    for column in ("member", "temperature", "AUC", "NLL before", "NLL after", "ECE after"):
-        table.add_column(column)
-    for name, m in members.items():
-        metrics = m.metrics
-        table.add_row(
-            name,
-            f"{m.temperature:.3f}",
-            *(f"{metrics[k]:.4f}" for k in ("auc", "nll_before", "nll_after", "ece_after")),
+def _show_release(manifest: ReleaseManifest) -> None:
+    _show(
+        views.summary(
+            {m.name: m for m in manifest.members}, manifest.ensemble, f"release {manifest.release_id}"
         )
-    table.add_row("ensemble", "", f"{ensemble.metrics['auc']:.4f}", "", f"{ensemble.metrics['nll']:.4f}",
-                  f"{ensemble.metrics['ece_after']:.4f}")  # fmt: skip
-    out.print(table)
-    points = Table(title="operating points")
-    for column in ("name", "threshold", "sensitivity", "specificity"):
-        points.add_column(column)
-    for name, p in ensemble.operating_points.items():
-        points.add_row(name, f"{p.threshold:.4f}", f"{p.sensitivity:.3f}", f"{p.specificity:.3f}")
-    out.print(points)
+    )
 
 
 def main() -> None:

@@ -15,7 +15,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
-from services.common.release import ReleaseManifest, StainReference
+from pcam_core.release import ReleaseManifest, StainReference
 from training import distributed, quantize, stain, trt
 from training.calibrate import Calibration, calibrate
 from training.config import ExportFormat, RunConfig, save_config
@@ -32,18 +32,10 @@ from training.export import (
     session,
 )
 from training.models import check_architecture
-from training.repository import (
-    SERVING_TARGETS,
-    MemberArtifact,
-    ServingTarget,
-    build_manifest,
-    check_target,
-    data_provenance,
-    next_versions,
-    roll_release,
-    sha256_file,
-    write_repository,
-)
+from training.repository.layout import next_versions
+from training.repository.manifest import MemberArtifact, build_manifest, data_provenance, sha256_file
+from training.repository.publishing import check_target, roll_release, write_repository
+from training.repository.triton_config import SERVING_TARGETS, ServingTarget
 from training.tracking import NullTracker, Tracker
 from training.train import TrainResult, load_checkpoint, train_member
 from training.workdir import WorkDir, require

@@ -34,7 +34,7 @@ import yaml
 from torch import nn
 
 from training.config import SHA256_PATTERN, PretrainedConfig
-from training.repository import sha256_file
+from training.repository.manifest import sha256_file
 
 log = logging.getLogger(__name__)
 _STATE_DICT_KEYS = ("state_dict_ema", "model_ema", "state_dict", "model")

@@ -6,6 +6,8 @@ import json
 import shutil
 from pathlib import Path
 
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2
 from typer.testing import CliRunner
 
 from training.cli import app
@@ -77,7 +79,8 @@ def test_rolling_releases_add_versions_keep_the_previous_and_prune_older(
     first = _release(repo)
     name = first["members"][0]["name"]
     config = (repo / name / "config.pbtxt").read_text()
-    assert "version_policy: { latest: { num_versions: 2 } }" in config
+    policy = text_format.Parse("latest: { num_versions: 2 }", model_config_pb2.ModelVersionPolicy())
+    assert text_format.Parse(config, model_config_pb2.ModelConfig()).version_policy == policy
 
     for expected_versions in ([1, 2], [2, 3]):
         result = CliRunner().invoke(app, [*base, "--rolling"])

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.release import (
+from pcam_core.release import (
     DataProvenance,
     EnsembleRule,
     OperatingPoint,
@@ -32,16 +32,37 @@ TRITON = TritonConfig(
 )
 
 
+def _parsed(text: str):
+    """A config.pbtxt as Triton reads it: tritonclient's ModelConfig, parsed from protobuf's text format."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    return text_format.Parse(text, model_config_pb2.ModelConfig())
+
+
+def _message(text: str, pb):
+    """A config.pbtxt fragment (one message, as the f-string generator wrote it) parsed as pb."""
+    from google.protobuf import text_format
+
+    return text_format.Parse(text, pb)
+
+
 def test_config_pbtxt_states_the_contract_and_the_serving_settings():
-    text = config_pbtxt("resnet", TRITON)
-    compact = " ".join(text.split())
-    assert 'name: "resnet"' in compact and 'backend: "python"' in compact
-    assert "max_batch_size: 32" in compact
-    assert 'input [ { name: "image" data_type: TYPE_UINT8 dims: [ 96, 96, 3 ] } ]' in compact
-    assert 'output [ { name: "logit" data_type: TYPE_FP32 dims: [ 1 ] } ]' in compact
-    assert "instance_group [ { kind: KIND_CPU count: 2 } ]" in compact
-    assert "dynamic_batching { max_queue_delay_microseconds: 1500 }" in compact
-    assert 'key: "intra_op_thread_count" value: { string_value: "3" }' in compact
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    config = _parsed(config_pbtxt("resnet", TRITON))
+    assert config.name == "resnet" and config.backend == "python"
+    assert config.max_batch_size == 32
+    assert list(config.input) == [
+        _message('name: "image" data_type: TYPE_UINT8 dims: [ 96, 96, 3 ]', pb.ModelInput())
+    ]
+    assert list(config.output) == [
+        _message('name: "logit" data_type: TYPE_FP32 dims: [ 1 ]', pb.ModelOutput())
+    ]
+    assert list(config.instance_group) == [_message("kind: KIND_CPU count: 2", pb.ModelInstanceGroup())]
+    assert config.dynamic_batching == _message(
+        "max_queue_delay_microseconds: 1500", pb.ModelDynamicBatching()
+    )
+    assert config.parameters["intra_op_thread_count"] == _message('string_value: "3"', pb.ModelParameter())
 
 
 def test_config_pbtxt_parses_as_a_triton_model_config():
@@ -133,20 +154,24 @@ SHA = "0123456789abcdef" * 4
 
 
 def test_gpu_config_pbtxt_shares_the_contract_and_adds_tensorrt_and_warmup():
-    text = config_pbtxt("resnet", TRITON, "gpu", SHA)
-    compact = " ".join(text.split())
-    assert 'backend: "onnxruntime"' in compact and "max_batch_size: 32" in compact
-    # The parts both targets share are generated once: the cpu text up to `parameters` is in the gpu text.
-    cpu = config_pbtxt("resnet", TRITON)
-    shared = cpu[cpu.index("input [") :].replace("KIND_CPU\n    count: 2", "KIND_GPU\n    count: 1")
-    assert shared in text
-    assert "instance_group [ { kind: KIND_GPU count: 1 } ]" in compact
-    assert "dynamic_batching { max_queue_delay_microseconds: 1500 }" in compact
-    assert 'gpu_execution_accelerator: [ { name: "tensorrt"' in compact
-    assert 'parameters { key: "precision_mode" value: "FP16" }' in compact
-    assert 'parameters { key: "trt_engine_cache_enable" value: "1" }' in compact
-    assert f'value: "/trt_engine_cache/resnet-{SHA[:16]}"' in compact
-    assert "model_warmup [" in compact and compact.count("zero_data: true") == 2
+    pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    config = _parsed(config_pbtxt("resnet", TRITON, "gpu", SHA))
+    assert config.backend == "onnxruntime" and config.max_batch_size == 32
+    # The parts both targets share are generated once: the cpu config from `input` on is in the gpu config.
+    cpu = _parsed(config_pbtxt("resnet", TRITON))
+    shared = ("input", "output", "version_policy", "dynamic_batching", "parameters")
+    assert {f: getattr(config, f) for f in shared} == {f: getattr(cpu, f) for f in shared}
+    assert list(config.instance_group) == [_message("kind: KIND_GPU count: 1", pb.ModelInstanceGroup())]
+    assert config.dynamic_batching == _message(
+        "max_queue_delay_microseconds: 1500", pb.ModelDynamicBatching()
+    )
+    (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["precision_mode"] == "FP16"
+    assert accelerator.parameters["trt_engine_cache_enable"] == "1"
+    assert f"/trt_engine_cache/resnet-{SHA[:16]}" in accelerator.parameters.values()
+    assert len(config.model_warmup) == 2
+    assert [w.inputs["image"].zero_data for w in config.model_warmup] == [True, True]
 
 
 def test_config_without_weights_digest_or_for_an_unknown_target_is_refused():
