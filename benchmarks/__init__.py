@@ -1,1 +1,1 @@
-"""Benchmarks behind `make bench`: ratios measured side by side in one run (DESIGN.md section 12)."""
+"""Benchmarks behind `make bench`: ratios measured side by side in one run (docs/architecture.md#benchmarks)."""

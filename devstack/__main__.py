@@ -10,7 +10,7 @@ from pathlib import Path
 
 from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
-from services.common.release import RELEASE_FILENAME
+from pcam_core.release import RELEASE_FILENAME
 
 EXAMPLE_PATCH = Path("tests/data/he/patches/src_r1c1.png")
 

@@ -1,4 +1,4 @@
-"""Running the real tritonserver shipped in the nvidia-pytriton wheel (DESIGN.md section 6)."""
+"""Running the real tritonserver shipped in the nvidia-pytriton wheel (docs/architecture.md#local-runtime-without-docker)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class TritonInstall:
             "--grpc-address=127.0.0.1",
             "--metrics-address=127.0.0.1",
             # Poll: a release rolled into the repository (`pcam package --rolling`) loads as new
-            # model versions while the previous ones keep serving (DESIGN.md section 4).
+            # model versions while the previous ones keep serving (docs/architecture.md#rolling-releases).
             "--model-control-mode=poll",
             f"--repository-poll-secs={REPOSITORY_POLL_S}",
             "--strict-readiness=true",

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# The three online services (DESIGN.md section 7): ONE Dockerfile, three final targets, one image each:
+# The three online services (docs/architecture.md#one-dockerfile-three-targets): ONE Dockerfile, three final targets, one image each:
 #
 #   docker build -f docker/services.Dockerfile --target gateway    -t pcam-gateway:0.1.0 .
 #   docker build -f docker/services.Dockerfile --target preprocess -t pcam-preprocess:0.1.0 .
@@ -69,9 +69,10 @@ ENV PATH=/opt/venv/bin:$PATH \
 
 COPY --from=builder /opt/venv /opt/venv
 WORKDIR /app
+COPY pcam_core/ /app/pcam_core/
 COPY services/ /app/services/
 # Byte-compile at build time: the root filesystem is read-only at run time (and PYTHONDONTWRITEBYTECODE).
-RUN python -m compileall -q -j 0 /app/services
+RUN python -m compileall -q -j 0 /app/pcam_core /app/services
 
 USER 10001:10001
 

@@ -43,8 +43,9 @@ RUN mkdir services training && touch services/__init__.py training/__init__.py \
     && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ".[train,serve]" \
     && pip uninstall --yes pcam-platform \
     && rm -rf services training
-# training imports the stain normalization from services.preprocess (one implementation, DESIGN.md 2);
+# training imports the stain normalization from services.preprocess (one implementation, docs/architecture.md#stain-normalization);
 # `pcam predict --url` goes through pcam_client.
+COPY pcam_core/ pcam_core/
 COPY services/ services/
 COPY training/ training/
 COPY pcam_client/ pcam_client/

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# Triton for the CPU serving target (DESIGN.md sections 4, 6, 7): the model repository that
+# Triton for the CPU serving target (docs/architecture.md#cpu-triton-image-from-the-nvidia-pytriton-wheel): the model repository that
 # `pcam build-repository --target cpu` writes (python backend running model.onnx with onnxruntime,
 # KIND_CPU). Workstations (docker compose, the default profile), CI and clusters without GPUs.
 #
@@ -63,7 +63,7 @@ RUN groupadd --gid 1000 triton-server \
 COPY --from=builder /opt/triton-venv /opt/triton-venv
 COPY --from=builder /opt/tritonserver /opt/tritonserver
 
-# The stub finds its interpreter (and so numpy and onnxruntime) as `python3` on PATH (DESIGN.md 6).
+# The stub finds its interpreter (and so numpy and onnxruntime) as `python3` on PATH (docs/architecture.md#local-runtime-without-docker).
 ENV PATH=/opt/triton-venv/bin:/opt/triton-venv/lib/python3.11/site-packages/pytriton/tritonserver/bin:$PATH \
     LD_LIBRARY_PATH=/opt/triton-venv/lib/python3.11/site-packages/nvidia_pytriton.libs \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -76,7 +76,7 @@ EXPOSE 8000 8001 8002
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \
     CMD ["python3", "-c", "import sys, urllib.request as u; sys.exit(u.urlopen('http://127.0.0.1:8000/v2/health/ready', timeout=2).status != 200)"]
 # Poll: a release rolled into the repository (`pcam package --rolling`) loads as new model versions
-# while the previous ones keep serving (DESIGN.md section 4).
+# while the previous ones keep serving (docs/architecture.md#rolling-releases).
 CMD ["tritonserver", \
      "--model-repository=/models", \
      "--backend-directory=/opt/tritonserver/backends", \

@@ -68,7 +68,7 @@ def locust_command(
 def local_stack(model_repository: Path, triton_venv: Path, work_dir: Path) -> Iterator[LocalStack]:
     """The local stack on free ports (rate limit off unless set), started and stopped around the block."""
     from devstack.stack import LocalStack, StackConfig, StackPorts
-    from services.common.release import RELEASE_FILENAME
+    from pcam_core.release import RELEASE_FILENAME
 
     if not (model_repository / RELEASE_FILENAME).exists():
         raise SystemExit(f"No release in {model_repository}: run `make repository` first")

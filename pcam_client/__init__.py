@@ -1,6 +1,6 @@
 """Typed Python client of the PCam gateway (research use only: not for diagnosis).
 
-The response models are the gateway's own (services.gateway.schemas, services.common.release).
+The response models are the gateway's own (pcam_core.schemas, pcam_core.release).
 """
 
 from pcam_client.client import (
@@ -11,8 +11,8 @@ from pcam_client.client import (
     Readiness,
 )
 from pcam_client.errors import PCamAPIError, PCamConnectionError, PCamError
-from services.common.release import ReleaseSummary
-from services.gateway.schemas import BatchResponse, ItemError, Prediction, Quality
+from pcam_core.release import ReleaseSummary
+from pcam_core.schemas import BatchResponse, ItemError, Prediction, Quality
 
 __all__ = [
     "API_KEY_HEADER",

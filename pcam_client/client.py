@@ -1,7 +1,7 @@
-"""Sync and async clients of the gateway's public API (DESIGN.md section 3). Research use only.
+"""Sync and async clients of the gateway's public API (docs/architecture.md#public-api). Research use only.
 
-Answers are parsed with the gateway's own response models (services.gateway.schemas,
-services.common.release), so the client and the server share one definition of every field.
+Answers are parsed with the gateway's own response models (pcam_core.schemas,
+pcam_core.release), so the client and the server share one definition of every field.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pcam_client.errors import REQUEST_ID_HEADER, PCamAPIError, PCamConnectionError, PCamError
-from services.common.release import ReleaseSummary
-from services.gateway.schemas import BatchResponse, ItemError, Prediction
+from pcam_core.problems import PROBLEM_TYPES
+from pcam_core.release import ReleaseSummary
+from pcam_core.schemas import BatchResponse, ItemError, Prediction
 
 log = logging.getLogger("pcam_client")
 
@@ -35,7 +36,7 @@ DEFAULT_MAX_BATCH = 256
 """The gateway's default images per batch request (PCAM_GATEWAY_MAX_IMAGES); it does not publish its own."""
 DEFAULT_MAX_RETRIES = 2
 DEFAULT_MAX_RETRY_WAIT_S = 10.0
-RETRY_STATUSES = frozenset({429, 503})
+RETRY_STATUSES = frozenset(PROBLEM_TYPES[kind].status for kind in ("rate-limited", "service-unavailable"))
 FALLBACK_WAIT_S = 1.0
 """Wait before retrying a 429/503 that came without a usable Retry-After (doubled per attempt)."""
 _MAGIC = (
@@ -268,7 +269,7 @@ class PCamClient(_Base):
     def ready(self) -> Readiness:
         """Readiness (GET /readyz) as reported, not-ready (503) included: no retry, no raise for 503."""
         response = self._send("GET", "/readyz", retry=False)
-        if response.status_code not in (200, 503):
+        if response.status_code not in (httpx.codes.OK, httpx.codes.SERVICE_UNAVAILABLE):
             raise PCamAPIError.from_response(response)
         return _parse(Readiness, response)
 
@@ -377,6 +378,6 @@ class AsyncPCamClient(_Base):
     async def ready(self) -> Readiness:
         """Readiness (GET /readyz) as reported, not-ready (503) included."""
         response = await self._send("GET", "/readyz", retry=False)
-        if response.status_code not in (200, 503):
+        if response.status_code not in (httpx.codes.OK, httpx.codes.SERVICE_UNAVAILABLE):
             raise PCamAPIError.from_response(response)
         return _parse(Readiness, response)

@@ -1,4 +1,4 @@
-"""The model I/O contract every ensemble member honours, in every format (DESIGN.md section 3)."""
+"""The model I/O contract every ensemble member honours, in every format (docs/architecture.md#model-io-contract)."""
 
 from typing import Final
 
@@ -16,3 +16,7 @@ OUTPUT_NAME: Final = "logit"
 OUTPUT_TRITON_DTYPE: Final = "FP32"
 OUTPUT_SHAPE: Final = (1,)
 """One uncalibrated logit per patch."""
+
+TTA_VIEWS: Final = 8
+"""Test-time augmentation views: the 8 dihedral transforms (quarter turns, with and without a flip),
+each mapping the center region onto itself, so a patch's label holds in every view."""

@@ -13,7 +13,7 @@ import io
 import numpy as np
 from PIL import Image
 
-from services.common.inference import Explanation
+from pcam_core.schemas import Explanation
 
 OVERLAY_ALPHA = 0.6
 """Opacity of the colour over the patch where |sensitivity| is at the map's scale."""

@@ -1,15 +1,17 @@
 """The release manifest (`release.json` at the model repository root): one deployable unit.
 
 The training package writes it, preprocess reads the stain reference, ensemble reads members and
-calibration, the gateway puts the release id in every cache key (DESIGN.md section 4).
+calibration, the gateway puts the release id in every cache key (docs/architecture.md#release-manifest).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pcam_core.errors import InvalidRequest
 
 RELEASE_FILENAME = "release.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -91,6 +93,17 @@ def resolve_operating_point(name: str) -> str:
     return canonical
 
 
+def parse_operating_point(name: str) -> str:
+    """The canonical operating point for a name or alias; InvalidRequest naming the choices otherwise."""
+    try:
+        return resolve_operating_point(name)
+    except KeyError:
+        choices = ", ".join((*OPERATING_POINTS, *OPERATING_POINT_ALIASES))
+        raise InvalidRequest(
+            f"Received {name!r}; expected one of {choices}.", kind="unknown-operating-point"
+        ) from None
+
+
 def load_release(path: Path) -> ReleaseManifest:
     """Read and validate a manifest: a path to the file or to the model repository holding it."""
     if path.is_dir():
@@ -105,6 +118,31 @@ def write_release(manifest: ReleaseManifest, repository: Path) -> Path:
     tmp.write_text(manifest.model_dump_json(indent=2) + "\n")
     tmp.replace(target)
     return target
+
+
+MODELS_EXAMPLE: dict[str, Any] = {
+    "release_id": "pcam-2024-06-01",
+    "created_at": "2024-06-01T12:00:00Z",
+    "research_use_only": True,
+    "data": {"source": "pcam", "checksums": {"camelyonpatch_level_2_split_train_x.h5": "ab12..."}},
+    "members": [
+        {
+            "name": "seresnet50",
+            "architecture": "seresnet50",
+            "version": 1,
+            "sha256": "c0ffee" + "0" * 58,
+            "temperature": 1.31,
+            "weight": 1.0,
+            "metrics": {"auroc": 0.95},
+        }
+    ],
+    "ensemble_rule": "weighted_mean",
+    "operating_points": {
+        "balanced": {"threshold": 0.47, "sensitivity": 0.89, "specificity": 0.9, "criterion": "youden_j"}
+    },
+    "operating_point_aliases": {"conservative": "screening", "aggressive": "high_specificity"},
+    "default_operating_point": "balanced",
+}
 
 
 class ReleaseSummary(BaseModel):

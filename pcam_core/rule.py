@@ -1,4 +1,4 @@
-"""The ensemble rule: member logits to one calibrated probability and a decision (DESIGN.md section 5).
+"""The ensemble rule: member logits to one calibrated probability and a decision.
 
 p_member = sigmoid(logit / T_member); p_mean = sum(w * p_member) / sum(w);
 p = sigmoid(logit(p_mean) / T_ensemble) (averaging calibrated members pulls toward 0.5, so the mean
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from services.common.release import ReleaseManifest
+    from pcam_core.release import ReleaseManifest
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ def combine_views(
 ) -> EnsembleOutput:
     """Test-time augmentation: (V, N, M) logits of V views of N patches to one output per patch.
 
-    The probability is the mean of the views' calibrated ensemble probabilities (DESIGN.md section 5);
+    The probability is the mean of the views' calibrated ensemble probabilities (docs/architecture.md#test-time-augmentation);
     the uncertainty is the spread across views and members; member probabilities are view means.
     `members` as in combine_release.
     """

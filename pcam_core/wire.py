@@ -1,22 +1,25 @@
 """The binary batch format of internal hops: uint8 patches plus per-item metadata, no JSON floats.
 
 Layout: 4-byte big-endian header length, a JSON header
-`{"dtype": "uint8", "shape": [N, 96, 96, 3], "items": [...], "meta": {...}}`, then the N patches
-as C-ordered raw bytes. `items` holds one JSON object per *submitted* item (errors included), so a
-batch can carry per-item failures while the tensor holds only the items that succeeded.
+`{"dtype": "uint8", "shape": [N, 96, 96, 3], "items": [...], "meta": {"release": ...}}`, then the N
+patches as C-ordered raw bytes. `items` holds one typed entry per *submitted* item (errors included):
+an `AcceptedItem` with its quality figures, or a `RejectedItem` with its problem, so a batch can
+carry per-item failures while the tensor holds only the items that succeeded.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from services.common.contract import INPUT_SHAPE
+from pcam_core.contract import INPUT_SHAPE
+from pcam_core.problems import ItemError
+from pcam_core.schemas import Quality
 
 MEDIA_TYPE = "application/vnd.pcam.batch"
 _LENGTH = struct.Struct(">I")
@@ -28,23 +31,70 @@ class WireFormatError(ValueError):
     """The bytes are not a valid batch frame."""
 
 
+class AcceptedItem(Quality):
+    """An upload that decoded and was normalized: its row in the tensor comes in submission order."""
+
+    index: int = Field(ge=0, description="Position of the upload in the request.")
+    ok: Literal[True] = True
+
+    def quality(self) -> Quality:
+        """The quality figures the public result carries."""
+        return Quality(
+            tissue_fraction=self.tissue_fraction,
+            stain_normalized=self.stain_normalized,
+            stain_skip_reason=self.stain_skip_reason,
+        )
+
+
+class RejectedItem(BaseModel):
+    """An upload refused on its own (not decodable, wrong size, ...): no row in the tensor."""
+
+    index: int = Field(ge=0, description="Position of the upload in the request.")
+    ok: Literal[False] = False
+    error: ItemError
+
+
+FrameItem = AcceptedItem | RejectedItem
+
+
+class FrameMeta(BaseModel):
+    release: str | None = Field(None, description="The release whose stain reference normalized the batch.")
+
+
+class _Header(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    dtype: str
+    shape: tuple[int, ...]
+    items: list[FrameItem] = Field(default_factory=list)
+    meta: FrameMeta = Field(default_factory=FrameMeta)
+
+
+_HEADER = TypeAdapter(_Header)
+
+
 @dataclass(frozen=True)
 class Batch:
     images: np.ndarray
     """uint8 (N, 96, 96, 3)."""
-    items: list[dict[str, Any]] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
+    items: list[FrameItem] = field(default_factory=list)
+    release: str | None = None
+    """The release whose stain reference normalized the images."""
+
+    def accepted(self) -> list[AcceptedItem]:
+        """The items with a row in `images`, in row order."""
+        return [item for item in self.items if isinstance(item, AcceptedItem)]
 
 
 def encode(batch: Batch) -> bytes:
     """Serialize a batch; the image array must follow the model input contract."""
     images = np.ascontiguousarray(batch.images)
     _check_images(images.dtype, images.shape)
-    header = json.dumps(
-        {"dtype": "uint8", "shape": list(images.shape), "items": batch.items, "meta": batch.meta},
-        separators=(",", ":"),
-    ).encode()
-    return b"".join((_LENGTH.pack(len(header)), header, images.tobytes()))
+    header = _Header(
+        dtype="uint8", shape=images.shape, items=batch.items, meta=FrameMeta(release=batch.release)
+    ).model_dump_json(exclude_none=False)
+    header_bytes = header.encode()
+    return b"".join((_LENGTH.pack(len(header_bytes)), header_bytes, images.tobytes()))
 
 
 def decode(body: bytes) -> Batch:
@@ -55,12 +105,9 @@ def decode(body: bytes) -> Batch:
     if header_len > MAX_HEADER_BYTES or _LENGTH.size + header_len > len(body):
         raise WireFormatError(f"header length {header_len} does not fit a body of {len(body)} bytes")
     try:
-        header = json.loads(body[_LENGTH.size : _LENGTH.size + header_len])
-        shape = tuple(int(d) for d in header["shape"])
-        dtype = np.dtype(header["dtype"])
-        items = list(header.get("items", []))
-        meta = dict(header.get("meta", {}))
-    except (ValueError, KeyError, TypeError) as exc:
+        header = _HEADER.validate_json(body[_LENGTH.size : _LENGTH.size + header_len])
+        shape, dtype = header.shape, np.dtype(header.dtype)
+    except (ValidationError, ValueError, TypeError) as exc:
         raise WireFormatError(f"malformed frame header: {exc}") from exc
     _check_images(dtype, shape)
     payload = memoryview(body)[_LENGTH.size + header_len :]
@@ -68,7 +115,7 @@ def decode(body: bytes) -> Batch:
     if len(payload) != expected:
         raise WireFormatError(f"tensor of shape {list(shape)} needs {expected} bytes, got {len(payload)}")
     images = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
-    return Batch(images=images, items=items, meta=meta)
+    return Batch(images=images, items=header.items, release=header.meta.release)
 
 
 def max_frame_bytes(max_images: int) -> int:

@@ -1,5 +1,5 @@
 """Label-preserving training augmentation on uint8 NHWC batches (what the model takes, see
-services.common.contract), driven by one explicit torch.Generator so a run is reproducible.
+pcam_core.contract), driven by one explicit torch.Generator so a run is reproducible.
 
 Used: the 8 dihedral transforms (rotations by 90 degrees and flips), HED stain jitter (Tellez et al.
 2018) and brightness/contrast/saturation jitter. Not used, on purpose: blur, elastic deformation and
@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import torch
 
+from pcam_core.contract import TTA_VIEWS
+from pcam_core.tta import dihedral_steps
 from training.config import AugmentConfig, ColorJitterConfig, HedJitterConfig
 
 # Stain vectors of haematoxylin, eosin and DAB (rows; RGB optical densities), from Ruifrok & Johnston,
@@ -28,11 +30,11 @@ def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Apply one of the 8 rotations/flips, drawn per patch, to uint8 NHWC images.
 
     The center-32 label is invariant under all of them (the center square maps onto itself).
-    Transform t (0..7) is: flip along W when t >= 4, then rotate by (t % 4) * 90 degrees.
+    Transform t (0..7) is pcam_core.tta.dihedral_steps(t), as in serving's TTA views.
     """
-    choice = torch.randint(0, 8, (len(images),), generator=generator)
+    choice = torch.randint(0, TTA_VIEWS, (len(images),), generator=generator)
     out = torch.empty_like(images)
-    for t in range(8):
+    for t in range(TTA_VIEWS):
         idx = torch.nonzero(choice == t).squeeze(1)
         if len(idx):
             out[idx] = dihedral_transform(images[idx], t)
@@ -40,15 +42,16 @@ def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 
 def dihedral_transform(images: torch.Tensor, t: int) -> torch.Tensor:
-    """Transform t (0..7) of the dihedral group of the square on NHWC images."""
-    x = images.flip(2) if t >= 4 else images
-    return torch.rot90(x, t % 4, dims=(1, 2))
+    """Transform t (0..7) of the dihedral group of the square on NHWC images (pcam_core.tta's numbering)."""
+    flip, turns = dihedral_steps(t)
+    return torch.rot90(images.flip(2) if flip else images, turns, dims=(1, 2))
 
 
 def dihedral_inverse(images: torch.Tensor, t: int) -> torch.Tensor:
     """The inverse of dihedral_transform(., t): rotate back, then undo the flip."""
-    x = torch.rot90(images, -(t % 4), dims=(1, 2))
-    return x.flip(2) if t >= 4 else x
+    flip, turns = dihedral_steps(t)
+    x = torch.rot90(images, -turns, dims=(1, 2))
+    return x.flip(2) if flip else x
 
 
 def _to_uint8(x: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """Calibration on validation logits: temperature per member, weighted-mean ensemble, an ensemble
 temperature, operating points.
 
-The rule the ensemble service applies at serving time (services.ensemble.calibration), frozen here
-(DESIGN.md section 5): p_member = sigmoid(logit / T_member); p_mean = sum(w * p_member) / sum(w);
+The rule the ensemble service applies at serving time (pcam_core.rule), frozen here
+(docs/architecture.md#calibration-and-operating-points): p_member = sigmoid(logit / T_member); p_mean = sum(w * p_member) / sum(w);
 p = sigmoid(logit(p_mean) / T_ensemble); label = p >= threshold.
 """
 
@@ -18,8 +18,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from services.common.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
-from services.ensemble.calibration import combine, ensemble_logit
+from pcam_core.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
+from pcam_core.rule import combine, ensemble_logit
 from training.metrics import BOOTSTRAP_ROUNDS, Bootstrap, Interval, binary_intervals, ece
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,7 @@ def operating_points(
 ) -> dict[str, OperatingPoint]:
     """screening, balanced and high_specificity thresholds on probabilities, chosen on validation.
 
-    With `guarantee="lower_ci"` (DESIGN.md section 5) a floor must hold for the lower bound of the
+    With `guarantee="lower_ci"` (docs/architecture.md#operating-point-rule) a floor must hold for the lower bound of the
     95 % bootstrap interval (by group when given), not only for the point estimate. Thresholds are
     always ordered: screening <= balanced <= high_specificity.
     """

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_valid
 
 BUNDLED_DIR = Path(__file__).parent / "configs"
 MEMBER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
-"""As services.common.release.Member.name: the name is also the Triton model (directory) name."""
+"""As pcam_core.release.Member.name: the name is also the Triton model (directory) name."""
 RELEASE_PREFIX_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._\-]*$"
 SHA256_PATTERN = r"^[0-9a-fA-F]{64}$"
 
@@ -179,7 +179,7 @@ class MemberConfig(_Strict):
 
 
 class TritonConfig(_Strict):
-    """Serving settings written into every member's config.pbtxt (cpu and gpu targets, DESIGN.md section 4)."""
+    """Serving settings written into every member's config.pbtxt (cpu and gpu targets, docs/architecture.md#model-repository)."""
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_microseconds: int = Field(2000, ge=0)
@@ -218,7 +218,7 @@ class CalibrationConfig(_Strict):
 
     ensemble_temperature: bool = Field(
         True,
-        description="Also fit a temperature on the logit of the members' weighted mean (DESIGN.md section 5).",
+        description="Also fit a temperature on the logit of the members' weighted mean (docs/architecture.md#ensemble-temperature-on-by-default).",
     )
 
 

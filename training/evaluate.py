@@ -2,7 +2,7 @@
 
 The split is stain-normalized with the release's reference (as the preprocess service does), each
 member's ONNX graph runs through onnxruntime, and the logits are combined with the manifest's
-temperatures and weights by `services.ensemble.calibration.combine`. Research use only.
+temperatures and weights by `pcam_core.rule.combine`. Research use only.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from services.common.release import OperatingPoint, ReleaseManifest, load_release
-from services.ensemble.calibration import combine_release
+from pcam_core.release import OperatingPoint, ReleaseManifest, load_release
+from pcam_core.rule import combine_release
 from training import metrics, stain
 from training.data import pcam_h5
 from training.export import onnx_logits, session

@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from services.common.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+from pcam_core.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from training.models import ContractModel
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def export_onnx(model: ContractModel, path: Path) -> Path:
     model = model.eval()
     path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_tracing():
-        # The TorchScript-based exporter is the one measured to match onnxruntime (DESIGN.md section 3).
+        # The TorchScript-based exporter is the one measured to match onnxruntime (docs/architecture.md#model-io-contract).
         torch.onnx.export(
             model,
             (_example(),),

@@ -9,7 +9,7 @@ import timm
 import torch
 from torch import nn
 
-from services.common.contract import PATCH_SIZE
+from pcam_core.contract import PATCH_SIZE
 from training.config import MemberConfig
 from training.weights import load_pretrained
 

@@ -1,30 +1,34 @@
 """`pcam predict`: score image files with a release, in-process or through a gateway (research use only).
 
 In-process, every step is the serving code's own: the preprocess service's decode/validate and Macenko
-normalization (`preprocess_uploads`, with the release's stain reference), each member's ONNX graph in
-onnxruntime (the graph Triton serves), and `services.ensemble.calibration.combine`/`decide`. Through a
-gateway URL, the same rows come from the public batch API, through the `pcam_client` package.
+normalization (`preprocess_uploads`, with the release's stain reference), then the ensemble service's
+own inference path (`pcam_core.serving.EnsembleModel`: TTA views, the serving rule, the operating
+point) with each member's ONNX graph in onnxruntime (the graph Triton serves) as its member runner.
+Through a gateway URL, the same rows come from the public batch API, through the `pcam_client` package.
+Errors are reported by their kind (`wrong-size: Received 64x64; ...`), without HTTP vocabulary.
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import numpy as np
 from pydantic import BaseModel
 
-from services.common.contract import INPUT_SHAPE
-from services.common.problems import problem_kind
-from services.common.release import DEFAULT_OPERATING_POINT, ReleaseManifest, load_release
-from services.ensemble.calibration import EnsembleOutput, combine_release, combine_views, decide
-from services.gateway.schemas import ItemError, Prediction
-from services.gateway.settings import GatewaySettings
+from pcam_core.errors import UploadTooLarge
+from pcam_core.limits import MAX_IMAGE_BYTES
+from pcam_core.problems import INPUT_FAULT_STATUSES
+from pcam_core.release import DEFAULT_OPERATING_POINT, Member, ReleaseManifest, load_release
+from pcam_core.schemas import InferResponse, ItemError, Prediction
+from pcam_core.serving import EnsembleModel, MemberLogits
+from pcam_core.wire import AcceptedItem
 from services.preprocess.pipeline import preprocess_uploads
 from services.preprocess.stain import MacenkoNormalizer
 from training import RESEARCH_USE
@@ -41,20 +45,17 @@ log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 """What a directory contributes: the formats the preprocess service decodes (PNG, JPEG, TIFF, BMP)."""
-MAX_FILE_BYTES: int = GatewaySettings.model_fields["max_image_bytes"].default
-"""The gateway's default per-image limit, applied in-process too, so both modes refuse the same files
+MAX_FILE_BYTES: int = MAX_IMAGE_BYTES
+"""The services' default per-image limit, applied in-process too, so both modes refuse the same files
 (and a stray slide-sized TIFF is never read whole)."""
 FILE_CHUNK = 64
 """Files decoded, normalized and scored together (and per gateway batch request)."""
 SCORE_BATCH = 64
 """Images per onnxruntime call: bounds activation memory for the large members (x 8 views with TTA)."""
-TTA_VIEWS = 8
 REMOTE_TTA_IGNORED = (
     "--tta: the gateway at {url} answered without TTA (it predates TTA serving); use --repository "
     "for TTA in-process."
 )
-FILE_FAULT_STATUSES = frozenset({400, 413, 415, 422})
-"""Statuses that fault an upload, not the run: a refused batch is then sent file by file."""
 MAX_RETRIES = 3
 """Retries of a 429/503 answer (honouring Retry-After) before a run ends."""
 MAX_RETRY_WAIT_S = 30.0
@@ -111,10 +112,9 @@ def skipped_message(skipped: Sequence[Path], shown: int = 10) -> str:
     return f"skipped {len(skipped)} directory entries that are not image files: {names}"
 
 
-def problem_text(body: dict[str, Any]) -> str:
-    """'422 wrong-size: Received 64x64; ...' from a problem body (RFC 9457), as both modes report it."""
-    kind = problem_kind(str(body.get("type", "about:blank")))
-    return f"{body.get('status', '')} {kind}: {body.get('detail') or body.get('title', '')}".strip()
+def problem_text(problem: ItemError) -> str:
+    """'wrong-size: Received 64x64; ...': a problem in the platform's words, as both modes report it."""
+    return f"{problem.kind}: {problem.detail or problem.title}"
 
 
 def _read(path: Path) -> bytes | str:
@@ -125,7 +125,10 @@ def _read(path: Path) -> bytes | str:
     except OSError as exc:
         return f"unreadable: {exc.strerror or exc}"
     if len(data) > MAX_FILE_BYTES:
-        return f"413 image-too-large: the file exceeds the limit of {MAX_FILE_BYTES} bytes."
+        error = UploadTooLarge(
+            f"the file exceeds the limit of {MAX_FILE_BYTES} bytes.", kind="image-too-large"
+        )
+        return str(error)
     return data
 
 
@@ -134,54 +137,42 @@ def _chunks(items: Sequence[Path], size: int) -> Iterator[Sequence[Path]]:
         yield items[start : start + size]
 
 
-def dihedral_views(images: np.ndarray) -> np.ndarray:
-    """uint8 (8, N, H, W, 3): the 8 dihedral transforms of NHWC images, by training.augment's definition."""
-    import torch
+class OnnxMembers:
+    """A release's members as ONNX graphs in onnxruntime: the MemberRunner of in-process scoring."""
 
-    from training.augment import dihedral_transform
-
-    batch = torch.from_numpy(np.ascontiguousarray(images))
-    return np.stack([dihedral_transform(batch, t).contiguous().numpy() for t in range(TTA_VIEWS)])
-
-
-class LocalPredictor:
-    """A release's serving path in this process: Macenko with its reference, its members' ONNX, its rule."""
-
-    def __init__(self, repository: Path, threads: int = 1) -> None:
+    def __init__(self, repository: Path, manifest: ReleaseManifest, threads: int = 1) -> None:
         from training.evaluate import member_onnx
         from training.export import session
 
-        self.manifest: ReleaseManifest = load_release(repository)
-        self.normalizer = MacenkoNormalizer(self.manifest.stain_reference)
-        self.sessions: list[ort.InferenceSession] = [
-            session(member_onnx(repository, m.name, m.version), threads) for m in self.manifest.members
-        ]
+        self.sessions: dict[str, ort.InferenceSession] = {
+            m.name: session(member_onnx(repository, m.name, m.version), threads) for m in manifest.members
+        }
 
-    def logits(self, images: np.ndarray) -> np.ndarray:
-        """(N, M) member logits of normalized uint8 (N, 96, 96, 3) patches, members in manifest order."""
+    async def try_logits(
+        self, members: Sequence[Member], images: np.ndarray, required: int | None = None
+    ) -> MemberLogits:
+        """(B,) logits of every member for normalized uint8 (B, 96, 96, 3); a failure here is a bug."""
         from training.export import onnx_logits
 
-        if len(images) == 0:
-            return np.empty((0, len(self.sessions)), dtype=np.float32)
-        return np.stack(
-            [
-                onnx_logits(sess, (images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)))
-                for sess in self.sessions
-            ],
-            axis=1,
-        )
+        batches = [images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)]
+        return MemberLogits({m.name: onnx_logits(self.sessions[m.name], batches) for m in members}, {})
 
-    def score(self, images: np.ndarray, tta: bool = False) -> EnsembleOutput:
-        """Calibrated scores of normalized patches; with tta, all 8 dihedral views go through each member."""
-        if not tta:
-            return combine_release(self.logits(images), self.manifest)
-        # Views of the normalized patch, as serving would send them to Triton after preprocess; Macenko's
-        # estimates depend on the set of pixels only, so normalizing each view would give the same views.
-        views = dihedral_views(images)
-        logits = self.logits(views.reshape(-1, *INPUT_SHAPE)).reshape(
-            TTA_VIEWS, len(images), len(self.sessions)
-        )
-        return combine_views(logits, self.manifest)
+
+class LocalPredictor:
+    """A release's serving path in this process: Macenko with its reference, then the ensemble's own
+    inference path with the members' ONNX graphs."""
+
+    def __init__(self, repository: Path, threads: int = 1) -> None:
+        self.manifest: ReleaseManifest = load_release(repository)
+        self.normalizer = MacenkoNormalizer(self.manifest.stain_reference)
+        self.model = EnsembleModel(self.manifest)
+        self.members = OnnxMembers(repository, self.manifest, threads)
+
+    def score(self, images: np.ndarray, operating_point: str, tta: bool = False) -> InferResponse:
+        """The ensemble's answer for normalized patches (with tta, all 8 dihedral views per member)."""
+        # The views are of the normalized patch, as serving sends them to Triton after preprocess;
+        # Macenko's estimates depend on the set of pixels only, so normalizing each view would agree.
+        return asyncio.run(self.model.predict(self.members, images, operating_point, tta=tta))
 
 
 def predict_local(
@@ -209,35 +200,33 @@ def predict_local(
             continue
         # The preprocess service's own function: decode + validate each, normalize the valid ones.
         batch = preprocess_uploads(uploads, predictor.normalizer, manifest.release_id)
-        scores = predictor.score(batch.images, tta)
-        labels = decide(scores.probability, threshold)
+        answer = predictor.score(batch.images, point_name, tta) if batch.accepted() else None
+        results = iter(answer.results if answer else ())
         items = iter(batch.items)
-        accepted = 0
         for path, data in zip(chunk, read, strict=True):
             if isinstance(data, str):
                 rows.append(PredictionRow(file=str(path), error=data, **common))
                 continue
             item = next(items)
             digest = hashlib.sha256(data).hexdigest()
-            if not item["ok"]:
+            if not isinstance(item, AcceptedItem):
                 rows.append(
-                    PredictionRow(file=str(path), sha256=digest, error=problem_text(item["error"]), **common)
+                    PredictionRow(file=str(path), sha256=digest, error=problem_text(item.error), **common)
                 )
                 continue
-            i = accepted
-            accepted += 1
+            result = next(results)
             rows.append(
                 PredictionRow(
                     file=str(path),
                     sha256=digest,
-                    probability=float(scores.probability[i]),
-                    label=int(labels[i]),
+                    probability=result.probability,
+                    label=result.label,
                     threshold=threshold,
                     release_id=manifest.release_id,
-                    stain_normalized=item["stain_normalized"],
-                    stain_skip_reason=item["stain_skip_reason"],
-                    tissue_fraction=item["tissue_fraction"],
-                    uncertainty=float(scores.uncertainty[i]),
+                    stain_normalized=item.stain_normalized,
+                    stain_skip_reason=item.stain_skip_reason,
+                    tissue_fraction=item.tissue_fraction,
+                    uncertainty=result.uncertainty,
                     **common,
                 )
             )
@@ -286,7 +275,8 @@ def predict_remote(
                         rows.append(_remote_row(path, data, next(remaining), point_name, tta))
     except PCamAPIError as exc:
         # What is left after the client's retries: the gateway (or a dependency) is down, so stop.
-        raise RuntimeError(f"gateway {url} answered with {problem_text(exc.to_problem())}") from exc
+        problem = ItemError.model_validate(exc.to_problem())
+        raise RuntimeError(f"gateway {url} answered with {problem_text(problem)}") from exc
     except PCamError as exc:
         raise RuntimeError(str(exc)) from exc
     return rows
@@ -294,8 +284,8 @@ def predict_remote(
 
 def _refused(exc: PCamAPIError) -> bool:
     """A refusal one file can cause (bad image, too large): the others can still be scored apart."""
-    # Not 401/403/404/429 or 5xx: a wrong key or URL, or a gateway that is down, fails every file alike.
-    return exc.status in FILE_FAULT_STATUSES
+    # Not authentication, rate limits or an outage: those fail every file alike.
+    return exc.status in INPUT_FAULT_STATUSES
 
 
 def _remote_chunk(
@@ -328,7 +318,7 @@ def _remote_row(
 ) -> PredictionRow:
     if isinstance(answer, ItemError):
         digest = hashlib.sha256(data).hexdigest()
-        error = problem_text(answer.model_dump())
+        error = problem_text(answer)
         return PredictionRow(file=str(path), sha256=digest, operating_point=point, tta=tta, error=error)
     quality = answer.quality
     return PredictionRow(

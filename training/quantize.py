@@ -36,7 +36,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import roc_auc_score
 
-from services.common.contract import INPUT_NAME
+from pcam_core.contract import INPUT_NAME
 from training.data.pcam_h5 import X_KEY
 
 log = logging.getLogger(__name__)

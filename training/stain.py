@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from services.common.release import StainReference
+from pcam_core.release import StainReference
 from services.preprocess.stain import MacenkoNormalizer
 from training.data.pcam_h5 import X_KEY, Y_KEY, create_patch_dataset, read_labels
 

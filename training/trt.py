@@ -2,7 +2,7 @@
 
 A plan is tied to the GPU architecture (and TensorRT version) it was built on, so it is an optional
 export artifact: the production repository serves the ONNX graph through onnxruntime's TensorRT
-execution accelerator, which builds and caches its engine on the serving GPU (DESIGN.md section 4).
+execution accelerator, which builds and caches its engine on the serving GPU (docs/architecture.md#model-repository).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from services.common.contract import INPUT_NAME, INPUT_SHAPE
+from pcam_core.contract import INPUT_NAME, INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 WORKSPACE_BYTES = 1 << 30

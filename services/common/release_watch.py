@@ -14,7 +14,7 @@ from typing import Generic, TypeVar
 
 from pydantic import ValidationError
 
-from services.common.release import RELEASE_FILENAME, ReleaseManifest, load_release
+from pcam_core.release import RELEASE_FILENAME, ReleaseManifest, load_release
 
 log = logging.getLogger(__name__)
 Fingerprint = tuple[int, int, int]

@@ -1,4 +1,4 @@
-"""Reading request bodies within limits, as problem+json on any violation."""
+"""Reading request bodies within limits; a violation raises the domain error naming it."""
 
 from contextlib import aclosing
 
@@ -7,8 +7,8 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pcam_core.errors import InvalidRequest, MalformedRequest, UnsupportedMediaType, UploadTooLarge
 from services.common.asgi import HttpMiddleware
-from services.common.problems import Problem
 
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
 """Generous allowance per part for boundaries and part headers."""
@@ -20,7 +20,7 @@ def check_content_length(request: Request, limit: int) -> None:
     if declared is None:
         return
     if not (declared.isascii() and declared.isdigit()):
-        raise Problem(400, "invalid-content-length", "Invalid Content-Length", f"Received {declared!r}.")
+        raise MalformedRequest(f"Received {declared!r}.", kind="invalid-content-length")
     if int(declared) > limit:
         raise _too_large(limit)
 
@@ -29,11 +29,8 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
     """The bytes of every file in multipart field `field`, in order; 1..max_files files required."""
     content_type = request.headers.get("content-type", "")
     if not content_type.startswith("multipart/form-data"):
-        raise Problem(
-            415,
-            "unsupported-media-type",
-            "Unsupported media type",
-            f"Expected multipart/form-data with field '{field}', received {content_type or 'no content type'}.",
+        raise UnsupportedMediaType(
+            f"Expected multipart/form-data with field '{field}', received {content_type or 'no content type'}."
         )
     # A declared length no set of max_files files can reach is refused before reading anything.
     check_content_length(request, max_multipart_bytes(max_files, max_bytes_each))
@@ -41,32 +38,25 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
         form = await _parse_multipart(request, max_files)
     except MultiPartException as exc:
         if exc.message.startswith(("Too many files", "Too many fields")):
-            raise Problem(
-                413, "too-many-files", "Too many files", f"At most {max_files} files per request."
-            ) from exc
+            raise UploadTooLarge(f"At most {max_files} files per request.", kind="too-many-files") from exc
         # Starlette says only "Invalid multipart data." for python-multipart's errors: add their reason.
         reason = f" {exc.__cause__}." if exc.__cause__ is not None else ""
-        raise Problem(400, "malformed-multipart", "Malformed multipart body", exc.message + reason) from exc
+        raise MalformedRequest(exc.message + reason, kind="malformed-multipart") from exc
     try:
         uploads = form.getlist(field)
         if not uploads:
-            raise Problem(422, "missing-file", "Missing file", f"The multipart field '{field}' is required.")
+            raise InvalidRequest(f"The multipart field '{field}' is required.", kind="missing-file")
         files = []
         for position, upload in enumerate(uploads):
             if not isinstance(upload, UploadFile):
-                raise Problem(
-                    422,
-                    "not-a-file",
-                    "Not a file",
-                    f"Part {position} of '{field}' is a text field, not a file.",
+                raise InvalidRequest(
+                    f"Part {position} of '{field}' is a text field, not a file.", kind="not-a-file"
                 )
             data = await upload.read(max_bytes_each + 1)
             if len(data) > max_bytes_each:
-                raise Problem(
-                    413,
-                    "image-too-large",
-                    "Image too large",
+                raise UploadTooLarge(
                     f"File {position} of '{field}' exceeds the limit of {max_bytes_each} bytes.",
+                    kind="image-too-large",
                 )
             files.append(data)
         return files
@@ -75,15 +65,13 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The raw body, refused with 413 as soon as it grows past `limit` (never buffered whole)."""
+    """The raw body, refused (UploadTooLarge) as soon as it grows past `limit` (never buffered whole)."""
     check_content_length(request, limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise Problem(
-                413, "payload-too-large", "Payload too large", f"Body exceeds the limit of {limit} bytes."
-            )
+            raise _too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -137,5 +125,5 @@ def max_multipart_bytes(max_files: int, max_bytes_each: int) -> int:
     return max_files * (max_bytes_each + MULTIPART_OVERHEAD_BYTES)
 
 
-def _too_large(limit: int) -> Problem:
-    return Problem(413, "payload-too-large", "Payload too large", f"Body exceeds the limit of {limit} bytes.")
+def _too_large(limit: int) -> UploadTooLarge:
+    return UploadTooLarge(f"Body exceeds the limit of {limit} bytes.", kind="payload-too-large")

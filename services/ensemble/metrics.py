@@ -13,7 +13,7 @@ from typing import TypeVar
 import grpc
 from tritonclient.utils import InferenceServerException
 
-from services.common.inference import InferResponse
+from pcam_core.schemas import InferResponse
 from services.common.metric_names import counter, histogram
 from services.common.metrics import ReleaseInfo
 

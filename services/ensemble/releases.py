@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 
-from services.common.release import ReleaseManifest
+from pcam_core.release import ReleaseManifest
 from services.common.release_watch import LastTwo
 from services.ensemble.metrics import RELEASE
 

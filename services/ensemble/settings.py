@@ -1,21 +1,18 @@
 """Ensemble settings (`PCAM_ENSEMBLE_*`)."""
 
-from pathlib import Path
-
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
+from pcam_core.serving import Occlusion
 from services.common import ports
-from services.common.settings import DEFAULT_MODEL_REPOSITORY, ServiceSettings
-from services.ensemble.pipeline import Occlusion
+from services.common.settings import ReadsRelease, ServiceSettings
 from services.ensemble.retry import RetryPolicy
 
 
-class EnsembleSettings(ServiceSettings):
+class EnsembleSettings(ReadsRelease, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_ENSEMBLE_", frozen=True)
 
     port: int = ports.ENSEMBLE
-    model_repository: Path = Field(DEFAULT_MODEL_REPOSITORY, description="Holds release.json.")
     triton_grpc_url: str = f"127.0.0.1:{ports.TRITON_GRPC}"
     triton_timeout_s: float = Field(10.0, gt=0, description="Deadline of each Triton call attempt.")
     max_images: int = Field(1024, ge=1, description="Patches per request.")
@@ -49,9 +46,6 @@ class EnsembleSettings(ServiceSettings):
         "marked degraded, weights renormalized over them (k above the release's member count: all).",
     )
     max_explain_images: int = Field(16, ge=1, description="Patches per request with explain.")
-    release_poll_s: float = Field(
-        2.0, gt=0, description="How often release.json is checked for a new release."
-    )
     release_ready_timeout_s: float = Field(
         20.0, gt=0, description="How long a new release's models may take to become ready on Triton."
     )

@@ -2,7 +2,6 @@
 
 import asyncio
 from collections.abc import Awaitable, Callable, Collection, Sequence
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -10,8 +9,9 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
-from services.common.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPE
-from services.common.release import Member
+from pcam_core.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPE
+from pcam_core.release import Member
+from pcam_core.serving import MemberFailure, MemberLogits
 from services.common.tracing import grpc_trace_headers
 from services.ensemble.metrics import timed_attempts
 from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
@@ -19,16 +19,10 @@ from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
 T = TypeVar("T")
 
 
-class MemberFailure(RuntimeError):
-    """A member gave no usable answer."""
-
-    def __init__(self, member: str, detail: str) -> None:
-        super().__init__(f"{member}: {detail}")
-        self.member = member
-
-
 class TritonUnavailable(MemberFailure):
     """Triton could not answer for a member (down, timing out, model not ready), retries included."""
+
+    transient = True
 
 
 class TritonRefused(MemberFailure):
@@ -36,22 +30,12 @@ class TritonRefused(MemberFailure):
 
 
 def member_failure(member: str, failed: CallFailed) -> MemberFailure:
-    """The member failure a failed call stands for: unavailable (503 upstream) or refused (502)."""
+    """The member failure a failed call stands for: unavailable (retry later) or refused."""
     return (TritonUnavailable if failed.transient else TritonRefused)(member, str(failed))
 
 
 class ModelOutputError(MemberFailure):
     """A member answered, but not with the contract's output."""
-
-
-@dataclass(frozen=True)
-class MemberLogits:
-    """The members' answers for one batch, both dicts in manifest order."""
-
-    logits: dict[str, np.ndarray]
-    """(B,) logits of every member that answered."""
-    failures: dict[str, MemberFailure]
-    """Why each failed member failed (members still running when the answer became impossible: absent)."""
 
 
 def connect(url: str, retry: RetryPolicy) -> grpcclient.InferenceServerClient:
@@ -80,7 +64,7 @@ def connect(url: str, retry: RetryPolicy) -> grpcclient.InferenceServerClient:
 
 
 class TritonMembers:
-    """Infers ensemble members on one Triton server, splitting batches at each model's max size."""
+    """The ensemble's MemberRunner: members on one Triton server, batches split at each model's max size."""
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from services.common.problems import Problem
+from pcam_core.errors import InvalidCredentials, NotAuthenticated
 
 KEY_PREFIX = "pcam_"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,63}$")
@@ -84,17 +84,13 @@ class ApiKeys:
         return found
 
     def authenticate(self, x_api_key: str | None, bearer: str | None) -> str:
-        """The key name for a request's credentials (X-API-Key first, then Bearer); 401 or 403 problem."""
+        """The key name for a request's credentials (X-API-Key first, then Bearer): NotAuthenticated or InvalidCredentials otherwise."""
         presented = x_api_key or bearer
         if not presented:
-            raise Problem(
-                401,
-                "unauthorized",
-                "Authentication required",
-                "Send an API key in the X-API-Key header or as 'Authorization: Bearer <key>'.",
-                headers={"WWW-Authenticate": 'Bearer realm="pcam"'},
+            raise NotAuthenticated(
+                "Send an API key in the X-API-Key header or as 'Authorization: Bearer <key>'."
             )
         name = self.identify(presented)
         if name is None:
-            raise Problem(403, "forbidden", "Invalid API key", "The API key is not valid.")
+            raise InvalidCredentials("The API key is not valid.")
         return name

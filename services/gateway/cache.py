@@ -2,14 +2,15 @@
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from pydantic import BaseModel
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.common.inference import InferOptions
+from pcam_core.schemas import InferOptions
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.metrics import redis_skipped
 
@@ -66,7 +67,7 @@ class ResultCache:
         self.breaker.record_success()
         return CacheRead([_load(value) for value in raw], "read")
 
-    async def set_many(self, entries: dict[str, dict[str, Any]]) -> None:
+    async def set_many(self, entries: Mapping[str, BaseModel]) -> None:
         """Store results (successes only: callers never pass errors or degraded answers) with the TTL."""
         if not entries:
             return
@@ -76,7 +77,7 @@ class ResultCache:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for key, value in entries.items():
-                    pipe.set(key, json.dumps(value, separators=(",", ":")), ex=self.ttl_s)
+                    pipe.set(key, value.model_dump_json(), ex=self.ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()

@@ -4,7 +4,7 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 
-from services.common.problems import Problem
+from pcam_core.errors import DeadlineExceeded, UploadTimeout
 
 
 class Deadline:
@@ -25,11 +25,11 @@ class Deadline:
 
 @asynccontextmanager
 async def deadline(seconds: float, retry_after_s: int) -> AsyncIterator[Deadline]:
-    """Run the block within `seconds`, else a problem: 408 if the upload was still arriving (a slow
-    client), 504 with Retry-After if the answer took too long.
+    """Run the block within `seconds`, else UploadTimeout if the upload was still arriving (a slow
+    client) or DeadlineExceeded (with a retry delay) if the answer took too long.
 
-    504 rather than 503: nothing is known to be down, the answer just took too long (a large batch
-    with TTA or explain, a slow dependency). Work shared with other requests keeps running.
+    Not DependencyUnavailable: nothing is known to be down, the answer just took too long (a large
+    batch with TTA or explain, a slow dependency). Work shared with other requests keeps running.
     """
     state = Deadline()
     scope = asyncio.timeout(seconds)
@@ -40,16 +40,10 @@ async def deadline(seconds: float, retry_after_s: int) -> AsyncIterator[Deadline
         if not scope.expired():
             raise  # some other timeout: not ours to rename
         if state.cut_during_upload:
-            raise Problem(
-                408,
-                "request-timeout",
-                "Request timeout",
-                f"The upload did not arrive within the request deadline of {seconds:g} s.",
+            raise UploadTimeout(
+                f"The upload did not arrive within the request deadline of {seconds:g} s."
             ) from exc
-        raise Problem(
-            504,
-            "deadline-exceeded",
-            "Request took too long",
+        raise DeadlineExceeded(
             f"No answer within the request deadline of {seconds:g} s; retry, or send fewer images.",
-            headers={"Retry-After": str(retry_after_s)},
+            retry_after_s=retry_after_s,
         ) from exc

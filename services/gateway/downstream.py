@@ -10,10 +10,11 @@ import httpx
 import numpy as np
 from pydantic import ValidationError
 
-from services.common import wire
-from services.common.inference import InferOptions, InferResponse
-from services.common.problems import PROBLEM_MEDIA_TYPE, Problem, ServiceUnavailable
-from services.common.release import ReleaseSummary
+from pcam_core import wire
+from pcam_core.errors import BadGateway, DependencyUnavailable, PCamError
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, domain_error
+from pcam_core.release import ReleaseSummary
+from pcam_core.schemas import InferOptions, InferResponse
 from services.common.request_id import REQUEST_ID_HEADER, current_request_id
 
 logger = logging.getLogger(__name__)
@@ -50,14 +51,14 @@ class Downstream:
             "preprocess", "POST", f"{self.preprocess_url}/v1/preprocess", files=files, params=params
         )
         batch = self._parse("preprocess", lambda: wire.decode(response.content))
-        if len(batch.items) != len(uploads):
+        if [item.index for item in batch.items] != list(range(len(uploads))):
             raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(uploads)} uploads")
         return batch
 
     async def infer(self, images: np.ndarray, options: InferOptions, release_id: str) -> InferResponse:
         """Calibrated predictions for a batch normalized under `release_id` (the ensemble checks it),
         with the client's options forwarded as the same query parameters."""
-        frame = wire.encode(wire.Batch(images=images, meta={"release": release_id}))
+        frame = wire.encode(wire.Batch(images=images, release=release_id))
         response = await self._call(
             "ensemble",
             "POST",
@@ -90,7 +91,7 @@ class Downstream:
                         "ensemble", lambda: ReleaseSummary.model_validate_json(response.content)
                     )
                     self._release_fetched_at = time.monotonic()
-                except Problem:
+                except PCamError:
                     if self._release is None:
                         raise
                     # Trusted for another period: the requests waiting on the lock (cache hits among
@@ -111,7 +112,8 @@ class Downstream:
 
     async def _ready(self, url: str) -> bool:
         try:
-            return (await self.http.get(f"{url}/readyz", timeout=READINESS_TIMEOUT_S)).status_code == 200
+            response = await self.http.get(f"{url}/readyz", timeout=READINESS_TIMEOUT_S)
+            return response.status_code == httpx.codes.OK
         except httpx.HTTPError:
             return False
 
@@ -129,19 +131,21 @@ class Downstream:
                 # try, on a fresh connection, before the client gets a 503.
                 response = await self.http.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as exc:
-            raise ServiceUnavailable(
-                f"The {service} service is unavailable: {type(exc).__name__}", self.retry_after_s
+            raise DependencyUnavailable(
+                f"The {service} service is unavailable: {type(exc).__name__}",
+                retry_after_s=self.retry_after_s,
             ) from exc
-        if response.status_code == 200:
+        if response.status_code == httpx.codes.OK:
             return response
         body = _problem_body(response)
-        if response.status_code == 503:
-            raise ServiceUnavailable(
-                f"The {service} service is unavailable: {body.get('detail', '')}", self.retry_after_s
+        if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
+            raise DependencyUnavailable(
+                f"The {service} service is unavailable: {body.get('detail', '')}",
+                retry_after_s=self.retry_after_s,
             )
-        if 400 <= response.status_code < 500 and body:
+        if response.is_client_error and body:
             # The dependency judged the client's input: pass its problem through.
-            raise Problem.from_dict(body)
+            raise domain_error(body)
         raise _bad_gateway(service, f"HTTP {response.status_code}: {body.get('detail', response.text[:200])}")
 
     @staticmethod
@@ -152,10 +156,8 @@ class Downstream:
             raise _bad_gateway(service, f"unreadable answer: {exc}") from exc
 
 
-def _bad_gateway(service: str, detail: str) -> Problem:
-    return Problem(
-        502, "bad-gateway", "Bad gateway", f"The {service} service answered unexpectedly: {detail}"
-    )
+def _bad_gateway(service: str, detail: str) -> BadGateway:
+    return BadGateway(f"The {service} service answered unexpectedly: {detail}")
 
 
 def _problem_body(response: httpx.Response) -> dict[str, Any]:

@@ -5,16 +5,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from services.common.inference import EnsemblePrediction, InferOptions, InferResponse
-from services.common.problems import Problem
+from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
+from pcam_core.wire import AcceptedItem
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
 from services.gateway.metrics import cache_lookups
-from services.gateway.schemas import Prediction
 from services.gateway.singleflight import SingleFlight
 
-Outcome = dict[str, Any] | Problem
-"""A result (without `cached`/`request_id`, which the route adds) or the problem of that upload."""
+Outcome = PatchResult | ItemError
+"""An upload's result (the route adds `cached` and `request_id`) or the problem of that upload."""
 
 
 class Predictor:
@@ -46,7 +45,7 @@ class Predictor:
         hits: dict[str, Outcome] = {}
         if read_cache:
             found = await self.cache.read(list(unique))
-            hits = {k: v for k, v in zip(unique, found.values, strict=True) if v is not None and _readable(v)}
+            hits = {k: result for k, v in zip(unique, found.values, strict=True) if (result := _readable(v))}
             if found.state == "read":
                 cache_lookups("hit", len(hits))
                 cache_lookups("miss", len(unique) - len(hits))
@@ -62,7 +61,7 @@ class Predictor:
                 return await self._compute(todo, [unique[k] for k in todo], options, release)
 
             computed = await self.flights.run(missing, compute)
-            if any(isinstance(o, dict) and o["release"] != release for o in computed.values()):
+            if any(isinstance(o, PatchResult) and o.release != release for o in computed.values()):
                 self.downstream.forget_release()  # a new release serves: re-read it before the next lookup
         outcomes = {**computed, **hits}
         return [outcomes[k] for k in keys], [k in hits for k in keys]
@@ -73,57 +72,53 @@ class Predictor:
         # Normalized for the release the ensemble serves, while preprocess still holds it: during a
         # rolling release preprocess may have taken up the next one before the ensemble's models load.
         batch = await self.downstream.preprocess([data for _, data in work], release)
-        accepted = [item for item in batch.items if item["ok"]]
         answer = None
-        if accepted:
+        if batch.accepted():
             # The ensemble refuses a batch normalized under another release than the one it serves.
-            answer = await self.downstream.infer(batch.images, options, str(batch.meta.get("release", "")))
+            answer = await self.downstream.infer(batch.images, options, batch.release or "")
         predictions = iter(answer.results if answer else ())
         outcomes: dict[str, Outcome] = {}
-        to_cache: dict[str, dict[str, Any]] = {}
+        to_cache: dict[str, PatchResult] = {}
         for item in batch.items:
-            key, (digest, _) = keys[item["index"]], work[item["index"]]
-            if not item["ok"]:
-                outcomes[key] = Problem.from_dict(item["error"])  # errors are never cached
+            key, (digest, _) = keys[item.index], work[item.index]
+            if not isinstance(item, AcceptedItem):
+                outcomes[key] = item.error  # errors are never cached
                 continue
             assert answer is not None
             result = _result(next(predictions), answer, item, digest)
             outcomes[key] = result
             if not answer.degraded:  # a partial ensemble's answer must not outlive the outage
-                to_cache[result_key(result["release"], options, digest)] = result
+                to_cache[result_key(result.release, options, digest)] = result
         await self.cache.set_many(to_cache)
         return outcomes
 
 
-def _readable(entry: Any) -> bool:
-    """Whether a cached entry still reads as a Prediction; one that does not (written by an older
-    gateway, or damaged) is a miss and gets recomputed, never a 500."""
+def _readable(entry: Any) -> PatchResult | None:
+    """A cached entry as a result; one that does not read as one (written by an older gateway, or
+    damaged) is a miss and gets recomputed, never a 500."""
+    if entry is None:
+        return None
     try:
-        Prediction.model_validate({**entry, "cached": True, "request_id": "-"})
+        return PatchResult.model_validate(entry)
     except (TypeError, ValidationError):
-        return False
-    return True
+        return None
 
 
 def _result(
-    prediction: EnsemblePrediction, answer: InferResponse, item: dict[str, Any], digest: str
-) -> dict[str, Any]:
-    return {
-        "probability": prediction.probability,
-        "label": prediction.label,
-        "operating_point": answer.operating_point,
-        "threshold": answer.threshold,
-        "uncertainty": prediction.uncertainty,
-        "members": prediction.members,
-        "tta": prediction.tta_views > 1,
-        "degraded": answer.degraded,
-        "missing_members": answer.missing_members,
-        "explanation": prediction.explanation.model_dump() if prediction.explanation else None,
-        "quality": {
-            "tissue_fraction": item["tissue_fraction"],
-            "stain_normalized": item["stain_normalized"],
-            "stain_skip_reason": item["stain_skip_reason"],
-        },
-        "release": answer.release,
-        "sha256": digest,
-    }
+    prediction: EnsemblePrediction, answer: InferResponse, item: AcceptedItem, digest: str
+) -> PatchResult:
+    return PatchResult(
+        probability=prediction.probability,
+        label=prediction.label,
+        operating_point=answer.operating_point,
+        threshold=answer.threshold,
+        uncertainty=prediction.uncertainty,
+        members=prediction.members,
+        tta=prediction.tta_views > 1,
+        degraded=answer.degraded,
+        missing_members=answer.missing_members,
+        explanation=prediction.explanation,
+        quality=item.quality(),
+        release=answer.release,
+        sha256=digest,
+    )

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from services.common.problems import Problem
+from pcam_core.errors import RateLimited
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.metrics import RATE_LIMITED, redis_skipped
 
@@ -67,14 +67,11 @@ class RateLimiter:
         return Verdict(allowed=False, retry_after_s=retry_after)
 
     async def admit(self, client: str) -> None:
-        """Count one request of `client`; a 429 problem with Retry-After when over the limit."""
+        """Count one request of `client`; RateLimited (with the wait) when over the limit."""
         verdict = await self.hit(client)
         if not verdict.allowed:
             RATE_LIMITED.inc()
-            raise Problem(
-                429,
-                "rate-limited",
-                "Too many requests",
+            raise RateLimited(
                 f"At most {self.limit} requests per minute; retry in {verdict.retry_after_s} s.",
-                headers={"Retry-After": str(verdict.retry_after_s)},
+                retry_after_s=verdict.retry_after_s,
             )

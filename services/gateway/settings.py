@@ -8,10 +8,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common import ports
-from services.common.settings import ServiceSettings
+from services.common.settings import ServiceSettings, TakesUploads
 
 
-class GatewaySettings(ServiceSettings):
+class GatewaySettings(TakesUploads, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_GATEWAY_", frozen=True)
 
     port: int = ports.GATEWAY
@@ -37,14 +37,12 @@ class GatewaySettings(ServiceSettings):
         60.0, gt=0, description="Whole-request deadline of /v1/predict*: exceeding it answers 504."
     )
     release_refresh_s: float = Field(5.0, gt=0, description="How long the serving release id is trusted.")
-    max_images: int = Field(256, ge=1, description="Images per batch request.")
     max_explain_images: int = Field(
         16,
         ge=1,
         description="Images per batch request with explain; at most the ensemble's own limit, so a "
         "computation shared by concurrent requests (single-flight) never fails for its size.",
     )
-    max_image_bytes: int = Field(1 << 20, ge=1024, description="Bytes per uploaded image.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent when a dependency is down.")
     api_key_hashes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

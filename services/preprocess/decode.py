@@ -5,8 +5,8 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, PngImagePlugin
 
-from services.common.contract import PATCH_SIZE
-from services.common.problems import Problem
+from pcam_core.contract import PATCH_SIZE
+from pcam_core.errors import ImageRejected
 
 SUPPORTED_FORMATS = ("PNG", "JPEG", "TIFF", "BMP")
 CONVERTIBLE_MODES = frozenset({"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "CMYK", "YCbCr"})
@@ -25,24 +25,18 @@ _TEXT_LIMIT_MARK = "MAX_TEXT_"
 """What Pillow's errors for text over MAX_TEXT_CHUNK or MAX_TEXT_MEMORY say (a unit test pins it)."""
 
 
-class ImageRejected(Problem):
-    """An upload that is not a usable patch."""
-
-
 def decode_patch(data: bytes) -> np.ndarray:
     """Decode bytes to uint8 (96, 96, 3) RGB; raise ImageRejected naming what was wrong."""
     if not data:
-        raise ImageRejected(400, "empty-image", "Empty image", "The uploaded image has no bytes.")
+        raise ImageRejected("The uploaded image has no bytes.", kind="empty-image")
     try:
         image = Image.open(BytesIO(data), formats=SUPPORTED_FORMATS)
     except Image.DecompressionBombError as exc:
-        raise ImageRejected(422, "decompression-bomb", "Decompression bomb", str(exc)) from exc
+        raise ImageRejected(str(exc), kind="decompression-bomb") from exc
     except Exception as exc:  # Pillow raises many types on hostile headers: all mean "not decodable"
         raise _text_bomb(exc) or ImageRejected(
-            415,
-            "unsupported-image",
-            "Unsupported image",
             f"Not a decodable image in a supported format ({', '.join(SUPPORTED_FORMATS)}).",
+            kind="unsupported-image",
         ) from exc
     with image:
         try:
@@ -54,7 +48,7 @@ def decode_patch(data: bytes) -> np.ndarray:
             raise
         except Exception as exc:  # truncated or corrupt pixel data, whatever Pillow raises for it
             raise _text_bomb(exc) or ImageRejected(
-                422, "corrupt-image", "Corrupt image", f"The {image.format} data could not be decoded."
+                f"The {image.format} data could not be decoded.", kind="corrupt-image"
             ) from exc
 
 
@@ -63,11 +57,9 @@ def _text_bomb(exc: Exception) -> ImageRejected | None:
     if not (isinstance(exc, ValueError) and _TEXT_LIMIT_MARK in str(exc)):
         return None
     return ImageRejected(
-        422,
-        "decompression-bomb",
-        "Decompression bomb",
         f"PNG text or ICC profile chunks inflate past {PngImagePlugin.MAX_TEXT_CHUNK} bytes in one chunk "
         f"or {PNG_TEXT_MEMORY_BYTES} bytes in all; a patch needs none.",
+        kind="decompression-bomb",
     )
 
 
@@ -76,22 +68,15 @@ def _check_header(image: Image.Image) -> None:
     if image.size != (PATCH_SIZE, PATCH_SIZE):
         width, height = image.size
         raise ImageRejected(
-            422,
-            "wrong-size",
-            "Wrong image size",
-            f"Received {width}x{height}; {PATCH_SIZE}x{PATCH_SIZE} is required.",
+            f"Received {width}x{height}; {PATCH_SIZE}x{PATCH_SIZE} is required.", kind="wrong-size"
         )
     frames = getattr(image, "n_frames", 1)
     if frames != 1:
-        raise ImageRejected(
-            422, "multi-frame-image", "Multi-frame image", f"Received {frames} frames; 1 is required."
-        )
+        raise ImageRejected(f"Received {frames} frames; 1 is required.", kind="multi-frame-image")
     if image.mode not in CONVERTIBLE_MODES:
         raise ImageRejected(
-            422,
-            "unsupported-mode",
-            "Unsupported pixel mode",
             f"Received mode {image.mode}; 8-bit RGB (or a mode convertible to it) is required.",
+            kind="unsupported-mode",
         )
 
 
@@ -103,8 +88,6 @@ def _check_opaque(image: Image.Image) -> None:
     transparent = int((alpha < 255).sum())
     if transparent:
         raise ImageRejected(
-            422,
-            "transparent-image",
-            "Transparent pixels",
             f"{transparent} of {alpha.size} pixels are not fully opaque; send an opaque RGB image.",
+            kind="transparent-image",
         )

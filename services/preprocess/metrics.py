@@ -3,10 +3,9 @@
 Names, types and labels are declared in services.common.metric_names.
 """
 
-from services.common import wire
+from pcam_core import wire
 from services.common.metric_names import counter, histogram
 from services.common.metrics import ReleaseInfo
-from services.common.problems import problem_kind
 
 NORMALIZATIONS = counter("pcam_preprocess_normalizations_total")
 REJECTED_IMAGES = counter("pcam_preprocess_rejected_images_total")
@@ -24,11 +23,11 @@ RELEASE = ReleaseInfo("preprocess")
 def record_batch(batch: wire.Batch) -> None:
     """Per item: rejected by problem kind, or normalized/skipped (with the reason) and its tissue fraction."""
     for item in batch.items:
-        if not item["ok"]:
-            REJECTED_IMAGES.labels(problem_kind(item["error"]["type"])).inc()
+        if isinstance(item, wire.RejectedItem):
+            REJECTED_IMAGES.labels(item.error.kind).inc()
             continue
-        if item["stain_normalized"]:
+        if item.stain_normalized:
             NORMALIZATIONS.labels("applied", "").inc()
         else:
-            NORMALIZATIONS.labels("skipped", item["stain_skip_reason"]).inc()
-        TISSUE_FRACTION.observe(item["tissue_fraction"])
+            NORMALIZATIONS.labels("skipped", item.stain_skip_reason).inc()
+        TISSUE_FRACTION.observe(item.tissue_fraction)

@@ -2,37 +2,45 @@
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
-from services.common.contract import INPUT_SHAPE
-from services.common.release import ReleaseManifest
-from services.common.wire import Batch
-from services.preprocess.decode import ImageRejected, decode_patch
+from pcam_core.contract import INPUT_SHAPE
+from pcam_core.errors import ImageRejected
+from pcam_core.problems import item_error
+from pcam_core.release import ReleaseManifest
+from pcam_core.wire import AcceptedItem, Batch, FrameItem, RejectedItem
+from services.preprocess.decode import decode_patch
 from services.preprocess.stain import MacenkoNormalizer
 
 
 def preprocess_uploads(uploads: list[bytes], normalizer: MacenkoNormalizer, release_id: str) -> Batch:
     """Decode every upload, normalize the valid ones in one call; rejected ones become error items."""
-    items: list[dict[str, Any]] = []
+    rejected: dict[int, RejectedItem] = {}
     patches: list[np.ndarray] = []
     for index, data in enumerate(uploads):
         try:
             patches.append(decode_patch(data))
-            items.append({"index": index, "ok": True})
-        except ImageRejected as rejected:
-            items.append({"index": index, "ok": False, "error": rejected.to_dict()})
+        except ImageRejected as error:
+            rejected[index] = RejectedItem(index=index, error=item_error(error))
     images = np.stack(patches) if patches else np.empty((0, *INPUT_SHAPE), dtype=np.uint8)
     result = normalizer.normalize(images)
-    accepted = (item for item in items if item["ok"])
-    for item, applied, reason, fraction in zip(
-        accepted, result.applied, result.reasons, result.tissue_fraction, strict=True
-    ):
-        item["stain_normalized"] = bool(applied)
-        item["stain_skip_reason"] = None if reason is None else str(reason)
-        item["tissue_fraction"] = round(float(fraction), 4)
-    return Batch(images=result.images, items=items, meta={"release": release_id})
+    accepted = iter(zip(result.applied, result.reasons, result.tissue_fraction, strict=True))
+    items: list[FrameItem] = []
+    for index in range(len(uploads)):
+        if index in rejected:
+            items.append(rejected[index])
+            continue
+        applied, reason, fraction = next(accepted)
+        items.append(
+            AcceptedItem(
+                index=index,
+                stain_normalized=bool(applied),
+                stain_skip_reason=None if reason is None else str(reason),
+                tissue_fraction=round(float(fraction), 4),
+            )
+        )
+    return Batch(images=result.images, items=items, release=release_id)
 
 
 @dataclass(frozen=True)

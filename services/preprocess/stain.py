@@ -1,6 +1,6 @@
 """Macenko stain normalization: the project's only implementation (training imports it too).
 
-Follows Macenko et al. 2009 and torchstain's numpy normalizer (DESIGN.md section 10), batched: one
+Follows Macenko et al. 2009 and torchstain's numpy normalizer (docs/architecture.md#stain-normalization), batched: one
 call normalizes a whole batch (kernels in `macenko_kernels.py`). A patch whose stains cannot be
 estimated is returned unchanged with `applied = False` and a reason, never an exception.
 """
@@ -13,7 +13,7 @@ from enum import StrEnum
 
 import numpy as np
 
-from services.common.release import StainReference
+from pcam_core.release import StainReference
 from services.preprocess import macenko_kernels as kernels
 
 DEFAULT_REFERENCE = StainReference(

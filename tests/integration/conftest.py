@@ -15,7 +15,7 @@ import pytest
 from devstack.processes import group_members
 from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
-from services.common.release import ReleaseManifest, load_release
+from pcam_core.release import ReleaseManifest, load_release
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_CONFIG = ROOT / "training" / "configs" / "smoke.yaml"

@@ -55,7 +55,7 @@ from PIL import Image, PngImagePlugin
 
 from devstack.processes import ManagedProcess, http_ok
 from devstack.stack import LocalStack
-from services.common import wire
+from pcam_core import wire
 from services.common.uploads import max_multipart_bytes
 from services.gateway.settings import GatewaySettings
 from tests.integration.test_gateway_errors import launch_gateway
@@ -1240,7 +1240,7 @@ def preprocess_direct(stack: LocalStack, client: httpx.Client, uploads: list[byt
 def assert_same_pixels_as(stack: LocalStack, client: httpx.Client, data: bytes, pixels: np.ndarray) -> None:
     """Preprocess turns `data` into exactly the tensor it makes of a plain RGB PNG of `pixels`."""
     batch = preprocess_direct(stack, client, [data, png(pixels)])
-    assert [item["ok"] for item in batch.items] == [True, True], batch.items
+    assert [item.ok for item in batch.items] == [True, True], batch.items
     np.testing.assert_array_equal(batch.images[0], batch.images[1])
 
 
@@ -1285,8 +1285,8 @@ def test_upload(
     if case.expected is None:
         assert_entry(entry, case.status, case.kind, case.detail)
         (item,) = preprocess_direct(stack, client, [data]).items
-        assert not item["ok"]
-        assert_entry(item["error"], case.status, case.kind, case.detail)
+        assert not item.ok
+        assert_entry(item.error.model_dump(), case.status, case.kind, case.detail)
     else:
         assert_prediction(entry, data)
         assert entry["probability"] == pytest.approx(after["probability"], abs=1e-6)

@@ -1,4 +1,4 @@
-"""The images' contract, exercised without a Docker engine (DESIGN.md section 8).
+"""The images' contract, exercised without a Docker engine (docs/architecture.md#offline-checks).
 
 For each service target of docker/services.Dockerfile: its CMD runs as written, with its ENV (paths
 mapped onto this checkout: /app is the repository root, /opt/venv the project virtualenv, /models a
@@ -92,8 +92,9 @@ def test_service_target_runs_its_command_and_healthcheck(
     repository.mkdir()
     write_test_release(repository)  # preprocess/ensemble read /models/release.json; /healthz needs no Triton
     (tmp_path / "tmp").mkdir()
-    app = tmp_path / "app"  # WORKDIR: only the code the image copies (COPY services/ /app/services/)
-    shutil.copytree(ROOT / "services", app / "services", ignore=shutil.ignore_patterns("__pycache__"))
+    app = tmp_path / "app"  # WORKDIR: only the code the image copies (pcam_core/ and services/ into /app/)
+    for package in ("pcam_core", "services"):
+        shutil.copytree(ROOT / package, app / package, ignore=shutil.ignore_patterns("__pycache__"))
     paths = {
         "/app": app,
         "/opt/venv": Path(sys.executable).parent.parent,  # the project virtualenv

@@ -26,7 +26,7 @@ from schemathesis.checks import (
 )
 
 from devstack.stack import LocalStack
-from services.common import wire
+from pcam_core import wire
 from services.ensemble.app import create_app as create_ensemble
 from services.ensemble.settings import EnsembleSettings
 from services.gateway.app import create_app

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from devstack.stack import LocalStack
-from services.common.release import ReleaseManifest
+from pcam_core.release import ReleaseManifest
 from training.cli import app
 from training.predict import COLUMNS
 

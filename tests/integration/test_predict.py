@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from devstack.stack import LocalStack
-from services.common.release import OPERATING_POINTS, ReleaseManifest, load_release
+from pcam_core.release import OPERATING_POINTS, ReleaseManifest, load_release
 
 pytestmark = pytest.mark.integration
 PROBLEM = "application/problem+json"

@@ -17,7 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from devstack.stack import LocalStack
-from services.common.release import load_release
+from pcam_core.release import load_release
 from tests.integration.conftest import SMOKE_CONFIG, own_stack
 from tests.integration.test_predict import unique_png
 from training.cli import app as pcam

@@ -18,7 +18,7 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from devstack.processes import free_port
-from services.common.release import ReleaseManifest
+from pcam_core.release import ReleaseManifest
 from tests.http_server import serving
 from tests.integration.conftest import own_stack
 from tests.integration.test_predict import unique_png

@@ -15,7 +15,7 @@ import redis
 from PIL import Image
 
 from devstack.stack import LocalStack
-from services.ensemble.explain import grid_shape
+from pcam_core.explain import grid_shape
 from services.ensemble.settings import EnsembleSettings
 from tests.integration.test_predict import PROBLEM, png, unique_png
 

@@ -1,4 +1,4 @@
-"""Download and verify PCam from Zenodo (DESIGN.md section 9): resumable, checksummed, gunzipped.
+"""Download and verify PCam from Zenodo (docs/architecture.md#data): resumable, checksummed, gunzipped.
 
 Which file each MD5 is of: PCam's official README lists every checksum next to the file *as served*,
 `..._x.h5.gz` and `..._meta.csv`, and that is what torchvision checks too. So `MD5` below holds the
@@ -30,7 +30,7 @@ BASE_URL = "https://zenodo.org/records/2546921/files/"
 CHUNK = 1 << 20
 
 # MD5 of each file as served by Zenodo (the .h5.gz, not the .h5; see the module docstring).
-# The valid/test digests are the corrected ones of DESIGN.md section 9: PCam's README swaps them.
+# The valid/test digests are the corrected ones (docs/architecture.md#data): PCam's README swaps them.
 MD5: dict[str, str] = {
     "camelyonpatch_level_2_split_train_x.h5.gz": "1571f514728f59376b705fc836ff4b63",
     "camelyonpatch_level_2_split_train_y.h5.gz": "35c2d7259d906cfc8143347bb8e05be7",
@@ -129,18 +129,20 @@ def _fetch_once(client: httpx.Client, url: str, part: Path, progress: bool) -> N
     # identity: byte offsets must count the file as stored, not a re-encoded transfer
     headers = {"Accept-Encoding": "identity"} | ({"Range": f"bytes={offset}-"} if offset else {})
     with client.stream("GET", url, headers=headers) as response:
-        if response.status_code == 416:  # nothing left after offset: complete, unless the part is too long
+        if (
+            response.status_code == httpx.codes.REQUESTED_RANGE_NOT_SATISFIABLE
+        ):  # nothing left after offset: complete, unless the part is too long
             total = response.headers.get("Content-Range", "").rpartition("/")[2]
             if total == str(offset):
                 return
             log.warning("%s: partial file does not fit the remote one, restarting", part.name)
             part.unlink()
             raise httpx.TransportError("range not satisfiable")  # retried from zero
-        if response.status_code >= 500:
+        if response.is_server_error:
             raise httpx.TransportError(f"HTTP {response.status_code}")
-        if response.status_code >= 400:
+        if response.is_client_error:
             raise DownloadError(f"{url}: HTTP {response.status_code}")
-        if offset and response.status_code == 200:
+        if offset and response.status_code == httpx.codes.OK:
             log.info("%s: server ignored the range request, restarting from zero", part.name)
             offset = 0
         elif offset:

@@ -1,4 +1,4 @@
-"""PCam's HDF5 layout (file names, keys) and a lazy torch dataset over it (DESIGN.md section 9)."""
+"""PCam's HDF5 layout (file names, keys) and a lazy torch dataset over it (docs/architecture.md#data)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from services.common.contract import INPUT_SHAPE
+from pcam_core.contract import INPUT_SHAPE
 
 log = logging.getLogger(__name__)
 SLIDE_COLUMN = "wsi"

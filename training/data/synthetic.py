@@ -2,8 +2,8 @@
 
 Hematoxylin and eosin concentration maps (stroma texture, nuclei, tumor clusters) become RGB with
 I = Io * exp(-C @ S), with stain vectors and intensities jittered per synthetic slide so that stain
-normalization matters. Label 1 iff a tumor-nucleus pixel lies in the center 32x32 (DESIGN.md
-section 1); some negatives carry a tumor cluster only in the periphery (decoys).
+normalization matters. Label 1 iff a tumor-nucleus pixel lies in the center 32x32
+(docs/architecture.md#data); some negatives carry a tumor cluster only in the periphery (decoys).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from services.common.contract import CENTER_SIZE, PATCH_SIZE
+from pcam_core.contract import CENTER_SIZE, PATCH_SIZE
 from training.data.pcam_h5 import SPLITS, X_KEY, Y_KEY, create_patch_dataset, meta_file, split_files
 
 log = logging.getLogger(__name__)

@@ -3,7 +3,7 @@
 Copied into <repository>/<member>/1/model.py by the training package. It runs inside Triton's
 python backend stub, whose environment has only numpy (< 2), onnxruntime and
 triton_python_backend_utils: import nothing else. Input/output names and shapes come from the
-model's config.pbtxt, which the training package generates from services.common.contract.
+model's config.pbtxt, which the training package generates from pcam_core.contract.
 """
 
 import json

@@ -123,7 +123,7 @@ def test_predict_sends_options_as_query_parameters_and_the_headers():
 
 def test_query_parameter_names_are_the_gateways():
     """The names the client sends are the fields of the gateway's own query model."""
-    from services.gateway.schemas import PredictOptions
+    from pcam_core.schemas import PredictOptions
 
     assert set(predict_params("balanced", True, True, False)) == set(PredictOptions.model_fields)
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from services.common.release import (
+from pcam_core.release import (
     OPERATING_POINTS,
     DataProvenance,
     EnsembleRule,

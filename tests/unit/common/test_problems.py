@@ -3,8 +3,9 @@ from contextlib import asynccontextmanager
 from fastapi import Request
 from fastapi.testclient import TestClient
 
+from pcam_core.errors import ImageRejected, RateLimited
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, domain_error, problem_body
 from services.common.app import create_service_app
-from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
 
 
 @asynccontextmanager
@@ -17,7 +18,7 @@ def _client() -> TestClient:
 
     @app.get("/teapot")
     async def teapot() -> None:
-        raise Problem(418, "teapot", "I'm a teapot", "short and stout", headers={"Retry-After": "3"})
+        raise RateLimited("short and stout", retry_after_s=3)
 
     @app.get("/typed")
     async def typed(n: int) -> int:
@@ -32,12 +33,12 @@ def _client() -> TestClient:
 
 def test_problem_is_rfc9457_with_request_id_echoed() -> None:
     response = _client().get("/teapot", headers={"X-Request-ID": "abc-123"})
-    assert response.status_code == 418
+    assert response.status_code == 429
     assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
     assert response.headers["retry-after"] == "3"
     assert response.headers["x-request-id"] == "abc-123"
     body = response.json()
-    assert body["type"].endswith("/teapot") and body["detail"] == "short and stout"
+    assert body["type"].endswith("/rate-limited") and body["detail"] == "short and stout"
     assert body["request_id"] == "abc-123"
 
 
@@ -64,9 +65,10 @@ def test_unexpected_errors_are_bare_problems_with_the_request_id() -> None:
 
 
 def test_problem_survives_a_hop() -> None:
-    original = Problem(422, "wrong-size", "Wrong image size", "Received 10x10.", extra=1)
-    rebuilt = Problem.from_dict({**original.to_dict(), "request_id": "r"})
-    assert rebuilt.to_dict() == original.to_dict()
+    original = ImageRejected("Received 10x10.", kind="wrong-size", extra=1)
+    rebuilt = domain_error({**problem_body(original), "request_id": "r"})
+    assert type(rebuilt) is ImageRejected
+    assert problem_body(rebuilt) == problem_body(original)
 
 
 def test_chunked_bodies_are_capped_without_content_length() -> None:

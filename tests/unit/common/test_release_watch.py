@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.common.release import RELEASE_FILENAME, ReleaseManifest, load_release
+from pcam_core.release import RELEASE_FILENAME, ReleaseManifest, load_release
 from services.common.release_watch import ReleaseWatcher, watching
 from tests.unit.common.release_fixture import write_test_release
 

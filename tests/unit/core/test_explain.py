@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.ensemble import explain
+from pcam_core import explain
 
 
 def test_grid_positions_cover_the_patch() -> None:

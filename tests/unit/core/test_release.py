@@ -1,7 +1,7 @@
 import pytest
 from pydantic import ValidationError
 
-from services.common.release import (
+from pcam_core.release import (
     ReleaseManifest,
     load_release,
     resolve_operating_point,

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from services.ensemble.calibration import (
+from pcam_core.rule import (
     combine,
     combine_release,
     combine_views,
@@ -63,7 +63,7 @@ def test_decision_includes_the_threshold() -> None:
 
 
 def test_answer_applies_the_named_operating_point(tmp_path) -> None:
-    from services.ensemble.answer import answer
+    from pcam_core.serving import answer
     from tests.unit.common.release_fixture import write_test_release
 
     release = write_test_release(tmp_path)

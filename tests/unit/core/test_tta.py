@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from services.common.contract import CENTER_SIZE, PATCH_SIZE
-from services.ensemble.tta import dihedral_view, dihedral_views
+from pcam_core.contract import CENTER_SIZE, PATCH_SIZE
+from pcam_core.tta import dihedral_view, dihedral_views
 
 
 def generic(n: int = 2, seed: int = 0) -> np.ndarray:

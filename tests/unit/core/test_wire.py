@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.common import wire
+from pcam_core import wire
 
 
 def _images(n: int, seed: int = 0) -> np.ndarray:
@@ -15,13 +15,15 @@ def _images(n: int, seed: int = 0) -> np.ndarray:
 @given(n=st.integers(0, 4), seed=st.integers(0, 2**32 - 1))
 @settings(max_examples=25, deadline=None)
 def test_round_trip_keeps_pixels_items_and_meta(n: int, seed: int) -> None:
-    batch = wire.Batch(
-        _images(n, seed), items=[{"index": i, "ok": True} for i in range(n)], meta={"release": "r1"}
-    )
+    items = [
+        wire.AcceptedItem(index=i, tissue_fraction=0.5, stain_normalized=True, stain_skip_reason=None)
+        for i in range(n)
+    ]
+    batch = wire.Batch(_images(n, seed), items=items, release="r1")
     decoded = wire.decode(wire.encode(batch))
     np.testing.assert_array_equal(decoded.images, batch.images)
     assert decoded.items == batch.items
-    assert decoded.meta == {"release": "r1"}
+    assert decoded.release == "r1"
 
 
 def test_payload_is_raw_bytes_not_json_floats() -> None:

@@ -1,4 +1,4 @@
-"""Paths and offline tools (DESIGN.md section 8) for the deployment-artifact tests."""
+"""Paths and offline tools (docs/architecture.md#offline-checks) for the deployment-artifact tests."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A small Dockerfile reader and the policy checks the deployment tests apply to docker/*.Dockerfile.
 
-No Docker engine runs here (DESIGN.md section 8): the Dockerfiles are read, not built. The reader knows
+No Docker engine runs here (docs/architecture.md#offline-checks): the Dockerfiles are read, not built. The reader knows
 what the checks need: stages (FROM ... AS name), instructions with line continuations joined and comment
 lines dropped, the exec-form (JSON) arguments of CMD/ENTRYPOINT/HEALTHCHECK, ENV pairs, and what a
 stage inherits from the stage it is built FROM. Every check returns a list of problems (empty: fine), so

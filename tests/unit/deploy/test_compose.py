@@ -1,4 +1,4 @@
-"""docker-compose.yml, checked with the compose binary (`config` needs no engine; DESIGN.md section 8).
+"""docker-compose.yml, checked with the compose binary (`config` needs no engine; docs/architecture.md#offline-checks).
 
 The model is what `docker compose config --format json` resolves, with the defaults a user gets (the
 environment cleared of COMPOSE_* and PCAM_* variables; the repository's .env still applies), for the

@@ -1,4 +1,4 @@
-"""docker/*.Dockerfile and .dockerignore, checked without a Docker engine (DESIGN.md section 8).
+"""docker/*.Dockerfile and .dockerignore, checked without a Docker engine (docs/architecture.md#offline-checks).
 
 hadolint must report nothing at warning level or above; the policy checks (tests/unit/deploy/dockerfile.py)
 run on the real files and, to show that each of them can fail, on a bad Dockerfile text.

@@ -1,4 +1,4 @@
-"""The Helm chart helm/pcam (DESIGN.md section 7), offline: lint, render, Kubernetes schemas, policies.
+"""The Helm chart helm/pcam (docs/architecture.md#production-runtime), offline: lint, render, Kubernetes schemas, policies.
 
 Each value set in helm/pcam/ci/ is rendered once per module; every check below reads those renders.
 """

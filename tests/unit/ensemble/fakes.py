@@ -5,7 +5,7 @@ from collections.abc import Callable
 import numpy as np
 from tritonclient.utils import InferenceServerException
 
-from services.common.release import Member, ReleaseManifest
+from pcam_core.release import Member, ReleaseManifest
 from tests.unit.common.release_fixture import write_test_release
 
 LogitFn = Callable[[np.ndarray], np.ndarray]

@@ -5,7 +5,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from devstack.processes import free_port
-from services.common import wire
+from pcam_core import wire
 from services.ensemble.app import create_app
 from services.ensemble.settings import EnsembleSettings
 from tests.unit.common.release_fixture import write_test_release
@@ -27,7 +27,7 @@ def client(tmp_path):
 
 
 def frame(n: int, release: str = "rel-e") -> bytes:
-    return wire.encode(wire.Batch(np.zeros((n, 96, 96, 3), np.uint8), meta={"release": release}))
+    return wire.encode(wire.Batch(np.zeros((n, 96, 96, 3), np.uint8), release=release))
 
 
 def test_release_summary(client) -> None:
@@ -54,9 +54,7 @@ def test_triton_down_is_503_with_retry_after(client) -> None:
 
 @pytest.mark.parametrize("release", ["rel-old", None])
 def test_batch_for_another_release_is_refused(client, release) -> None:
-    body = wire.encode(
-        wire.Batch(np.zeros((1, 96, 96, 3), np.uint8), meta={} if release is None else {"release": release})
-    )
+    body = wire.encode(wire.Batch(np.zeros((1, 96, 96, 3), np.uint8), release=release))
     response = client.post("/v1/infer", content=body, headers=FRAME)
     assert response.status_code == 503 and response.headers["retry-after"] == "1"
     assert "rel-e" in response.json()["detail"]

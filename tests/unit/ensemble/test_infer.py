@@ -10,16 +10,16 @@ import pytest
 from fastapi import FastAPI
 from PIL import Image
 
-from services.common import wire
-from services.common.release import ReleaseManifest
+from pcam_core import wire
+from pcam_core.release import ReleaseManifest
+from pcam_core.rule import combine_release, sigmoid
+from pcam_core.tta import dihedral_views
 from services.common.release_watch import ReleaseWatcher
 from services.ensemble.app import create_app
-from services.ensemble.calibration import combine_release, sigmoid
 from services.ensemble.releases import ReleaseRegistry
 from services.ensemble.retry import UNAVAILABLE, RetryPolicy
 from services.ensemble.settings import EnsembleSettings
 from services.ensemble.triton import TritonMembers
-from services.ensemble.tta import dihedral_views
 from tests.unit.ensemble.fakes import FakeTriton, LogitFn, mean_pixel, release_with
 
 FRAME = {"content-type": wire.MEDIA_TYPE}
@@ -40,7 +40,7 @@ def make_app(release: ReleaseManifest, client: FakeTriton, tmp_path, **settings)
 
 
 async def post(app: FastAPI, images: np.ndarray, **params) -> httpx.Response:
-    body = wire.encode(wire.Batch(images, meta={"release": "rel-e"}))
+    body = wire.encode(wire.Batch(images, release="rel-e"))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://ensemble") as client:
         return await client.post("/v1/infer", params=params, content=body, headers=FRAME)
@@ -88,7 +88,7 @@ async def test_min_members_allows_a_degraded_answer_over_the_members_that_answer
 ) -> None:
     images = patches(3)
     app = make_app(three, members_abc(b=(UNAVAILABLE, -1)), tmp_path, min_members=2)
-    with caplog.at_level(logging.WARNING, logger="services.ensemble.pipeline"):
+    with caplog.at_level(logging.WARNING, logger="pcam_core.serving"):
         response = await post(app, images)
     assert response.status_code == 200
     body = response.json()

@@ -7,8 +7,8 @@ import pytest
 from prometheus_client import REGISTRY
 from tritonclient.utils import InferenceServerException
 
-from services.ensemble import pipeline
-from services.ensemble.metrics import grpc_code
+from pcam_core.serving import EnsembleModel
+from services.ensemble.metrics import grpc_code, record_answer
 from services.ensemble.releases import ReleaseRegistry
 from services.ensemble.retry import UNAVAILABLE, RetryPolicy
 from services.ensemble.triton import TritonMembers
@@ -77,7 +77,8 @@ async def test_probabilities_and_decisions_are_recorded_per_operating_point(tmp_
     low = sample("pcam_ensemble_prediction_probability_bucket", le="0.2")
     spread = sample("pcam_ensemble_prediction_uncertainty_sum", tta="true")
     spreads = sample("pcam_ensemble_prediction_uncertainty_count", tta="true")
-    response = await pipeline.infer(members, release, images, "screening", tta=True)
+    response = await EnsembleModel(release).predict(members, images, "screening", tta=True)
+    record_answer(response)  # what the /v1/infer route does with every answer
     assert [r.label for r in response.results] == [0, 0, 1]
     assert sample("pcam_ensemble_decisions_total", operating_point="screening", label="1") == positives + 1
     assert sample("pcam_ensemble_decisions_total", operating_point="screening", label="0") == negatives + 2

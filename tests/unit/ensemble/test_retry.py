@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from services.common.release import Member
+from pcam_core.release import Member
 from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
 from services.ensemble.triton import TritonMembers, TritonRefused, TritonUnavailable
 from tests.unit.ensemble.fakes import FakeTriton, mean_pixel

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from tritonclient.utils import InferenceServerException
 
-from services.common.release import Member
+from pcam_core.release import Member
 from services.ensemble.retry import UNAVAILABLE
 from services.ensemble.triton import TritonMembers, TritonUnavailable
 from tests.unit.ensemble.fakes import FakeTriton, mean_pixel

@@ -5,10 +5,10 @@ import asyncio
 import pytest
 from fastapi.testclient import TestClient
 
+from pcam_core.schemas import PREDICTION_EXAMPLE, PatchResult
 from services.gateway.app import create_app
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.schemas import PREDICTION_EXAMPLE
 from tests.unit.gateway.fakes import FakeRedis, unreachable_settings
 
 PROBLEM = "application/problem+json"
@@ -83,7 +83,7 @@ class RecordingPredictor:
         await asyncio.sleep(self.delay_s)
         result = {**PREDICTION_EXAMPLE, "operating_point": options.operating_point, "tta": options.tta}
         del result["cached"], result["request_id"]
-        return [result] * len(uploads), [False] * len(uploads)
+        return [PatchResult(**result)] * len(uploads), [False] * len(uploads)
 
 
 def test_options_reach_the_predictor_canonical(client) -> None:

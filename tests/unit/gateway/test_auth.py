@@ -7,7 +7,9 @@ import sys
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common.problems import Problem
+from pcam_core.errors import PCamError
+from pcam_core.problems import status_of
+from services.common.problems import problem_response
 from services.gateway import auth, keys
 from services.gateway.app import create_app
 from services.gateway.auth import ApiKeys, hash_key
@@ -36,12 +38,12 @@ def test_identify_compares_every_hash_in_constant_time(monkeypatch) -> None:
 
 def test_missing_is_401_invalid_is_403() -> None:
     store = ApiKeys([("alice", hash_key(ALICE))])
-    with pytest.raises(Problem) as missing:
+    with pytest.raises(PCamError) as missing:
         store.authenticate(None, None)
-    assert missing.value.status == 401 and "WWW-Authenticate" in missing.value.headers
-    with pytest.raises(Problem) as invalid:
+    assert status_of(missing.value) == 401 and "WWW-Authenticate" in problem_response(missing.value).headers
+    with pytest.raises(PCamError) as invalid:
         store.authenticate("nope", None)
-    assert invalid.value.status == 403
+    assert status_of(invalid.value) == 403
     assert store.authenticate(None, ALICE) == "alice"
     assert store.authenticate(ALICE, "nope") == "alice"  # X-API-Key wins over Bearer
 

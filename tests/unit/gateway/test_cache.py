@@ -1,12 +1,19 @@
+from pydantic import BaseModel
 from redis.asyncio import Redis
 
 from devstack.processes import free_port
-from services.common.inference import InferOptions
+from pcam_core.schemas import InferOptions
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache, result_key
 from tests.unit.gateway.fakes import Clock, FakeRedis
 
 SHA = "ab" * 32
+
+
+class Entry(BaseModel):
+    """A stand-in result: the cache stores any model as JSON."""
+
+    probability: float
 
 
 def test_key_binds_release_options_and_upload() -> None:
@@ -31,7 +38,7 @@ async def test_unreachable_redis_is_a_miss_not_an_error() -> None:
     )
     cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0))
     assert await cache.get_many(["a", "b"]) == [None, None]
-    await cache.set_many({"a": {"probability": 0.5}})
+    await cache.set_many({"a": Entry(probability=0.5)})
     assert await cache.ping() is False
     await redis.aclose()
 
@@ -39,7 +46,7 @@ async def test_unreachable_redis_is_a_miss_not_an_error() -> None:
 async def test_entries_round_trip_with_the_ttl() -> None:
     redis = FakeRedis()
     cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0))
-    await cache.set_many({"a": {"probability": 0.5}})
+    await cache.set_many({"a": Entry(probability=0.5)})
     assert await cache.get_many(["a", "b"]) == [{"probability": 0.5}, None]
     assert redis.expiry["a"] == 60
     redis.store["b"] = b"not json"
@@ -49,11 +56,11 @@ async def test_entries_round_trip_with_the_ttl() -> None:
 async def test_the_breaker_skips_a_dead_redis_then_tries_it_again() -> None:
     redis, clock = FakeRedis(), Clock()
     cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 2, 5.0, clock=clock))
-    await cache.set_many({"a": {"probability": 0.5}})
+    await cache.set_many({"a": Entry(probability=0.5)})
     redis.down = True
     for _ in range(5):
         assert await cache.get_many(["a"]) == [None]
-        await cache.set_many({"b": {"probability": 0.1}})
+        await cache.set_many({"b": Entry(probability=0.1)})
     assert redis.calls == 1 + 2  # the write, then two failures open the breaker: Redis is left alone
     redis.down = False
     assert await cache.get_many(["a"]) == [None]  # still open: answers stay correct, just uncached

@@ -4,9 +4,11 @@ import httpx
 import numpy as np
 import pytest
 
-from services.common import wire
-from services.common.inference import InferOptions
-from services.common.problems import PROBLEM_MEDIA_TYPE, Problem
+from pcam_core import wire
+from pcam_core.errors import PCamError
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, status_of
+from pcam_core.schemas import InferOptions
+from services.common.problems import problem_response
 from services.gateway.downstream import Downstream
 from tests.unit.common.release_fixture import write_test_release
 
@@ -18,7 +20,7 @@ def downstream(handler, refresh_s: float = 60.0) -> Downstream:
 
 @pytest.fixture
 def release_json(tmp_path) -> bytes:
-    from services.common.release import summarize
+    from pcam_core.release import summarize
 
     return summarize(write_test_release(tmp_path, "rel-d")).model_dump_json().encode()
 
@@ -42,9 +44,9 @@ async def test_no_release_known_and_ensemble_down_is_503() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("down")
 
-    with pytest.raises(Problem) as info:
+    with pytest.raises(PCamError) as info:
         await downstream(handler).release()
-    assert info.value.status == 503 and info.value.headers["Retry-After"] == "9"
+    assert status_of(info.value) == 503 and problem_response(info.value).headers["Retry-After"] == "9"
 
 
 async def test_a_client_fault_judged_downstream_passes_through() -> None:
@@ -58,9 +60,9 @@ async def test_a_client_fault_judged_downstream_passes_through() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(413, json=problem, headers={"content-type": PROBLEM_MEDIA_TYPE})
 
-    with pytest.raises(Problem) as info:
+    with pytest.raises(PCamError) as info:
         await downstream(handler).preprocess([b"a"])
-    assert info.value.status == 413 and info.value.kind == "too-many-files"
+    assert status_of(info.value) == 413 and info.value.kind == "too-many-files"
 
 
 @pytest.mark.parametrize(
@@ -73,26 +75,26 @@ async def test_a_client_fault_judged_downstream_passes_through() -> None:
     ids=["garbage", "server-error", "item-count"],
 )
 async def test_unreadable_or_inconsistent_answers_are_502(response: httpx.Response) -> None:
-    with pytest.raises(Problem) as info:
+    with pytest.raises(PCamError) as info:
         await downstream(lambda request: response).preprocess([b"a"])
-    assert info.value.status == 502
+    assert status_of(info.value) == 502
 
 
 async def test_ensemble_gets_the_release_and_the_options() -> None:
     seen = {}
 
     def handler(request: httpx.Request) -> httpx.Response:
-        seen["meta"] = wire.decode(request.content).meta
+        seen["release"] = wire.decode(request.content).release
         seen["params"] = dict(request.url.params)
         return httpx.Response(
             200, json={"release": "r", "operating_point": "balanced", "threshold": 0.5, "results": []}
         )
 
-    with pytest.raises(Problem):  # zero results for one patch: inconsistent
+    with pytest.raises(PCamError):  # zero results for one patch: inconsistent
         await downstream(handler).infer(
             np.zeros((1, 96, 96, 3), np.uint8), InferOptions(operating_point="balanced", tta=True), "rel-x"
         )
-    assert seen["meta"] == {"release": "rel-x"}
+    assert seen["release"] == "rel-x"
     assert seen["params"] == {"operating_point": "balanced", "tta": "true", "explain": "false"}
 
 
@@ -114,9 +116,9 @@ async def test_a_dropped_connection_is_tried_once_more_then_503(release_json) ->
         attempts.append(1)
         raise httpx.ConnectError("refused")
 
-    with pytest.raises(Problem) as info:
+    with pytest.raises(PCamError) as info:
         await downstream(down).release()
-    assert info.value.status == 503 and len(attempts) == 2
+    assert status_of(info.value) == 503 and len(attempts) == 2
 
 
 async def test_a_read_timeout_is_not_retried() -> None:
@@ -126,6 +128,6 @@ async def test_a_read_timeout_is_not_retried() -> None:
         attempts.append(1)
         raise httpx.ReadTimeout("no answer")
 
-    with pytest.raises(Problem) as info:
+    with pytest.raises(PCamError) as info:
         await downstream(slow).release()
-    assert info.value.status == 503 and len(attempts) == 1
+    assert status_of(info.value) == 503 and len(attempts) == 1

@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from services.common.inference import InferOptions
+from pcam_core.schemas import InferOptions
 from services.gateway.app import create_app
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache

@@ -5,9 +5,10 @@ import asyncio
 import numpy as np
 import pytest
 
-from services.common import wire
-from services.common.inference import EnsemblePrediction, Explanation, InferOptions, InferResponse
-from services.common.problems import Problem, ServiceUnavailable
+from pcam_core import wire
+from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError
+from pcam_core.problems import ItemError, item_error, status_of
+from pcam_core.schemas import EnsemblePrediction, Explanation, InferOptions, InferResponse, PatchResult
 from services.gateway.cache import CacheRead
 from services.gateway.predict import Predictor
 
@@ -27,7 +28,8 @@ class MemoryCache:
         return CacheRead(await self.get_many(keys), "read")
 
     async def set_many(self, entries):
-        self.store.update(entries)
+        # As Redis holds them: JSON, read back as plain dicts.
+        self.store.update({key: value.model_dump(mode="json") for key, value in entries.items()})
 
 
 class Release:
@@ -61,20 +63,16 @@ class FakeDownstream:
         for i, data in enumerate(uploads):
             if data.startswith(b"ok"):
                 items.append(
-                    {
-                        "index": i,
-                        "ok": True,
-                        "tissue_fraction": 0.5,
-                        "stain_normalized": True,
-                        "stain_skip_reason": None,
-                    }
+                    wire.AcceptedItem(
+                        index=i, tissue_fraction=0.5, stain_normalized=True, stain_skip_reason=None
+                    )
                 )
                 images.append(np.full((96, 96, 3), len(data), np.uint8))
             else:
-                error = Problem(422, "wrong-size", "Wrong image size", "Received 1x1.").to_dict()
-                items.append({"index": i, "ok": False, "error": error})
+                error = item_error(ImageRejected("Received 1x1.", kind="wrong-size"))
+                items.append(wire.RejectedItem(index=i, error=error))
         stacked = np.stack(images) if images else np.empty((0, 96, 96, 3), np.uint8)
-        return wire.Batch(stacked, items, {"release": self.preprocess_release})
+        return wire.Batch(stacked, items, self.preprocess_release)
 
     def forget_release(self):
         self.forgotten += 1
@@ -114,13 +112,13 @@ async def test_misses_go_downstream_once_and_hits_do_not() -> None:
     predictor = Predictor(cache, downstream)
     outcomes, hits = await predictor.predict([b"ok-1", b"ok-22"], BALANCED)
     assert hits == [False, False]
-    assert [o["probability"] for o in outcomes] == pytest.approx([4 / 255, 5 / 255])
-    assert outcomes[0]["release"] == "r1" and outcomes[0]["operating_point"] == "balanced"
-    assert outcomes[0]["tta"] is False and outcomes[0]["degraded"] is False
-    assert outcomes[0]["explanation"] is None and outcomes[0]["missing_members"] == []
+    assert [o.probability for o in outcomes] == pytest.approx([4 / 255, 5 / 255])
+    assert outcomes[0].release == "r1" and outcomes[0].operating_point == "balanced"
+    assert outcomes[0].tta is False and outcomes[0].degraded is False
+    assert outcomes[0].explanation is None and outcomes[0].missing_members == []
     again, hits = await predictor.predict([b"ok-22", b"ok-1"], BALANCED)
     assert hits == [True, True] and downstream.preprocessed == [2]
-    assert [o["probability"] for o in again] == pytest.approx([5 / 255, 4 / 255])
+    assert [o.probability for o in again] == pytest.approx([5 / 255, 4 / 255])
 
 
 async def test_identical_uploads_in_one_request_are_computed_once() -> None:
@@ -134,8 +132,8 @@ async def test_errors_are_per_item_and_never_cached() -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
     predictor = Predictor(cache, downstream)
     outcomes, _ = await predictor.predict([b"bad", b"ok-1"], BALANCED)
-    assert isinstance(outcomes[0], Problem) and outcomes[0].status == 422
-    assert isinstance(outcomes[1], dict)
+    assert isinstance(outcomes[0], ItemError) and outcomes[0].status == 422
+    assert isinstance(outcomes[1], PatchResult)
     assert len(cache.store) == 1
     await predictor.predict([b"bad"], BALANCED)
     assert downstream.preprocessed == [2, 1]
@@ -163,8 +161,8 @@ async def test_every_option_is_part_of_the_key(other: InferOptions) -> None:
     outcomes, hits = await predictor.predict([b"ok-1"], other)
     assert hits == [False] and len(cache.store) == 2
     assert downstream.options[-1] == other  # forwarded to the ensemble as given
-    assert outcomes[0]["tta"] is other.tta
-    assert (outcomes[0]["explanation"] is not None) is other.explain
+    assert outcomes[0].tta is other.tta
+    assert (outcomes[0].explanation is not None) is other.explain
 
 
 async def test_cache_false_skips_the_read_but_stores_the_fresh_answer() -> None:
@@ -174,16 +172,16 @@ async def test_cache_false_skips_the_read_but_stores_the_fresh_answer() -> None:
     cache.store = {k: {**v, "probability": 0.99} for k, v in cache.store.items()}  # a stale entry
     outcomes, hits = await predictor.predict([b"ok-1"], BALANCED, read_cache=False)
     assert hits == [False] and cache.reads == 1 and downstream.preprocessed == [1, 1]
-    assert outcomes[0]["probability"] == pytest.approx(4 / 255)
+    assert outcomes[0].probability == pytest.approx(4 / 255)
     again, hits = await predictor.predict([b"ok-1"], BALANCED)
-    assert hits == [True] and again[0]["probability"] == pytest.approx(4 / 255)
+    assert hits == [True] and again[0].probability == pytest.approx(4 / 255)
 
 
 async def test_degraded_answers_are_returned_but_never_cached() -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
     downstream.degraded = True
     outcomes, _ = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
-    assert outcomes[0]["degraded"] is True and outcomes[0]["missing_members"] == ["m2"]
+    assert outcomes[0].degraded is True and outcomes[0].missing_members == ["m2"]
     assert cache.store == {}
 
 
@@ -200,16 +198,16 @@ async def test_concurrent_identical_requests_compute_once() -> None:
 
 async def test_a_shared_failure_reaches_every_waiter_and_is_not_remembered() -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
-    downstream.delay_s, downstream.fail = 0.05, ServiceUnavailable("down", 3)
+    downstream.delay_s, downstream.fail = 0.05, DependencyUnavailable("down", retry_after_s=3)
     predictor = Predictor(cache, downstream)
     answers = await asyncio.gather(
         *(predictor.predict([b"ok-1"], BALANCED) for _ in range(4)), return_exceptions=True
     )
-    assert all(isinstance(a, Problem) and a.status == 503 for a in answers)
+    assert all(isinstance(a, PCamError) and status_of(a) == 503 for a in answers)
     assert downstream.preprocessed == [1]
     downstream.fail = None
     outcomes, _ = await predictor.predict([b"ok-1"], BALANCED)
-    assert isinstance(outcomes[0], dict) and downstream.preprocessed == [1, 1]
+    assert isinstance(outcomes[0], PatchResult) and downstream.preprocessed == [1, 1]
 
 
 async def test_an_answer_from_a_new_release_is_cached_under_it_and_triggers_a_refresh() -> None:
@@ -221,7 +219,7 @@ async def test_an_answer_from_a_new_release_is_cached_under_it_and_triggers_a_re
 
     downstream.release = stale_release
     outcomes, _ = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
-    assert outcomes[0]["release"] == "r2"
+    assert outcomes[0].release == "r2"
     assert all(":r2:" in key for key in cache.store)
     assert downstream.forgotten == 1
     assert downstream.asked_release == "r1"  # preprocess was asked for the release the gateway knew
@@ -234,4 +232,4 @@ async def test_an_unreadable_cache_entry_is_a_miss_and_is_replaced() -> None:
     cache.store[key] = {"probability": 0.5}  # written by an older gateway, or damaged
     outcomes, hits = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
     assert hits == [False] and outcomes[0] == first[0]
-    assert downstream.preprocessed == [1, 1] and cache.store[key] == first[0]
+    assert downstream.preprocessed == [1, 1] and cache.store[key] == first[0].model_dump(mode="json")

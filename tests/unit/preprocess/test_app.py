@@ -1,7 +1,7 @@
 import pytest
 from fastapi.testclient import TestClient
 
-from services.common import wire
+from pcam_core import wire
 from services.preprocess.app import create_app
 from services.preprocess.settings import PreprocessSettings
 from tests.unit.common.release_fixture import write_test_release
@@ -22,8 +22,8 @@ def test_batch_comes_back_binary_with_one_item_per_upload(client, patch_paths) -
     assert response.headers["content-type"] == wire.MEDIA_TYPE
     batch = wire.decode(response.content)
     assert batch.images.shape == (1, 96, 96, 3)
-    assert [item["ok"] for item in batch.items] == [True, False]
-    assert batch.meta["release"] == "rel-app"
+    assert [item.ok for item in batch.items] == [True, False]
+    assert batch.release == "rel-app"
 
 
 def test_readyz_names_the_release(client) -> None:
@@ -57,7 +57,7 @@ def test_a_new_release_is_served_without_a_restart(tmp_path, patch_paths) -> Non
 
     import numpy as np
 
-    from services.common.release import write_release
+    from pcam_core.release import write_release
 
     first = write_test_release(tmp_path, "rel-1")
     settings = PreprocessSettings(model_repository=tmp_path, release_poll_s=0.02)
@@ -80,7 +80,7 @@ def test_a_new_release_is_served_without_a_restart(tmp_path, patch_paths) -> Non
             client.post("/v1/preprocess", params={"release": "rel-1"}, files=files).content
         )
         unknown = wire.decode(client.post("/v1/preprocess", params={"release": "rel-9"}, files=files).content)
-    assert before.meta["release"] == "rel-1" and after.meta["release"] == "rel-2"
+    assert before.release == "rel-1" and after.release == "rel-2"
     assert not np.array_equal(before.images, after.images)
-    assert previous.meta["release"] == "rel-1" and np.array_equal(previous.images, before.images)
-    assert unknown.meta["release"] == "rel-2"  # not held: the newest
+    assert previous.release == "rel-1" and np.array_equal(previous.images, before.images)
+    assert unknown.release == "rel-2"  # not held: the newest

@@ -8,7 +8,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from services.preprocess.decode import _TEXT_LIMIT_MARK, PNG_TEXT_MEMORY_BYTES, ImageRejected, decode_patch
+from pcam_core.errors import ImageRejected
+from pcam_core.problems import status_of
+from services.preprocess.decode import _TEXT_LIMIT_MARK, PNG_TEXT_MEMORY_BYTES, decode_patch
 
 
 def encode(image: Image.Image, fmt: str, **kwargs) -> bytes:
@@ -61,7 +63,7 @@ def test_transparent_pixels_are_refused_not_composited(mode: str) -> None:
     image = rgb_patch().convert(mode)
     image.putpixel((5, 5), (0,) * (len(mode) - 1) + (128,))
     problem = rejected(encode(image, "PNG"))
-    assert problem.status == 422 and problem.kind == "transparent-image" and "1 of 9216" in problem.detail
+    assert status_of(problem) == 422 and problem.kind == "transparent-image" and "1 of 9216" in problem.detail
 
 
 def test_palette_transparency_is_refused() -> None:
@@ -72,7 +74,7 @@ def test_palette_transparency_is_refused() -> None:
 
 def test_wrong_size_names_what_was_received() -> None:
     problem = rejected(encode(rgb_patch((100, 80)), "PNG"))
-    assert problem.status == 422 and "100x80" in problem.detail and "96x96" in problem.detail
+    assert status_of(problem) == 422 and "100x80" in problem.detail and "96x96" in problem.detail
 
 
 def test_huge_dimensions_are_refused_from_the_header() -> None:
@@ -83,40 +85,40 @@ def test_huge_dimensions_are_refused_from_the_header() -> None:
     crc = struct.pack(">I", zlib.crc32(b"IHDR" + fields))
     forged = header[: ihdr + 4] + fields + crc + header[ihdr + 4 + len(fields) + 4 :]
     problem = rejected(forged)
-    assert problem.status == 422 and problem.kind == "decompression-bomb"
+    assert status_of(problem) == 422 and problem.kind == "decompression-bomb"
 
 
 def test_non_image_is_unsupported_media() -> None:
     problem = rejected(b"%PDF-1.7 definitely not a patch")
-    assert problem.status == 415
+    assert status_of(problem) == 415
 
 
 def test_gif_is_not_a_supported_format() -> None:
-    assert rejected(encode(rgb_patch(), "GIF")).status == 415
+    assert status_of(rejected(encode(rgb_patch(), "GIF"))) == 415
 
 
 def test_empty_body() -> None:
-    assert rejected(b"").status == 400
+    assert status_of(rejected(b"")) == 400
 
 
 def test_truncated_png_is_corrupt() -> None:
     data = encode(rgb_patch(), "PNG")
     problem = rejected(data[: len(data) // 2])
-    assert problem.status == 422 and problem.kind == "corrupt-image"
+    assert status_of(problem) == 422 and problem.kind == "corrupt-image"
 
 
 def test_sixteen_bit_is_rejected() -> None:
     image = Image.fromarray(np.full((96, 96), 40000, dtype=np.uint16))
     assert image.mode.startswith("I")
     problem = rejected(encode(image, "PNG"))
-    assert problem.status == 422 and image.mode in problem.detail
+    assert status_of(problem) == 422 and image.mode in problem.detail
 
 
 def test_multi_frame_tiff_is_rejected() -> None:
     frames = [rgb_patch(), rgb_patch()]
     data = encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
     problem = rejected(data)
-    assert problem.status == 422 and "2 frames" in problem.detail
+    assert status_of(problem) == 422 and "2 frames" in problem.detail
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow warns about the corrupt tags it skips
@@ -131,7 +133,7 @@ def test_mutated_files_decode_or_are_rejected_never_crash(fmt: str, data) -> Non
     try:
         decoded = decode_patch(bytes(original[:cut]))
     except ImageRejected as rejected:
-        assert 400 <= rejected.status < 500
+        assert 400 <= status_of(rejected) < 500
     else:
         assert decoded.dtype == np.uint8 and decoded.shape == (96, 96, 3)
 
@@ -158,14 +160,14 @@ def test_many_small_text_chunks_inflating_to_megabytes_are_a_bomb(after_pixels: 
     text = zlib.compress(bytes(600_000), 9)
     chunks = b"".join(png_chunk(b"zTXt", b"k%d\x00\x00" % i + text) for i in range(40))
     problem = rejected(with_text(encode(rgb_patch(), "PNG"), chunks, after_pixels))
-    assert problem.status == 422 and problem.kind == "decompression-bomb" and "in all" in problem.detail
+    assert status_of(problem) == 422 and problem.kind == "decompression-bomb" and "in all" in problem.detail
 
 
 @pytest.mark.parametrize("kind", [b"zTXt", b"iCCP"])
 def test_one_chunk_inflating_past_the_chunk_limit_is_a_bomb(kind: bytes) -> None:
     chunk = png_chunk(kind, b"name\x00\x00" + zlib.compress(bytes(2 << 20), 9))
     problem = rejected(with_text(encode(rgb_patch(), "PNG"), chunk))
-    assert problem.status == 422 and problem.kind == "decompression-bomb"
+    assert status_of(problem) == 422 and problem.kind == "decompression-bomb"
 
 
 def test_modest_text_chunks_still_decode() -> None:

@@ -5,8 +5,7 @@ import time
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from services.common.problems import problem_kind
-from services.common.release import write_release
+from pcam_core.release import write_release
 from services.preprocess.app import create_app
 from services.preprocess.metrics import record_batch
 from services.preprocess.pipeline import preprocess_uploads
@@ -22,8 +21,8 @@ def sample(name: str, **labels: str) -> float:
 def test_a_batch_records_outcomes_and_tissue_fractions(patch_paths) -> None:
     uploads = [patch_paths[0].read_bytes(), b"not an image", patch_paths[1].read_bytes()]
     batch = preprocess_uploads(uploads, MacenkoNormalizer(), "rel-metrics")
-    fractions = [item["tissue_fraction"] for item in batch.items if item["ok"]]
-    kind = problem_kind(batch.items[1]["error"]["type"])
+    fractions = [item.tissue_fraction for item in batch.accepted()]
+    kind = batch.items[1].error.kind
     before = {
         "count": sample("pcam_preprocess_tissue_fraction_count"),
         "sum": sample("pcam_preprocess_tissue_fraction_sum"),
@@ -41,7 +40,9 @@ def test_a_batch_records_outcomes_and_tissue_fractions(patch_paths) -> None:
 
 def test_a_skipped_normalization_is_counted_with_its_reason(patch_paths) -> None:
     blank = preprocess_uploads([patch_paths[0].read_bytes()], MacenkoNormalizer(), "rel-metrics")
-    blank.items[0].update(stain_normalized=False, stain_skip_reason="too_little_tissue")
+    blank.items[0] = blank.items[0].model_copy(
+        update={"stain_normalized": False, "stain_skip_reason": "too_little_tissue"}
+    )
     before = sample("pcam_preprocess_normalizations_total", outcome="skipped", reason="too_little_tissue")
     record_batch(blank)
     assert (

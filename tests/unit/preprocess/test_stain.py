@@ -18,7 +18,7 @@ def load(path: Path) -> np.ndarray:
 
 
 def test_every_real_tissue_patch_agrees_with_torchstain(patch_paths: list[Path]) -> None:
-    """Same parameters (DESIGN.md section 10): within +-2 levels of the reference on every patch."""
+    """Same parameters (docs/architecture.md#stain-normalization): within +-2 levels of the reference on every patch."""
     batch = np.stack([load(p) for p in patch_paths])
     ours = NORMALIZER.normalize(batch)
     reference = NumpyMacenkoNormalizer()  # defaults: Io 240, alpha 1, beta 0.15, the same reference

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from services.common.release import OPERATING_POINTS, ReleaseManifest, load_release
-from services.ensemble.calibration import combine_release
+from pcam_core.release import OPERATING_POINTS, ReleaseManifest, load_release
+from pcam_core.rule import combine_release
 from training.cli import app
 from training.config import load_config
 from training.data.pcam_h5 import data_files, iter_images, read_labels

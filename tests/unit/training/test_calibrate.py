@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
-from services.common.release import OPERATING_POINTS, EnsembleRule
+from pcam_core.release import OPERATING_POINTS, EnsembleRule
 from training.calibrate import (
     bootstrap_rates,
     calibrate,

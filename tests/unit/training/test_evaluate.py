@@ -12,8 +12,8 @@ from PIL import Image
 from sklearn import metrics as sk
 from typer.testing import CliRunner
 
-from services.common.release import OPERATING_POINTS, load_release
-from services.ensemble.calibration import combine_release
+from pcam_core.release import OPERATING_POINTS, load_release
+from pcam_core.rule import combine_release
 from training import stain
 from training.cli import app
 from training.data.pcam_h5 import iter_images, read_labels, split_files

@@ -16,7 +16,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from services.common.release import load_release
+from pcam_core.release import load_release
 from training.cli import app
 from training.config import load_config
 from training.data.pcam_h5 import read_labels

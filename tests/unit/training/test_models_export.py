@@ -11,7 +11,7 @@ import onnx
 import pytest
 import torch
 
-from services.common.contract import INPUT_NAME, OUTPUT_NAME
+from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
 from training import trt
 from training.export import (
     ParityError,

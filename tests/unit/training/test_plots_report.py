@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from services.common.release import (
+from pcam_core.release import (
     OPERATING_POINTS,
     DataProvenance,
     EnsembleRule,
@@ -19,7 +19,7 @@ from services.common.release import (
     OperatingPoint,
     ReleaseManifest,
 )
-from services.ensemble.calibration import combine_release
+from pcam_core.rule import combine_release
 from services.preprocess.stain import DEFAULT_REFERENCE
 from training import plots
 from training.evaluate import SYNTHETIC_NOTE, EvaluationReport, summarize
@@ -149,7 +149,7 @@ def test_one_class_split_has_no_roc_figure(tmp_path: Path):
 
 def test_plots_and_targets_import_without_matplotlib():
     code = (
-        "import sys, training.plots, training.metrics, training.validate, services.ensemble.calibration; "
+        "import sys, training.plots, training.metrics, training.validate, pcam_core.rule; "
         "assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])

@@ -8,6 +8,7 @@ import hashlib
 import json
 from io import BytesIO
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import httpx
@@ -16,8 +17,8 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from services.common.release import load_release
-from services.ensemble.calibration import combine_release, decide
+from pcam_core.release import load_release
+from pcam_core.rule import combine_release, decide
 from services.preprocess.decode import decode_patch
 from services.preprocess.stain import MacenkoNormalizer
 from training import RESEARCH_USE
@@ -73,7 +74,7 @@ def test_in_process_rows_equal_the_evaluate_scoring_path(built, inputs, predicto
     _, pngs = inputs
     rows = predict_local(pngs, repo, "screening", predictor=predictor)
     assert [r.file for r in rows] == [str(p) for p in pngs]
-    bad = {"a_small.png": "422 wrong-size", "b_not_an_image.png": "415 unsupported-image"}
+    bad = {"a_small.png": "wrong-size: ", "b_not_an_image.png": "unsupported-image: "}
     for row in rows:
         assert row.sha256 == hashlib.sha256(Path(row.file).read_bytes()).hexdigest()
         name = Path(row.file).name
@@ -102,6 +103,16 @@ def test_in_process_rows_equal_the_evaluate_scoring_path(built, inputs, predicto
         assert row.tissue_fraction == round(float(normalized.tissue_fraction[i]), 4)
 
 
+def scores(predictor: LocalPredictor, images: np.ndarray, tta: bool = False) -> SimpleNamespace:
+    """The predictor's answer as arrays: probability, uncertainty, member probabilities per patch."""
+    answer = predictor.score(images, "balanced", tta=tta)
+    return SimpleNamespace(
+        probability=np.array([r.probability for r in answer.results]),
+        uncertainty=np.array([r.uncertainty for r in answer.results]),
+        member_probabilities=np.array([list(r.members.values()) for r in answer.results]),
+    )
+
+
 def explicit_dihedral(images: np.ndarray) -> list[np.ndarray]:
     """The 8 rotations/flips with numpy, independently of training.augment."""
     return [
@@ -118,8 +129,8 @@ def test_tta_is_the_mean_over_explicitly_transformed_copies(built, patch_paths, 
     )
     views = explicit_dihedral(images)
     assert len({v[0].tobytes() for v in views}) == 8  # a real patch: 8 distinct views
-    plain = [predictor.score(np.ascontiguousarray(v)) for v in views]
-    tta = predictor.score(images, tta=True)
+    plain = [scores(predictor, np.ascontiguousarray(v)) for v in views]
+    tta = scores(predictor, images, tta=True)
     np.testing.assert_allclose(tta.probability, np.mean([s.probability for s in plain], axis=0), atol=1e-6)
     spread = np.concatenate([s.member_probabilities for s in plain], axis=1).std(axis=1)
     np.testing.assert_allclose(tta.uncertainty, spread, atol=1e-6)
@@ -134,7 +145,7 @@ def test_tta_rows_use_the_tta_scores(built, patch_paths, predictor):
         .normalize(np.stack([decode_patch(p.read_bytes()) for p in patch_paths[:3]]))
         .images
     )
-    expected = predictor.score(images, tta=True)
+    expected = scores(predictor, images, tta=True)
     assert all(r.tta and r.operating_point == "balanced" for r in rows)
     np.testing.assert_allclose([r.probability for r in rows], expected.probability, atol=1e-6)
     np.testing.assert_allclose([r.uncertainty for r in rows], expected.uncertainty, atol=1e-6)
@@ -188,7 +199,7 @@ def test_cli_refuses_bad_options_before_scoring(patch_paths, extra, message):
     assert message in " ".join(result.output.split())
 
 
-# The gateway client, against a fake gateway answering the public API's shapes (services/gateway/schemas.py).
+# The gateway client, against a fake gateway answering the public API's shapes (pcam_core/schemas.py).
 
 
 def fake_prediction(data: bytes) -> dict:
@@ -257,7 +268,7 @@ def test_remote_rows_from_the_gateway_answers(tmp_path: Path, refuse_batches: bo
     assert ok.error is None and ok.probability == 0.25 and ok.release_id == "r1" and ok.tta is False
     assert ok.sha256 == hashlib.sha256(b"good bytes").hexdigest()
     assert ok.stain_normalized is False and ok.stain_skip_reason == "insufficient_tissue"
-    assert wrong.error == "422 wrong-size: Received 64x64; 96x96 is required." and wrong.probability is None
+    assert wrong.error == "wrong-size: Received 64x64; 96x96 is required." and wrong.probability is None
     assert missing.error is not None and missing.error.startswith("unreadable")
     assert json.loads(ok.model_dump_json())["tissue_fraction"] == 0.5
 
@@ -292,7 +303,7 @@ def test_remote_wrong_api_key_ends_the_run(tmp_path: Path):
         }
         return httpx.Response(403, json=body)
 
-    with pytest.raises(RuntimeError, match="403 x/forbidden: The API key is not valid"):
+    with pytest.raises(RuntimeError, match="x/forbidden: The API key is not valid"):
         predict_remote([path, path], "http://gw", transport=httpx.MockTransport(forbidden), api_key="nope")
     assert keys == ["nope"]  # not retried, and not file by file
 

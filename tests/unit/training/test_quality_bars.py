@@ -17,8 +17,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from services.common.release import load_release
-from services.ensemble.calibration import combine, combine_release
+from pcam_core.release import load_release
+from pcam_core.rule import combine, combine_release
 from training import stain
 from training.cli import app
 from training.data import pcam_h5

@@ -1,0 +1,8 @@
+"""The framework-free core every part of the platform shares (research use only, not for diagnosis).
+
+The model I/O contract, the release manifest, the serving rule (calibration, weights, operating points,
+test-time augmentation), the internal wire frame, the public result and problem schemas, the domain
+errors and the one inference path (`serving`). It depends on numpy, pydantic and Pillow only: never on
+a web framework, torch, Triton's client or Redis (tests/unit/core/test_layering.py), and never on
+`services`, `training` or `pcam_client`, which all depend on it.
+"""

@@ -1,0 +1,256 @@
+"""The one inference path: from normalized patches to the ensemble's answer under a release.
+
+`EnsembleModel` follows KServe's Model in spirit: `preprocess` builds the one batch every member gets
+(the patches, or their 8 dihedral views with TTA, followed by the occluded copies with explain),
+a `MemberRunner` turns it into logits (Triton in the ensemble service, onnxruntime in `pcam predict`),
+and `postprocess` applies the serving rule and the operating point. The ensemble service and the
+in-process `pcam predict` both call `predict`, so neither keeps a copy of TTA or of the rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Protocol
+
+import numpy as np
+
+from pcam_core import explain as occlusion
+from pcam_core.contract import TTA_VIEWS
+from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
+from pcam_core.release import Member, ReleaseManifest
+from pcam_core.rule import combine_release, combine_views, decide
+from pcam_core.schemas import EnsemblePrediction, Explanation, InferResponse
+from pcam_core.tta import dihedral_views
+
+logger = logging.getLogger(__name__)
+
+
+class MemberFailure(RuntimeError):
+    """A member gave no usable answer; `transient` says whether trying again later may help."""
+
+    transient: ClassVar[bool] = False
+
+    def __init__(self, member: str, detail: str) -> None:
+        super().__init__(f"{member}: {detail}")
+        self.member = member
+
+
+@dataclass(frozen=True)
+class MemberLogits:
+    """The members' answers for one batch, both dicts in manifest order."""
+
+    logits: dict[str, np.ndarray]
+    """(B,) logits of every member that answered."""
+    failures: dict[str, MemberFailure]
+    """Why each failed member failed (members still running when the answer became impossible: absent)."""
+
+
+class MemberRunner(Protocol):
+    """Runs ensemble members on a batch of normalized patches (Triton, onnxruntime, a test's fake)."""
+
+    async def try_logits(
+        self, members: Sequence[Member], images: np.ndarray, required: int | None = None
+    ) -> MemberLogits:
+        """Each member's (B,) logits for uint8 (B, 96, 96, 3); may stop once `required` cannot answer."""
+        ...
+
+
+@dataclass(frozen=True)
+class Occlusion:
+    """The occluding window of explanations, in pixels."""
+
+    window: int = 16
+    stride: int = 8
+
+
+@dataclass(frozen=True)
+class MemberBatch:
+    """What every member is sent for one request, and how to read its answer back."""
+
+    images: np.ndarray
+    """The request's normalized patches, uint8 (N, 96, 96, 3)."""
+    batch: np.ndarray
+    """The patches (or their views) followed by any occluded copies: one call per member."""
+    views: int
+    """1, or TTA_VIEWS with test-time augmentation."""
+    explain: Occlusion | None
+
+
+class EnsembleModel:
+    """A release's serving path: preprocess (batch for the members), predict, postprocess (the rule)."""
+
+    def __init__(
+        self, release: ReleaseManifest, occlusion: Occlusion | None = None, retry_after_s: int = 5
+    ) -> None:
+        self.release = release
+        self.occlusion = occlusion or Occlusion()
+        self.retry_after_s = retry_after_s
+        """What an answer made impossible by an unavailable model server tells the caller to wait."""
+
+    def preprocess(self, images: np.ndarray, *, tta: bool = False, explain: bool = False) -> MemberBatch:
+        """The one batch every member gets for uint8 (N, 96, 96, 3) patches."""
+        views = TTA_VIEWS if tta else 1
+        parts = [dihedral_views(images).reshape(-1, *images.shape[1:]) if tta else images]
+        spec = self.occlusion if explain else None
+        if spec is not None:
+            copies = occlusion.occluded_copies(images, spec.window, spec.stride)
+            parts.append(copies.reshape(-1, *images.shape[1:]))
+        batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return MemberBatch(images, batch, views, spec)
+
+    def postprocess(
+        self,
+        batch: MemberBatch,
+        logits: np.ndarray,
+        operating_point: str,
+        members: Sequence[str] | None = None,
+    ) -> InferResponse:
+        """The answer for (B, K) logits of `batch`; `members` names the K columns (default: all)."""
+        n, views = len(batch.images), batch.views
+        base = logits[: views * n].reshape(views, n, -1)
+        explanations = None
+        if batch.explain is not None:
+            explanations = self._explanations(batch, base[0], logits[views * n :], members)
+        return answer(
+            base if views > 1 else base[0],
+            self.release,
+            operating_point,
+            members=members,
+            explanations=explanations,
+        )
+
+    async def predict(
+        self,
+        runner: MemberRunner,
+        images: np.ndarray,
+        operating_point: str,
+        *,
+        tta: bool = False,
+        explain: bool = False,
+        min_members: int | None = None,
+    ) -> InferResponse:
+        """The answer for normalized uint8 (N, 96, 96, 3) patches at a canonical operating point.
+
+        min_members: None requires every member; k allows a degraded answer from any k that answered.
+        Raises MemberUnavailable (the model server is down) or MemberRefused (a member broke the
+        contract) when fewer answered.
+        """
+        # Occluded copies and explanations are CPU work: off the event loop when explaining.
+        if explain:
+            batch = await asyncio.to_thread(self.preprocess, images, tta=tta, explain=True)
+        else:
+            batch = self.preprocess(images, tta=tta)
+        everyone = len(self.release.members)
+        required = everyone if min_members is None else min(min_members, everyone)
+        answers = await runner.try_logits(self.release.members, batch.batch, required)
+        if len(answers.logits) < required:
+            raise self._not_enough(answers.failures, required)
+        names = list(answers.logits)
+        if answers.failures:
+            logger.warning(
+                "degraded answer: %d of %d members; missing %s",
+                len(names),
+                everyone,
+                "; ".join(map(str, answers.failures.values())),
+            )
+        logits = np.stack(list(answers.logits.values()), axis=1)
+        if explain:
+            return await asyncio.to_thread(self.postprocess, batch, logits, operating_point, names)
+        return self.postprocess(batch, logits, operating_point, names)
+
+    def _not_enough(
+        self, failures: dict[str, MemberFailure], required: int
+    ) -> MemberUnavailable | MemberRefused:
+        everyone = len(self.release.members)
+        reasons = "; ".join(map(str, failures.values()))
+        detail = f"{required} of {everyone} members required, {len(failures)} failed: {reasons}"
+        if not failures or any(f.transient for f in failures.values()):
+            return MemberUnavailable(f"Model server unavailable: {detail}", retry_after_s=self.retry_after_s)
+        # Not down: a member refused the call or answered outside the contract; a retry would not help.
+        return MemberRefused(detail)
+
+    def _explanations(
+        self,
+        batch: MemberBatch,
+        logits: np.ndarray,
+        occluded_logits: np.ndarray,
+        members: Sequence[str] | None,
+    ) -> list[Explanation]:
+        """Per patch: baseline and occluded probabilities through the serving rule, grid and overlay.
+
+        The baseline is the unaugmented patch's probability even with TTA: the occluded copies are not
+        augmented (8x the work), and the grid must compare like with like.
+        """
+        assert batch.explain is not None
+        spec, images = batch.explain, batch.images
+        baseline = combine_release(logits, self.release, members).probability
+        occluded = combine_release(occluded_logits, self.release, members).probability
+        shape = occlusion.grid_shape(images.shape[1], spec.window, spec.stride)
+        grids = occlusion.sensitivity(baseline, occluded.reshape(len(images), -1), shape)
+        return [
+            occlusion.explanation(image, float(p), grid, spec.window, spec.stride)
+            for image, p, grid in zip(images, baseline, grids, strict=True)
+        ]
+
+
+def check_explainable(images: int, max_explain_images: int) -> None:
+    """Explanations cost a member call per occluding window: refuse requests over the limit."""
+    if images > max_explain_images:
+        raise InvalidRequest(
+            f"Received {images} images with explain; at most {max_explain_images}.",
+            kind="explain-batch-size",
+            max_explain_images=max_explain_images,
+        )
+
+
+def answer(
+    logits: np.ndarray,
+    release: ReleaseManifest,
+    operating_point: str,
+    *,
+    members: Sequence[str] | None = None,
+    explanations: Sequence[Explanation] | None = None,
+) -> InferResponse:
+    """The response for (N, K) member logits, or (V, N, K) logits of V TTA views per patch.
+
+    `members` names the K columns when some members did not answer (default: all, in manifest order);
+    the answer is then marked degraded and lists the missing members.
+    """
+    point = release.ensemble.operating_points[operating_point]
+    names = [m.name for m in release.members] if members is None else list(members)
+    if logits.ndim == 3:
+        views, output = len(logits), combine_views(logits, release, names)
+    else:
+        views, output = 1, combine_release(logits, release, names)
+    labels = decide(output.probability, point.threshold)
+    explained = explanations or [None] * len(labels)
+    results = [
+        EnsemblePrediction(
+            probability=float(probability),
+            label=int(label),
+            uncertainty=float(uncertainty),
+            members=dict(zip(names, map(float, member_probabilities), strict=True)),
+            tta_views=views,
+            explanation=explanation,
+        )
+        for probability, label, uncertainty, member_probabilities, explanation in zip(
+            output.probability,
+            labels,
+            output.uncertainty,
+            output.member_probabilities,
+            explained,
+            strict=True,
+        )
+    ]
+    missing = [m.name for m in release.members if m.name not in names]
+    return InferResponse(
+        release=release.release_id,
+        operating_point=operating_point,
+        threshold=point.threshold,
+        degraded=bool(missing),
+        missing_members=missing,
+        results=results,
+    )

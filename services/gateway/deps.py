@@ -1,0 +1,91 @@
+"""The gateway's dependencies: the lifespan's objects for routes, and authentication with rate limits."""
+
+from collections.abc import Awaitable, Callable
+from typing import Annotated
+
+from fastapi import Depends, Query, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from pcam_core.errors import InvalidCredentials, NotAuthenticated
+from pcam_core.schemas import PredictOptions
+from services.gateway.auth import ApiKeys
+from services.gateway.cache import ResultCache
+from services.gateway.downstream import Downstream
+from services.gateway.metrics import AUTH_FAILURES
+from services.gateway.predict import Predictor
+from services.gateway.ratelimit import RateLimiter
+from services.gateway.settings import GatewaySettings
+
+API_KEY_HEADER = "X-API-Key"
+
+
+# Dependencies are `async def` although they only read app state: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop per dependency per request (docs/benchmarks.md).
+async def _settings(request: Request) -> GatewaySettings:
+    return request.app.state.settings
+
+
+async def _cache(request: Request) -> ResultCache:
+    return request.app.state.cache
+
+
+async def _downstream(request: Request) -> Downstream:
+    return request.app.state.downstream
+
+
+async def _predictor(request: Request) -> Predictor:
+    return request.app.state.predictor
+
+
+async def _limiter(request: Request) -> RateLimiter | None:
+    return request.app.state.limiter
+
+
+Settings = Annotated[GatewaySettings, Depends(_settings)]
+Cache = Annotated[ResultCache, Depends(_cache)]
+Services = Annotated[Downstream, Depends(_downstream)]
+Predict = Annotated[Predictor, Depends(_predictor)]
+Limiter = Annotated[RateLimiter | None, Depends(_limiter)]
+Options = Annotated[PredictOptions, Query()]
+
+
+def guard(keys: ApiKeys) -> Callable[..., Awaitable[None]]:
+    """The dependency of every /v1 route: authenticate (when keys are set), then rate limit the client."""
+    if keys.enabled:
+        api_key_scheme = APIKeyHeader(
+            name=API_KEY_HEADER, auto_error=False, scheme_name="ApiKey", description="An API key."
+        )
+        bearer_scheme = HTTPBearer(
+            auto_error=False, scheme_name="Bearer", description="The same API key as a bearer token."
+        )
+
+        async def identify(
+            request: Request,
+            api_key: Annotated[str | None, Security(api_key_scheme)],
+            bearer: Annotated[HTTPAuthorizationCredentials | None, Security(bearer_scheme)],
+            limits: Limiter,
+        ) -> str:
+            try:
+                return "key:" + keys.authenticate(api_key, bearer.credentials if bearer else None)
+            except (NotAuthenticated, InvalidCredentials) as error:
+                AUTH_FAILURES.labels(error.kind).inc()
+                if limits is not None:  # failed attempts count too: guessing keys is rate limited
+                    await limits.admit("unauthenticated:" + _address(request))
+                raise
+
+    else:
+
+        async def identify(request: Request) -> str:
+            # Without keys, clients are told apart by address (the proxy's, behind a proxy).
+            return "ip:" + _address(request)
+
+    async def admitted(client: Annotated[str, Depends(identify)], limits: Limiter) -> None:
+        """Authenticate, then count the request against its client's rate limit."""
+        if limits is not None:
+            await limits.admit(client)
+
+    return admitted
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"

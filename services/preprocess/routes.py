@@ -1,0 +1,67 @@
+"""Preprocess's routes: readiness and the batch preprocessing of uploads."""
+
+import asyncio
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+
+from pcam_core import wire
+from services.common.openapi import problem_responses, upload_request_body
+from services.common.release_watch import LastTwo, ReleaseWatcher
+from services.common.uploads import read_files
+from services.preprocess.deps import Releases, Settings, Watcher
+from services.preprocess.metrics import BATCH_LATENCY, record_batch
+from services.preprocess.pipeline import Serving, preprocess_uploads
+from services.preprocess.settings import PreprocessSettings
+
+
+def router(settings: PreprocessSettings) -> APIRouter:
+    """The routes, their descriptions quoting the limits these settings set."""
+    routes = APIRouter()
+
+    @routes.get("/readyz", tags=["operations"], summary="Ready: the stain reference is loaded.")
+    async def readyz(releases: Releases) -> dict[str, str]:
+        return {"status": "ready", "release": releases.current[0]}
+
+    @routes.post(
+        "/v1/preprocess",
+        tags=["preprocess"],
+        summary="Decode, validate and normalize 1..N patches (multipart field `files`).",
+        response_class=Response,
+        responses={
+            200: {"content": {wire.MEDIA_TYPE: {}}, "description": "The normalized batch."},
+            **problem_responses(400, 413, 415, 422),
+        },
+        openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
+    )
+    async def preprocess(
+        request: Request,
+        config: Settings,
+        releases: Releases,
+        watcher: Watcher,
+        release: Annotated[
+            str | None,
+            Query(
+                description="Normalize with this release's stain reference (the one the ensemble serves) "
+                "if held; default and otherwise: the newest."
+            ),
+        ] = None,
+    ) -> Response:
+        uploads = await read_files(request, "files", config.max_images, config.max_image_bytes)
+        start = time.perf_counter()
+        serving = await _serving(releases, watcher, release)  # once: a swap mid-request cannot mix releases
+        # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
+        batch = await asyncio.to_thread(preprocess_uploads, uploads, serving.normalizer, serving.release_id)
+        BATCH_LATENCY.observe(time.perf_counter() - start)
+        record_batch(batch)
+        return Response(wire.encode(batch), media_type=wire.MEDIA_TYPE)
+
+    return routes
+
+
+async def _serving(releases: LastTwo[Serving], watcher: ReleaseWatcher, release: str | None) -> Serving:
+    """The asked-for release's normalizer if held (after one look for a newer release.json), else the newest."""
+    if release is not None and releases.get(release) is None:
+        await watcher.check()
+    return (releases.get(release) if release else None) or releases.current[1]
