@@ -52,6 +52,5 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         lifespan,
         max_body_bytes=wire.max_frame_bytes(settings.max_images),
     )
-    app.state.settings = settings
     app.include_router(router(settings))
     return app

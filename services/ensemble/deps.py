@@ -7,15 +7,10 @@ from fastapi import Depends, Request
 from pcam_core.release import ReleaseManifest
 from services.common.release_watch import ReleaseWatcher
 from services.ensemble.releases import ReleaseRegistry
-from services.ensemble.settings import EnsembleSettings
 from services.ensemble.triton import TritonMembers
 
 
 # async: a plain `def` dependency would run in FastAPI's thread pool, a thread hop per request.
-async def _settings(request: Request) -> EnsembleSettings:
-    return request.app.state.settings
-
-
 async def _registry(request: Request) -> ReleaseRegistry:
     return request.app.state.releases
 
@@ -32,7 +27,6 @@ async def _current(registry: Annotated[ReleaseRegistry, Depends(_registry)]) -> 
     return registry.current
 
 
-Settings = Annotated[EnsembleSettings, Depends(_settings)]
 Registry = Annotated[ReleaseRegistry, Depends(_registry)]
 Watcher = Annotated[ReleaseWatcher, Depends(_watcher)]
 Triton = Annotated[TritonMembers, Depends(_triton)]

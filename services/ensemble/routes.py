@@ -12,7 +12,7 @@ from pcam_core.schemas import InferOptions, InferResponse
 from pcam_core.serving import EnsembleModel, check_explainable
 from services.common.openapi import BINARY, problem_responses
 from services.common.uploads import read_body
-from services.ensemble.deps import CurrentRelease, Registry, Settings, Triton, Watcher
+from services.ensemble.deps import CurrentRelease, Registry, Triton, Watcher
 from services.ensemble.metrics import record_answer
 from services.ensemble.requests import read_frame
 from services.ensemble.settings import EnsembleSettings
@@ -56,15 +56,14 @@ def router(settings: EnsembleSettings) -> APIRouter:
     )
     async def infer(
         request: Request,
-        config: Settings,
         registry: Registry,
         watcher: Watcher,
         members: Triton,
         options: Annotated[InferOptions, Query()],
     ) -> InferResponse:
         point = parse_operating_point(options.operating_point)
-        body = await read_body(request, wire.max_frame_bytes(config.max_images))
-        batch = read_frame(body, config.max_images)
+        body = await read_body(request, wire.max_frame_bytes(settings.max_images))
+        batch = read_frame(body, settings.max_images)
         # The release whose stain reference normalized the batch: current, previous, or just rolled in.
         release = await registry.resolve(batch.release or "", watcher.check)
         if release is None:
@@ -73,15 +72,15 @@ def router(settings: EnsembleSettings) -> APIRouter:
                 retry_after_s=1,
             )
         if options.explain:
-            check_explainable(len(batch.images), config.max_explain_images)
-        model = EnsembleModel(release, config.occlusion(), config.retry_after_s)
+            check_explainable(len(batch.images), settings.max_explain_images)
+        model = EnsembleModel(release, settings.occlusion(), settings.retry_after_s)
         response = await model.predict(
             members,
             batch.images,
             point,
             tta=options.tta,
             explain=options.explain,
-            min_members=config.min_members,
+            min_members=settings.min_members,
         )
         record_answer(response)  # here, where the ensemble decides: cached answers are never counted
         return response

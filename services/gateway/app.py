@@ -78,7 +78,6 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
-    app.state.settings = settings
     app.include_router(router(settings, keys))
     return app
 

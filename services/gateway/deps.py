@@ -14,17 +14,12 @@ from services.gateway.downstream import Downstream
 from services.gateway.metrics import AUTH_FAILURES
 from services.gateway.predict import Predictor
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.settings import GatewaySettings
 
 API_KEY_HEADER = "X-API-Key"
 
 
 # Dependencies are `async def` although they only read app state: FastAPI runs a plain `def`
 # dependency in its thread pool, a thread hop per dependency per request (docs/benchmarks.md).
-async def _settings(request: Request) -> GatewaySettings:
-    return request.app.state.settings
-
-
 async def _cache(request: Request) -> ResultCache:
     return request.app.state.cache
 
@@ -41,7 +36,6 @@ async def _limiter(request: Request) -> RateLimiter | None:
     return request.app.state.limiter
 
 
-Settings = Annotated[GatewaySettings, Depends(_settings)]
 Cache = Annotated[ResultCache, Depends(_cache)]
 Services = Annotated[Downstream, Depends(_downstream)]
 Predict = Annotated[Predictor, Depends(_predictor)]

@@ -12,7 +12,7 @@ from services.common.request_id import current_request_id
 from services.common.uploads import read_body, read_files
 from services.gateway.auth import ApiKeys
 from services.gateway.deadline import deadline
-from services.gateway.deps import Cache, Options, Predict, Services, Settings, guard
+from services.gateway.deps import Cache, Options, Predict, Services, guard
 from services.gateway.predict import Outcome
 from services.gateway.settings import GatewaySettings
 
@@ -86,17 +86,15 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         responses={**ok_response("The patch's result.", PREDICTION_EXAMPLE), **predict_problems},
         openapi_extra=upload_request_body("file", many=False, raw_media_types=RAW_IMAGE_TYPES),
     )
-    async def predict(
-        request: Request, config: Settings, predictions: Predict, options: Options
-    ) -> Prediction:
+    async def predict(request: Request, predictions: Predict, options: Options) -> Prediction:
         point = parse_operating_point(options.operating_point)  # refused before any upload is read
-        async with deadline(config.request_timeout_s, config.retry_after_s) as budget:
+        async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             with budget.upload():
                 if content_type in RAW_IMAGE_TYPES:
-                    upload = await read_body(request, config.max_image_bytes)
+                    upload = await read_body(request, settings.max_image_bytes)
                 else:
-                    (upload,) = await read_files(request, "file", 1, config.max_image_bytes)
+                    (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)
             (outcome,), (hit,) = await predictions.predict(
                 [upload], options.infer_options(point), read_cache=options.cache
             )
@@ -115,15 +113,13 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         },
         openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
     )
-    async def predict_batch(
-        request: Request, config: Settings, predictions: Predict, options: Options
-    ) -> BatchResponse:
+    async def predict_batch(request: Request, predictions: Predict, options: Options) -> BatchResponse:
         point = parse_operating_point(options.operating_point)
-        async with deadline(config.request_timeout_s, config.retry_after_s) as budget:
+        async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             with budget.upload():
-                uploads = await read_files(request, "files", config.max_images, config.max_image_bytes)
+                uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
             if options.explain:
-                check_explainable(len(uploads), config.max_explain_images)
+                check_explainable(len(uploads), settings.max_explain_images)
             outcomes, hits = await predictions.predict(
                 uploads, options.infer_options(point), read_cache=options.cache
             )

@@ -43,6 +43,5 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
-    app.state.settings = settings
     app.include_router(router(settings))
     return app

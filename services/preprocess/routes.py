@@ -10,7 +10,7 @@ from pcam_core import wire
 from services.common.openapi import problem_responses, upload_request_body
 from services.common.release_watch import LastTwo, ReleaseWatcher
 from services.common.uploads import read_files
-from services.preprocess.deps import Releases, Settings, Watcher
+from services.preprocess.deps import Releases, Watcher
 from services.preprocess.metrics import BATCH_LATENCY, record_batch
 from services.preprocess.pipeline import Serving, preprocess_uploads
 from services.preprocess.settings import PreprocessSettings
@@ -37,7 +37,6 @@ def router(settings: PreprocessSettings) -> APIRouter:
     )
     async def preprocess(
         request: Request,
-        config: Settings,
         releases: Releases,
         watcher: Watcher,
         release: Annotated[
@@ -48,7 +47,7 @@ def router(settings: PreprocessSettings) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        uploads = await read_files(request, "files", config.max_images, config.max_image_bytes)
+        uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
         start = time.perf_counter()
         serving = await _serving(releases, watcher, release)  # once: a swap mid-request cannot mix releases
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
