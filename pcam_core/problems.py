@@ -106,21 +106,21 @@ def problem_kind(problem_type: str) -> str:
     return problem_type.removeprefix(PROBLEM_TYPE_BASE)
 
 
-def problem_type(kind: str) -> ProblemType:
-    """The table's entry for a kind; KeyError names a kind the table lacks."""
-    return PROBLEM_TYPES[kind]
+def kind_body(kind: str, detail: str, title: str | None = None, **extensions: Any) -> dict[str, Any]:
+    """The problem+json body of a kind in the table (without request id, which a response adds)."""
+    spec = PROBLEM_TYPES[kind]
+    return {
+        "type": PROBLEM_TYPE_BASE + kind,
+        "title": spec.title if title is None else title,
+        "status": spec.status,
+        "detail": detail,
+        **extensions,
+    }
 
 
 def problem_body(error: errors.PCamError) -> dict[str, Any]:
     """The problem+json body of a domain error (without request id, which a response adds)."""
-    spec = PROBLEM_TYPES[error.kind]
-    return {
-        "type": PROBLEM_TYPE_BASE + error.kind,
-        "title": spec.title,
-        "status": spec.status,
-        "detail": error.detail,
-        **error.extensions,
-    }
+    return kind_body(error.kind, error.detail, **error.extensions)
 
 
 def item_error(error: errors.PCamError) -> ItemError:

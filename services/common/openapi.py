@@ -4,7 +4,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from pcam_core.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, PROBLEM_TYPES
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPES, kind_body
 
 BINARY = {"type": "string", "format": "binary"}
 
@@ -41,14 +41,7 @@ EXAMPLE_DETAILS: dict[str, str] = {
 
 
 def _example(kind: str) -> dict[str, Any]:
-    spec = PROBLEM_TYPES[kind]
-    return {
-        "type": PROBLEM_TYPE_BASE + kind,
-        "title": spec.title,
-        "status": spec.status,
-        "detail": EXAMPLE_DETAILS[kind],
-        "request_id": "3f1d2c9a7b6e4e0f9a8b7c6d5e4f3a2b",
-    }
+    return kind_body(kind, EXAMPLE_DETAILS[kind], request_id="3f1d2c9a7b6e4e0f9a8b7c6d5e4f3a2b")
 
 
 def _status_of(kind: str) -> int:

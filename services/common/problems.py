@@ -14,8 +14,8 @@ from pcam_core.errors import InvalidRequest, PCamError
 from pcam_core.problems import (
     KIND_OF_STATUS,
     PROBLEM_MEDIA_TYPE,
-    PROBLEM_TYPE_BASE,
     PROBLEM_TYPES,
+    kind_body,
     problem_body,
 )
 from services.common.asgi import HttpMiddleware, StatusRecordingSend
@@ -34,16 +34,17 @@ def problem_response(error: PCamError) -> JSONResponse:
     return JSONResponse(body, status_code=spec.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def _framework_problem(kind: str, status: int, title: str, detail: str, headers: dict | None) -> JSONResponse:
-    """An answer of the framework itself (routing, an unexpected error) in the same shape."""
-    body = {
-        "type": PROBLEM_TYPE_BASE + kind,
-        "title": title,
-        "status": status,
-        "detail": detail,
-        "request_id": current_request_id(),
-    }
-    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+def _framework_problem(
+    kind: str, detail: str, title: str | None = None, status: int | None = None, headers: dict | None = None
+) -> JSONResponse:
+    """An answer of the framework itself (routing, an unexpected error) in the same shape.
+
+    `status` is the framework's own where the table's kind stands for several (http-error).
+    """
+    body = kind_body(kind, detail, title, request_id=current_request_id())
+    if status is not None:
+        body["status"] = status
+    return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -66,7 +67,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = KIND_OF_STATUS.get(exc.status_code, "http-error")
         title = str(exc.detail) if isinstance(exc.detail, str) else PROBLEM_TYPES[kind].title
-        return _framework_problem(kind, exc.status_code, title, title, exc.headers)
+        return _framework_problem(kind, title, title, exc.status_code, exc.headers)
 
 
 class UnhandledErrorMiddleware(HttpMiddleware):
@@ -82,8 +83,5 @@ class UnhandledErrorMiddleware(HttpMiddleware):
         except Exception:
             logger.exception("unhandled error")
             if not recording.started:
-                spec = PROBLEM_TYPES["internal-error"]
-                response = _framework_problem(
-                    "internal-error", spec.status, spec.title, "An unexpected error occurred.", None
-                )
+                response = _framework_problem("internal-error", "An unexpected error occurred.")
                 await response(scope, receive, send)
