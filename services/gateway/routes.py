@@ -137,4 +137,5 @@ def _entry(outcome: Outcome, hit: bool, request_id: str) -> Prediction | ItemErr
     """A result as this request got it (cached or not), or the upload's problem as it is."""
     if isinstance(outcome, ItemError):
         return outcome
-    return Prediction(**outcome.model_dump(), cached=hit, request_id=request_id)
+    # Built from a result already validated (computed, or read from the cache): no second validation.
+    return Prediction.model_construct(**dict(outcome), cached=hit, request_id=request_id)
