@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from pcam_core.contract import INPUT_SHAPE
 from pcam_core.problems import ItemError
@@ -39,11 +39,7 @@ class AcceptedItem(Quality):
 
     def quality(self) -> Quality:
         """The quality figures the public result carries."""
-        return Quality(
-            tissue_fraction=self.tissue_fraction,
-            stain_normalized=self.stain_normalized,
-            stain_skip_reason=self.stain_skip_reason,
-        )
+        return Quality.model_construct(**{name: getattr(self, name) for name in Quality.model_fields})
 
 
 class RejectedItem(BaseModel):
@@ -70,9 +66,6 @@ class _Header(BaseModel):
     meta: FrameMeta = Field(default_factory=FrameMeta)
 
 
-_HEADER = TypeAdapter(_Header)
-
-
 @dataclass(frozen=True)
 class Batch:
     images: np.ndarray
@@ -90,11 +83,12 @@ def encode(batch: Batch) -> bytes:
     """Serialize a batch; the image array must follow the model input contract."""
     images = np.ascontiguousarray(batch.images)
     _check_images(images.dtype, images.shape)
-    header = _Header(
-        dtype="uint8", shape=images.shape, items=batch.items, meta=FrameMeta(release=batch.release)
-    ).model_dump_json(exclude_none=False)
-    header_bytes = header.encode()
-    return b"".join((_LENGTH.pack(len(header_bytes)), header_bytes, images.tobytes()))
+    header = (
+        _Header(dtype="uint8", shape=images.shape, items=batch.items, meta=FrameMeta(release=batch.release))
+        .model_dump_json()
+        .encode()
+    )
+    return b"".join((_LENGTH.pack(len(header)), header, images.tobytes()))
 
 
 def decode(body: bytes) -> Batch:
@@ -105,7 +99,7 @@ def decode(body: bytes) -> Batch:
     if header_len > MAX_HEADER_BYTES or _LENGTH.size + header_len > len(body):
         raise WireFormatError(f"header length {header_len} does not fit a body of {len(body)} bytes")
     try:
-        header = _HEADER.validate_json(body[_LENGTH.size : _LENGTH.size + header_len])
+        header = _Header.model_validate_json(body[_LENGTH.size : _LENGTH.size + header_len])
         shape, dtype = header.shape, np.dtype(header.dtype)
     except (ValidationError, ValueError, TypeError) as exc:
         raise WireFormatError(f"malformed frame header: {exc}") from exc
