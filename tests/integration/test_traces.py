@@ -102,12 +102,22 @@ def test_one_request_is_one_trace_from_the_gateway_into_triton(
     )
     assert response.status_code == 200, response.text
     expected = {"pcam-gateway", "pcam-preprocess", "pcam-ensemble", "triton"}
-    deadline = time.monotonic() + 30  # exporters flush on their own schedule: wait, bounded
-    while not expected <= receiver.services_in(trace_id) and time.monotonic() < deadline:
+    members = {member.name for member in release.members}
+
+    def triton_spans() -> list[str]:
+        with receiver.lock:
+            return list(receiver.spans.get(("triton", trace_id), []))
+
+    def every_member_traced() -> bool:
+        spans = triton_spans()
+        return members <= set(spans) and spans.count("InferRequest") >= len(members)
+
+    # Exporters flush on their own schedule, Triton's per member call: wait for all of it, bounded.
+    deadline = time.monotonic() + 30
+    while not (expected <= receiver.services_in(trace_id) and every_member_traced()):
+        if time.monotonic() > deadline:
+            break
         time.sleep(0.2)
     assert receiver.services_in(trace_id) >= expected, dict(receiver.spans)
-    with receiver.lock:
-        triton_spans = receiver.spans[("triton", trace_id)]
     # Triton's spans: one InferRequest per member call, under it the model's own span and its compute.
-    members = {member.name for member in release.members}
-    assert members <= set(triton_spans) and triton_spans.count("InferRequest") >= len(members), triton_spans
+    assert every_member_traced(), triton_spans()
