@@ -14,10 +14,10 @@ DEMO_CONFIG ?= training/configs/demo.yaml
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(BIN)/.installed: pyproject.toml requirements/constraints.txt
+$(BIN)/.installed: pyproject.toml pcam_core/pyproject.toml pcam_client/pyproject.toml requirements/constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ".[serve,train,dev]"
+	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ./pcam_core -e ./pcam_client -e ".[serve,train,dev]"
 	touch $@
 
 $(TRITON_VENV)/.installed: requirements/triton.txt

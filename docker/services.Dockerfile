@@ -32,19 +32,21 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Only what resolving the dependencies needs: pyproject.toml (the `serve` extra), README.md (its readme)
-# and the pins. No code: a change under services/, tests/ or training/ never invalidates this layer.
+# Only what resolving the dependencies needs: pyproject.toml (the `serve` extra), README.md (its readme),
+# the core's pyproject.toml (the platform depends on that distribution) and the pins. No code: a change
+# under pcam_core/, services/, tests/ or training/ never invalidates this layer.
 COPY pyproject.toml README.md ./
+COPY pcam_core/pyproject.toml pcam_core/
 COPY requirements/ requirements/
-# A non-editable install of ".[serve]" with every version pinned by the constraints file. The package is
-# an empty stand-in here and is uninstalled right after: the code ships as its own layer (/app) in the
-# runtime stage, so this venv holds dependencies only. pip byte-compiles what it installs.
+# A non-editable install of ".[serve]" and the core with every version pinned by the constraints file.
+# The packages are empty stand-ins here and are uninstalled right after: the code ships as its own layer
+# (/app) in the runtime stage, so this venv holds dependencies only. pip byte-compiles what it installs.
 # The build backend comes pinned from requirements/build.txt, not from pip's isolated build environment
 # (which would fetch the newest setuptools and wheel): every input of the image is pinned.
-RUN mkdir services && touch services/__init__.py \
+RUN mkdir services && touch services/__init__.py pcam_core/__init__.py \
     && pip install --no-cache-dir -c requirements/build.txt setuptools wheel \
-    && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ".[serve]" \
-    && pip uninstall --yes pcam-platform
+    && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ./pcam_core ".[serve]" \
+    && pip uninstall --yes pcam-platform pcam-platform-core
 
 ############################################################################
 # runtime: what the three service images share

@@ -33,23 +33,25 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 WORKDIR /src
-# Dependencies first (an empty stand-in package resolves the extras): code changes keep this layer.
-# `serve` rides along with `train`: `pcam data download` needs httpx and `pcam predict` imports the
-# services' schemas and settings (fastapi, pydantic-settings), which the `train` extra lacks.
+# Dependencies first (empty stand-in packages resolve the extras): code changes keep this layer.
+# `serve` rides along with `train`: `pcam data download` needs httpx and training imports the
+# preprocess service's stain normalization (docs/architecture.md#stain-normalization). The core and the
+# client are distributions of their own (pcam_core/pyproject.toml, pcam_client/pyproject.toml).
 COPY pyproject.toml README.md ./
+COPY pcam_core/pyproject.toml pcam_core/
+COPY pcam_client/pyproject.toml pcam_client/README.md pcam_client/
 COPY requirements/ requirements/
-RUN mkdir services training && touch services/__init__.py training/__init__.py \
+RUN mkdir services training \
+    && touch services/__init__.py training/__init__.py pcam_core/__init__.py pcam_client/__init__.py \
     && pip install --no-cache-dir -c requirements/build.txt setuptools wheel \
-    && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ".[train,serve]" \
-    && pip uninstall --yes pcam-platform \
-    && rm -rf services training
-# training imports the stain normalization from services.preprocess (one implementation, docs/architecture.md#stain-normalization);
-# `pcam predict --url` goes through pcam_client.
+    && pip install --no-cache-dir --no-build-isolation -c requirements/constraints.txt ./pcam_core ./pcam_client ".[train,serve]" \
+    && pip uninstall --yes pcam-platform pcam-platform-core pcam-platform-client \
+    && rm -rf services training pcam_core pcam_client
 COPY pcam_core/ pcam_core/
 COPY services/ services/
 COPY training/ training/
 COPY pcam_client/ pcam_client/
-RUN pip install --no-cache-dir --no-deps --no-build-isolation -c requirements/constraints.txt ".[train,serve]"
+RUN pip install --no-cache-dir --no-deps --no-build-isolation -c requirements/constraints.txt ./pcam_core ./pcam_client ".[train,serve]"
 
 ############################################################################
 # runtime

@@ -161,3 +161,34 @@ def test_github_anchor_rule() -> None:
     assert github_anchor("httpx over aiohttp's pool") == "httpx-over-aiohttps-pool"
     assert github_anchor("`pcam predict`") == "pcam-predict"
     assert anchors("# A\n## A\n```\n# not a heading\n```\n") == {"a", "a-1"}
+
+
+def folder_map() -> dict[str, set[str]]:
+    """The folder map of docs/architecture.md: each top-level name with the names listed under it."""
+    text = ARCHITECTURE.read_text()
+    block = text[text.index("## Folder map") :].split("```")[1]
+    listed: dict[str, set[str]] = {}
+    for line in block.splitlines()[1:]:
+        name = line.split()[0].rstrip("/") if line.strip() else ""
+        if not name:
+            continue
+        if line.startswith(" "):
+            listed[last].add(name)
+        else:
+            last = name
+            listed[last] = set()
+    return listed
+
+
+def test_the_folder_map_matches_the_tree() -> None:
+    """Every top-level entry of the checkout is in the map and no other; so is every entry one level
+    below the folders the map opens."""
+    listed = folder_map()
+    tree: dict[str, set[str]] = {}
+    for path in checkout_files():
+        parts = path.relative_to(ROOT).parts
+        tree.setdefault(parts[0], set()).update(parts[1:2] if len(parts) > 1 else ())
+    assert set(listed) == set(tree), "the folder map and the tree differ at the top level"
+    for folder, children in listed.items():
+        if children:
+            assert children == tree[folder], f"the folder map and the tree differ in {folder}/"
