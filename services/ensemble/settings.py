@@ -5,11 +5,11 @@ from pydantic_settings import SettingsConfigDict
 
 from pcam_core.serving import Occlusion
 from services.common import ports
-from services.common.settings import ReadsRelease, ServiceSettings
+from services.common.settings import ExplainsImages, ReadsRelease, ServiceSettings
 from services.ensemble.retry import RetryPolicy
 
 
-class EnsembleSettings(ReadsRelease, ServiceSettings):
+class EnsembleSettings(ReadsRelease, ExplainsImages, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_ENSEMBLE_", frozen=True)
 
     port: int = ports.ENSEMBLE
@@ -45,7 +45,6 @@ class EnsembleSettings(ReadsRelease, ServiceSettings):
         description="None: every member must answer (else 503). k: answer from any k members that did, "
         "marked degraded, weights renormalized over them (k above the release's member count: all).",
     )
-    max_explain_images: int = Field(16, ge=1, description="Patches per request with explain.")
     release_ready_timeout_s: float = Field(
         20.0, gt=0, description="How long a new release's models may take to become ready on Triton."
     )

@@ -8,10 +8,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common import ports
-from services.common.settings import ServiceSettings, TakesUploads
+from services.common.settings import ExplainsImages, ServiceSettings, TakesUploads
 
 
-class GatewaySettings(TakesUploads, ServiceSettings):
+class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_GATEWAY_", frozen=True)
 
     port: int = ports.GATEWAY
@@ -37,12 +37,6 @@ class GatewaySettings(TakesUploads, ServiceSettings):
         60.0, gt=0, description="Whole-request deadline of /v1/predict*: exceeding it answers 504."
     )
     release_refresh_s: float = Field(5.0, gt=0, description="How long the serving release id is trusted.")
-    max_explain_images: int = Field(
-        16,
-        ge=1,
-        description="Images per batch request with explain; at most the ensemble's own limit, so a "
-        "computation shared by concurrent requests (single-flight) never fails for its size.",
-    )
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent when a dependency is down.")
     api_key_hashes: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

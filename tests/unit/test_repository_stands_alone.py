@@ -168,6 +168,7 @@ def folder_map() -> dict[str, set[str]]:
     text = ARCHITECTURE.read_text()
     block = text[text.index("## Folder map") :].split("```")[1]
     listed: dict[str, set[str]] = {}
+    last = ""
     for line in block.splitlines()[1:]:
         name = line.split()[0].rstrip("/") if line.strip() else ""
         if not name:

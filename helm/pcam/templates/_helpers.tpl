@@ -214,10 +214,39 @@ readinessProbe:
 {{/*
 Environment shared by the services: bind address, numba cache, tracing. Call with (dict "root" $ "component" "gateway").
 */}}
+{{/*
+Settings several services must agree on (AgreedSettings in services/common/settings.py): one
+PCAM_<FIELD> variable per field, set once in `shared` and given to each service whose settings have it.
+/models is where the chart mounts the model repository.
+*/}}
+{{- define "pcam.sharedEnv" -}}
+{{- $shared := .root.Values.shared }}
+{{- if has .component (list "preprocess" "ensemble") }}
+PCAM_MODEL_REPOSITORY: /models
+{{- with $shared.releasePollSeconds }}
+PCAM_RELEASE_POLL_S: {{ . | toString | quote }}
+{{- end }}
+{{- end }}
+{{- if has .component (list "gateway" "preprocess") }}
+{{- with $shared.maxImageBytes }}
+PCAM_MAX_IMAGE_BYTES: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- with $shared.maxImages }}
+PCAM_MAX_IMAGES: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- end }}
+{{- if has .component (list "gateway" "ensemble") }}
+{{- with $shared.maxExplainImages }}
+PCAM_MAX_EXPLAIN_IMAGES: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
 {{- define "pcam.serviceEnv" -}}
 {{- $prefix := printf "PCAM_%s_" (upper .component) }}
 {{ $prefix }}HOST: "0.0.0.0"
 {{ $prefix }}PORT: {{ include "pcam.containerPort" .component | quote }}
+{{- include "pcam.sharedEnv" . }}
 NUMBA_CACHE_DIR: /tmp/numba
 {{- if .root.Values.tracing.enabled }}
 OTEL_EXPORTER_OTLP_ENDPOINT: {{ .root.Values.tracing.otlpEndpoint | quote }}

@@ -18,6 +18,7 @@ import yaml
 from devstack.triton import opentelemetry_trace_settings
 from services.common import ports
 from services.common.healthcheck import SETTINGS
+from services.common.settings import agreed_fields, field_set_by
 from services.ensemble.settings import EnsembleSettings
 from services.gateway.settings import GatewaySettings
 from services.preprocess.settings import PreprocessSettings
@@ -226,14 +227,25 @@ def test_the_services_export_traces_to_the_collector(stack):
 
 
 def test_service_environment_names_real_settings(stack):
-    """extra="ignore" would swallow a misspelt PCAM_<SERVICE>_<FIELD>: every one must be a field."""
+    """extra="ignore" would swallow a misspelt PCAM_<SERVICE>_<FIELD> (or PCAM_<FIELD> of a setting
+    services must agree on): every one must set a field of that service."""
     _, model = stack
     for name, settings in PYTHON_SERVICES.items():
-        prefix = f"PCAM_{name.upper()}_"
         for key in _services(model)[name].get("environment", {}):
             if key.startswith("PCAM_"):
-                assert key.startswith(prefix), (name, key)
-                assert key.removeprefix(prefix).lower() in settings.model_fields, (name, key)
+                assert field_set_by(settings, key), (name, key)
+
+
+def test_one_shell_variable_sets_an_agreed_setting_in_every_service_that_has_it(docker_compose: str):
+    """PCAM_MAX_IMAGES set once reaches gateway and preprocess, which must agree on it, and no other."""
+    done = _compose(docker_compose, "config", "--format", "json", env=_env(PCAM_MAX_IMAGES="12"))
+    assert done.returncode == 0, done.stderr
+    services = _services(json.loads(done.stdout))
+    for name, settings in PYTHON_SERVICES.items():
+        environment = services[name].get("environment", {})
+        has_it = "max_images" in agreed_fields(settings)
+        assert (environment.get("PCAM_MAX_IMAGES") == "12") is has_it, name
+        assert has_it is (name in ("gateway", "preprocess"))
 
 
 def test_redis_requires_the_password_the_gateway_reads(stack):

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from devstack.triton import opentelemetry_trace_settings
+from services.common.settings import agreed_fields, field_set_by
 from services.ensemble.settings import EnsembleSettings
 from services.gateway.settings import GatewaySettings
 from services.preprocess.settings import PreprocessSettings
@@ -41,8 +42,8 @@ COMPONENTS = (*SERVICES, "triton")
 DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 # The chart's default metrics scrapers: the only pods besides the gateway that reach the services.
 SCRAPERS = DEFAULTS["networkPolicy"]["metrics"]["from"]
-SETTINGS = {"gateway": GatewaySettings, "preprocess": PreprocessSettings, "ensemble": EnsembleSettings}
 CONTAINER_PORTS = {"gateway": 8080, "preprocess": 8081, "ensemble": 8082}
+SETTINGS = {"gateway": GatewaySettings, "preprocess": PreprocessSettings, "ensemble": EnsembleSettings}
 
 Obj = dict[str, Any]
 
@@ -740,7 +741,7 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
     assert gateway["PCAM_GATEWAY_ENSEMBLE_URL"] == f"http://{full('ensemble')}:8082"
     assert env_of(objects, "ensemble")["PCAM_ENSEMBLE_TRITON_GRPC_URL"] == f"{full('triton')}:8001"
     for component in ("preprocess", "ensemble"):
-        assert env_of(objects, component)[f"PCAM_{component.upper()}_MODEL_REPOSITORY"] == "/models"
+        assert env_of(objects, component)["PCAM_MODEL_REPOSITORY"] == "/models"
     for component in ("triton", "preprocess", "ensemble"):
         assert mounts(container(objects, component))["/models"]["readOnly"] is True
     triton = container(objects, "triton")
@@ -791,9 +792,10 @@ def test_a_service_port_moves_only_the_service(helm: str) -> None:
 
 
 def settings_env_violations(objects: list[Obj]) -> list[str]:
-    """Every PCAM_* variable a container gets (env and envFrom ConfigMaps) is PCAM_<SERVICE>_<field> of
-    its own service's settings class (extra="ignore" would swallow a misspelt one), and no name is given
-    twice (the later would silently win)."""
+    """Every PCAM_* variable a container gets (env and envFrom ConfigMaps) sets a field of its own
+    service's settings class, as PCAM_<SERVICE>_<FIELD> or, for a field services must agree on,
+    PCAM_<FIELD> (extra="ignore" would swallow a misspelt one); no name is given twice and no field by
+    two names (one would silently win)."""
     configmaps = {
         c["metadata"]["name"]: c.get("data") or {} for c in k8s_policy.by_kind(objects, "ConfigMap")
     }
@@ -813,13 +815,19 @@ def settings_env_violations(objects: list[Obj]) -> list[str]:
             violations += [
                 f"{where}: {n} set twice" for n in sorted({n for n in names if names.count(n) > 1})
             ]
+            fields: dict[str, str] = {}
             for name in names:
                 if not name.startswith("PCAM_"):
                     continue
-                if settings is None or not name.startswith(prefix):
+                field = field_set_by(settings, name) if settings else None
+                if field is None and (settings is None or not name.startswith(prefix)):
                     violations.append(f"{where}: {name} is no setting of {component!r}")
-                elif name.removeprefix(prefix).lower() not in settings.model_fields:
+                elif field is None:
                     violations.append(f"{where}: {name} is no field of {settings.__name__}")
+                elif field in fields and fields[field] != name:
+                    violations.append(f"{where}: {name} and {fields[field]} both set {field}")
+                else:
+                    fields[field] = name
     return violations
 
 
@@ -845,6 +853,37 @@ def test_the_settings_check_finds_misspelt_and_repeated_variables(helm: str) -> 
     gateway = find(objects, "Deployment", full("gateway"))
     gateway["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "X", "value": "1"}] * 2
     assert any("X set twice" in v for v in settings_env_violations(objects))
+    objects = render_with(
+        helm,
+        {
+            "shared": {"maxImages": 8},
+            "gateway": {"env": {"PCAM_GATEWAY_MAX_IMAGES": "9"}},
+            "ensemble": {"env": {"PCAM_MAX_IMAGES": "9"}},
+        },
+    )
+    violations = settings_env_violations(objects)
+    assert any("PCAM_GATEWAY_MAX_IMAGES and PCAM_MAX_IMAGES both set max_images" in v for v in violations)
+    assert any("PCAM_MAX_IMAGES is no setting of 'ensemble'" in v for v in violations)
+
+
+def test_shared_settings_are_set_once_and_every_service_that_has_them_agrees(helm: str) -> None:
+    """`shared` values reach each service whose settings have the field, read by the settings class."""
+    values = {"maxImageBytes": 2 << 20, "maxImages": 64, "releasePollSeconds": 2.5, "maxExplainImages": 4}
+    objects = render_with(helm, {"shared": values})
+    expected = {"max_image_bytes": 2 << 20, "max_images": 64, "release_poll_s": 2.5, "max_explain_images": 4}
+    for service, settings_class in SETTINGS.items():
+        env = {k: v for k, v in env_of(objects, service).items() if k.startswith("PCAM_")}
+        with pytest.MonkeyPatch.context() as patch:
+            for name in [n for n in os.environ if n.startswith("PCAM_")]:
+                patch.delenv(name)
+            for name, value in env.items():
+                patch.setenv(name, value)
+            settings = settings_class()
+        shared = agreed_fields(settings_class)
+        assert shared, service
+        for field in shared:
+            assert getattr(settings, field) == expected.get(field, Path("/models")), (service, field)
+    assert settings_env_violations(objects) == []
 
 
 def test_the_model_repository_from_object_storage(rendered: Callable) -> None:
