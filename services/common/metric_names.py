@@ -95,6 +95,22 @@ METRICS: tuple[MetricSpec, ...] = (
         ("gateway",),
     ),
     MetricSpec(
+        "pcam_gateway_batch_size",
+        "histogram",
+        (),
+        "Patches per batch the gateway formed for preprocess and the ensemble (micro-batching: the "
+        "uncached patches of concurrent requests with the same options go together).",
+        ("gateway",),
+    ),
+    MetricSpec(
+        "pcam_gateway_batch_wait_seconds",
+        "histogram",
+        (),
+        "Time each uncached patch waited in the gateway for its batch to leave (0 while the "
+        "downstream has room: a lone request waits for nothing).",
+        ("gateway",),
+    ),
+    MetricSpec(
         "pcam_gateway_auth_failures_total",
         "counter",
         ("reason",),

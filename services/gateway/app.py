@@ -17,11 +17,10 @@ from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
 from services.gateway.deps import API_KEY_HEADER
 from services.gateway.downstream import Downstream
-from services.gateway.predict import Outcome, Predictor
+from services.gateway.predict import Predictor
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.routes import router
 from services.gateway.settings import GatewaySettings
-from services.gateway.singleflight import SingleFlight
 
 
 def create_app(settings: GatewaySettings | None = None) -> FastAPI:
@@ -58,8 +57,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 settings.release_refresh_s,
                 settings.retry_after_s,
             )
-            flights: SingleFlight[str, Outcome] = SingleFlight()
-            app.state.predictor = Predictor(app.state.cache, app.state.downstream, flights)
+            predictor = Predictor(app.state.cache, app.state.downstream, settings.batching())
+            app.state.predictor = predictor
             app.state.limiter = (
                 RateLimiter(redis, settings.rate_limit_per_minute, breaker)
                 if settings.rate_limit_per_minute
@@ -68,7 +67,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             try:
                 yield
             finally:
-                await flights.drain()  # before the clients the computations use are closed
+                await predictor.drain()  # before the clients the computations use are closed
                 await redis.aclose()
 
     app = create_service_app(

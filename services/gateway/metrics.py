@@ -3,7 +3,7 @@
 Names, types and labels are declared in services.common.metric_names.
 """
 
-from services.common.metric_names import counter, gauge
+from services.common.metric_names import counter, gauge, histogram
 
 CACHE_LOOKUPS = counter("pcam_gateway_cache_lookups_total")
 """result: hit, miss, bypass or error (see CacheRead)."""
@@ -11,6 +11,10 @@ REDIS_SKIPPED = counter("pcam_gateway_redis_skipped_total")
 """use: cache_read, cache_write, rate_limit; reason: breaker_open or error."""
 BREAKER_OPEN = gauge("pcam_gateway_breaker_open")
 SINGLEFLIGHT_JOINS = counter("pcam_gateway_singleflight_joins_total")
+BATCH_SIZE = histogram("pcam_gateway_batch_size", (1, 2, 4, 8, 16, 32, 64, 128, 256))
+BATCH_WAIT = histogram(
+    "pcam_gateway_batch_wait_seconds", (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+)
 AUTH_FAILURES = counter("pcam_gateway_auth_failures_total")
 RATE_LIMITED = counter("pcam_gateway_rate_limited_total")
 

@@ -1,12 +1,13 @@
 """The gateway's orchestration: cache lookup, single-flight, then preprocess and ensemble for the misses."""
 
 import hashlib
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
 from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
 from pcam_core.wire import AcceptedItem
+from services.gateway.batching import Batching, MicroBatcher
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
 from services.gateway.metrics import cache_lookups
@@ -16,17 +17,47 @@ Outcome = PatchResult | ItemError
 """An upload's result (the route adds `cached` and `request_id`) or the problem of that upload."""
 
 
-class Predictor:
-    """Answers uploads: from the cache, from an identical computation in flight, or downstream."""
+class Group(NamedTuple):
+    """What makes results differ besides the pixels: patches of different groups never share a batch."""
 
-    def __init__(
-        self,
-        cache: ResultCache,
-        downstream: Downstream,
-        flights: SingleFlight[str, Outcome] | None = None,
-    ) -> None:
+    operating_point: str
+    tta: bool
+    explain: bool
+    release: str
+
+    def options(self) -> InferOptions:
+        return InferOptions(operating_point=self.operating_point, tta=self.tta, explain=self.explain)
+
+
+class Work(NamedTuple):
+    """One distinct upload to compute: its bytes and their sha256."""
+
+    digest: str
+    data: bytes
+
+
+class Predictor:
+    """Answers uploads: from the cache, from an identical computation in flight, or downstream in
+    batches formed with the uncached patches of concurrent requests."""
+
+    def __init__(self, cache: ResultCache, downstream: Downstream, batching: Batching | None = None) -> None:
         self.cache, self.downstream = cache, downstream
-        self.flights: SingleFlight[str, Outcome] = SingleFlight() if flights is None else flights
+        self.flights: SingleFlight[str, Outcome] = SingleFlight()
+        policy = batching or Batching()
+        self.batches: MicroBatcher[Group, Work, Outcome] = MicroBatcher(
+            self._compute,
+            max_batch=policy.max_size,
+            max_in_flight=policy.max_in_flight,
+            max_wait_s=policy.max_wait_s,
+            batch_limit=lambda group: (
+                min(policy.max_size, policy.max_explain) if group.explain else policy.max_size
+            ),
+        )
+
+    async def drain(self) -> None:
+        """Cancel the computations in flight and queued (app shutdown, before the clients close)."""
+        await self.flights.drain()
+        await self.batches.drain()
 
     async def predict(
         self, uploads: list[bytes], options: InferOptions, read_cache: bool = True
@@ -41,7 +72,7 @@ class Predictor:
         digests = [hashlib.sha256(data).hexdigest() for data in uploads]
         keys = [result_key(release, options, d) for d in digests]
         # Identical uploads in one request are looked up and computed once.
-        unique = dict(zip(keys, zip(digests, uploads, strict=True), strict=True))
+        unique = {key: Work(digest, data) for key, digest, data in zip(keys, digests, uploads, strict=True)}
         hits: dict[str, Outcome] = {}
         if read_cache:
             found = await self.cache.read(list(unique))
@@ -56,9 +87,11 @@ class Predictor:
         missing = [k for k in unique if k not in hits]
         computed: dict[str, Outcome] = {}
         if missing:
+            group = Group(options.operating_point, options.tta, options.explain, release)
 
             async def compute(todo: list[str]) -> dict[str, Outcome]:
-                return await self._compute(todo, [unique[k] for k in todo], options, release)
+                outcomes = await self.batches.submit(group, [unique[k] for k in todo])
+                return dict(zip(todo, outcomes, strict=True))
 
             computed = await self.flights.run(missing, compute)
             if any(isinstance(o, PatchResult) and o.release != release for o in computed.values()):
@@ -66,29 +99,28 @@ class Predictor:
         outcomes = {**computed, **hits}
         return [outcomes[k] for k in keys], [k in hits for k in keys]
 
-    async def _compute(
-        self, keys: list[str], work: list[tuple[str, bytes]], options: InferOptions, release: str
-    ) -> dict[str, Outcome]:
+    async def _compute(self, group: Group, work: list[Work]) -> list[Outcome]:
+        """One formed batch: preprocess, then the ensemble for the accepted patches; fresh results cached."""
         # Normalized for the release the ensemble serves, while preprocess still holds it: during a
         # rolling release preprocess may have taken up the next one before the ensemble's models load.
-        batch = await self.downstream.preprocess([data for _, data in work], release)
+        batch = await self.downstream.preprocess([upload.data for upload in work], group.release)
+        options = group.options()
         answer = None
         if batch.accepted():
             # The ensemble refuses a batch normalized under another release than the one it serves.
             answer = await self.downstream.infer(batch.images, options, batch.release or "")
         predictions = iter(answer.results if answer else ())
-        outcomes: dict[str, Outcome] = {}
+        outcomes: list[Outcome] = []
         to_cache: dict[str, PatchResult] = {}
-        for item in batch.items:
-            key, (digest, _) = keys[item.index], work[item.index]
+        for item, upload in zip(batch.items, work, strict=True):  # items come in upload order
             if not isinstance(item, AcceptedItem):
-                outcomes[key] = item.error  # errors are never cached
+                outcomes.append(item.error)  # errors are never cached
                 continue
             assert answer is not None
-            result = _result(next(predictions), answer, item, digest)
-            outcomes[key] = result
+            result = _result(next(predictions), answer, item, upload.digest)
+            outcomes.append(result)
             if not answer.degraded:  # a partial ensemble's answer must not outlive the outage
-                to_cache[result_key(result.release, options, digest)] = result
+                to_cache[result_key(result.release, options, upload.digest)] = result
         await self.cache.set_many(to_cache)
         return outcomes
 

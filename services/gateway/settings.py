@@ -9,6 +9,9 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common import ports
 from services.common.settings import ExplainsImages, ServiceSettings, TakesUploads
+from services.gateway.batching import Batching
+
+DEFAULT_BATCHING = Batching()
 
 
 class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
@@ -49,12 +52,39 @@ class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
     rate_limit_per_minute: int = Field(
         1200, ge=0, description="Requests per minute per API key (per client IP without keys); 0: off."
     )
+    batch_max_size: int = Field(
+        DEFAULT_BATCHING.max_size,
+        ge=1,
+        description="Most uncached patches per batch sent to preprocess and the ensemble (max_images "
+        "if that is lower); concurrent requests' patches with the same options share batches.",
+    )
+    batch_max_in_flight: int = Field(
+        DEFAULT_BATCHING.max_in_flight,
+        ge=1,
+        description="Batches downstream at once; while that many are out, patches queue.",
+    )
+    batch_max_wait_s: float = Field(
+        DEFAULT_BATCHING.max_wait_s,
+        ge=0,
+        description="Longest a queued patch waits for the downstream to be free before its batch goes "
+        "anyway. A request on an idle gateway never waits.",
+    )
 
     @model_validator(mode="after")
     def _one_password_source(self) -> "GatewaySettings":
         if self.redis_password is not None and self.redis_password_file is not None:
             raise ValueError("set redis_password or redis_password_file, not both")
         return self
+
+    def batching(self) -> Batching:
+        """The batching policy of the gateway's predictor; a batch is one preprocess call, so it holds
+        at most max_images patches."""
+        return Batching(
+            min(self.batch_max_size, self.max_images),
+            self.batch_max_in_flight,
+            self.batch_max_wait_s,
+            self.max_explain_images,
+        )
 
     def redis_auth_password(self) -> str | None:
         """The Redis AUTH password from the environment or its file; None: no AUTH."""

@@ -9,8 +9,10 @@ from pcam_core import wire
 from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError
 from pcam_core.problems import ItemError, item_error, status_of
 from pcam_core.schemas import EnsemblePrediction, Explanation, InferOptions, InferResponse, PatchResult
+from services.gateway.batching import Batching
 from services.gateway.cache import CacheRead
 from services.gateway.predict import Predictor
+from tests.unit.gateway.tasks import settle
 
 BALANCED = InferOptions(operating_point="balanced")
 
@@ -48,6 +50,7 @@ class FakeDownstream:
         self.forgotten = 0
         self.degraded = False
         self.delay_s = 0.0
+        self.gate: asyncio.Event | None = None  # when set up, preprocess calls wait for it
         self.fail: Exception | None = None
 
     async def release(self):
@@ -57,6 +60,8 @@ class FakeDownstream:
         self.preprocessed.append(len(uploads))
         self.asked_release = release_id
         await asyncio.sleep(self.delay_s)
+        if self.gate is not None:
+            await self.gate.wait()
         if self.fail is not None:
             raise self.fail
         items, images = [], []
@@ -233,3 +238,50 @@ async def test_an_unreadable_cache_entry_is_a_miss_and_is_replaced() -> None:
     outcomes, hits = await Predictor(cache, downstream).predict([b"ok-1"], BALANCED)
     assert hits == [False] and outcomes[0] == first[0]
     assert downstream.preprocessed == [1, 1] and cache.store[key] == first[0].model_dump(mode="json")
+
+
+async def test_concurrent_requests_share_a_batch_and_each_gets_its_own_outcomes() -> None:
+    downstream = FakeDownstream()
+    downstream.gate = asyncio.Event()
+    predictor = Predictor(MemoryCache(), downstream, Batching(max_in_flight=1))
+    first = asyncio.create_task(predictor.predict([b"ok-1"], BALANCED))
+    await settle()  # the first batch is downstream: the next requests queue behind it
+    second = asyncio.create_task(predictor.predict([b"ok-22", b"bad"], BALANCED))
+    third = asyncio.create_task(predictor.predict([b"ok-333"], BALANCED))
+    await settle()
+    downstream.gate.set()
+    (one,), _ = await first
+    (two, rejected), _ = await second
+    (three,), _ = await third
+    assert downstream.preprocessed == [1, 3] and downstream.inferred == [1, 2]
+    assert [one.probability, two.probability, three.probability] == pytest.approx([4 / 255, 5 / 255, 6 / 255])
+    assert isinstance(rejected, ItemError) and rejected.status == 422
+
+
+async def test_requests_with_different_options_never_share_a_batch() -> None:
+    downstream = FakeDownstream()
+    downstream.gate = asyncio.Event()
+    predictor = Predictor(MemoryCache(), downstream, Batching(max_in_flight=1))
+    screening = InferOptions(operating_point="screening")
+    first = asyncio.create_task(predictor.predict([b"ok-1"], BALANCED))
+    await settle()
+    queued = [
+        asyncio.create_task(predictor.predict([b"ok-22"], screening)),
+        asyncio.create_task(predictor.predict([b"ok-333"], BALANCED)),
+    ]
+    await settle()
+    downstream.gate.set()
+    await asyncio.gather(first, *queued)
+    assert downstream.preprocessed == [1, 1, 1]
+    assert [o.operating_point for o in downstream.options] == ["balanced", "screening", "balanced"]
+
+
+async def test_a_large_request_goes_in_batches_of_the_batch_size_and_explain_in_smaller_ones() -> None:
+    downstream = FakeDownstream()
+    predictor = Predictor(MemoryCache(), downstream, Batching(max_size=2, max_in_flight=2, max_explain=1))
+    outcomes, _ = await predictor.predict([b"ok-%d" % n for n in range(5)], BALANCED)
+    assert downstream.preprocessed == [2, 2, 1] and len(outcomes) == 5
+    assert [o.probability for o in outcomes] == pytest.approx([4 / 255] * 5)
+    explained = InferOptions(operating_point="balanced", explain=True)
+    await predictor.predict([b"ok-x%d" % n for n in range(2)], explained)
+    assert downstream.preprocessed[3:] == [1, 1]
