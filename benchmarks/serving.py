@@ -25,6 +25,8 @@ import re
 import resource
 import statistics
 import tempfile
+from collections.abc import Callable
+from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -37,6 +39,7 @@ from devstack.processes import group_members
 from devstack.stack import LocalStack
 from loadtests.patches import UniquePatches, load_sources
 from loadtests.run_local import local_stack
+from pcam_core.release import DEFAULT_OPERATING_POINT
 from services.preprocess.pipeline import preprocess_uploads
 from training.predict import LocalPredictor
 
@@ -59,7 +62,8 @@ class UniqueBodies:
 def in_process(predictor: LocalPredictor, uploads: list[bytes]) -> np.ndarray:
     """The serving path without the services: preprocess's own function, then the members and the rule."""
     batch = preprocess_uploads(uploads, predictor.normalizer, predictor.manifest.release_id)
-    return predictor.score(batch.images).probability
+    answer = predictor.score(batch.images, DEFAULT_OPERATING_POINT)
+    return np.array([result.probability for result in answer.results])
 
 
 def triton_batches(stack: LocalStack) -> dict[str, tuple[float, float]]:
@@ -88,6 +92,16 @@ def cpu_seconds(stack: LocalStack) -> dict[str, float]:
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
     used["load client"] = children.ru_utime + children.ru_stime
     return used
+
+
+def with_cpu(
+    stack: LocalStack, patches: int, load: Callable[[], Latencies]
+) -> tuple[Latencies, dict[str, float]]:
+    """Run `load` and the CPU milliseconds each stack process (and the load client) spent per patch."""
+    before = cpu_seconds(stack)
+    latencies = load()
+    after = cpu_seconds(stack)
+    return latencies, {name: (after[name] - before[name]) * 1000 / patches for name in after}
 
 
 def merged(runs: list[Latencies]) -> Latencies:
@@ -119,6 +133,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32, help="in-process batch size for throughput")
     parser.add_argument("--batch-requests", type=int, default=10, help="batch requests per round (latency)")
+    parser.add_argument(
+        "--batch-concurrency", type=int, default=4, help="clients sending batch uploads (CPU per patch)"
+    )
     parser.add_argument("--cache-concurrency", type=int, default=50)
     parser.add_argument("--cache-requests", type=int, default=3000)
     parser.add_argument(
@@ -131,6 +148,7 @@ def main() -> None:
     in_process(predictor, patches.take(4))  # compile the Macenko kernels, warm onnxruntime
     local_single, gateway_single, local_rates, gateway_rates, cache, floor = [], [], [], [], [], []
     cpu_per_request: dict[str, list[float]] = {}
+    cpu_per_batched_patch: dict[str, list[float]] = {}
     local_batch: list[Latencies] = []
     gateway_batch: list[Latencies] = []
     with (
@@ -154,15 +172,23 @@ def main() -> None:
             local_batch.append(timed(lambda batch: in_process(predictor, batch), batches))
             requests = batch_predictions([patches.take(args.batch) for _ in range(args.batch_requests)])
             gateway_batch.append(http_load(url, requests, 1, cached=False))
-            cpu_before = cpu_seconds(stack)
-            load = http_load(
-                url, predictions(patches.take(args.load_requests)), args.concurrency, cached=False
+            singles = predictions(patches.take(args.load_requests))
+            load, used = with_cpu(
+                stack, args.load_requests, partial(http_load, url, singles, args.concurrency, cached=False)
             )
-            cpu_after = cpu_seconds(stack)
             gateway_rates.append(load.per_second)
-            for name, seconds in cpu_after.items():
-                used = (seconds - cpu_before[name]) * 1000 / args.load_requests
-                cpu_per_request.setdefault(name, []).append(used)
+            for name, ms in used.items():
+                cpu_per_request.setdefault(name, []).append(ms)
+            uploads = batch_predictions(
+                [patches.take(args.batch) for _ in range(args.load_requests // args.batch)]
+            )
+            _, used = with_cpu(
+                stack,
+                len(uploads) * args.batch,
+                partial(http_load, url, uploads, args.batch_concurrency, cached=False),
+            )
+            for name, ms in used.items():
+                cpu_per_batched_patch.setdefault(name, []).append(ms)
         formed = mean_batch(before, triton_batches(stack))
 
         hot = patches.take(16)
@@ -174,6 +200,7 @@ def main() -> None:
 
     local, gateway = merged(local_single), merged(gateway_single)
     cpu = {name: round(statistics.median(values), 2) for name, values in cpu_per_request.items()}
+    cpu_batched = {name: round(statistics.median(v), 2) for name, v in cpu_per_batched_patch.items()}
     local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
     hit, bare = merged(cache), merged(floor)
     batch_gateway, batch_local = merged(gateway_batch), merged(local_batch)
@@ -253,12 +280,25 @@ def main() -> None:
     )
     print(f"Triton mean batch size per model under {args.concurrency} clients: {formed}")
     local_cpu_ms = 1000 / statistics.median(local_rates)  # one thread: wall time is CPU time
+    services = ("gateway", "preprocess", "ensemble")
+    processes = sorted(cpu, key=lambda name: -cpu[name])
     write(
         "serving-cpu",
-        f"CPU ms per uncached request under {args.concurrency} clients (in-process: {local_cpu_ms:.2f} ms per patch)",
-        ["process", "CPU ms / request"],
-        [[name, value] for name, value in sorted(cpu.items(), key=lambda item: -item[1])],
-        {"in_process_cpu_ms_per_patch": local_cpu_ms, "rounds": args.rounds},
+        f"CPU ms per uncached patch per process (in-process pipeline: {local_cpu_ms:.2f} ms per patch)",
+        [
+            "process",
+            f"{args.concurrency} single-patch clients",
+            f"{args.batch_concurrency} clients, batches of {args.batch}",
+        ],
+        [[name, cpu[name], cpu_batched.get(name, 0.0)] for name in processes]
+        + [
+            [
+                "services (gateway + preprocess + ensemble)",
+                round(sum(cpu[s] for s in services), 2),
+                round(sum(cpu_batched[s] for s in services), 2),
+            ]
+        ],
+        {"in_process_cpu_ms_per_patch": local_cpu_ms, "rounds": args.rounds, "targets_ms": {"single": 1.5}},
     )
 
 

@@ -167,12 +167,13 @@ class LocalPredictor:
         self.normalizer = MacenkoNormalizer(self.manifest.stain_reference)
         self.model = EnsembleModel(self.manifest)
         self.members = OnnxMembers(repository, self.manifest, threads)
+        self._runner = asyncio.Runner()  # one event loop for every call, not a new one each time
 
     def score(self, images: np.ndarray, operating_point: str, tta: bool = False) -> InferResponse:
         """The ensemble's answer for normalized patches (with tta, all 8 dihedral views per member)."""
         # The views are of the normalized patch, as serving sends them to Triton after preprocess;
         # Macenko's estimates depend on the set of pixels only, so normalizing each view would agree.
-        return asyncio.run(self.model.predict(self.members, images, operating_point, tta=tta))
+        return self._runner.run(self.model.predict(self.members, images, operating_point, tta=tta))
 
 
 def predict_local(

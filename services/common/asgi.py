@@ -4,13 +4,15 @@ from http import HTTPStatus
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+_NO_RESPONSE = int(HTTPStatus.INTERNAL_SERVER_ERROR)  # an enum member lookup costs microseconds per request
+
 
 class StatusRecordingSend:
     """Wraps an ASGI `send` and remembers the response status (500 until a response starts)."""
 
     def __init__(self, send: Send) -> None:
         self._send = send
-        self.status: int = HTTPStatus.INTERNAL_SERVER_ERROR
+        self.status: int = _NO_RESPONSE
         self.started = False
 
     async def __call__(self, message: Message) -> None:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
 
+from pcam_core.schemas import PatchResult
 from services.common.app import create_service_app
 from services.common.tracing import instrument_httpx, instrument_redis
 from services.common.uploads import max_multipart_bytes
@@ -49,7 +50,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         instrument_redis(redis, app.state.tracer_provider)  # both no-ops unless tracing is on
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             instrument_httpx(http, app.state.tracer_provider)  # sends traceparent downstream
-            app.state.cache = ResultCache(redis, settings.cache_ttl_s, breaker)
+            app.state.cache = ResultCache(redis, settings.cache_ttl_s, breaker, PatchResult)
             app.state.downstream = Downstream(
                 http,
                 settings.preprocess_url,

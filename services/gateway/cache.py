@@ -1,12 +1,11 @@
 """Result cache in Redis: keys bind the upload hash, the release and every option that changes a result."""
 
-import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Generic, Literal, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
@@ -15,6 +14,7 @@ from services.gateway.breaker import CircuitBreaker
 from services.gateway.metrics import redis_skipped
 
 logger = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
 KEY_PREFIX = "pcam:result:v2"
 """v2: results carry tta/degraded/explanation; bumped so no v1 entry is read as a v2 one."""
 
@@ -31,26 +31,26 @@ def result_key(release_id: str, options: InferOptions, upload_sha256: str) -> st
 
 
 @dataclass(frozen=True)
-class CacheRead:
+class CacheRead(Generic[M]):
     """One lookup: a value per key (None: absent or unreadable) and how Redis was reached."""
 
-    values: list[dict[str, Any] | None]
+    values: list[M | None]
     state: Literal["read", "bypass", "error"]
     """read: Redis answered; bypass: not asked (breaker open); error: the read failed."""
 
 
-class ResultCache:
-    """Best-effort cache: a Redis failure is a miss, never a failed request; the breaker skips a dead
-    Redis so each request does not wait for its timeout."""
+class ResultCache(Generic[M]):
+    """Best-effort cache of `schema` models as JSON: a Redis failure is a miss, never a failed
+    request; the breaker skips a dead Redis so each request does not wait for its timeout."""
 
-    def __init__(self, redis: Redis, ttl_s: int, breaker: CircuitBreaker) -> None:
-        self.redis, self.ttl_s, self.breaker = redis, ttl_s, breaker
+    def __init__(self, redis: Redis, ttl_s: int, breaker: CircuitBreaker, schema: type[M]) -> None:
+        self.redis, self.ttl_s, self.breaker, self.schema = redis, ttl_s, breaker, schema
 
-    async def get_many(self, keys: Sequence[str]) -> list[dict[str, Any] | None]:
+    async def get_many(self, keys: Sequence[str]) -> list[M | None]:
         """Cached results for `keys`, None where absent or unreadable."""
         return (await self.read(keys)).values
 
-    async def read(self, keys: Sequence[str]) -> CacheRead:
+    async def read(self, keys: Sequence[str]) -> CacheRead[M]:
         """Cached results for `keys` and whether Redis was read, skipped (breaker open) or failed."""
         if not keys:
             return CacheRead([], "read")
@@ -65,9 +65,9 @@ class ResultCache:
             logger.warning("cache read bypassed: %s", exc)
             return CacheRead([None] * len(keys), "error")
         self.breaker.record_success()
-        return CacheRead([_load(value) for value in raw], "read")
+        return CacheRead([self._load(value) for value in raw], "read")
 
-    async def set_many(self, entries: Mapping[str, BaseModel]) -> None:
+    async def set_many(self, entries: Mapping[str, M]) -> None:
         """Store results (successes only: callers never pass errors or degraded answers) with the TTL."""
         if not entries:
             return
@@ -86,20 +86,19 @@ class ResultCache:
             return
         self.breaker.record_success()
 
+    def _load(self, value: bytes | None) -> M | None:
+        """A cached entry parsed and validated in one pass, or None if absent or unreadable (written by an
+        older gateway, or damaged): a miss that gets recomputed, never a 500."""
+        if value is None:
+            return None
+        try:
+            return self.schema.model_validate_json(value)
+        except ValidationError:
+            return None
+
     async def ping(self) -> bool:
         """Whether Redis answers (asked directly: readiness reports the truth, breaker or not)."""
         try:
             return bool(await self.redis.ping())
         except (RedisError, OSError):
             return False
-
-
-def _load(value: bytes | None) -> dict[str, Any] | None:
-    """A cached result, or None if absent or unreadable (an unreadable entry is just a miss)."""
-    if value is None:
-        return None
-    try:
-        result = json.loads(value)
-    except ValueError:
-        return None
-    return result if isinstance(result, dict) else None

@@ -1,9 +1,7 @@
 """The gateway's orchestration: cache lookup, single-flight, then preprocess and ensemble for the misses."""
 
 import hashlib
-from typing import Any, NamedTuple
-
-from pydantic import ValidationError
+from typing import NamedTuple
 
 from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
 from pcam_core.wire import AcceptedItem
@@ -40,7 +38,9 @@ class Predictor:
     """Answers uploads: from the cache, from an identical computation in flight, or downstream in
     batches formed with the uncached patches of concurrent requests."""
 
-    def __init__(self, cache: ResultCache, downstream: Downstream, batching: Batching | None = None) -> None:
+    def __init__(
+        self, cache: ResultCache[PatchResult], downstream: Downstream, batching: Batching | None = None
+    ) -> None:
         self.cache, self.downstream = cache, downstream
         self.flights: SingleFlight[str, Outcome] = SingleFlight()
         policy = batching or Batching()
@@ -76,7 +76,9 @@ class Predictor:
         hits: dict[str, Outcome] = {}
         if read_cache:
             found = await self.cache.read(list(unique))
-            hits = {k: result for k, v in zip(unique, found.values, strict=True) if (result := _readable(v))}
+            hits = {
+                key: result for key, result in zip(unique, found.values, strict=True) if result is not None
+            }
             if found.state == "read":
                 cache_lookups("hit", len(hits))
                 cache_lookups("miss", len(unique) - len(hits))
@@ -123,17 +125,6 @@ class Predictor:
                 to_cache[result_key(result.release, options, upload.digest)] = result
         await self.cache.set_many(to_cache)
         return outcomes
-
-
-def _readable(entry: Any) -> PatchResult | None:
-    """A cached entry as a result; one that does not read as one (written by an older gateway, or
-    damaged) is a miss and gets recomputed, never a 500."""
-    if entry is None:
-        return None
-    try:
-        return PatchResult.model_validate(entry)
-    except (TypeError, ValidationError):
-        return None
 
 
 def _result(

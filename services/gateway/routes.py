@@ -1,7 +1,8 @@
 """The gateway's routes: readiness, and the public /v1 API (models, predict, predict/batch)."""
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel
 
 from pcam_core.problems import ItemError, domain_error
 from pcam_core.release import MODELS_EXAMPLE, ReleaseSummary, parse_operating_point
@@ -12,7 +13,7 @@ from services.common.request_id import current_request_id
 from services.common.uploads import read_body, read_files
 from services.gateway.auth import ApiKeys
 from services.gateway.deadline import deadline
-from services.gateway.deps import Cache, Options, Predict, Services, guard
+from services.gateway.deps import Cache, Options, Services, guard, predictor
 from services.gateway.predict import Outcome
 from services.gateway.settings import GatewaySettings
 
@@ -83,10 +84,11 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         "/predict",
         tags=["predict"],
         summary="Predict one patch: multipart field `file`, or the image as the raw body.",
+        response_model=Prediction,
         responses={**ok_response("The patch's result.", PREDICTION_EXAMPLE), **predict_problems},
         openapi_extra=upload_request_body("file", many=False, raw_media_types=RAW_IMAGE_TYPES),
     )
-    async def predict(request: Request, predictions: Predict, options: Options) -> Prediction:
+    async def predict(request: Request, options: Options) -> Response:
         point = parse_operating_point(options.operating_point)  # refused before any upload is read
         async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -95,13 +97,13 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
                     upload = await read_body(request, settings.max_image_bytes)
                 else:
                     (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)
-            (outcome,), (hit,) = await predictions.predict(
+            (outcome,), (hit,) = await predictor(request).predict(
                 [upload], options.infer_options(point), read_cache=options.cache
             )
         entry = _entry(outcome, hit, current_request_id())
         if isinstance(entry, ItemError):
             raise domain_error(entry)  # the upload's own problem is the answer
-        return entry
+        return _json(entry)
 
     @v1.post(
         "/predict/batch",
@@ -111,31 +113,36 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
             **ok_response("One entry per file, in order: a result or that file's problem.", BATCH_EXAMPLE),
             **predict_problems,
         },
+        response_model=BatchResponse,
         openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
     )
-    async def predict_batch(request: Request, predictions: Predict, options: Options) -> BatchResponse:
+    async def predict_batch(request: Request, options: Options) -> Response:
         point = parse_operating_point(options.operating_point)
         async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             with budget.upload():
                 uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
             if options.explain:
                 check_explainable(len(uploads), settings.max_explain_images)
-            outcomes, hits = await predictions.predict(
+            outcomes, hits = await predictor(request).predict(
                 uploads, options.infer_options(point), read_cache=options.cache
             )
         request_id = current_request_id()
-        return BatchResponse(
-            results=[_entry(outcome, hit, request_id) for outcome, hit in zip(outcomes, hits, strict=True)],
-            request_id=request_id,
-        )
+        entries = [_entry(outcome, hit, request_id) for outcome, hit in zip(outcomes, hits, strict=True)]
+        return _json(BatchResponse.model_construct(results=entries, request_id=request_id))
 
     routes.include_router(v1)
     return routes
+
+
+def _json(answer: BaseModel) -> Response:
+    """An answer built from results already validated (computed, or read from the cache), serialized
+    once: returned as a Response, it skips FastAPI's validation of the route's response model (the
+    model still documents the route)."""
+    return Response(answer.model_dump_json(), media_type="application/json")
 
 
 def _entry(outcome: Outcome, hit: bool, request_id: str) -> Prediction | ItemError:
     """A result as this request got it (cached or not), or the upload's problem as it is."""
     if isinstance(outcome, ItemError):
         return outcome
-    # Built from a result already validated (computed, or read from the cache): no second validation.
     return Prediction.model_construct(**dict(outcome), cached=hit, request_id=request_id)

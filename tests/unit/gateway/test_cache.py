@@ -11,7 +11,7 @@ SHA = "ab" * 32
 
 
 class Entry(BaseModel):
-    """A stand-in result: the cache stores any model as JSON."""
+    """A stand-in result: the cache stores any model as JSON and reads it back validated."""
 
     probability: float
 
@@ -36,7 +36,7 @@ async def test_unreachable_redis_is_a_miss_not_an_error() -> None:
     redis = Redis.from_url(
         f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2, socket_timeout=0.2
     )
-    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0))
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0), schema=Entry)
     assert await cache.get_many(["a", "b"]) == [None, None]
     await cache.set_many({"a": Entry(probability=0.5)})
     assert await cache.ping() is False
@@ -45,17 +45,20 @@ async def test_unreachable_redis_is_a_miss_not_an_error() -> None:
 
 async def test_entries_round_trip_with_the_ttl() -> None:
     redis = FakeRedis()
-    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0))
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0), schema=Entry)
     await cache.set_many({"a": Entry(probability=0.5)})
-    assert await cache.get_many(["a", "b"]) == [{"probability": 0.5}, None]
+    assert await cache.get_many(["a", "b"]) == [Entry(probability=0.5), None]
     assert redis.expiry["a"] == 60
     redis.store["b"] = b"not json"
-    assert await cache.get_many(["b"]) == [None]
+    redis.store["c"] = b'{"probability": "high"}'  # JSON, but not an entry: written by another version
+    assert await cache.get_many(["b", "c"]) == [None, None]
 
 
 async def test_the_breaker_skips_a_dead_redis_then_tries_it_again() -> None:
     redis, clock = FakeRedis(), Clock()
-    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 2, 5.0, clock=clock))
+    cache = ResultCache(
+        redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 2, 5.0, clock=clock), schema=Entry
+    )
     await cache.set_many({"a": Entry(probability=0.5)})
     redis.down = True
     for _ in range(5):
@@ -65,5 +68,5 @@ async def test_the_breaker_skips_a_dead_redis_then_tries_it_again() -> None:
     redis.down = False
     assert await cache.get_many(["a"]) == [None]  # still open: answers stay correct, just uncached
     clock.now += 5.0
-    assert await cache.get_many(["a"]) == [{"probability": 0.5}]  # the trial succeeds: closed again
-    assert await cache.get_many(["a"]) == [{"probability": 0.5}]
+    assert await cache.get_many(["a"]) == [Entry(probability=0.5)]  # the trial succeeds: closed again
+    assert await cache.get_many(["a"]) == [Entry(probability=0.5)]

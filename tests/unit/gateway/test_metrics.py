@@ -7,7 +7,7 @@ import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
 
-from pcam_core.schemas import InferOptions
+from pcam_core.schemas import InferOptions, PatchResult
 from services.gateway.app import create_app
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
@@ -43,7 +43,7 @@ class Delta:
 
 
 def predictor(redis: FakeRedis, name: str, **kw) -> Predictor:
-    return Predictor(ResultCache(redis, 60, CircuitBreaker(name, 1, 60)), FakeDownstream(), **kw)
+    return Predictor(ResultCache(redis, 60, CircuitBreaker(name, 1, 60), PatchResult), FakeDownstream(), **kw)
 
 
 async def test_hits_and_misses_count_distinct_images() -> None:

@@ -4,6 +4,7 @@ import asyncio
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from pcam_core import wire
 from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError
@@ -18,19 +19,23 @@ BALANCED = InferOptions(operating_point="balanced")
 
 
 class MemoryCache:
+    """As ResultCache reads Redis: entries held as JSON, an unreadable one read as a miss."""
+
     def __init__(self) -> None:
         self.store: dict[str, dict] = {}
         self.reads = 0
 
-    async def get_many(self, keys):
-        self.reads += 1
-        return [self.store.get(k) for k in keys]
-
     async def read(self, keys):
-        return CacheRead(await self.get_many(keys), "read")
+        self.reads += 1
+        values = []
+        for key in keys:
+            try:
+                values.append(PatchResult.model_validate(self.store[key]))
+            except (KeyError, ValidationError):
+                values.append(None)
+        return CacheRead(values, "read")
 
     async def set_many(self, entries):
-        # As Redis holds them: JSON, read back as plain dicts.
         self.store.update({key: value.model_dump(mode="json") for key, value in entries.items()})
 
 
