@@ -3,16 +3,16 @@
 Each line carries `time`, `level`, `logger`, `message`, `service`, the `request_id` of the request being
 handled, the OpenTelemetry `trace_id`/`span_id` when a span is current, and `exception` text when there
 is one. Only what a call site puts in its message is logged: never request bodies (image bytes) or
-headers (API keys). The stdlib formatter is enough for this; no extra dependency.
+headers (API keys). Lines are encoded with orjson (a line per request: the stdlib encoder cost more).
 """
 
-import json
 import logging
 import logging.config
 import sys
 import time
 from typing import Any
 
+import orjson
 from opentelemetry import trace
 from starlette.types import Receive, Scope, Send
 
@@ -57,7 +57,8 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = record.exc_text
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        # orjson: a line per request, and the stdlib encoder was a third of formatting one.
+        return orjson.dumps(entry, default=str).decode()
 
 
 def _iso_time(created: float) -> str:

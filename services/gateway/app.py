@@ -20,7 +20,7 @@ from services.gateway.deps import API_KEY_HEADER
 from services.gateway.downstream import Downstream
 from services.gateway.predict import Predictor
 from services.gateway.ratelimit import RateLimiter
-from services.gateway.routes import router
+from services.gateway.routes import routers
 from services.gateway.settings import GatewaySettings
 
 
@@ -78,7 +78,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
-    app.include_router(router(settings, keys))
+    for routes in routers(settings, keys):
+        app.include_router(routes)
     return app
 
 

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from prometheus_client import Histogram
+
 from pcam_core import limits
-from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT
 
 G = TypeVar("G", bound=Hashable)  # a group: what makes results differ
 T = TypeVar("T")  # an item
@@ -55,7 +56,10 @@ class MicroBatcher(Generic[G, T, R]):
         max_in_flight: int,
         max_wait_s: float,
         batch_limit: Callable[[G], int] | None = None,
+        sizes: Histogram | None = None,
+        waits: Histogram | None = None,
     ) -> None:
+        """`sizes` and `waits`, when given, observe each batch's size and each item's wait."""
         self._run, self.max_batch, self.max_in_flight, self.max_wait_s = (
             run,
             max_batch,
@@ -63,6 +67,7 @@ class MicroBatcher(Generic[G, T, R]):
             max_wait_s,
         )
         self._batch_limit = batch_limit or (lambda _: max_batch)
+        self._sizes, self._waits = sizes, waits
         self._queues: dict[G, list[_Queued[T, R]]] = {}
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -112,9 +117,11 @@ class MicroBatcher(Generic[G, T, R]):
         self._arm_timer()
 
     def _start(self, group: G, batch: list[_Queued[T, R]], now: float) -> None:
-        BATCH_SIZE.observe(len(batch))
-        for entry in batch:
-            BATCH_WAIT.observe(now - entry.since)
+        if self._sizes is not None:
+            self._sizes.observe(len(batch))
+        if self._waits is not None:
+            for entry in batch:
+                self._waits.observe(now - entry.since)
         self._in_flight += 1
         task = asyncio.create_task(self._complete(group, batch))
         self._tasks.add(task)

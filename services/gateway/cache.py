@@ -10,11 +10,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from pcam_core.schemas import InferOptions
+from services.gateway.batching import MicroBatcher
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.metrics import redis_skipped
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
+MGET_MAX_KEYS = 1024
+MGET_MAX_WAIT_S = 0.005
 KEY_PREFIX = "pcam:result:v2"
 """v2: results carry tta/degraded/explanation; bumped so no v1 entry is read as a v2 one."""
 
@@ -45,6 +48,15 @@ class ResultCache(Generic[M]):
 
     def __init__(self, redis: Redis, ttl_s: int, breaker: CircuitBreaker, schema: type[M]) -> None:
         self.redis, self.ttl_s, self.breaker, self.schema = redis, ttl_s, breaker, schema
+        # Concurrent lookups share one MGET: while one is out, the keys of the requests arriving meanwhile
+        # go together in the next, so under load a hit costs a share of a Redis round trip, not a whole
+        # one; a lone lookup goes at once. A slow Redis delays a waiting lookup by at most the wait.
+        self._reads: MicroBatcher[None, str, bytes | None] = MicroBatcher(
+            self._mget, max_batch=MGET_MAX_KEYS, max_in_flight=1, max_wait_s=MGET_MAX_WAIT_S
+        )
+
+    async def _mget(self, _: None, keys: list[str]) -> list[bytes | None]:
+        return await self.redis.mget(keys)
 
     async def get_many(self, keys: Sequence[str]) -> list[M | None]:
         """Cached results for `keys`, None where absent or unreadable."""
@@ -58,7 +70,7 @@ class ResultCache(Generic[M]):
             redis_skipped("cache_read", breaker_open=True)
             return CacheRead([None] * len(keys), "bypass")
         try:
-            raw = await self.redis.mget(keys)
+            raw = await self._reads.submit(None, keys)
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()
             redis_skipped("cache_read", breaker_open=False)

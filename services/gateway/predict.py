@@ -8,7 +8,7 @@ from pcam_core.wire import AcceptedItem
 from services.gateway.batching import Batching, MicroBatcher
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
-from services.gateway.metrics import cache_lookups
+from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT, cache_lookups
 from services.gateway.singleflight import SingleFlight
 
 Outcome = PatchResult | ItemError
@@ -52,6 +52,8 @@ class Predictor:
             batch_limit=lambda group: (
                 min(policy.max_size, policy.max_explain) if group.explain else policy.max_size
             ),
+            sizes=BATCH_SIZE,
+            waits=BATCH_WAIT,
         )
 
     async def drain(self) -> None:

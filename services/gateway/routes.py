@@ -24,8 +24,9 @@ READYZ_EXAMPLES = {
 }
 
 
-def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
-    """The routes; which problems they document depends on whether keys and rate limits are on."""
+def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRouter]:
+    """The operations routes and the /v1 API; which problems they document depends on whether keys and
+    rate limits are on."""
     routes = APIRouter()
     guarded = tuple(
         status
@@ -130,8 +131,7 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         entries = [_entry(outcome, hit, request_id) for outcome, hit in zip(outcomes, hits, strict=True)]
         return _json(BatchResponse.model_construct(results=entries, request_id=request_id))
 
-    routes.include_router(v1)
-    return routes
+    return routes, v1  # included side by side: a router nested in another costs a matching level per request
 
 
 def _json(answer: BaseModel) -> Response:

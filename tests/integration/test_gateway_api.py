@@ -279,3 +279,47 @@ def test_a_revoked_key_is_refused_after_the_restart_that_reloads_the_keys(
             assert client.get("/v1/models", headers={"x-api-key": api_keys["alice"]}).status_code == 200
     finally:
         process.stop()
+
+
+def histogram(gateway: httpx.Client, name: str) -> tuple[float, float]:
+    """(count, sum) of one of the gateway's histograms, from its /metrics."""
+    text = gateway.get("/metrics").text
+    values = [re.search(rf"^{name}_{part} (\S+)$", text, re.M) for part in ("count", "sum")]
+    assert all(values), f"{name} not exported"
+    return float(values[0].group(1)), float(values[1].group(1))  # type: ignore[union-attr]
+
+
+def test_concurrent_single_patch_requests_share_batches_and_get_their_own_answers(
+    gateway: httpx.Client, stack: LocalStack, patch_paths: list[Path]
+) -> None:
+    uploads = [unique_png(patch_paths[i], 8000 + i) for i in range(32)]
+    # The same patches in one batch request, computed together: the reference for each answer.
+    alone = gateway.post(
+        "/v1/predict/batch",
+        params={"cache": "false"},
+        files=[("files", (f"{i}.png", data)) for i, data in enumerate(uploads)],
+    )
+    assert alone.status_code == 200
+    expected = [entry["probability"] for entry in alone.json()["results"]]
+    batches_before, patches_before = histogram(gateway, "pcam_gateway_batch_size")
+
+    async def concurrently() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=stack.config.url("gateway"), timeout=60) as client:
+            return await asyncio.gather(
+                *(
+                    client.post("/v1/predict", params={"cache": "false"}, files={"file": ("p.png", data)})
+                    for data in uploads
+                )
+            )
+
+    responses = asyncio.run(concurrently())
+    assert [r.status_code for r in responses] == [200] * len(uploads)
+    answers = [r.json() for r in responses]
+    assert all(answer["cached"] is False for answer in answers)
+    # Each request got its own patch's answer back (Triton's batch composition may move the last digits).
+    assert [a["probability"] for a in answers] == pytest.approx(expected, abs=1e-5)
+    assert len({a["sha256"] for a in answers}) == len(uploads)
+    batches, patches = histogram(gateway, "pcam_gateway_batch_size")
+    assert patches - patches_before == len(uploads)
+    # 32 requests in flight at once cannot all have gone alone: fewer batches than patches formed.
+    assert 1 <= batches - batches_before < len(uploads)

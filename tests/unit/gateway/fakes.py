@@ -1,6 +1,7 @@
 """In-memory stand-ins for Redis and a clock (the integration suite runs a real redis-server), and
 settings whose dependencies are unreachable."""
 
+import asyncio
 from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -17,6 +18,8 @@ class FakeRedis:
         self.expiry: dict[str, int] = {}
         self.down = False
         self.calls = 0
+        self.mgets: list[list[str]] = []
+        self.gate: asyncio.Event | None = None  # when set up, MGETs wait for it
 
     def _touch(self) -> None:
         self.calls += 1
@@ -25,6 +28,9 @@ class FakeRedis:
 
     async def mget(self, keys: list[str]) -> list[bytes | None]:
         self._touch()
+        self.mgets.append(list(keys))
+        if self.gate is not None:
+            await self.gate.wait()
         return [self.store.get(k) for k in keys]
 
     async def ping(self) -> bool:

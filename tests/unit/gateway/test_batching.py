@@ -7,6 +7,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from services.gateway.batching import MicroBatcher
+from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT
 from tests.unit.gateway.tasks import settle
 
 
@@ -167,7 +168,7 @@ async def test_formed_batch_sizes_and_waits_are_metrics() -> None:
     sizes, waits = count("pcam_gateway_batch_size_count"), count("pcam_gateway_batch_wait_seconds_count")
     patches = count("pcam_gateway_batch_size_sum")
     downstream = Downstream()
-    batches = batcher(downstream)
+    batches = batcher(downstream, sizes=BATCH_SIZE, waits=BATCH_WAIT)
     downstream.hold.clear()
     tasks = [asyncio.create_task(batches.submit("a", [n, n + 10])) for n in range(3)]
     await settle()

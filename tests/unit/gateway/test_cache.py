@@ -1,3 +1,5 @@
+import asyncio
+
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
@@ -6,6 +8,7 @@ from pcam_core.schemas import InferOptions
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache, result_key
 from tests.unit.gateway.fakes import Clock, FakeRedis
+from tests.unit.gateway.tasks import settle
 
 SHA = "ab" * 32
 
@@ -70,3 +73,33 @@ async def test_the_breaker_skips_a_dead_redis_then_tries_it_again() -> None:
     clock.now += 5.0
     assert await cache.get_many(["a"]) == [Entry(probability=0.5)]  # the trial succeeds: closed again
     assert await cache.get_many(["a"]) == [Entry(probability=0.5)]
+
+
+async def test_concurrent_lookups_share_one_mget_and_each_gets_its_own_entries() -> None:
+    redis = FakeRedis()
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 3, 10.0), schema=Entry)
+    await cache.set_many({"a": Entry(probability=0.1), "b": Entry(probability=0.2)})
+    redis.gate = asyncio.Event()
+    first = asyncio.create_task(cache.get_many(["a"]))  # goes at once, alone
+    await settle()
+    waiting = [asyncio.create_task(cache.get_many(keys)) for keys in (["b"], ["a", "c"])]
+    await settle()
+    redis.gate.set()
+    assert await first == [Entry(probability=0.1)]
+    assert [await task for task in waiting] == [[Entry(probability=0.2)], [Entry(probability=0.1), None]]
+    assert redis.mgets == [["a"], ["b", "a", "c"]]
+
+
+async def test_a_failed_shared_mget_is_a_miss_for_every_lookup_in_it() -> None:
+    redis = FakeRedis()
+    cache = ResultCache(redis, ttl_s=60, breaker=CircuitBreaker("redis-test", 5, 10.0), schema=Entry)
+    redis.gate = asyncio.Event()
+    first = asyncio.create_task(cache.read(["a"]))
+    await settle()
+    waiting = [asyncio.create_task(cache.read([key])) for key in ("b", "c")]
+    await settle()
+    redis.down = True  # the shared MGET of b and c fails
+    redis.gate.set()
+    await first
+    for task in waiting:
+        assert (await task).state == "error" and (await task).values == [None]
