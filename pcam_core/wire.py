@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -22,6 +23,9 @@ from pcam_core.problems import ItemError
 from pcam_core.schemas import Quality
 
 MEDIA_TYPE = "application/vnd.pcam.batch"
+UPLOADS_MEDIA_TYPE = "application/vnd.pcam.uploads"
+"""Encoded images on the gateway -> preprocess hop: their count, then each one's length and bytes
+(4-byte big-endian integers), so neither side builds or parses a multipart body per image."""
 _LENGTH = struct.Struct(">I")
 MAX_HEADER_BYTES = 4 * 1024 * 1024
 MAX_PATCHES = 65536
@@ -110,6 +114,42 @@ def decode(body: bytes) -> Batch:
         raise WireFormatError(f"tensor of shape {list(shape)} needs {expected} bytes, got {len(payload)}")
     images = np.frombuffer(payload, dtype=np.uint8).reshape(shape)
     return Batch(images=images, items=header.items, release=header.meta.release)
+
+
+def encode_uploads(uploads: Sequence[bytes]) -> bytes:
+    """Frame encoded images, in order, for preprocess."""
+    parts = [_LENGTH.pack(len(uploads))]
+    for upload in uploads:
+        parts += (_LENGTH.pack(len(upload)), upload)
+    return b"".join(parts)
+
+
+def decode_uploads(body: bytes) -> list[bytes]:
+    """The images of an uploads frame, in order; WireFormatError unless every length adds up exactly."""
+    if len(body) < _LENGTH.size:
+        raise WireFormatError("body shorter than the upload count")
+    (count,) = _LENGTH.unpack_from(body)
+    # Each upload takes at least its length prefix: a count the body cannot hold is refused up front.
+    if count * _LENGTH.size > len(body) - _LENGTH.size:
+        raise WireFormatError(f"{count} uploads cannot fit a body of {len(body)} bytes")
+    view, offset, uploads = memoryview(body), _LENGTH.size, []
+    for index in range(count):
+        if offset + _LENGTH.size > len(body):
+            raise WireFormatError(f"upload {index}: the body ends before its length")
+        (size,) = _LENGTH.unpack_from(body, offset)
+        offset += _LENGTH.size
+        if offset + size > len(body):
+            raise WireFormatError(f"upload {index}: {size} bytes announced, {len(body) - offset} left")
+        uploads.append(bytes(view[offset : offset + size]))
+        offset += size
+    if offset != len(body):
+        raise WireFormatError(f"{len(body) - offset} bytes after the last upload")
+    return uploads
+
+
+def max_uploads_frame_bytes(max_uploads: int, max_bytes_each: int) -> int:
+    """The largest uploads frame `max_uploads` images of `max_bytes_each` can make."""
+    return _LENGTH.size + max_uploads * (_LENGTH.size + max_bytes_each)
 
 
 def max_frame_bytes(max_images: int) -> int:

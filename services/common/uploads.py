@@ -7,11 +7,17 @@ from starlette.datastructures import FormData, UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from pcam_core import wire
 from pcam_core.errors import InvalidRequest, MalformedRequest, UnsupportedMediaType, UploadTooLarge
 from services.common.asgi import HttpMiddleware
 
 MULTIPART_OVERHEAD_BYTES = 16 * 1024
 """Generous allowance per part for boundaries and part headers."""
+
+
+def media_type(request: Request) -> str:
+    """The request's media type, without parameters, lower case ("" when none is declared)."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
 def check_content_length(request: Request, limit: int) -> None:
@@ -54,14 +60,29 @@ async def read_files(request: Request, field: str, max_files: int, max_bytes_eac
                 )
             data = await upload.read(max_bytes_each + 1)
             if len(data) > max_bytes_each:
-                raise UploadTooLarge(
-                    f"File {position} of '{field}' exceeds the limit of {max_bytes_each} bytes.",
-                    kind="image-too-large",
-                )
+                raise _file_too_large(position, field, max_bytes_each)
             files.append(data)
         return files
     finally:
         await form.close()
+
+
+async def read_upload_frame(request: Request, field: str, max_files: int, max_bytes_each: int) -> list[bytes]:
+    """The images of a body in the internal uploads frame (pcam_core.wire), held to the same limits and
+    refused with the same problems as the multipart field `field` they stand for."""
+    body = await read_body(request, wire.max_uploads_frame_bytes(max_files, max_bytes_each))
+    try:
+        uploads = wire.decode_uploads(body)
+    except wire.WireFormatError as exc:
+        raise MalformedRequest(str(exc), kind="malformed-batch") from exc
+    if not uploads:
+        raise InvalidRequest(f"The frame holds no files for '{field}'.", kind="missing-file")
+    if len(uploads) > max_files:
+        raise UploadTooLarge(f"At most {max_files} files per request.", kind="too-many-files")
+    for position, data in enumerate(uploads):
+        if len(data) > max_bytes_each:
+            raise _file_too_large(position, field, max_bytes_each)
+    return uploads
 
 
 async def read_body(request: Request, limit: int) -> bytes:
@@ -123,6 +144,12 @@ class BodyLimitMiddleware(HttpMiddleware):
 def max_multipart_bytes(max_files: int, max_bytes_each: int) -> int:
     """The largest multipart body `max_files` files of `max_bytes_each` can make."""
     return max_files * (max_bytes_each + MULTIPART_OVERHEAD_BYTES)
+
+
+def _file_too_large(position: int, field: str, limit: int) -> UploadTooLarge:
+    return UploadTooLarge(
+        f"File {position} of '{field}' exceeds the limit of {limit} bytes.", kind="image-too-large"
+    )
 
 
 def _too_large(limit: int) -> UploadTooLarge:

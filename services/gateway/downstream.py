@@ -43,12 +43,14 @@ class Downstream:
     async def preprocess(self, uploads: list[bytes], release_id: str | None = None) -> wire.Batch:
         """Decode, validate and normalize uploads (with release_id's stain reference when preprocess
         still holds it: the one the ensemble serves, during a rolling release); one item per upload."""
-        files = [
-            ("files", (f"upload-{i}", data, "application/octet-stream")) for i, data in enumerate(uploads)
-        ]
         params = {"release": release_id} if release_id else None
         response = await self._call(
-            "preprocess", "POST", f"{self.preprocess_url}/v1/preprocess", files=files, params=params
+            "preprocess",
+            "POST",
+            f"{self.preprocess_url}/v1/preprocess",
+            content=wire.encode_uploads(uploads),  # not multipart: nothing to build or parse per image
+            headers={"content-type": wire.UPLOADS_MEDIA_TYPE},
+            params=params,
         )
         batch = self._parse("preprocess", lambda: wire.decode(response.content))
         if [item.index for item in batch.items] != list(range(len(uploads))):

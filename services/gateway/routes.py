@@ -10,7 +10,7 @@ from pcam_core.schemas import BATCH_EXAMPLE, PREDICTION_EXAMPLE, BatchResponse, 
 from pcam_core.serving import check_explainable
 from services.common.openapi import ok_response, problem_responses, upload_request_body
 from services.common.request_id import current_request_id
-from services.common.uploads import read_body, read_files
+from services.common.uploads import media_type, read_body, read_files
 from services.gateway.auth import ApiKeys
 from services.gateway.deadline import deadline
 from services.gateway.deps import Cache, Options, Services, guard, predictor
@@ -92,9 +92,8 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
     async def predict(request: Request, options: Options) -> Response:
         point = parse_operating_point(options.operating_point)  # refused before any upload is read
         async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
-            content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
             with budget.upload():
-                if content_type in RAW_IMAGE_TYPES:
+                if media_type(request) in RAW_IMAGE_TYPES:
                     upload = await read_body(request, settings.max_image_bytes)
                 else:
                     (upload,) = await read_files(request, "file", 1, settings.max_image_bytes)

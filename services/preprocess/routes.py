@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pcam_core import wire
 from services.common.openapi import problem_responses, upload_request_body
 from services.common.release_watch import LastTwo, ReleaseWatcher
-from services.common.uploads import read_files
+from services.common.uploads import media_type, read_files, read_upload_frame
 from services.preprocess.deps import Releases, Watcher
 from services.preprocess.metrics import BATCH_LATENCY, record_batch
 from services.preprocess.pipeline import Serving, preprocess_uploads
@@ -27,13 +27,16 @@ def router(settings: PreprocessSettings) -> APIRouter:
     @routes.post(
         "/v1/preprocess",
         tags=["preprocess"],
-        summary="Decode, validate and normalize 1..N patches (multipart field `files`).",
+        summary="Decode, validate and normalize 1..N patches (multipart field `files`, or the same images "
+        f"in the `{wire.UPLOADS_MEDIA_TYPE}` frame).",
         response_class=Response,
         responses={
             200: {"content": {wire.MEDIA_TYPE: {}}, "description": "The normalized batch."},
             **problem_responses(400, 413, 415, 422),
         },
-        openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
+        openapi_extra=upload_request_body(
+            "files", many=True, max_items=settings.max_images, raw_media_types=(wire.UPLOADS_MEDIA_TYPE,)
+        ),
     )
     async def preprocess(
         request: Request,
@@ -47,7 +50,10 @@ def router(settings: PreprocessSettings) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
+        if media_type(request) == wire.UPLOADS_MEDIA_TYPE:  # the gateway's: no multipart to parse
+            uploads = await read_upload_frame(request, "files", settings.max_images, settings.max_image_bytes)
+        else:
+            uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
         start = time.perf_counter()
         serving = await _serving(releases, watcher, release)  # once: a swap mid-request cannot mix releases
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.

@@ -59,3 +59,31 @@ def test_hostile_shapes_are_rejected_not_overflowed(n: int) -> None:
     body = len(header).to_bytes(4, "big") + header + bytes(96 * 96 * 3)
     with pytest.raises(wire.WireFormatError):
         wire.decode(body)
+
+
+@given(uploads=st.lists(st.binary(max_size=64), max_size=5))
+@settings(max_examples=50, deadline=None)
+def test_uploads_frame_round_trips_in_order(uploads: list[bytes]) -> None:
+    assert wire.decode_uploads(wire.encode_uploads(uploads)) == uploads
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # no count
+        b"\x00\x00",  # a count cut short
+        (2).to_bytes(4, "big") + (3).to_bytes(4, "big") + b"abc",  # the second upload is missing
+        (1).to_bytes(4, "big") + (9).to_bytes(4, "big") + b"abc",  # longer than what is left
+        (1).to_bytes(4, "big") + (3).to_bytes(4, "big") + b"abcd",  # trailing bytes
+        (10**9).to_bytes(4, "big") + b"\x00" * 8,  # a count no body this size can hold
+    ],
+    ids=["empty", "short-count", "missing-upload", "overlong-upload", "trailing-bytes", "huge-count"],
+)
+def test_a_malformed_uploads_frame_is_refused(body: bytes) -> None:
+    with pytest.raises(wire.WireFormatError):
+        wire.decode_uploads(body)
+
+
+def test_the_uploads_frame_limit_holds_the_largest_frame() -> None:
+    uploads = [b"x" * 100] * 3
+    assert len(wire.encode_uploads(uploads)) == wire.max_uploads_frame_bytes(3, 100)

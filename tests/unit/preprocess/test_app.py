@@ -84,3 +84,38 @@ def test_a_new_release_is_served_without_a_restart(tmp_path, patch_paths) -> Non
     assert not np.array_equal(before.images, after.images)
     assert previous.release == "rel-1" and np.array_equal(previous.images, before.images)
     assert unknown.release == "rel-2"  # not held: the newest
+
+
+def frame(*uploads: bytes) -> dict:
+    return {"content": wire.encode_uploads(uploads), "headers": {"content-type": wire.UPLOADS_MEDIA_TYPE}}
+
+
+def test_the_uploads_frame_answers_as_multipart_does(client, patch_paths) -> None:
+    uploads = [patch_paths[0].read_bytes(), b"nope", patch_paths[1].read_bytes()]
+    framed = client.post("/v1/preprocess", **frame(*uploads))
+    multipart = client.post(
+        "/v1/preprocess", files=[("files", (f"{i}", data)) for i, data in enumerate(uploads)]
+    )
+    assert framed.status_code == multipart.status_code == 200
+    assert framed.content == multipart.content
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        (frame(b"a", b"b", b"c", b"d"), 413, "too-many-files"),
+        (frame(b"\x89PNG" + b"0" * 70_000), 413, "image-too-large"),
+        (frame(), 422, "missing-file"),
+        (
+            {"content": b"\x00\x00\x00\x02abc", "headers": {"content-type": wire.UPLOADS_MEDIA_TYPE}},
+            400,
+            "malformed-batch",
+        ),
+    ],
+    ids=["too-many", "too-large", "empty", "malformed"],
+)
+def test_a_bad_uploads_frame_is_the_same_problem_as_bad_multipart(client, body, status, kind) -> None:
+    response = client.post("/v1/preprocess", **body)
+    assert response.status_code == status, response.text
+    assert response.json()["type"].endswith(kind)
+    assert response.headers["content-type"] == "application/problem+json"
