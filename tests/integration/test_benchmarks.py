@@ -1,0 +1,47 @@
+"""The serving benchmark runs end to end on tiny loads, so it cannot break unnoticed (it once did).
+
+Only that it runs and reports every measure is checked here: its figures come from `make bench`.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+MEASURES = [
+    "overhead p50 (ms)",
+    "overhead p95 (ms)",
+    "batch of 8 p50 (ms)",
+    "throughput (patches/s)",
+    "cache hits (req/s)",
+    "cache hits p99 (ms)",
+]
+
+
+def test_the_serving_benchmark_runs_and_reports_every_measure(model_repository: Path, tmp_path: Path) -> None:
+    small = ["--rounds", "1", "--requests", "3", "--load-requests", "32", "--concurrency", "8",
+             "--batch", "8", "--batch-requests", "2", "--batch-concurrency", "2",
+             "--cache-concurrency", "8", "--cache-requests", "64"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.serving", "--repository", str(model_repository), *small],
+        cwd=tmp_path,  # its reports go to build/bench/ here, not over the checkout's
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    reports = tmp_path / "build" / "bench"
+    serving = json.loads((reports / "serving.json").read_text())
+    assert [row[0] for row in serving["rows"]] == MEASURES
+    assert all(row[2] > 0 and row[3] > 0 for row in serving["rows"])  # stack and baseline both measured
+    cpu = json.loads((reports / "serving-cpu.json").read_text())
+    used = {row[0]: row[1:] for row in cpu["rows"]}
+    assert {"gateway", "preprocess", "ensemble", "triton", "load client"} <= set(used)
+    assert all(ms > 0 for name in ("gateway", "preprocess", "ensemble") for ms in used[name])
