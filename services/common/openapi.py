@@ -114,3 +114,20 @@ def upload_request_body(
         **{media: {"schema": BINARY} for media in raw_media_types},
     }
     return {"requestBody": {"content": content, "required": True}}
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """OpenAPI query parameters for a model's fields, as FastAPI writes them for a `Query()` model (for
+    routes that parse their query themselves: services.common.query)."""
+    schema = model.model_json_schema()
+    required = set(schema.get("required", ()))
+    return [
+        {
+            "description": field.get("description"),
+            "in": "query",
+            "name": name,
+            "required": name in required,
+            "schema": field,
+        }
+        for name, field in schema["properties"].items()
+    ]

@@ -3,11 +3,10 @@
 from collections.abc import Awaitable, Callable
 from typing import Annotated
 
-from fastapi import Depends, Query, Request, Security
+from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pcam_core.errors import InvalidCredentials, NotAuthenticated
-from pcam_core.schemas import PredictOptions
 from services.gateway.auth import ApiKeys
 from services.gateway.cache import ResultCache
 from services.gateway.downstream import Downstream
@@ -30,7 +29,6 @@ async def _downstream(request: Request) -> Downstream:
 
 Cache = Annotated[ResultCache, Depends(_cache)]
 Services = Annotated[Downstream, Depends(_downstream)]
-Options = Annotated[PredictOptions, Query()]
 
 
 def predictor(request: Request) -> Predictor:

@@ -6,14 +6,15 @@ from pydantic import BaseModel
 
 from pcam_core.problems import ItemError, domain_error
 from pcam_core.release import MODELS_EXAMPLE, ReleaseSummary, parse_operating_point
-from pcam_core.schemas import BATCH_EXAMPLE, PREDICTION_EXAMPLE, BatchResponse, Prediction
+from pcam_core.schemas import BATCH_EXAMPLE, PREDICTION_EXAMPLE, BatchResponse, Prediction, PredictOptions
 from pcam_core.serving import check_explainable
-from services.common.openapi import ok_response, problem_responses, upload_request_body
+from services.common.openapi import ok_response, problem_responses, query_parameters, upload_request_body
+from services.common.query import query_options
 from services.common.request_id import current_request_id
 from services.common.uploads import media_type, read_body, read_files
 from services.gateway.auth import ApiKeys
 from services.gateway.deadline import deadline
-from services.gateway.deps import Cache, Options, Services, guard, predictor
+from services.gateway.deps import Cache, Services, guard, predictor
 from services.gateway.predict import Outcome
 from services.gateway.settings import GatewaySettings
 
@@ -87,9 +88,13 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
         summary="Predict one patch: multipart field `file`, or the image as the raw body.",
         response_model=Prediction,
         responses={**ok_response("The patch's result.", PREDICTION_EXAMPLE), **predict_problems},
-        openapi_extra=upload_request_body("file", many=False, raw_media_types=RAW_IMAGE_TYPES),
+        openapi_extra={
+            "parameters": query_parameters(PredictOptions),
+            **upload_request_body("file", many=False, raw_media_types=RAW_IMAGE_TYPES),
+        },
     )
-    async def predict(request: Request, options: Options) -> Response:
+    async def predict(request: Request) -> Response:
+        options = query_options(request, PredictOptions)
         point = parse_operating_point(options.operating_point)  # refused before any upload is read
         async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             with budget.upload():
@@ -114,9 +119,13 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
             **predict_problems,
         },
         response_model=BatchResponse,
-        openapi_extra=upload_request_body("files", many=True, max_items=settings.max_images),
+        openapi_extra={
+            "parameters": query_parameters(PredictOptions),
+            **upload_request_body("files", many=True, max_items=settings.max_images),
+        },
     )
-    async def predict_batch(request: Request, options: Options) -> Response:
+    async def predict_batch(request: Request) -> Response:
+        options = query_options(request, PredictOptions)
         point = parse_operating_point(options.operating_point)
         async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             with budget.upload():
