@@ -85,6 +85,19 @@ async def read_upload_frame(request: Request, field: str, max_files: int, max_by
     return uploads
 
 
+async def read_batch_frame(request: Request, max_images: int) -> wire.Batch:
+    """The patches of a body in the binary batch frame (pcam_core.wire): 1..max_images of them, else
+    MalformedRequest or InvalidRequest."""
+    body = await read_body(request, wire.max_frame_bytes(max_images))
+    try:
+        batch = wire.decode(body)
+    except wire.WireFormatError as exc:
+        raise MalformedRequest(str(exc), kind="malformed-batch") from exc
+    if not 0 < len(batch.images) <= max_images:
+        raise InvalidRequest(f"Received {len(batch.images)} patches; 1..{max_images}.", kind="batch-size")
+    return batch
+
+
 async def read_body(request: Request, limit: int) -> bytes:
     """The raw body, refused (UploadTooLarge) as soon as it grows past `limit` (never buffered whole)."""
     check_content_length(request, limit)

@@ -11,10 +11,9 @@ from pcam_core.release import ReleaseSummary, parse_operating_point, summarize
 from pcam_core.schemas import InferOptions, InferResponse
 from pcam_core.serving import EnsembleModel, check_explainable
 from services.common.openapi import BINARY, problem_responses
-from services.common.uploads import read_body
+from services.common.uploads import read_batch_frame
 from services.ensemble.deps import CurrentRelease, Registry, Triton, Watcher
 from services.ensemble.metrics import record_answer
-from services.ensemble.requests import read_frame
 from services.ensemble.settings import EnsembleSettings
 
 
@@ -62,8 +61,7 @@ def router(settings: EnsembleSettings) -> APIRouter:
         options: Annotated[InferOptions, Query()],
     ) -> InferResponse:
         point = parse_operating_point(options.operating_point)
-        body = await read_body(request, wire.max_frame_bytes(settings.max_images))
-        batch = read_frame(body, settings.max_images)
+        batch = await read_batch_frame(request, settings.max_images)
         # The release whose stain reference normalized the batch: current, previous, or just rolled in.
         release = await registry.resolve(batch.release or "", watcher.check)
         if release is None:

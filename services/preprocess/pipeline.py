@@ -24,10 +24,26 @@ def preprocess_uploads(uploads: list[bytes], normalizer: MacenkoNormalizer, rele
         except ImageRejected as error:
             rejected[index] = RejectedItem(index=index, error=item_error(error))
     images = np.stack(patches) if patches else np.empty((0, *INPUT_SHAPE), dtype=np.uint8)
+    return _normalized(images, rejected, len(uploads), normalizer, release_id)
+
+
+def preprocess_patches(images: np.ndarray, normalizer: MacenkoNormalizer, release_id: str) -> Batch:
+    """Normalize patches that arrive as pixels (uint8 N x 96 x 96 x 3): nothing to decode, none rejected."""
+    return _normalized(images, {}, len(images), normalizer, release_id)
+
+
+def _normalized(
+    images: np.ndarray,
+    rejected: dict[int, RejectedItem],
+    submitted: int,
+    normalizer: MacenkoNormalizer,
+    release_id: str,
+) -> Batch:
+    """The accepted patches normalized in one call, with one item per submitted one, in order."""
     result = normalizer.normalize(images)
     accepted = iter(zip(result.applied, result.reasons, result.tissue_fraction, strict=True))
     items: list[FrameItem] = []
-    for index in range(len(uploads)):
+    for index in range(submitted):
         if index in rejected:
             items.append(rejected[index])
             continue

@@ -9,10 +9,10 @@ from fastapi import APIRouter, Query, Request, Response
 from pcam_core import wire
 from services.common.openapi import problem_responses, upload_request_body
 from services.common.release_watch import LastTwo, ReleaseWatcher
-from services.common.uploads import media_type, read_files, read_upload_frame
+from services.common.uploads import media_type, read_batch_frame, read_files, read_upload_frame
 from services.preprocess.deps import Releases, Watcher
 from services.preprocess.metrics import BATCH_LATENCY, record_batch
-from services.preprocess.pipeline import Serving, preprocess_uploads
+from services.preprocess.pipeline import Serving, preprocess_patches, preprocess_uploads
 from services.preprocess.settings import PreprocessSettings
 
 
@@ -28,14 +28,18 @@ def router(settings: PreprocessSettings) -> APIRouter:
         "/v1/preprocess",
         tags=["preprocess"],
         summary="Decode, validate and normalize 1..N patches (multipart field `files`, or the same images "
-        f"in the `{wire.UPLOADS_MEDIA_TYPE}` frame).",
+        f"in the `{wire.UPLOADS_MEDIA_TYPE}` frame); patches sent as pixels in the `{wire.MEDIA_TYPE}` "
+        "frame are normalized only.",
         response_class=Response,
         responses={
             200: {"content": {wire.MEDIA_TYPE: {}}, "description": "The normalized batch."},
             **problem_responses(400, 413, 415, 422),
         },
         openapi_extra=upload_request_body(
-            "files", many=True, max_items=settings.max_images, raw_media_types=(wire.UPLOADS_MEDIA_TYPE,)
+            "files",
+            many=True,
+            max_items=settings.max_images,
+            raw_media_types=(wire.UPLOADS_MEDIA_TYPE, wire.MEDIA_TYPE),
         ),
     )
     async def preprocess(
@@ -50,14 +54,19 @@ def router(settings: PreprocessSettings) -> APIRouter:
             ),
         ] = None,
     ) -> Response:
-        if media_type(request) == wire.UPLOADS_MEDIA_TYPE:  # the gateway's: no multipart to parse
-            uploads = await read_upload_frame(request, "files", settings.max_images, settings.max_image_bytes)
+        kind = media_type(request)
+        if kind == wire.MEDIA_TYPE:  # pixels (the tensor input): nothing to decode
+            work, prepare = (await read_batch_frame(request, settings.max_images)).images, preprocess_patches
+        elif kind == wire.UPLOADS_MEDIA_TYPE:  # the gateway's encoded uploads: no multipart to parse
+            work = await read_upload_frame(request, "files", settings.max_images, settings.max_image_bytes)
+            prepare = preprocess_uploads
         else:
-            uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
+            work = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
+            prepare = preprocess_uploads
         start = time.perf_counter()
         serving = await _serving(releases, watcher, release)  # once: a swap mid-request cannot mix releases
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
-        batch = await asyncio.to_thread(preprocess_uploads, uploads, serving.normalizer, serving.release_id)
+        batch = await asyncio.to_thread(prepare, work, serving.normalizer, serving.release_id)
         BATCH_LATENCY.observe(time.perf_counter() - start)
         record_batch(batch)
         return Response(wire.encode(batch), media_type=wire.MEDIA_TYPE)

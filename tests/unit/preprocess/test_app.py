@@ -1,5 +1,7 @@
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from pcam_core import wire
 from services.preprocess.app import create_app
@@ -119,3 +121,52 @@ def test_a_bad_uploads_frame_is_the_same_problem_as_bad_multipart(client, body, 
     assert response.status_code == status, response.text
     assert response.json()["type"].endswith(kind)
     assert response.headers["content-type"] == "application/problem+json"
+
+
+def pixels(*paths) -> dict:
+    images = np.stack([np.asarray(Image.open(path).convert("RGB")) for path in paths])
+    return {"content": wire.encode(wire.Batch(images)), "headers": {"content-type": wire.MEDIA_TYPE}}
+
+
+def test_patches_sent_as_pixels_are_normalized_as_their_png_uploads_are(client, patch_paths) -> None:
+    """The tensor input: the same patches as pixels give the same normalized batch as their PNGs."""
+    as_pixels = client.post("/v1/preprocess", **pixels(patch_paths[0], patch_paths[1]))
+    as_png = client.post(
+        "/v1/preprocess", files=[("files", (p.name, p.read_bytes())) for p in patch_paths[:2]]
+    )
+    assert as_pixels.status_code == as_png.status_code == 200
+    assert as_pixels.content == as_png.content
+    assert [item.ok for item in wire.decode(as_pixels.content).items] == [True, True]
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "kind"),
+    [
+        (
+            {"content": b"\x00\x00\x00\x09{}", "headers": {"content-type": wire.MEDIA_TYPE}},
+            400,
+            "malformed-batch",
+        ),
+        (
+            {
+                "content": wire.encode(wire.Batch(np.zeros((0, 96, 96, 3), np.uint8))),
+                "headers": {"content-type": wire.MEDIA_TYPE},
+            },
+            422,
+            "batch-size",
+        ),
+        (
+            {
+                "content": wire.encode(wire.Batch(np.zeros((4, 96, 96, 3), np.uint8))),
+                "headers": {"content-type": wire.MEDIA_TYPE},
+            },
+            422,
+            "batch-size",
+        ),
+    ],
+    ids=["malformed", "empty", "too-many"],
+)
+def test_a_bad_pixel_frame_is_a_problem(client, body, status, kind) -> None:
+    response = client.post("/v1/preprocess", **body)
+    assert response.status_code == status, response.text
+    assert response.json()["type"].endswith(kind)
