@@ -24,24 +24,38 @@ from services.common.request_id import current_request_id
 logger = logging.getLogger(__name__)
 
 
-def problem_response(error: PCamError) -> JSONResponse:
+OIP_PATHS = "/v2"
+"""Routes of the Open Inference Protocol (KServe v2): their problems also carry `error`, the member
+KServe v2 clients (tritonclient) read the message from."""
+
+
+def problem_response(error: PCamError, path: str = "") -> JSONResponse:
     """The problem+json response of a domain error, carrying the current request id."""
     spec = PROBLEM_TYPES[error.kind]
     headers = dict(spec.headers)
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
-    body = {**problem_body(error), "request_id": current_request_id()}
+    body = {**problem_body(error), "request_id": current_request_id(), **_oip_error(path, error.detail)}
     return JSONResponse(body, status_code=spec.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
+def _oip_error(path: str, detail: str) -> dict[str, str]:
+    return {"error": detail} if path == OIP_PATHS or path.startswith(OIP_PATHS + "/") else {}
+
+
 def _framework_problem(
-    kind: str, detail: str, title: str | None = None, status: int | None = None, headers: dict | None = None
+    kind: str,
+    detail: str,
+    title: str | None = None,
+    status: int | None = None,
+    headers: dict | None = None,
+    **extensions: str,
 ) -> JSONResponse:
     """An answer of the framework itself (routing, an unexpected error) in the same shape.
 
     `status` is the framework's own where the table's kind stands for several (http-error).
     """
-    body = kind_body(kind, detail, title, request_id=current_request_id())
+    body = kind_body(kind, detail, title, request_id=current_request_id(), **extensions)
     if status is not None:
         body["status"] = status
     return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_MEDIA_TYPE)
@@ -51,23 +65,27 @@ def install_problem_handlers(app: FastAPI) -> None:
     """Turn domain and framework errors into problem+json (unexpected ones: UnhandledErrorMiddleware)."""
 
     @app.exception_handler(PCamError)
-    async def _domain(_: Request, exc: PCamError) -> JSONResponse:
-        return problem_response(exc)
+    async def _domain(request: Request, exc: PCamError) -> JSONResponse:
+        return problem_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
             for e in exc.errors()
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
-        return problem_response(InvalidRequest(detail, kind="invalid-request", errors=errors))
+        return problem_response(
+            InvalidRequest(detail, kind="invalid-request", errors=errors), request.url.path
+        )
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = KIND_OF_STATUS.get(exc.status_code, "http-error")
         title = str(exc.detail) if isinstance(exc.detail, str) else PROBLEM_TYPES[kind].title
-        return _framework_problem(kind, title, title, exc.status_code, exc.headers)
+        return _framework_problem(
+            kind, title, title, exc.status_code, exc.headers, **_oip_error(request.url.path, title)
+        )
 
 
 class UnhandledErrorMiddleware(HttpMiddleware):

@@ -13,6 +13,7 @@ from pcam_core.schemas import PatchResult
 from services.common.app import create_service_app
 from services.common.tracing import instrument_httpx, instrument_redis
 from services.common.uploads import max_multipart_bytes
+from services.gateway import routes_v2
 from services.gateway.auth import ApiKeys
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
@@ -78,7 +79,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
     )
-    for routes in routers(settings, keys):
+    for routes in (*routers(settings, keys), routes_v2.router(settings, keys)):
         app.include_router(routes)
     return app
 

@@ -7,12 +7,14 @@ from fastapi import Depends, Request, Security
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from pcam_core.errors import InvalidCredentials, NotAuthenticated
+from pcam_core.problems import PROBLEM_TYPES
 from services.gateway.auth import ApiKeys
 from services.gateway.cache import ResultCache
 from services.gateway.downstream import Downstream
 from services.gateway.metrics import AUTH_FAILURES
 from services.gateway.predict import Predictor
 from services.gateway.ratelimit import RateLimiter
+from services.gateway.settings import GatewaySettings
 
 API_KEY_HEADER = "X-API-Key"
 
@@ -78,6 +80,16 @@ def guard(keys: ApiKeys) -> Callable[..., Awaitable[None]]:
             await limits.admit("ip:" + _address(request))
 
     return admitted
+
+
+def guarded_statuses(settings: GatewaySettings, keys: ApiKeys) -> tuple[int, ...]:
+    """The statuses the guard may answer with these settings: documented only when they can happen."""
+    kinds = (
+        ("unauthorized", keys.enabled),
+        ("forbidden", keys.enabled),
+        ("rate-limited", bool(settings.rate_limit_per_minute)),
+    )
+    return tuple(PROBLEM_TYPES[kind].status for kind, on in kinds if on)
 
 
 def _address(request: Request) -> str:

@@ -57,6 +57,22 @@ class Downstream:
             raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(uploads)} uploads")
         return batch
 
+    async def preprocess_pixels(self, images: np.ndarray, release_id: str | None = None) -> wire.Batch:
+        """Normalize patches that arrived as pixels (the tensor input): nothing to decode."""
+        params = {"release": release_id} if release_id else None
+        response = await self._call(
+            "preprocess",
+            "POST",
+            f"{self.preprocess_url}/v1/preprocess",
+            content=wire.encode(wire.Batch(images)),
+            headers={"content-type": wire.MEDIA_TYPE},
+            params=params,
+        )
+        batch = self._parse("preprocess", lambda: wire.decode(response.content))
+        if [item.index for item in batch.items] != list(range(len(images))):
+            raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(images)} patches")
+        return batch
+
     async def infer(self, images: np.ndarray, options: InferOptions, release_id: str) -> InferResponse:
         """Calibrated predictions for a batch normalized under `release_id` (the ensemble checks it),
         with the client's options forwarded as the same query parameters."""

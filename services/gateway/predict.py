@@ -3,6 +3,9 @@
 import hashlib
 from typing import NamedTuple
 
+import numpy as np
+
+from pcam_core.contract import INPUT_SHAPE
 from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
 from pcam_core.wire import AcceptedItem
 from services.gateway.batching import Batching, MicroBatcher
@@ -22,6 +25,8 @@ class Group(NamedTuple):
     tta: bool
     explain: bool
     release: str
+    pixels: bool
+    """The uploads are raw uint8 patches (the tensor input), not encoded images."""
 
     def options(self) -> InferOptions:
         return InferOptions(operating_point=self.operating_point, tta=self.tta, explain=self.explain)
@@ -62,7 +67,7 @@ class Predictor:
         await self.batches.drain()
 
     async def predict(
-        self, uploads: list[bytes], options: InferOptions, read_cache: bool = True
+        self, uploads: list[bytes], options: InferOptions, read_cache: bool = True, pixels: bool = False
     ) -> tuple[list[Outcome], list[bool]]:
         """One outcome per upload, in order, and whether each came from the cache.
 
@@ -91,7 +96,7 @@ class Predictor:
         missing = [k for k in unique if k not in hits]
         computed: dict[str, Outcome] = {}
         if missing:
-            group = Group(options.operating_point, options.tta, options.explain, release)
+            group = Group(options.operating_point, options.tta, options.explain, release, pixels)
 
             async def compute(todo: list[str]) -> dict[str, Outcome]:
                 outcomes = await self.batches.submit(group, [unique[k] for k in todo])
@@ -107,7 +112,11 @@ class Predictor:
         """One formed batch: preprocess, then the ensemble for the accepted patches; fresh results cached."""
         # Normalized for the release the ensemble serves, while preprocess still holds it: during a
         # rolling release preprocess may have taken up the next one before the ensemble's models load.
-        batch = await self.downstream.preprocess([upload.data for upload in work], group.release)
+        if group.pixels:
+            patches = np.frombuffer(b"".join(upload.data for upload in work), np.uint8)
+            batch = await self.downstream.preprocess_pixels(patches.reshape(-1, *INPUT_SHAPE), group.release)
+        else:
+            batch = await self.downstream.preprocess([upload.data for upload in work], group.release)
         options = group.options()
         answer = None
         if batch.accepted():

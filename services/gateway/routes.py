@@ -14,7 +14,7 @@ from services.common.request_id import current_request_id
 from services.common.uploads import media_type, read_body, read_files
 from services.gateway.auth import ApiKeys
 from services.gateway.deadline import deadline
-from services.gateway.deps import Cache, Services, guard, predictor
+from services.gateway.deps import Cache, Services, guard, guarded_statuses, predictor
 from services.gateway.predict import Outcome
 from services.gateway.settings import GatewaySettings
 
@@ -29,15 +29,7 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
     """The operations routes and the /v1 API; which problems they document depends on whether keys and
     rate limits are on."""
     routes = APIRouter()
-    guarded = tuple(
-        status
-        for status, on in (
-            (401, keys.enabled),
-            (403, keys.enabled),
-            (429, bool(settings.rate_limit_per_minute)),
-        )
-        if on
-    )
+    guarded = guarded_statuses(settings, keys)
     predict_problems = problem_responses(400, *guarded, 408, 413, 415, 422, 502, 503, 504)
     v1 = APIRouter(prefix="/v1", dependencies=[Depends(guard(keys))])
 

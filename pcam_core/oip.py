@@ -1,0 +1,158 @@
+"""The Open Inference Protocol (KServe v2) bodies of the tensor input: one model, `pcam`.
+
+A request carries one input, `image`: UINT8 `[N, 96, 96, 3]`, as JSON `data` (small calls) or in the
+binary tensor extension (a JSON header of `Inference-Header-Content-Length` bytes, then the raw
+tensors in the order of the inputs that name a `binary_data_size`). The answer carries
+`probability` (FP32 `[N]`), `label` (INT32 `[N]`) and `uncertainty` (FP32 `[N]`), each as JSON or
+binary as the request asked (an output's `binary_data`, else the request's `binary_data_output`).
+Framework-free: the gateway's routes and any client build on it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field, ValidationError
+from pydantic_core import to_json
+
+from pcam_core.contract import INPUT_SHAPE
+from pcam_core.errors import InvalidRequest, MalformedRequest
+
+MODEL_NAME = "pcam"
+INPUT_NAME = "image"
+HEADER_LENGTH = "Inference-Header-Content-Length"
+DATATYPES: dict[str, np.dtype] = {
+    "UINT8": np.dtype(np.uint8),
+    "INT32": np.dtype(np.int32),
+    "FP32": np.dtype(np.float32),
+}
+OUTPUTS: dict[str, str] = {"probability": "FP32", "label": "INT32", "uncertainty": "FP32"}
+"""Output name -> datatype, in the order an answer lists them."""
+
+
+class Tensor(BaseModel):
+    """An input of a request, or an output of an answer."""
+
+    name: str
+    datatype: str
+    shape: list[int]
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    data: list[Any] | None = None
+
+
+class RequestedOutput(BaseModel):
+    name: str
+    parameters: dict[str, Any] = Field(default_factory=dict)
+
+
+class InferRequest(BaseModel):
+    id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[Tensor]
+    outputs: list[RequestedOutput] | None = None
+
+
+def read_request(body: bytes, header_length: int | None, max_patches: int) -> tuple[InferRequest, np.ndarray]:
+    """The request and its images, uint8 (N, 96, 96, 3) with 1 <= N <= max_patches."""
+    json_end = len(body) if header_length is None else header_length
+    if not 0 <= json_end <= len(body):
+        raise _malformed(f"{HEADER_LENGTH} is {json_end}, the body {len(body)} bytes")
+    try:
+        request = InferRequest.model_validate_json(body[:json_end])
+    except ValidationError as exc:
+        raise _malformed(f"not an inference request: {exc.errors(include_url=False)[0]['msg']}") from exc
+    binary, offset, images = memoryview(body)[json_end:], 0, None
+    for tensor in request.inputs:
+        size = tensor.parameters.get("binary_data_size")
+        raw = None
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise _malformed(f"input '{tensor.name}': binary_data_size {size!r} does not fit the body")
+            raw, offset = binary[offset : offset + size], offset + size
+        if tensor.name == INPUT_NAME:
+            images = _images(tensor, raw, max_patches)
+    if offset != len(binary):
+        raise _malformed(f"{len(binary) - offset} bytes of binary data belong to no input")
+    names = [tensor.name for tensor in request.inputs]
+    if names != [INPUT_NAME]:
+        raise InvalidRequest(f"Expected one input, '{INPUT_NAME}'; received {names}.", kind="invalid-request")
+    assert images is not None
+    return request, images
+
+
+def write_response(
+    request: InferRequest, outputs: dict[str, np.ndarray], model_version: str, parameters: dict[str, Any]
+) -> tuple[bytes, int | None]:
+    """The answer's body and, when any output is binary, the length of its JSON header."""
+    wanted = [o.name for o in request.outputs] if request.outputs is not None else list(OUTPUTS)
+    unknown = [name for name in wanted if name not in OUTPUTS]
+    if unknown:
+        raise InvalidRequest(
+            f"Unknown outputs {unknown}; this model has {list(OUTPUTS)}.", kind="invalid-request"
+        )
+    binary_default = bool(request.parameters.get("binary_data_output", False))
+    as_binary = {o.name: bool(o.parameters.get("binary_data", binary_default)) for o in request.outputs or ()}
+    tensors: list[dict[str, Any]] = []
+    blobs: list[bytes] = []
+    for name in wanted:
+        array = np.ascontiguousarray(outputs[name], dtype=DATATYPES[OUTPUTS[name]])
+        tensor: dict[str, Any] = {"name": name, "datatype": OUTPUTS[name], "shape": list(array.shape)}
+        if as_binary.get(name, binary_default):
+            blobs.append(array.tobytes())
+            tensor["parameters"] = {"binary_data_size": len(blobs[-1])}
+        else:
+            tensor["data"] = array.tolist()
+        tensors.append(tensor)
+    header: dict[str, Any] = {"model_name": MODEL_NAME, "model_version": model_version}
+    if request.id is not None:
+        header["id"] = request.id
+    header |= {"parameters": parameters, "outputs": tensors}
+    json_part = to_json(header)
+    if not blobs:
+        return json_part, None
+    return b"".join((json_part, *blobs)), len(json_part)
+
+
+def model_metadata(release_id: str) -> dict[str, Any]:
+    """`GET /v2/models/pcam`: the model's name, version (the serving release) and tensors."""
+    return {
+        "name": MODEL_NAME,
+        "versions": [release_id],
+        "platform": "pcam-ensemble",
+        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *INPUT_SHAPE]}],
+        "outputs": [{"name": name, "datatype": kind, "shape": [-1]} for name, kind in OUTPUTS.items()],
+    }
+
+
+def _images(tensor: Tensor, raw: memoryview | None, max_patches: int) -> np.ndarray:
+    if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tuple(tensor.shape[1:]) != INPUT_SHAPE:
+        raise InvalidRequest(
+            f"Input '{INPUT_NAME}' must be UINT8 [N, {', '.join(map(str, INPUT_SHAPE))}]; received "
+            f"{tensor.datatype} {tensor.shape}.",
+            kind="invalid-request",
+        )
+    if not 1 <= tensor.shape[0] <= max_patches:
+        raise InvalidRequest(f"Received {tensor.shape[0]} patches; 1..{max_patches}.", kind="batch-size")
+    expected = math.prod(tensor.shape)
+    if raw is not None:
+        if len(raw) != expected:
+            raise _malformed(
+                f"input '{INPUT_NAME}' of shape {tensor.shape} needs {expected} bytes, got {len(raw)}"
+            )
+        return np.frombuffer(raw, dtype=np.uint8).reshape(tensor.shape)
+    if tensor.data is None:
+        raise _malformed(f"input '{INPUT_NAME}' has neither data nor binary_data_size")
+    values = np.asarray(tensor.data, dtype=object).reshape(-1) if tensor.data else np.empty(0, dtype=object)
+    if values.size != expected or not all(
+        isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in values
+    ):
+        raise InvalidRequest(
+            f"Input '{INPUT_NAME}' data must be {expected} integers in 0..255.", kind="invalid-request"
+        )
+    return values.astype(np.uint8).reshape(tensor.shape)
+
+
+def _malformed(detail: str) -> MalformedRequest:
+    return MalformedRequest(detail, kind="malformed-batch")
