@@ -2,7 +2,7 @@
 
     python -m benchmarks.client URL REQUESTS.pickle --concurrency 50 [--expect-cached true|false]
 
-REQUESTS.pickle holds a list of (method, path, body or None, content type) tuples, sent in order by `concurrency`
+REQUESTS.pickle holds a list of (method, path, body or None, content type, headers) tuples, sent in order by `concurrency`
 clients on keep-alive connections; prints JSON: per-request seconds (request order) and the wall time.
 geventhttpclient (Locust's FastHttpUser client) because httpx's connection pool, not the server, caps
 at a few hundred requests/s with 50 concurrent connections on this machine.
@@ -23,7 +23,7 @@ import gevent  # noqa: E402
 from geventhttpclient import HTTPClient  # noqa: E402
 from geventhttpclient.url import URL  # noqa: E402
 
-Request = tuple[str, str, bytes | None, str]
+Request = tuple[str, str, bytes | None, str, dict[str, str]]
 
 
 def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool | None) -> dict:
@@ -36,8 +36,8 @@ def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool
         client = HTTPClient.from_url(base, concurrency=1, network_timeout=120, connection_timeout=10)
         try:
             for i in queue:
-                method, path, body, content_type = requests[i]
-                headers = {"content-type": content_type} if body is not None else {}
+                method, path, body, content_type, extra = requests[i]
+                headers = {"content-type": content_type, **extra} if body is not None else dict(extra)
                 began = time.perf_counter()
                 response = client.request(method, path, body=body, headers=headers)
                 payload = response.read()
@@ -56,7 +56,11 @@ def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool
 
 
 def _cached(answer: dict) -> set[bool]:
-    """The `cached` flags of a prediction or of every result of a batch."""
+    """The `cached` flags of a prediction, of every result of a batch, or of every patch of a tensor
+    answer (KServe v2: the count of cached patches among its outputs')."""
+    if "outputs" in answer:
+        patches, cached = len(answer["outputs"][0]["data"]), answer["parameters"]["cached"]
+        return {True} if cached == patches else {False} if cached == 0 else {True, False}
     return {result["cached"] for result in answer.get("results", [answer])}
 
 

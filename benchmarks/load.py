@@ -46,12 +46,12 @@ def timed(call: Callable[[T], object], items: Sequence[T]) -> Latencies:
     return Latencies(seconds, time.perf_counter() - start)
 
 
-Request = tuple[str, str, bytes | None, str]  # method, path, body, content type
+Request = tuple[str, str, bytes | None, str, dict[str, str]]  # method, path, body, content type, headers
 
 
 def predictions(bodies: Sequence[bytes]) -> list[Request]:
     """One POST /v1/predict per PNG body (a raw image upload)."""
-    return [("POST", "/v1/predict", body, "image/png") for body in bodies]
+    return [("POST", "/v1/predict", body, "image/png", {}) for body in bodies]
 
 
 def batch_predictions(batches: Sequence[Sequence[bytes]]) -> list[Request]:
@@ -61,12 +61,32 @@ def batch_predictions(batches: Sequence[Sequence[bytes]]) -> list[Request]:
         body, content_type = multipart(
             "files", [Patch(f"patch-{i}.png", data) for i, data in enumerate(bodies)]
         )
-        requests.append(("POST", "/v1/predict/batch", body, content_type))
+        requests.append(("POST", "/v1/predict/batch", body, content_type, {}))
+    return requests
+
+
+def tensor_predictions(batches: Sequence[np.ndarray]) -> list[Request]:
+    """One KServe v2 request per uint8 (N, 96, 96, 3) batch, as tritonclient's HTTP client builds it:
+    binary pixels in, outputs as JSON (so the load client can check each answer's `cached` count)."""
+    import tritonclient.http as triton_http
+
+    requests: list[Request] = []
+    for pixels in batches:
+        image = triton_http.InferInput("image", list(pixels.shape), "UINT8")
+        image.set_data_from_numpy(pixels)
+        outputs = [
+            triton_http.InferRequestedOutput(name, binary_data=False) for name in ("probability", "label")
+        ]
+        body, header_length = triton_http.InferenceServerClient.generate_request_body(
+            [image], outputs=outputs
+        )
+        headers = {"Inference-Header-Content-Length": str(header_length)}
+        requests.append(("POST", "/v2/models/pcam/infer", body, "application/octet-stream", headers))
     return requests
 
 
 def gets(path: str, count: int) -> list[Request]:
-    return [("GET", path, None, "")] * count
+    return [("GET", path, None, "", {})] * count
 
 
 def http_load(url: str, requests: list[Request], concurrency: int, cached: bool | None = None) -> Latencies:

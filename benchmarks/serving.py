@@ -12,7 +12,9 @@ that noise on a shared machine hits both sides alike):
 - throughput: uncached single-patch requests from `--concurrency` clients vs the in-process pipeline
   on batches of `--batch` patches, on the same cores; with the batch sizes Triton formed (its metrics);
 - cache hits: requests/s and p99 with `--cache-concurrency` clients on warmed patches, beside the
-  gateway's `/healthz` at the same concurrency (the floor: HTTP, uvicorn and this client, no work).
+  gateway's `/healthz` at the same concurrency (the floor: HTTP, uvicorn and this client, no work);
+- CPU per uncached patch of every process (and of the load client), from /proc: under the
+  single-patch load, under batch uploads, and under tensor batches (KServe v2, pixels in).
 
 Every gateway answer is checked (200, and `cached` false for the uncached runs, true for the hits).
 """
@@ -20,6 +22,7 @@ Every gateway answer is checked (200, and `cached` false for the uncached runs, 
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import re
 import resource
@@ -32,8 +35,17 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from PIL import Image
 
-from benchmarks.load import Latencies, batch_predictions, gets, http_load, predictions, timed
+from benchmarks.load import (
+    Latencies,
+    batch_predictions,
+    gets,
+    http_load,
+    predictions,
+    tensor_predictions,
+    timed,
+)
 from benchmarks.report import write
 from devstack.processes import group_members
 from devstack.stack import LocalStack
@@ -57,6 +69,12 @@ class UniqueBodies:
 
     def take(self, count: int) -> list[bytes]:
         return [patch.data for patch in self.variants.take(count)]
+
+    def pixels(self, count: int) -> np.ndarray:
+        """`count` never-sent variants as uint8 (N, 96, 96, 3) pixels (the tensor input)."""
+        return np.stack(
+            [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in self.take(count)]
+        )
 
 
 def in_process(predictor: LocalPredictor, uploads: list[bytes]) -> np.ndarray:
@@ -149,6 +167,7 @@ def main() -> None:
     local_single, gateway_single, local_rates, gateway_rates, cache, floor = [], [], [], [], [], []
     cpu_per_request: dict[str, list[float]] = {}
     cpu_per_batched_patch: dict[str, list[float]] = {}
+    cpu_per_tensor_patch: dict[str, list[float]] = {}
     local_batch: list[Latencies] = []
     gateway_batch: list[Latencies] = []
     with (
@@ -189,6 +208,16 @@ def main() -> None:
             )
             for name, ms in used.items():
                 cpu_per_batched_patch.setdefault(name, []).append(ms)
+            tensors = tensor_predictions(
+                [patches.pixels(args.batch) for _ in range(args.load_requests // args.batch)]
+            )
+            _, used = with_cpu(
+                stack,
+                len(tensors) * args.batch,
+                partial(http_load, url, tensors, args.batch_concurrency, cached=False),
+            )
+            for name, ms in used.items():
+                cpu_per_tensor_patch.setdefault(name, []).append(ms)
         formed = mean_batch(before, triton_batches(stack))
 
         hot = patches.take(16)
@@ -201,6 +230,7 @@ def main() -> None:
     local, gateway = merged(local_single), merged(gateway_single)
     cpu = {name: round(statistics.median(values), 2) for name, values in cpu_per_request.items()}
     cpu_batched = {name: round(statistics.median(v), 2) for name, v in cpu_per_batched_patch.items()}
+    cpu_tensor = {name: round(statistics.median(v), 2) for name, v in cpu_per_tensor_patch.items()}
     local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
     hit, bare = merged(cache), merged(floor)
     batch_gateway, batch_local = merged(gateway_batch), merged(local_batch)
@@ -289,16 +319,20 @@ def main() -> None:
             "process",
             f"{args.concurrency} single-patch clients",
             f"{args.batch_concurrency} clients, batches of {args.batch}",
+            f"{args.batch_concurrency} clients, tensor batches of {args.batch}",
         ],
-        [[name, cpu[name], cpu_batched.get(name, 0.0)] for name in processes]
+        [[name, cpu[name], cpu_batched.get(name, 0.0), cpu_tensor.get(name, 0.0)] for name in processes]
         + [
             [
                 "services (gateway + preprocess + ensemble)",
-                round(sum(cpu[s] for s in services), 2),
-                round(sum(cpu_batched[s] for s in services), 2),
+                *(round(sum(load[s] for s in services), 2) for load in (cpu, cpu_batched, cpu_tensor)),
             ]
         ],
-        {"in_process_cpu_ms_per_patch": local_cpu_ms, "rounds": args.rounds, "targets_ms": {"single": 1.5}},
+        {
+            "in_process_cpu_ms_per_patch": local_cpu_ms,
+            "rounds": args.rounds,
+            "targets_ms": {"single": 1.5, "tensor": 0.3},
+        },
     )
 
 
