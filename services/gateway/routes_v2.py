@@ -54,7 +54,11 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         up = all(states.values())
         return JSONResponse({"ready": up}, status_code=200 if up else 503)
 
-    @v2.get(f"{model}/ready", summary="The model is ready: preprocess and ensemble are.")
+    @v2.get(
+        f"{model}/ready",
+        summary="The model is ready: preprocess and ensemble are.",
+        responses={503: {"description": "Not ready."}},
+    )
     async def model_ready(services: Services) -> JSONResponse:
         return await ready(services)
 
