@@ -43,35 +43,16 @@ class Downstream:
     async def preprocess(self, uploads: list[bytes], release_id: str | None = None) -> wire.Batch:
         """Decode, validate and normalize uploads (with release_id's stain reference when preprocess
         still holds it: the one the ensemble serves, during a rolling release); one item per upload."""
-        params = {"release": release_id} if release_id else None
-        response = await self._call(
-            "preprocess",
-            "POST",
-            f"{self.preprocess_url}/v1/preprocess",
-            content=wire.encode_uploads(uploads),  # not multipart: nothing to build or parse per image
-            headers={"content-type": wire.UPLOADS_MEDIA_TYPE},
-            params=params,
+        # The uploads frame, not multipart: nothing to build or parse per image.
+        return await self._preprocess(
+            wire.encode_uploads(uploads), wire.UPLOADS_MEDIA_TYPE, len(uploads), release_id
         )
-        batch = self._parse("preprocess", lambda: wire.decode(response.content))
-        if [item.index for item in batch.items] != list(range(len(uploads))):
-            raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(uploads)} uploads")
-        return batch
 
     async def preprocess_pixels(self, images: np.ndarray, release_id: str | None = None) -> wire.Batch:
         """Normalize patches that arrived as pixels (the tensor input): nothing to decode."""
-        params = {"release": release_id} if release_id else None
-        response = await self._call(
-            "preprocess",
-            "POST",
-            f"{self.preprocess_url}/v1/preprocess",
-            content=wire.encode(wire.Batch(images)),
-            headers={"content-type": wire.MEDIA_TYPE},
-            params=params,
+        return await self._preprocess(
+            wire.encode(wire.Batch(images)), wire.MEDIA_TYPE, len(images), release_id
         )
-        batch = self._parse("preprocess", lambda: wire.decode(response.content))
-        if [item.index for item in batch.items] != list(range(len(images))):
-            raise _bad_gateway("preprocess", f"{len(batch.items)} items for {len(images)} patches")
-        return batch
 
     async def infer(self, images: np.ndarray, options: InferOptions, release_id: str) -> InferResponse:
         """Calibrated predictions for a batch normalized under `release_id` (the ensemble checks it),
@@ -134,6 +115,23 @@ class Downstream:
             return response.status_code == httpx.codes.OK
         except httpx.HTTPError:
             return False
+
+    async def _preprocess(
+        self, body: bytes, media_type: str, count: int, release_id: str | None
+    ) -> wire.Batch:
+        """Preprocess's batch for a body of `count` images, checked to hold one item per image."""
+        response = await self._call(
+            "preprocess",
+            "POST",
+            f"{self.preprocess_url}/v1/preprocess",
+            content=body,
+            headers={"content-type": media_type},
+            params={"release": release_id} if release_id else None,
+        )
+        batch = self._parse("preprocess", lambda: wire.decode(response.content))
+        if [item.index for item in batch.items] != list(range(count)):
+            raise _bad_gateway("preprocess", f"{len(batch.items)} items for {count} images")
+        return batch
 
     def _release_stale(self) -> bool:
         return time.monotonic() - self._release_fetched_at > self.release_refresh_s
