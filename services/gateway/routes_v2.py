@@ -9,7 +9,6 @@ API's problem+json, with the `error` member KServe v2 clients (tritonclient) rea
 import numpy as np
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
 
 from pcam_core import oip
 from pcam_core.contract import INPUT_SHAPE
@@ -18,6 +17,7 @@ from pcam_core.problems import domain_error
 from pcam_core.release import parse_operating_point
 from pcam_core.schemas import ItemError, PatchResult, PredictOptions
 from services.common.openapi import BINARY, problem_responses
+from services.common.query import options_from
 from services.common.uploads import read_body
 from services.gateway.auth import ApiKeys
 from services.gateway.deadline import deadline
@@ -133,12 +133,7 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
 
 def _options(parameters: dict) -> PredictOptions:
     """The request's parameters as the /v1 query options (explain has no tensor output here)."""
-    known = {name: parameters[name] for name in PredictOptions.model_fields if name in parameters}
-    try:
-        options = PredictOptions.model_validate(known)
-    except ValidationError as exc:
-        error = exc.errors(include_url=False)[0]
-        raise InvalidRequest(f"parameters.{error['loc'][0]}: {error['msg']}", kind="invalid-request") from exc
+    options = options_from(parameters, PredictOptions, "parameters")
     if options.explain:
         raise InvalidRequest(
             "explain has no output in the tensor input; use /v1/predict.", kind="invalid-request"

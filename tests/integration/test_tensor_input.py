@@ -91,6 +91,8 @@ def test_errors_reach_tritonclient_as_its_exceptions(
         client.infer(
             "pcam", [tensor(np.zeros((1, 96, 96, 3), np.uint8))], parameters={"operating_point": "lenient"}
         )
+    with pytest.raises(InferenceServerException, match=r"parameters\.tta: Input should be a valid boolean"):
+        client.infer("pcam", [tensor(np.zeros((1, 96, 96, 3), np.uint8))], parameters={"tta": "maybe"})
     # Still the API's problem+json, with the member KServe v2 clients read.
     response = gateway.post("/v2/models/pcam/infer", content=b"{not json")
     assert response.status_code == 400
