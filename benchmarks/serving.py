@@ -28,8 +28,6 @@ import re
 import resource
 import statistics
 import tempfile
-from collections.abc import Callable
-from functools import partial
 from importlib.metadata import version
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from PIL import Image
 
 from benchmarks.load import (
     Latencies,
+    Request,
     batch_predictions,
     gets,
     http_load,
@@ -112,14 +111,21 @@ def cpu_seconds(stack: LocalStack) -> dict[str, float]:
     return used
 
 
-def with_cpu(
-    stack: LocalStack, patches: int, load: Callable[[], Latencies]
-) -> tuple[Latencies, dict[str, float]]:
-    """Run `load` and the CPU milliseconds each stack process (and the load client) spent per patch."""
+def uncached_load(
+    stack: LocalStack, requests: list[Request], patches: int, concurrency: int, cpu: dict[str, list[float]]
+) -> Latencies:
+    """Send never-seen requests (every answer checked uncached) and append to `cpu` the milliseconds
+    each stack process (and the load client) spent per patch."""
     before = cpu_seconds(stack)
-    latencies = load()
+    latencies = http_load(stack.config.url("gateway"), requests, concurrency, cached=False)
     after = cpu_seconds(stack)
-    return latencies, {name: (after[name] - before[name]) * 1000 / patches for name in after}
+    for name, seconds in after.items():
+        cpu.setdefault(name, []).append((seconds - before[name]) * 1000 / patches)
+    return latencies
+
+
+def medians(samples: dict[str, list[float]]) -> dict[str, float]:
+    return {name: round(statistics.median(values), 2) for name, values in samples.items()}
 
 
 def merged(runs: list[Latencies]) -> Latencies:
@@ -192,32 +198,13 @@ def main() -> None:
             requests = batch_predictions([patches.take(args.batch) for _ in range(args.batch_requests)])
             gateway_batch.append(http_load(url, requests, 1, cached=False))
             singles = predictions(patches.take(args.load_requests))
-            load, used = with_cpu(
-                stack, args.load_requests, partial(http_load, url, singles, args.concurrency, cached=False)
-            )
+            load = uncached_load(stack, singles, args.load_requests, args.concurrency, cpu_per_request)
             gateway_rates.append(load.per_second)
-            for name, ms in used.items():
-                cpu_per_request.setdefault(name, []).append(ms)
-            uploads = batch_predictions(
-                [patches.take(args.batch) for _ in range(args.load_requests // args.batch)]
-            )
-            _, used = with_cpu(
-                stack,
-                len(uploads) * args.batch,
-                partial(http_load, url, uploads, args.batch_concurrency, cached=False),
-            )
-            for name, ms in used.items():
-                cpu_per_batched_patch.setdefault(name, []).append(ms)
-            tensors = tensor_predictions(
-                [patches.pixels(args.batch) for _ in range(args.load_requests // args.batch)]
-            )
-            _, used = with_cpu(
-                stack,
-                len(tensors) * args.batch,
-                partial(http_load, url, tensors, args.batch_concurrency, cached=False),
-            )
-            for name, ms in used.items():
-                cpu_per_tensor_patch.setdefault(name, []).append(ms)
+            batches = args.load_requests // args.batch
+            uploads = batch_predictions([patches.take(args.batch) for _ in range(batches)])
+            uncached_load(stack, uploads, batches * args.batch, args.batch_concurrency, cpu_per_batched_patch)
+            tensors = tensor_predictions([patches.pixels(args.batch) for _ in range(batches)])
+            uncached_load(stack, tensors, batches * args.batch, args.batch_concurrency, cpu_per_tensor_patch)
         formed = mean_batch(before, triton_batches(stack))
 
         hot = patches.take(16)
@@ -228,9 +215,9 @@ def main() -> None:
             floor.append(http_load(url, gets("/healthz", args.cache_requests), args.cache_concurrency))
 
     local, gateway = merged(local_single), merged(gateway_single)
-    cpu = {name: round(statistics.median(values), 2) for name, values in cpu_per_request.items()}
-    cpu_batched = {name: round(statistics.median(v), 2) for name, v in cpu_per_batched_patch.items()}
-    cpu_tensor = {name: round(statistics.median(v), 2) for name, v in cpu_per_tensor_patch.items()}
+    cpu, cpu_batched, cpu_tensor = map(
+        medians, (cpu_per_request, cpu_per_batched_patch, cpu_per_tensor_patch)
+    )
     local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
     hit, bare = merged(cache), merged(floor)
     batch_gateway, batch_local = merged(gateway_batch), merged(local_batch)
