@@ -54,9 +54,8 @@ class Predictor:
             max_batch=policy.max_size,
             max_in_flight=policy.max_in_flight,
             max_wait_s=policy.max_wait_s,
-            batch_limit=lambda group: (
-                min(policy.max_size, policy.max_explain) if group.explain else policy.max_size
-            ),
+            # The batcher caps every batch at max_batch too: explain batches get the lower of the two.
+            batch_limit=lambda group: policy.max_explain if group.explain else policy.max_size,
             sizes=BATCH_SIZE,
             waits=BATCH_WAIT,
         )
