@@ -64,6 +64,7 @@ test-integration: system-deps venv triton-env ## integration tests only
 bench: system-deps venv triton-env repository ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
 	$(BIN)/python -m benchmarks.macenko
 	$(BIN)/python -m benchmarks.serving --repository $(MODEL_REPOSITORY)
+	$(BIN)/python -m benchmarks.ceiling
 
 # make loadtest [SCENARIO=cold|hot|mixed|batch|all, comma-separated] [USERS=8] [DURATION=30s] [SPAWN_RATE=]
 #   [SLO_P95_MS=] [SLO_P99_MS=] [SLO_ERROR_RATIO=] (empty: the locustfile's defaults) [LOCUST_ARGS=...]

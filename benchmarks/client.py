@@ -3,7 +3,8 @@
     python -m benchmarks.client URL REQUESTS.pickle --concurrency 50 [--expect-cached true|false]
 
 REQUESTS.pickle holds a list of (method, path, body or None, content type, headers) tuples, sent in order by `concurrency`
-clients on keep-alive connections; prints JSON: per-request seconds (request order) and the wall time.
+clients on keep-alive connections; prints JSON: per-request seconds (request order), the wall time and the CPU
+seconds this process spent sending them.
 geventhttpclient (Locust's FastHttpUser client) because httpx's connection pool, not the server, caps
 at a few hundred requests/s with 50 concurrent connections on this machine.
 """
@@ -15,6 +16,7 @@ monkey.patch_all()
 import argparse  # noqa: E402 (after monkey-patching, as gevent requires)
 import json  # noqa: E402
 import pickle  # noqa: E402
+import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -49,10 +51,16 @@ def run(url: str, requests: list[Request], concurrency: int, expect_cached: bool
         finally:
             client.close()
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _cpu_seconds()
     workers = [gevent.spawn(one_client) for _ in range(concurrency)]
     gevent.joinall(workers, raise_error=True)
-    return {"seconds": seconds, "wall_s": time.perf_counter() - start}
+    return {"seconds": seconds, "wall_s": time.perf_counter() - start, "cpu_s": _cpu_seconds() - cpu}
+
+
+def _cpu_seconds() -> float:
+    """This process's CPU time so far: the load's share excludes starting up and reading the requests."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _cached(answer: dict) -> set[bool]:

@@ -22,10 +22,11 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class Latencies:
-    """Seconds per call and the wall time of the whole run."""
+    """Seconds per call, the wall time of the whole run, and the CPU seconds the load client spent on it."""
 
     seconds: np.ndarray
     wall_s: float
+    client_cpu_s: float = 0.0
 
     @property
     def per_second(self) -> float:
@@ -107,4 +108,4 @@ def http_load(url: str, requests: list[Request], concurrency: int, cached: bool 
     if done.returncode != 0:
         raise RuntimeError(f"load client failed:\n{done.stderr[-2000:]}")
     result = json.loads(done.stdout)
-    return Latencies(np.asarray(result["seconds"]), result["wall_s"])
+    return Latencies(np.asarray(result["seconds"]), result["wall_s"], result["cpu_s"])

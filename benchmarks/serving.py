@@ -22,10 +22,8 @@ Every gateway answer is checked (200, and `cached` false for the uncached runs, 
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import re
-import resource
 import statistics
 import tempfile
 from importlib.metadata import version
@@ -33,7 +31,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from PIL import Image
 
 from benchmarks.load import (
     Latencies,
@@ -55,6 +52,8 @@ from services.preprocess.pipeline import preprocess_uploads
 from training.predict import LocalPredictor
 
 ROOT = Path(__file__).resolve().parents[1]
+LOAD_CLIENT = "load client"
+SERVICES = ("gateway", "preprocess", "ensemble")
 TRITON_BATCH = re.compile(
     r'^(nv_inference_count|nv_inference_exec_count)\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M
 )
@@ -71,9 +70,7 @@ class UniqueBodies:
 
     def pixels(self, count: int) -> np.ndarray:
         """`count` never-sent variants as uint8 (N, 96, 96, 3) pixels (the tensor input)."""
-        return np.stack(
-            [np.asarray(Image.open(io.BytesIO(data)).convert("RGB")) for data in self.take(count)]
-        )
+        return self.variants.pixels(count)
 
 
 def in_process(predictor: LocalPredictor, uploads: list[bytes]) -> np.ndarray:
@@ -93,8 +90,7 @@ def triton_batches(stack: LocalStack) -> dict[str, tuple[float, float]]:
 
 
 def cpu_seconds(stack: LocalStack) -> dict[str, float]:
-    """CPU time (user + system) so far of each stack process with its children (Triton's backend stubs),
-    and of this process's finished children (the load client)."""
+    """CPU time (user + system) so far of each stack process with its children (Triton's backend stubs)."""
     tick = os.sysconf("SC_CLK_TCK")
     used = {}
     for name, process in stack.processes.items():
@@ -106,8 +102,6 @@ def cpu_seconds(stack: LocalStack) -> dict[str, float]:
                 continue
             total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
         used[name] = total
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    used["load client"] = children.ru_utime + children.ru_stime
     return used
 
 
@@ -115,12 +109,13 @@ def uncached_load(
     stack: LocalStack, requests: list[Request], patches: int, concurrency: int, cpu: dict[str, list[float]]
 ) -> Latencies:
     """Send never-seen requests (every answer checked uncached) and append to `cpu` the milliseconds
-    each stack process (and the load client) spent per patch."""
+    each stack process, and the load client while sending, spent per patch."""
     before = cpu_seconds(stack)
     latencies = http_load(stack.config.url("gateway"), requests, concurrency, cached=False)
     after = cpu_seconds(stack)
     for name, seconds in after.items():
         cpu.setdefault(name, []).append((seconds - before[name]) * 1000 / patches)
+    cpu.setdefault(LOAD_CLIENT, []).append(latencies.client_cpu_s * 1000 / patches)
     return latencies
 
 
@@ -297,7 +292,6 @@ def main() -> None:
     )
     print(f"Triton mean batch size per model under {args.concurrency} clients: {formed}")
     local_cpu_ms = 1000 / statistics.median(local_rates)  # one thread: wall time is CPU time
-    services = ("gateway", "preprocess", "ensemble")
     processes = sorted(cpu, key=lambda name: -cpu[name])
     write(
         "serving-cpu",
@@ -312,7 +306,7 @@ def main() -> None:
         + [
             [
                 "services (gateway + preprocess + ensemble)",
-                *(round(sum(load[s] for s in services), 2) for load in (cpu, cpu_batched, cpu_tensor)),
+                *(round(sum(load[s] for s in SERVICES), 2) for load in (cpu, cpu_batched, cpu_tensor)),
             ]
         ],
         {

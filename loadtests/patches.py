@@ -81,16 +81,24 @@ class UniquePatches(Iterator[Patch]):
         self.count = 0
 
     def __next__(self) -> Patch:
+        name, pixels = self._next_variant()
+        return Patch(f"{name}.png", encode_png(pixels))
+
+    def _next_variant(self) -> tuple[str, np.ndarray]:
         if self.count >= 1 << COUNTER_BITS:
             raise StopIteration
         stem, pixels = self.sources[self.count % len(self.sources)]
         salt = (self.nonce << COUNTER_BITS) | self.count
         self.count += 1
-        return Patch(f"{stem}-{salt:024x}.png", encode_png(stamp(pixels, salt)))
+        return f"{stem}-{salt:024x}", stamp(pixels, salt)
 
     def take(self, n: int) -> list[Patch]:
         """The next `n` variants."""
         return [next(self) for _ in range(n)]
+
+    def pixels(self, n: int) -> np.ndarray:
+        """The next `n` variants as uint8 (n, H, W, 3) pixels (the tensor input), without a PNG round trip."""
+        return np.stack([self._next_variant()[1] for _ in range(n)])
 
 
 def multipart(field: str, patches: Sequence[Patch], boundary: str | None = None) -> tuple[bytes, str]:

@@ -9,6 +9,7 @@ import timm
 import torch
 from torch import nn
 
+import training.architectures  # noqa: F401  (registers the project's own architectures with timm)
 from pcam_core.contract import PATCH_SIZE
 from training.config import MemberConfig
 from training.weights import load_pretrained

@@ -1,6 +1,6 @@
-"""The serving benchmark runs end to end on tiny loads, so it cannot break unnoticed (it once did).
+"""The serving and ceiling benchmarks run end to end on tiny loads, so they cannot break unnoticed.
 
-Only that it runs and reports every measure is checked here: its figures come from `make bench`.
+Only that they run and report every measure is checked here: their figures come from `make bench`.
 """
 
 import json
@@ -45,3 +45,26 @@ def test_the_serving_benchmark_runs_and_reports_every_measure(model_repository: 
     used = {row[0]: row[1:] for row in cpu["rows"]}
     assert {"gateway", "preprocess", "ensemble", "triton", "load client"} <= set(used)
     assert all(ms > 0 for name in ("gateway", "preprocess", "ensemble") for ms in used[name])
+
+
+def test_the_ceiling_benchmark_builds_its_release_and_reports_both_loads(tmp_path: Path) -> None:
+    repository = tmp_path / "ceiling"
+    small = ["--rounds", "1", "--batch", "8", "--batch-requests", "4", "--batch-concurrency", "2",
+             "--concurrency", "4", "--requests", "16"]  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.ceiling", "--repository", str(repository), *small],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert json.loads((repository / "release.json").read_text())["release_id"].startswith("ceiling-")
+    ceiling = json.loads((tmp_path / "build" / "bench" / "ceiling.json").read_text())
+    assert [row[0] for row in ceiling["rows"]] == ["2 clients, tensor batches of 8", "4 single-patch clients"]
+    for row in ceiling["rows"]:
+        rate, services, cores = row[1], row[5], row[-1]
+        assert rate > 0 and services > 0 and cores > 0
+        assert services == pytest.approx(sum(row[2:5]), abs=0.01)

@@ -82,3 +82,15 @@ def test_multipart_body_parses_back_to_the_files() -> None:
     assert [p.get_filename() for p in parts] == ["a.png", "b.png"]
     assert [p.get_param("name", header="content-disposition") for p in parts] == ["files", "files"]
     assert [p.get_content() for p in parts] == [f.data for f in files]
+
+
+def test_pixel_variants_are_what_the_png_variants_decode_to(sources: list[tuple[str, np.ndarray]]) -> None:
+    encoded, raw = UniquePatches(sources, nonce=7), UniquePatches(sources, nonce=7)
+    first = encoded.take(len(sources) + 2)
+    pixels = raw.pixels(len(sources) + 2)
+    assert pixels.shape == (len(sources) + 2, 96, 96, 3) and pixels.dtype == np.uint8
+    for variant, patch in zip(first, pixels, strict=True):
+        np.testing.assert_array_equal(decode(variant.data), patch)
+    assert len(
+        {patch.tobytes() for patch in raw.pixels(len(sources) + 2)} | {p.tobytes() for p in pixels}
+    ) == 2 * (len(sources) + 2)
