@@ -6,6 +6,7 @@ from typing import NamedTuple
 import numpy as np
 
 from pcam_core.contract import INPUT_SHAPE
+from pcam_core.errors import ReleaseMismatch
 from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
 from pcam_core.wire import AcceptedItem
 from services.gateway.batching import Batching, MicroBatcher
@@ -107,6 +108,21 @@ class Predictor:
         outcomes = {**computed, **hits}
         return [outcomes[k] for k in keys], [k in hits for k in keys]
 
+    async def predict_from_one_release(
+        self, uploads: list[bytes], options: InferOptions, read_cache: bool = True, pixels: bool = False
+    ) -> tuple[list[Outcome], list[bool]]:
+        """As `predict`, every result from one release (for answers that name a single release).
+
+        During a rollover a request may get cache hits of the old release beside patches the new one
+        computed; it is then answered again, from the new release (what it computed is cached under it).
+        """
+        outcomes, hits = await self.predict(uploads, options, read_cache, pixels)
+        if len(_releases(outcomes)) > 1:
+            outcomes, hits = await self.predict(uploads, options, read_cache, pixels)
+            if len(_releases(outcomes)) > 1:
+                raise ReleaseMismatch("The serving release changed twice during this request; retry it.")
+        return outcomes, hits
+
     async def _compute(self, group: Group, work: list[Work]) -> list[Outcome]:
         """One formed batch: preprocess, then the ensemble for the accepted patches; fresh results cached."""
         # Normalized for the release the ensemble serves, while preprocess still holds it: during a
@@ -135,6 +151,10 @@ class Predictor:
                 to_cache[result_key(result.release, options, upload.digest)] = result
         await self.cache.set_many(to_cache)
         return outcomes
+
+
+def _releases(outcomes: list[Outcome]) -> set[str]:
+    return {outcome.release for outcome in outcomes if isinstance(outcome, PatchResult)}
 
 
 def _result(

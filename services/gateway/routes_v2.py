@@ -78,7 +78,7 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         responses={
             200: {
                 "description": "probability, label, uncertainty per patch; the operating point, "
-                "threshold and release as parameters.",
+                "threshold and release (one for every patch) as parameters.",
                 "content": {"application/json": {}, "application/octet-stream": {"schema": BINARY}},
             },
             **problem_responses(400, *guarded, 408, 413, 422, 502, 503, 504),
@@ -103,11 +103,11 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
             options = _options(call.parameters)
             point = parse_operating_point(options.operating_point)
             patches = [patch.tobytes() for patch in images]
-            outcomes, hits = await predictor(request).predict(
+            outcomes, hits = await predictor(request).predict_from_one_release(
                 patches, options.infer_options(point), read_cache=options.cache, pixels=True
             )
             results = [_result(outcome) for outcome in outcomes]
-            first = results[0]
+            first = results[0]  # one release answered every patch: its threshold is theirs
             answer, header_length = oip.write_response(
                 call,
                 {

@@ -7,7 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from pcam_core import wire
-from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError
+from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError, ReleaseMismatch
 from pcam_core.problems import ItemError, item_error, status_of
 from pcam_core.schemas import EnsemblePrediction, Explanation, InferOptions, InferResponse, PatchResult
 from services.gateway.batching import Batching
@@ -290,3 +290,35 @@ async def test_a_large_request_goes_in_batches_of_the_batch_size_and_explain_in_
     explained = InferOptions(operating_point="balanced", explain=True)
     await predictor.predict([b"ok-x%d" % n for n in range(2)], explained)
     assert downstream.preprocessed[3:] == [1, 1]
+
+
+async def test_an_answer_straddling_a_rollover_is_asked_again_from_the_new_release() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream("r1")
+    predictor = Predictor(cache, downstream)
+    await predictor.predict([b"ok-old"], BALANCED)  # cached under r1
+    downstream.release_id = downstream.preprocess_release = "r2"
+
+    async def release_until_forgotten():
+        return Release("r1" if downstream.forgotten == 0 else "r2")
+
+    downstream.release = release_until_forgotten
+    mixed, _ = await predictor.predict([b"ok-old", b"ok-new"], BALANCED)
+    assert {o.release for o in mixed} == {"r1", "r2"}  # what a single-release answer must not show
+    downstream.forgotten = 0
+    outcomes, hits = await predictor.predict_from_one_release([b"ok-old", b"ok-new"], BALANCED)
+    assert [o.release for o in outcomes] == ["r2", "r2"]
+    assert hits == [False, True]  # ok-new was computed by r2 in the first pass and cached under it
+
+
+async def test_a_request_that_never_sees_one_release_is_refused_as_unavailable() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream("r1")
+    predictor = Predictor(cache, downstream)
+    await predictor.predict([b"ok-old"], BALANCED)
+    downstream.release_id = downstream.preprocess_release = "r2"
+
+    async def stale_release():
+        return Release("r1")  # the gateway never learns of r2
+
+    downstream.release = stale_release
+    with pytest.raises(ReleaseMismatch, match="changed twice"):
+        await predictor.predict_from_one_release([b"ok-old", b"ok-new"], BALANCED)
