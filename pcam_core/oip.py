@@ -5,12 +5,14 @@ binary tensor extension (a JSON header of `Inference-Header-Content-Length` byte
 tensors in the order of the inputs that name a `binary_data_size`). The answer carries
 `probability` (FP32 `[N]`), `label` (INT32 `[N]`) and `uncertainty` (FP32 `[N]`), each as JSON or
 binary as the request asked (an output's `binary_data`, else the request's `binary_data_output`).
-Framework-free: the gateway's routes and any client build on it.
+Framework-free: the gateway's routes (`read_request`, `write_response`) and clients (`encode_request`,
+`read_response`) build on it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -52,6 +54,25 @@ class InferRequest(BaseModel):
     parameters: dict[str, Any] = Field(default_factory=dict)
     inputs: list[Tensor]
     outputs: list[RequestedOutput] | None = None
+
+
+class InferResponse(BaseModel):
+    model_name: str
+    model_version: str | None = None
+    id: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=dict)
+    outputs: list[Tensor]
+
+
+class AnswerParameters(BaseModel):
+    """The parameters of the gateway's answer: the canonical operating point, its threshold in the
+    serving release, whether any patch was answered by fewer members, and how many came from the cache."""
+
+    operating_point: str
+    threshold: float
+    release: str
+    degraded: bool
+    cached: int = Field(ge=0)
 
 
 def read_request(body: bytes, header_length: int | None, max_patches: int) -> tuple[InferRequest, np.ndarray]:
@@ -115,6 +136,66 @@ def write_response(
     return b"".join((json_part, *blobs)), len(json_part)
 
 
+def check_images(images: Any) -> np.ndarray:
+    """`images` as uint8 (N, 96, 96, 3), N >= 1 (one (96, 96, 3) patch is N = 1); ValueError otherwise."""
+    array = np.asarray(images)
+    if array.dtype != np.uint8:
+        raise ValueError(f"patches must be uint8 RGB pixels (0..255); received dtype {array.dtype}")
+    if array.shape == INPUT_SHAPE:
+        array = array[np.newaxis]
+    if array.ndim != 4 or array.shape[1:] != INPUT_SHAPE:
+        shape = ", ".join(map(str, INPUT_SHAPE))
+        raise ValueError(f"patches must have shape (N, {shape}) or ({shape}); received {array.shape}")
+    if not len(array):
+        raise ValueError("no patches to send (N = 0)")
+    return array
+
+
+def encode_request(images: np.ndarray, parameters: Mapping[str, Any]) -> tuple[bytes, int]:
+    """A request sending `images` in the binary tensor extension and asking every output as binary,
+    and the length of its JSON header (the `Inference-Header-Content-Length`)."""
+    pixels = np.ascontiguousarray(check_images(images))
+    header = {
+        "parameters": {**parameters, "binary_data_output": True},
+        "inputs": [
+            {
+                "name": INPUT_NAME,
+                "datatype": "UINT8",
+                "shape": list(pixels.shape),
+                "parameters": {"binary_data_size": pixels.nbytes},
+            }
+        ],
+    }
+    json_part = to_json(header)
+    return b"".join((json_part, pixels.data)), len(json_part)
+
+
+def read_response(body: bytes, header_length: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The outputs (name -> array) and parameters of an answer, JSON or binary; ValueError if malformed."""
+    json_end = len(body) if header_length is None else header_length
+    if not 0 <= json_end <= len(body):
+        raise ValueError(f"{HEADER_LENGTH} is {json_end}, the body {len(body)} bytes")
+    response = InferResponse.model_validate_json(body[:json_end])  # a ValidationError is a ValueError
+    binary, offset = memoryview(body)[json_end:], 0
+    outputs: dict[str, np.ndarray] = {}
+    for tensor in response.outputs:
+        if OUTPUTS.get(tensor.name) != tensor.datatype or min(tensor.shape, default=0) < 0:
+            raise ValueError(f"output '{tensor.name}' {tensor.datatype} {tensor.shape} is none of {OUTPUTS}")
+        dtype, count = DATATYPES[tensor.datatype], math.prod(tensor.shape)
+        size = tensor.parameters.get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(binary):
+                raise ValueError(f"output '{tensor.name}': binary_data_size {size!r} does not fit the body")
+            raw, offset = binary[offset : offset + size], offset + size
+            # A copy: the caller gets a writable array, not a read-only view holding the whole body.
+            outputs[tensor.name] = np.frombuffer(raw, dtype).reshape(tensor.shape).copy()
+        else:
+            outputs[tensor.name] = _json_values(tensor, dtype, count)
+    if offset != len(binary):
+        raise ValueError(f"{len(binary) - offset} bytes of binary data belong to no output")
+    return outputs, response.parameters
+
+
 def model_metadata(release_id: str) -> dict[str, Any]:
     """`GET /v2/models/pcam`: the model's name, version (the serving release) and tensors."""
     return {
@@ -152,6 +233,22 @@ def _images(tensor: Tensor, raw: memoryview | None, max_patches: int) -> np.ndar
             f"Input '{INPUT_NAME}' data must be {expected} integers in 0..255.", kind="invalid-request"
         )
     return values.astype(np.uint8).reshape(tensor.shape)
+
+
+def _json_values(tensor: Tensor, dtype: np.dtype, count: int) -> np.ndarray:
+    if tensor.data is None:
+        raise ValueError(f"output '{tensor.name}' has neither data nor binary_data_size")
+    raw = np.asarray(tensor.data).reshape(-1)  # a ragged list raises ValueError
+    if raw.dtype.kind not in "iuf":
+        raise ValueError(f"output '{tensor.name}' data is not {tensor.datatype}: {raw.dtype}")
+    with np.errstate(invalid="ignore", over="ignore"):
+        values = raw.astype(dtype)
+    # A plain cast would silently turn a probability of 0.7 sent as a label into label 0.
+    if dtype.kind == "i" and not np.array_equal(values, raw):
+        raise ValueError(f"output '{tensor.name}' data is not {tensor.datatype}: not all integers")
+    if values.size != count:
+        raise ValueError(f"output '{tensor.name}' of shape {tensor.shape} has {values.size} values")
+    return values.reshape(tensor.shape)
 
 
 def _malformed(detail: str) -> MalformedRequest:
