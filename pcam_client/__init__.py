@@ -11,6 +11,7 @@ from pcam_client.client import (
     Readiness,
 )
 from pcam_client.errors import PCamAPIError, PCamConnectionError, PCamError
+from pcam_client.tensor import PixelPredictions
 from pcam_core.release import ReleaseSummary
 from pcam_core.schemas import BatchResponse, ItemError, Prediction, Quality
 
@@ -24,6 +25,7 @@ __all__ = [
     "PCamClient",
     "PCamConnectionError",
     "PCamError",
+    "PixelPredictions",
     "Prediction",
     "Quality",
     "Readiness",

@@ -14,15 +14,19 @@ import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, Self, TypeVar
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from pcam_client.errors import REQUEST_ID_HEADER, PCamAPIError, PCamConnectionError, PCamError
+from pcam_client.tensor import PixelCall, PixelPredictions, tensor_parameters
 from pcam_core.problems import PROBLEM_TYPES
 from pcam_core.release import ReleaseSummary
 from pcam_core.schemas import BatchResponse, ItemError, Prediction
+
+if TYPE_CHECKING:
+    import numpy as np  # annotations only: the client installs without numpy (predict_pixels loads it)
 
 log = logging.getLogger("pcam_client")
 
@@ -195,10 +199,17 @@ class PCamClient(_Base):
         self._http.close()
 
     def _send(
-        self, method: str, path: str, *, retry: bool = True, request_id: str | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = True,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
         """One call, retrying 429/503 within the limits; a 2xx (or, with retry=False, any) answer is returned."""
-        headers = self._request_headers(request_id)
+        headers = self._request_headers(request_id) | (headers or {})
         attempt = 0
         while True:
             try:
@@ -258,6 +269,25 @@ class PCamClient(_Base):
             results += _batch_results(response, len(chunk))
         return results
 
+    def predict_pixels(
+        self,
+        images: np.ndarray,
+        *,
+        operating_point: str | None = None,
+        tta: bool = False,
+        cache: bool = True,
+        request_id: str | None = None,
+    ) -> PixelPredictions:
+        """Score uint8 pixels (N, 96, 96, 3) through the tensor input, max_batch patches per request;
+        needs numpy (the `tensor` extra)."""
+        call = PixelCall(images, self.max_batch, tensor_parameters(operating_point, tta, cache))
+        for request in call.requests():
+            response = self._send(
+                "POST", request.path, content=request.content, headers=request.headers, request_id=request_id
+            )
+            call.add(response.content, response.headers, request.count)
+        return call.result()
+
     def models(self) -> ReleaseSummary:
         """The serving release (GET /v1/models): members, operating points, data source."""
         return _parse(ReleaseSummary, self._send("GET", "/v1/models"))
@@ -305,9 +335,16 @@ class AsyncPCamClient(_Base):
         await self._http.aclose()
 
     async def _send(
-        self, method: str, path: str, *, retry: bool = True, request_id: str | None = None, **kwargs: Any
+        self,
+        method: str,
+        path: str,
+        *,
+        retry: bool = True,
+        request_id: str | None = None,
+        headers: dict[str, str] | None = None,
+        **kwargs: Any,
     ) -> httpx.Response:
-        headers = self._request_headers(request_id)
+        headers = self._request_headers(request_id) | (headers or {})
         attempt = 0
         while True:
             try:
@@ -366,6 +403,24 @@ class AsyncPCamClient(_Base):
             )
             results += _batch_results(response, len(chunk))
         return results
+
+    async def predict_pixels(
+        self,
+        images: np.ndarray,
+        *,
+        operating_point: str | None = None,
+        tta: bool = False,
+        cache: bool = True,
+        request_id: str | None = None,
+    ) -> PixelPredictions:
+        """Score uint8 pixels (N, 96, 96, 3) through the tensor input; chunks go one after another."""
+        call = PixelCall(images, self.max_batch, tensor_parameters(operating_point, tta, cache))
+        for request in call.requests():
+            response = await self._send(
+                "POST", request.path, content=request.content, headers=request.headers, request_id=request_id
+            )
+            call.add(response.content, response.headers, request.count)
+        return call.result()
 
     async def models(self) -> ReleaseSummary:
         """The serving release (GET /v1/models)."""
