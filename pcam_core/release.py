@@ -20,6 +20,10 @@ OPERATING_POINTS = ("screening", "balanced", "high_specificity")
 OPERATING_POINT_ALIASES = {"conservative": "screening", "aggressive": "high_specificity"}
 DEFAULT_OPERATING_POINT = "balanced"
 
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+"""What a member's served graph computes in: the exported float graph, or its static-QDQ INT8 copy."""
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -45,10 +49,12 @@ class Member(_Frozen):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
     architecture: str
     version: int = Field(1, ge=1)
-    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the served model file.")
     temperature: float = Field(gt=0)
     weight: float = Field(1.0, gt=0)
     metrics: dict[str, float] = Field(default_factory=dict)
+    # Defaulted: release.json files written before the field existed served the fp32 graphs.
+    precision: Precision = Field("fp32", description="fp32, or int8 (the static-QDQ INT8 graph, cpu target).")
 
 
 class OperatingPoint(_Frozen):

@@ -8,7 +8,8 @@ Three jobs, one module each:
 - layout and publishing: the files on disk, built in staging and renamed into place, rolled in as
   new model versions, or retargeted.
 
-Two serving targets come from the same ONNX weights and the same release.json.
+Two serving targets come from the same ONNX weights and the same release.json; the cpu target can
+serve the members' static-QDQ INT8 copies instead (precision int8, recorded per member in release.json).
 """
 
 from training.repository.layout import (
@@ -44,6 +45,7 @@ from training.repository.triton_config import (
     KEPT_VERSIONS,
     SERVING_TARGETS,
     ServingTarget,
+    check_serving,
     config_pbtxt,
     engine_cache_path,
     model_config,
@@ -62,6 +64,7 @@ __all__ = [
     "MemberArtifact",
     "ServingTarget",
     "build_manifest",
+    "check_serving",
     "check_target",
     "config_pbtxt",
     "data_provenance",

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from pcam_core.release import DataProvenance, EnsembleRule, Member, ReleaseManifest, StainReference
+from pcam_core.release import (
+    DataProvenance,
+    EnsembleRule,
+    Member,
+    Precision,
+    ReleaseManifest,
+    StainReference,
+)
 
 VERSION = 1
 """The model version of every member in a freshly written repository; rolling releases count up."""
@@ -37,7 +44,10 @@ def release_id(prefix: str, content: str, created: datetime) -> str:
 
 @dataclass(frozen=True)
 class MemberArtifact:
-    """A trained, exported and calibrated member, ready to go into the repository."""
+    """A trained, exported and calibrated member, ready to go into the repository.
+
+    onnx is the graph served as the member's model.onnx: the fp32 export, or its INT8 copy (precision).
+    """
 
     name: str
     architecture: str
@@ -45,6 +55,7 @@ class MemberArtifact:
     temperature: float
     weight: float
     metrics: dict[str, float] = field(default_factory=dict)
+    precision: Precision = "fp32"
 
 
 def build_manifest(
@@ -69,6 +80,7 @@ def build_manifest(
             temperature=m.temperature,
             weight=m.weight,
             metrics=m.metrics,
+            precision=m.precision,
         )
         for m in members
     ]

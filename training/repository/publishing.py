@@ -18,7 +18,7 @@ from pcam_core.release import RELEASE_FILENAME, ReleaseManifest, load_release, w
 from training.config import TritonConfig
 from training.repository.layout import MODEL_FILE, member_target, model_versions, write_member, write_members
 from training.repository.manifest import VERSION, MemberArtifact, sha256_file
-from training.repository.triton_config import KEPT_VERSIONS, SERVING_TARGETS, ServingTarget
+from training.repository.triton_config import KEPT_VERSIONS, ServingTarget, check_serving
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +79,9 @@ def write_repository(
     serving_target: ServingTarget = "cpu",
 ) -> Path:
     """Write members (for the cpu or gpu serving target) and release.json into staging, then publish as target."""
-    if serving_target not in SERVING_TARGETS:
-        raise ValueError(f"unknown serving target {serving_target!r}; choose from {list(SERVING_TARGETS)}")
+    check_serving(serving_target)
+    for m in members:
+        check_serving(serving_target, m.precision)
     check_target(target, force)
     staging = staging_dir(target)
     try:
@@ -101,7 +102,8 @@ def retarget_repository(
 ) -> ReleaseManifest:
     """Write a built repository's release for another serving target: same release.json, same model.onnx.
 
-    Every member's model.onnx is checked against the sha256 in source's release.json first.
+    Every member's model.onnx is checked against the sha256 in source's release.json first; a release
+    with INT8 members is refused for the gpu target (check_serving).
     """
     manifest = load_release(source)
     members = []
@@ -116,7 +118,11 @@ def retarget_repository(
         actual = sha256_file(onnx)
         if actual != m.sha256:
             raise ValueError(f"{onnx}: sha256 {actual} differs from release.json's {m.sha256}")
-        members.append(MemberArtifact(m.name, m.architecture, onnx, m.temperature, m.weight, dict(m.metrics)))
+        members.append(
+            MemberArtifact(
+                m.name, m.architecture, onnx, m.temperature, m.weight, dict(m.metrics), m.precision
+            )
+        )
     write_repository(target, members, manifest, triton, force, serving_target)
     return manifest
 
@@ -140,6 +146,8 @@ def roll_release(
             "rolling releases serve the cpu target only for now; publish a gpu release with --force "
             "(a gap-free gpu swap needs a model name per release)"
         )
+    for m in members:
+        check_serving(serving_target, m.precision)
     previous = load_release(target)  # raises if target holds no release: nothing to roll onto
     for m in manifest.members:
         existing = member_target(target, m.name)

@@ -20,6 +20,7 @@ from pcam_core.contract import (
     OUTPUT_SHAPE,
     OUTPUT_TRITON_DTYPE,
 )
+from pcam_core.release import PRECISIONS
 from training.config import TritonConfig
 
 if TYPE_CHECKING:
@@ -33,6 +34,21 @@ BACKENDS: dict[ServingTarget, str] = {"cpu": "python", "gpu": "onnxruntime"}
 KEPT_VERSIONS = 2
 """Model versions Triton keeps loaded: the serving release's and the one before, so that a rolling
 release swaps without a failed request (docs/architecture.md#rolling-releases; `pcam package --rolling`)."""
+
+
+def check_serving(target: str, precision: str = "fp32") -> None:
+    """Refuse an unknown serving target or precision, and INT8 anywhere but the cpu target."""
+    if target not in SERVING_TARGETS:
+        raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
+    if precision == "int8" and target != "cpu":
+        # TensorRT builds its FP16 engine from the float graph; given a QDQ graph it would build an
+        # INT8 engine, a precision nothing here measures or calibrates for.
+        raise ValueError(
+            f"precision int8 (the static-QDQ INT8 graphs) is served on the cpu target only; the {target} "
+            "target builds TensorRT engines (triton.trt_precision) from the fp32 graphs: use precision fp32"
+        )
 
 
 def _pb() -> ModuleType:
