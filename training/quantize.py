@@ -14,18 +14,23 @@ LayerNorm, GELU, residual Adds and the in-graph uint8 -> float normalization sta
 what keeps ViT members usable in int8. The activation ranges come from a seeded sample of *training*
 patches, so the validation AUC that judges the int8 graph is measured on patches it was not calibrated
 on. The input/output contract (uint8 image, FP32 logit, dynamic batch) is unchanged.
+
+What int8 buys is measured beside what it costs: speedup() times the fp32 and the int8 session on the
+same validation patches, as the cpu target's python backend runs them (`pcam package --precision int8`).
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import h5py
 import numpy as np
+import onnxruntime as ort
 from onnxruntime.quantization import (
     CalibrationDataReader,
     CalibrationMethod,
@@ -36,7 +41,7 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import roc_auc_score
 
-from pcam_core.contract import INPUT_NAME
+from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
 from training.data.pcam_h5 import X_KEY
 
 log = logging.getLogger(__name__)
@@ -45,6 +50,12 @@ METHOD = (
     "onnxruntime static QDQ: per-channel int8 weights, MinMax-calibrated int8 activations; Conv, Gemm, MatMul"
 )
 CALIBRATION_BATCH = 32
+TIMED_BATCHES = {32: 20, 1: 100}
+"""Batch size -> most interleaved timing rounds: a full dynamic batch, and a lone patch."""
+TIMING_MIN_ROUNDS = 5
+TIMING_BUDGET_S = 30.0
+"""Per batch size: past it (and TIMING_MIN_ROUNDS) timing stops, so big members do not take minutes."""
+WARMUP_RUNS = 2
 
 
 class PatchReader(CalibrationDataReader):
@@ -106,3 +117,40 @@ def auc_change(labels: np.ndarray, fp32_logits: np.ndarray, int8_logits: np.ndar
         "max_abs_logit_diff": float(np.max(np.abs(int8 - fp32))),
         "patches": int(len(labels)),
     }
+
+
+def _elapsed_ms(sess: ort.InferenceSession, batch: np.ndarray) -> float:
+    started = time.perf_counter()
+    sess.run([OUTPUT_NAME], {INPUT_NAME: batch})
+    return (time.perf_counter() - started) * 1000
+
+
+def speedup(fp32: ort.InferenceSession, int8: ort.InferenceSession, images: np.ndarray) -> dict[str, float]:
+    """Median ms per run of both sessions and the median fp32/int8 ratio, at every TIMED_BATCHES size.
+
+    The two run in turns on the same patches (images repeated up to the batch size), their order
+    swapped every round, so load from other processes and warm caches fall on both alike.
+    """
+    report: dict[str, float] = {}
+    for size, most in TIMED_BATCHES.items():
+        batch = np.ascontiguousarray(images[np.arange(size) % len(images)], dtype=np.uint8)
+        for sess in (fp32, int8):
+            for _ in range(WARMUP_RUNS):  # first runs allocate buffers and pick kernels
+                _elapsed_ms(sess, batch)
+        times: dict[str, list[float]] = {"fp32": [], "int8": []}
+        started = time.perf_counter()
+        for i in range(most):
+            order = (("fp32", fp32), ("int8", int8)) if i % 2 == 0 else (("int8", int8), ("fp32", fp32))
+            for name, sess in order:
+                times[name].append(_elapsed_ms(sess, batch))
+            if i + 1 >= TIMING_MIN_ROUNDS and time.perf_counter() - started > TIMING_BUDGET_S:
+                break
+        fp32_ms, int8_ms = np.array(times["fp32"]), np.array(times["int8"])
+        report |= {
+            f"fp32_ms_batch{size}": float(np.median(fp32_ms)),
+            f"int8_ms_batch{size}": float(np.median(int8_ms)),
+            # Ratios of paired rounds: a slow spell on the machine slows both runs of a round.
+            f"speedup_batch{size}": float(np.median(fp32_ms / int8_ms)),
+            f"rounds_batch{size}": len(fp32_ms),
+        }
+    return report

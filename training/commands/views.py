@@ -49,7 +49,7 @@ def cv_table(report: CVReport, folds: int) -> Table:
 
 
 def export_lines(reports: Mapping[str, Mapping[str, Any]], work: WorkDir) -> list[str]:
-    """`pcam export`: one line per member and format, with parity and the INT8 AUC change."""
+    """`pcam export`: one line per member and format, with parity and the INT8 AUC change and speedup."""
     lines = []
     for name, report in reports.items():
         for fmt, entry in report["formats"].items():
@@ -61,8 +61,15 @@ def export_lines(reports: Mapping[str, Mapping[str, Any]], work: WorkDir) -> lis
                 line += f" (max |diff| to PyTorch {entry['parity_max_abs_diff']:.2g})"
             if entry.get("auc_delta") is not None:
                 line += f" (valid AUC {entry['auc_fp32']:.4f} -> {entry['auc_int8']:.4f}, {entry['auc_delta']:+.4f})"
+            if "speedup_batch32" in entry:
+                line += f" (speedup over fp32: {_speedup(entry, 32)}, {_speedup(entry, 1)})"
             lines.append(line)
     return lines
+
+
+def _speedup(entry: Mapping[str, Any], batch: int) -> str:
+    fp32, int8 = entry[f"fp32_ms_batch{batch}"], entry[f"int8_ms_batch{batch}"]
+    return f"x{entry[f'speedup_batch{batch}']:.2f} at batch {batch}, {fp32:.3g} -> {int8:.3g} ms"
 
 
 def _num(value: float | None) -> str:
