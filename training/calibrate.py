@@ -13,12 +13,12 @@ from collections.abc import Mapping
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from pcam_core.release import OPERATING_POINTS, EnsembleRule, OperatingPoint
+from pcam_core.release import OPERATING_POINTS, EnsembleRule, OperatingPoint, Precision
 from pcam_core.rule import combine, ensemble_logit
 from training.metrics import BOOTSTRAP_ROUNDS, Bootstrap, Interval, binary_intervals, ece
 
@@ -215,6 +215,8 @@ class Calibration(BaseModel):
     model_config = ConfigDict(frozen=True)
     members: dict[str, MemberCalibration]
     ensemble: EnsembleRule
+    # Defaulted: calibration.json files written before the field existed were fitted on fp32 logits.
+    precision: Precision = Field("fp32", description="Whose validation logits: the fp32 or the INT8 graphs.")
 
 
 def calibrate(

@@ -52,6 +52,14 @@ TargetOption = Annotated[
         "KIND_GPU, warmup); docs/architecture.md#model-repository.",
     ),
 ]
+PrecisionOption = Annotated[
+    str,
+    typer.Option(
+        "--precision",
+        help="fp32, or int8: serve each member's static-QDQ INT8 export (`pcam export --format int8`), "
+        "calibrated on its own validation logits; cpu target only.",
+    ),
+]
 
 
 @app.callback()
@@ -229,7 +237,7 @@ def export(
 ) -> None:
     """Export trained members to ONNX (and TorchScript, INT8, TensorRT), check parity, collect validation logits.
 
-    Writes members/<name>/export.json: files, sha256, parity, the INT8 validation AUC change.
+    Writes members/<name>/export.json: files, sha256, parity, the INT8 validation AUC change and speedup.
     """
     with _user_errors():
         reports, work = _steps().export(config, workdir, member, formats)
@@ -237,10 +245,21 @@ def export(
 
 
 @app.command("calibrate")
-def calibrate(config: ConfigOption, workdir: WorkdirOption) -> None:
+def calibrate(
+    config: ConfigOption,
+    workdir: WorkdirOption,
+    precision: Annotated[
+        str,
+        typer.Option(
+            "--precision",
+            help="fp32, or int8: fit on the INT8 graphs' validation logits (for `pcam package --precision "
+            "int8`; needs `pcam export --format int8`).",
+        ),
+    ] = "fp32",
+) -> None:
     """Fit temperatures and the ensemble's operating points on validation logits."""
     with _user_errors():
-        result = _steps().calibrate(config, workdir)
+        result = _steps().calibrate(config, workdir, precision)
     _show(views.summary(result.members, result.ensemble))
 
 
@@ -254,16 +273,20 @@ def build_repository(
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing model repository.")] = False,
     target: TargetOption = "cpu",
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Run the whole pipeline and write the Triton model repository with its release.json.
 
-    An existing --workdir is reused: finished training is not redone.
+    An existing --workdir is reused: finished training is not redone. With --precision int8 the export
+    adds the int8 format.
     """
     started = time.perf_counter()
     with _user_errors():
-        manifest = _steps().build_repository(config, output, workdir, force, target)
+        manifest = _steps().build_repository(config, output, workdir, force, target, precision)
     _show_release(manifest)
-    out.print(f"model repository {output} ({target}) built in {time.perf_counter() - started:.0f} s")
+    out.print(
+        f"model repository {output} ({target}, {precision}) built in {time.perf_counter() - started:.0f} s"
+    )
 
 
 @app.command("package")
@@ -281,12 +304,13 @@ def package(
             "to it without a restart or a failed request.",
         ),
     ] = False,
+    precision: PrecisionOption = "fp32",
 ) -> None:
     """Write the model repository and release.json from a work dir whose steps have all run (redoes none)."""
     with _user_errors():
-        manifest = _steps().package(config, workdir, output, force, target, rolling)
+        manifest = _steps().package(config, workdir, output, force, target, rolling, precision)
     _show_release(manifest)
-    out.print(f"model repository {output} ({target}) written")
+    out.print(f"model repository {output} ({target}, {precision}) written")
 
 
 @app.command("retarget")

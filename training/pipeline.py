@@ -2,6 +2,9 @@
 
 data -> stain reference + normalized splits -> train -> export (+ parity, validation logits through
 onnxruntime: the graph that gets served) -> calibrate -> model repository.
+
+With precision int8 (cpu target only) the graph that gets served is each member's static-QDQ INT8
+copy: calibration fits that graph's validation logits and the repository serves its file.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from typing import Any, get_args
 import numpy as np
 import torch
 
-from pcam_core.release import ReleaseManifest, StainReference
+from pcam_core.release import PRECISIONS, Precision, ReleaseManifest, StainReference
 from training import distributed, quantize, stain, trt
 from training.calibrate import Calibration, calibrate
 from training.config import ExportFormat, RunConfig, save_config
@@ -35,7 +38,7 @@ from training.models import check_architecture
 from training.repository.layout import next_versions
 from training.repository.manifest import MemberArtifact, build_manifest, data_provenance, sha256_file
 from training.repository.publishing import check_target, roll_release, write_repository
-from training.repository.triton_config import SERVING_TARGETS, ServingTarget
+from training.repository.triton_config import ServingTarget, check_serving
 from training.tracking import NullTracker, Tracker
 from training.train import TrainResult, load_checkpoint, train_member
 from training.workdir import WorkDir, require
@@ -179,8 +182,9 @@ def export(
     """Export trained members: ONNX (parity-checked; its validation logits saved) plus the requested formats.
 
     formats defaults to the config's export.formats. Writes members/<name>/export.json (returned too):
-    per format its file, sha256 and parity, for int8 the validation AUC change, for tensorrt a skip reason
-    when tensorrt or a GPU is missing. Files of formats not requested this time are removed (stale).
+    per format its file, sha256 and parity, for int8 the validation AUC change and the speedup over fp32
+    (its validation logits saved for `pcam calibrate --precision int8`), for tensorrt a skip reason when
+    tensorrt or a GPU is missing. Files of formats not requested this time are removed (stale).
     """
     wanted = _check_formats(config.export.formats if formats is None else formats)
     torch.set_num_threads(config.threads)
@@ -205,6 +209,8 @@ def export(
         for fmt, stale in optional.items():
             if fmt not in wanted:
                 stale.unlink(missing_ok=True)  # an artifact of earlier weights must not sit next to new ones
+        if "int8" not in wanted:
+            work.valid_logits(name, "int8").unlink(missing_ok=True)  # calibrating on them would be stale too
         model = load_checkpoint(require(work.checkpoint(name), "train"))
         path = export_onnx(model, work.onnx(name))
         done = {"onnx": _artifact(path, opset=OPSET, parity_max_abs_diff=check_parity(model, path, sample, config.threads))}  # fmt: skip
@@ -214,14 +220,7 @@ def export(
             ts = export_torchscript(model, optional["torchscript"])
             done["torchscript"] = _artifact(ts, parity_max_abs_diff=check_torchscript_parity(model, ts, sample))  # fmt: skip
         if calibration is not None:
-            int8 = quantize.quantize_int8(path, optional["int8"], calibration)
-            int8_logits = onnx_logits(session(int8, config.threads), pcam_h5.iter_images(valid_x))
-            change = quantize.auc_change(labels, logits, int8_logits)
-            done["int8"] = _artifact(
-                int8, method=quantize.METHOD, calibration_patches=len(calibration), **change
-            )
-            if change["auc_delta"] is not None:
-                log.info("%s: INT8 validation AUC %.4f -> %.4f (%+.4f)", name, change["auc_fp32"], change["auc_int8"], change["auc_delta"])  # fmt: skip
+            done["int8"] = _int8(config, work, name, path, calibration, labels, logits, sample)
         if "tensorrt" in wanted:
             done["tensorrt"] = (
                 {"skipped": trt_skip} if trt_skip else _plan(config, path, optional["tensorrt"])
@@ -229,6 +228,42 @@ def export(
         reports[name] = {"member": name, "architecture": member.architecture, "formats": done}
         work.export_report(name).write_text(json.dumps(reports[name], indent=2) + "\n")
     return reports
+
+
+def _int8(
+    config: RunConfig,
+    work: WorkDir,
+    name: str,
+    onnx: Path,
+    calibration: np.ndarray,
+    labels: np.ndarray,
+    fp32_logits: np.ndarray,
+    sample: np.ndarray,
+) -> dict[str, Any]:
+    """The INT8 copy of a member's graph, its validation logits (saved), AUC change and speedup over fp32."""
+    valid_x = work.normalized("valid")
+    int8 = quantize.quantize_int8(onnx, work.int8(name), calibration)
+    logits = onnx_logits(session(int8, config.threads), pcam_h5.iter_images(valid_x))
+    np.save(work.valid_logits(name, "int8"), logits)
+    change = quantize.auc_change(labels, fp32_logits, logits)
+    if change["auc_delta"] is not None:
+        log.info("%s: INT8 validation AUC %.4f -> %.4f (%+.4f)", name, change["auc_fp32"], change["auc_int8"], change["auc_delta"])  # fmt: skip
+    # Timed with the threads Triton's cpu target gives a member instance (triton.intra_op_threads).
+    threads = config.triton.intra_op_threads
+    timing = quantize.speedup(session(onnx, threads), session(int8, threads), sample)
+    log.info(
+        "%s: INT8 speedup x%.2f at batch 32 (%.1f -> %.1f ms), x%.2f at batch 1 (%.2f -> %.2f ms)",
+        name, timing["speedup_batch32"], timing["fp32_ms_batch32"], timing["int8_ms_batch32"],
+        timing["speedup_batch1"], timing["fp32_ms_batch1"], timing["int8_ms_batch1"],
+    )  # fmt: skip
+    return _artifact(
+        int8,
+        method=quantize.METHOD,
+        calibration_patches=len(calibration),
+        **change,
+        timing_threads=threads,
+        **timing,
+    )
 
 
 def _plan(config: RunConfig, onnx: Path, plan: Path) -> dict[str, Any]:
@@ -241,13 +276,20 @@ def _prefixed(prefix: str, metrics: dict[str, float]) -> dict[str, float]:
     return {f"{prefix}.{key}": value for key, value in metrics.items()}
 
 
-def calibrate_members(config: RunConfig, work: WorkDir, tracker: Tracker | None = None) -> Calibration:
-    """Temperatures, ensemble operating points and metrics from the members' validation logits."""
+def calibrate_members(
+    config: RunConfig, work: WorkDir, tracker: Tracker | None = None, precision: Precision = "fp32"
+) -> Calibration:
+    """Temperatures, ensemble operating points and metrics from the validation logits of the graphs that
+    will be served: the fp32 export's, or with precision int8 its INT8 copy's."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
     labels = pcam_h5.read_labels(require(work.normalized("valid"), "stain-reference"))
-    logits = {m.name: np.load(require(work.valid_logits(m.name), "export")) for m in config.members}
+    step = "export" if precision == "fp32" else f"export --format {precision}"
+    logits = {m.name: np.load(require(work.valid_logits(m.name, precision), step)) for m in config.members}
     slides = pcam_h5.slide_ids(data_dir(config, work), "valid", len(labels))
     weights = {m.name: m.weight for m in config.members}
     result = calibrate(logits, labels, weights, slides, config.calibration.ensemble_temperature)
+    result = result.model_copy(update={"precision": precision})
     work.calibration.write_text(result.model_dump_json(indent=2) + "\n")
     tracker = tracker or NullTracker()
     for name, member in result.members.items():
@@ -260,7 +302,7 @@ def calibrate_members(config: RunConfig, work: WorkDir, tracker: Tracker | None 
     tracker.log_artifact(work.calibration)
     for name, member in result.members.items():
         log.info("%s: T=%.3f %s", name, member.temperature, _fmt(member.metrics))
-    log.info("ensemble: %s", _fmt(result.ensemble.metrics))
+    log.info("ensemble (%s graphs): %s", precision, _fmt(result.ensemble.metrics))
     for name, point in result.ensemble.operating_points.items():
         log.info(
             "%s: threshold %.4f, sensitivity %.3f, specificity %.3f",
@@ -274,15 +316,20 @@ def _fmt(metrics: dict[str, float]) -> str:
 
 
 def build_repository(
-    config: RunConfig, output: Path, work: WorkDir, force: bool = False, target: ServingTarget = "cpu"
+    config: RunConfig,
+    output: Path,
+    work: WorkDir,
+    force: bool = False,
+    target: ServingTarget = "cpu",
+    precision: Precision = "fp32",
 ) -> ReleaseManifest:
     """Run every step and write the model repository for the cpu or gpu serving target to output (atomically).
 
     Steps whose results are in the work dir already (synthetic data, normalized splits, finished training)
-    are not redone, so a second run over the same work dir only re-exports, calibrates and writes.
+    are not redone, so a second run over the same work dir only re-exports, calibrates and writes. With
+    precision int8 the export adds the int8 format and the release serves it (cpu target only).
     """
-    if target not in SERVING_TARGETS:
-        raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
+    check_serving(target, precision)
     check_target(output, force)  # fail before minutes of training, not after
     for member in config.members:
         check_architecture(member.architecture)
@@ -290,9 +337,12 @@ def build_repository(
     prepare_data(config, work)
     fit_stain(config, work)
     train(config, work)
-    export(config, work)
-    calibrate_members(config, work)
-    return package(config, work, output, force, target)
+    formats = config.export.formats
+    if precision == "int8" and "int8" not in formats:
+        formats = (*formats, "int8")
+    export(config, work, formats=formats)
+    calibrate_members(config, work, precision=precision)
+    return package(config, work, output, force, target, precision=precision)
 
 
 def package(
@@ -302,14 +352,15 @@ def package(
     force: bool = False,
     target: ServingTarget = "cpu",
     rolling: bool = False,
+    precision: Precision = "fp32",
 ) -> ReleaseManifest:
     """Write the model repository from a work dir whose steps have all run (no step is redone).
 
     With rolling, the release goes into the existing (serving) repository as new model versions
-    next to the previous release's, and release.json switches last (repository.roll_release).
+    next to the previous release's, and release.json switches last (repository.roll_release). With
+    precision int8 each member serves its INT8 export (cpu target only), calibrated on its own logits.
     """
-    if target not in SERVING_TARGETS:
-        raise ValueError(f"unknown serving target {target!r}; choose from {list(SERVING_TARGETS)}")
+    check_serving(target, precision)
     if not rolling:
         check_target(output, force)
     directory = data_dir(config, work)
@@ -323,6 +374,19 @@ def package(
             f"{work.calibration} was fitted for members {calibrated}, the config has {configured}: "
             "run `pcam calibrate` again"
         )
+    # The served graphs first: without them, calibrating for them is not the step to run next.
+    served = {
+        m.name: require(work.onnx(m.name), "export")
+        if precision == "fp32"
+        else require(work.int8(m.name), f"export --format {precision}")
+        for m in config.members
+    }
+    if calibration.precision != precision:
+        # Temperatures and thresholds fitted on one graph's logits do not hold for the other's.
+        raise ValueError(
+            f"{work.calibration} was fitted on the {calibration.precision} graphs' validation logits, "
+            f"the release would serve the {precision} graphs: run `pcam calibrate --precision {precision}`"
+        )
     members = []
     for m in config.members:
         history = json.loads(require(work.checkpoint(m.name).with_name("history.json"), "train").read_text())
@@ -330,10 +394,11 @@ def package(
             MemberArtifact(
                 name=m.name,
                 architecture=m.architecture,
-                onnx=require(work.onnx(m.name), "export"),
+                onnx=served[m.name],
                 temperature=calibration.members[m.name].temperature,
                 weight=calibration.members[m.name].weight,  # the operating points were chosen with it
                 metrics={**calibration.members[m.name].metrics, "best_epoch": float(history["best_epoch"])},
+                precision=precision,
             )
         )
     spec = config.data.synthetic

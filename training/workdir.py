@@ -13,6 +13,7 @@ class WorkDir:
     config.yaml  data/ (synthetic PCam files)  stain_reference.json  normalized/<split>.h5
     members/<name>/{checkpoint.pt, history.json, model.onnx, valid_logits.npy, export.json}  calibration.json
     members/<name>/{model.pt, model.int8.onnx, model.plan}: the optional export formats
+    members/<name>/valid_logits.int8.npy: the INT8 graph's validation logits (with model.int8.onnx)
     """
 
     root: Path
@@ -58,8 +59,11 @@ class WorkDir:
     def export_report(self, name: str) -> Path:
         return self.member(name) / "export.json"
 
-    def valid_logits(self, name: str) -> Path:
-        return self.member(name) / "valid_logits.npy"
+    def valid_logits(self, name: str, precision: str = "fp32") -> Path:
+        """Validation logits of the exported graph (fp32) or of its INT8 copy (int8)."""
+        return self.member(name) / (
+            "valid_logits.npy" if precision == "fp32" else f"valid_logits.{precision}.npy"
+        )
 
     @property
     def calibration(self) -> Path:

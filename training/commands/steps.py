@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pcam_core.release import ReleaseManifest, StainReference
+from pcam_core.release import Precision, ReleaseManifest, StainReference
 from training import pipeline
 from training.calibrate import Calibration
 from training.config import RunConfig, load_config, save_config
@@ -69,27 +69,39 @@ def export(
     return pipeline.export(cfg, work, members, formats), work
 
 
-def calibrate(config: str, workdir: Path) -> Calibration:
-    """Fit temperatures and operating points, tracked (`pcam calibrate`)."""
+def calibrate(config: str, workdir: Path, precision: Precision = "fp32") -> Calibration:
+    """Fit temperatures and operating points on the fp32 or int8 graphs' logits, tracked (`pcam calibrate`)."""
     cfg, work = start(config, workdir)
     with tracked(cfg.tracking, f"{cfg.release_prefix}/calibrate") as tracker:
-        return pipeline.calibrate_members(cfg, work, tracker)
+        tracker.log_params({"precision": precision})
+        return pipeline.calibrate_members(cfg, work, tracker, precision)
 
 
 def build_repository(
-    config: str, output: Path, workdir: Path | None, force: bool, target: ServingTarget
+    config: str,
+    output: Path,
+    workdir: Path | None,
+    force: bool,
+    target: ServingTarget,
+    precision: Precision = "fp32",
 ) -> ReleaseManifest:
     """The whole pipeline into a model repository (`pcam build-repository`); a temporary work dir if none."""
     cfg = load_config(config)
     if workdir is None:
         with tempfile.TemporaryDirectory(prefix="pcam-work-") as tmp:
-            return pipeline.build_repository(cfg, output, WorkDir(Path(tmp)), force, target)
-    return pipeline.build_repository(cfg, output, WorkDir(workdir), force, target)
+            return pipeline.build_repository(cfg, output, WorkDir(Path(tmp)), force, target, precision)
+    return pipeline.build_repository(cfg, output, WorkDir(workdir), force, target, precision)
 
 
 def package(
-    config: str, workdir: Path, output: Path, force: bool, target: ServingTarget, rolling: bool
+    config: str,
+    workdir: Path,
+    output: Path,
+    force: bool,
+    target: ServingTarget,
+    rolling: bool,
+    precision: Precision = "fp32",
 ) -> ReleaseManifest:
     """The model repository from a finished work dir (`pcam package`)."""
     cfg, work = start(config, workdir)
-    return pipeline.package(cfg, work, output, force, target, rolling)
+    return pipeline.package(cfg, work, output, force, target, rolling, precision)
