@@ -27,17 +27,7 @@ def test_the_serving_benchmark_runs_and_reports_every_measure(model_repository: 
     small = ["--rounds", "1", "--requests", "3", "--load-requests", "32", "--concurrency", "8",
              "--batch", "8", "--batch-requests", "2", "--batch-concurrency", "2",
              "--cache-concurrency", "8", "--cache-requests", "64"]  # fmt: skip
-    done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.serving", "--repository", str(model_repository), *small],
-        cwd=tmp_path,  # its reports go to build/bench/ here, not over the checkout's
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    reports = tmp_path / "build" / "bench"
+    reports = run_benchmark("serving", ["--repository", str(model_repository), *small], tmp_path)
     serving = json.loads((reports / "serving.json").read_text())
     assert [row[0] for row in serving["rows"]] == MEASURES
     assert all(row[2] > 0 and row[3] > 0 for row in serving["rows"])  # stack and baseline both measured
@@ -51,9 +41,22 @@ def test_the_ceiling_benchmark_builds_its_release_and_reports_both_loads(tmp_pat
     repository = tmp_path / "ceiling"
     small = ["--rounds", "1", "--batch", "8", "--batch-requests", "4", "--batch-concurrency", "2",
              "--concurrency", "4", "--requests", "16"]  # fmt: skip
+    reports = run_benchmark("ceiling", ["--repository", str(repository), *small], tmp_path)
+    assert json.loads((repository / "release.json").read_text())["release_id"].startswith("ceiling-")
+    ceiling = json.loads((reports / "ceiling.json").read_text())
+    assert [row[0] for row in ceiling["rows"]] == ["2 clients, tensor batches of 8", "4 single-patch clients"]
+    for row in ceiling["rows"]:
+        rate, services, cores = row[1], row[5], row[-1]
+        assert rate > 0 and services > 0 and cores > 0
+        assert services == pytest.approx(sum(row[2:5]), abs=0.01)
+
+
+def run_benchmark(name: str, arguments: list[str], folder: Path) -> Path:
+    """Run `python -m benchmarks.<name>` in `folder` (its reports go there, not over the checkout's);
+    return the reports' folder."""
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.ceiling", "--repository", str(repository), *small],
-        cwd=tmp_path,
+        [sys.executable, "-m", f"benchmarks.{name}", *arguments],
+        cwd=folder,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
         capture_output=True,
         text=True,
@@ -61,10 +64,4 @@ def test_the_ceiling_benchmark_builds_its_release_and_reports_both_loads(tmp_pat
         check=False,
     )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
-    assert json.loads((repository / "release.json").read_text())["release_id"].startswith("ceiling-")
-    ceiling = json.loads((tmp_path / "build" / "bench" / "ceiling.json").read_text())
-    assert [row[0] for row in ceiling["rows"]] == ["2 clients, tensor batches of 8", "4 single-patch clients"]
-    for row in ceiling["rows"]:
-        rate, services, cores = row[1], row[5], row[-1]
-        assert rate > 0 and services > 0 and cores > 0
-        assert services == pytest.approx(sum(row[2:5]), abs=0.01)
+    return folder / "build" / "bench"

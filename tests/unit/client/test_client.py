@@ -6,7 +6,7 @@ import hashlib
 import re
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -26,9 +26,9 @@ from pcam_client import (
 )
 from pcam_client.client import predict_params
 from pcam_client.errors import parse_retry_after
+from tests.unit.client.transports import recording
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"fake png body"
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def prediction(data: bytes, operating_point: str = "balanced") -> dict:
@@ -66,16 +66,6 @@ def parts(request: httpx.Request) -> list[tuple[str, str, str, bytes]]:
         assert field and filename and media, text
         found.append((field[1], filename[1], media[1], data.removesuffix(b"\r\n")))
     return found
-
-
-def recording(handler: Handler) -> tuple[httpx.MockTransport, list[httpx.Request]]:
-    requests: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return handler(request)
-
-    return httpx.MockTransport(record), requests
 
 
 def answers(*responses: httpx.Response) -> tuple[httpx.MockTransport, list[httpx.Request]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -16,9 +16,9 @@ import pytest
 import pcam_client.client as client_module
 from pcam_client import AsyncPCamClient, PCamAPIError, PCamClient, PCamError, PixelPredictions
 from pcam_core import oip
+from tests.unit.client.transports import Handler, recording
 
 INFER = "/v2/models/pcam/infer"
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def patches(n: int, seed: int = 0) -> np.ndarray:
@@ -51,16 +51,6 @@ def gateway(release: str = "r1", cached: int = 0, degraded: bool = False, as_jso
         return httpx.Response(200, content=body, headers=headers)
 
     return answer
-
-
-def recording(handler: Handler) -> tuple[httpx.MockTransport, list[httpx.Request]]:
-    requests: list[httpx.Request] = []
-
-    def record(request: httpx.Request) -> httpx.Response:
-        requests.append(request)
-        return handler(request)
-
-    return httpx.MockTransport(record), requests
 
 
 def answers(*handlers: Handler) -> tuple[httpx.MockTransport, list[httpx.Request]]:
