@@ -4,8 +4,9 @@
 
 Builds, if absent, a release of trivial members (training/configs/ceiling.yaml: the demo's shape,
 members that map a patch's mean colour to a logit) with the real `pcam build-repository`, starts the
-local stack on it, and drives it with never-sent tensor batches (KServe v2, pixels in), then with
-never-sent single-patch PNG uploads. Reports patches/s and every process's CPU per patch from /proc
+local stack on it twice (the ensemble handing patches to Triton inside its gRPC messages, and in
+shared memory), and drives both, rounds alternating, with never-sent tensor batches (KServe v2, pixels
+in) and never-sent single-patch PNG uploads. Reports patches/s and every process's CPU per patch from /proc
 (the load client's own CPU while sending included), and the arithmetic the platform exists for: the
 service cores one GPU would need to be fed at `--gpu-rate` patches/s.
 """
@@ -13,6 +14,7 @@ service cores one GPU would need to be fed at `--gpu-rate` patches/s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 from pathlib import Path
@@ -24,6 +26,11 @@ from devstack.repository import build_repository
 from loadtests.run_local import local_stack
 
 CONFIG = ROOT / "training" / "configs" / "ceiling.yaml"
+PIXELS_TO_TRITON = {
+    "in the gRPC message": {},
+    "in shared memory": {"PCAM_ENSEMBLE_TRITON_SHARED_MEMORY": "true"},
+}
+"""The two ways the ensemble hands patches to Triton, measured side by side (two stacks, rounds alternating)."""
 TARGET_PATCHES_PER_S = 3000
 
 
@@ -44,42 +51,54 @@ def main() -> None:
     if not (args.repository / "release.json").is_file():
         build_repository(CONFIG, args.repository)
     patches = UniqueBodies()
-    tensor_rates, single_rates = [], []
-    tensor_cpu: dict[str, list[float]] = {}
-    single_cpu: dict[str, list[float]] = {}
-    with (
-        tempfile.TemporaryDirectory(prefix="pcam-ceiling-") as work,
-        local_stack(args.repository, ROOT / ".venv-triton", Path(work)) as stack,
-    ):
-        warm = tensor_predictions([patches.pixels(args.batch) for _ in range(8)])
-        uncached_load(stack, warm, 8 * args.batch, args.batch_concurrency, {})
-        for _ in range(args.rounds):
-            count = args.batch_requests * args.batch
-            tensors = tensor_predictions([patches.pixels(args.batch) for _ in range(args.batch_requests)])
-            load = uncached_load(stack, tensors, count, args.batch_concurrency, tensor_cpu)
-            tensor_rates.append(count / load.wall_s)
-            singles = predictions(patches.take(args.requests))
-            load = uncached_load(stack, singles, args.requests, args.concurrency, single_cpu)
-            single_rates.append(args.requests / load.wall_s)
-
     loads = {
-        f"{args.batch_concurrency} clients, tensor batches of {args.batch}": (
-            tensor_rates,
-            medians(tensor_cpu),
-        ),
-        f"{args.concurrency} single-patch clients": (single_rates, medians(single_cpu)),
+        "tensor": f"{args.batch_concurrency} clients, tensor batches of {args.batch}",
+        "single": f"{args.concurrency} single-patch clients",
     }
+    rates: dict[tuple[str, str], list[float]] = {}
+    cpu: dict[tuple[str, str], dict[str, list[float]]] = {}
+    with contextlib.ExitStack() as running:
+        stacks = {
+            mode: running.enter_context(
+                local_stack(
+                    args.repository,
+                    ROOT / ".venv-triton",
+                    Path(running.enter_context(tempfile.TemporaryDirectory(prefix="pcam-ceiling-"))),
+                    environment,
+                )
+            )
+            for mode, environment in PIXELS_TO_TRITON.items()
+        }
+        for stack in stacks.values():
+            warm = tensor_predictions([patches.pixels(args.batch) for _ in range(8)])
+            uncached_load(stack, warm, 8 * args.batch, args.batch_concurrency, {})
+        for _ in range(args.rounds):
+            for mode, stack in stacks.items():  # rounds alternate: noise hits both modes alike
+                count = args.batch_requests * args.batch
+                tensors = tensor_predictions([patches.pixels(args.batch) for _ in range(args.batch_requests)])
+                load = uncached_load(
+                    stack, tensors, count, args.batch_concurrency, cpu.setdefault(("tensor", mode), {})
+                )
+                rates.setdefault(("tensor", mode), []).append(count / load.wall_s)
+                singles = predictions(patches.take(args.requests))
+                load = uncached_load(
+                    stack, singles, args.requests, args.concurrency, cpu.setdefault(("single", mode), {})
+                )
+                rates.setdefault(("single", mode), []).append(args.requests / load.wall_s)
+
     rows = []
-    for name, (rates, cpu) in loads.items():
-        services_ms = sum(cpu[s] for s in SERVICES)
+    for (load, mode), samples in sorted(cpu.items(), key=lambda item: list(loads).index(item[0][0])):
+        used = medians(samples)
+        services_ms = sum(used[s] for s in SERVICES)
         rows.append(
             [
-                name,
-                round(statistics.median(rates)),
-                *(cpu[s] for s in SERVICES),
+                loads[load],
+                mode,
+                round(statistics.median(rates[load, mode])),
+                *(used[s] for s in SERVICES),
                 round(services_ms, 3),
-                cpu["triton"],
-                cpu[LOAD_CLIENT],
+                used["triton"],
+                used[LOAD_CLIENT],
                 round(args.gpu_rate * services_ms / 1000, 1),
             ]
         )
@@ -89,6 +108,7 @@ def main() -> None:
         f"at {args.gpu_rate:,} patches/s (target: tensor batches >= {TARGET_PATCHES_PER_S:,} patches/s)",
         [
             "load",
+            "pixels to Triton",
             "patches/s",
             *SERVICES,
             "services",
@@ -100,8 +120,7 @@ def main() -> None:
         {
             "rounds": args.rounds,
             "config": str(CONFIG.relative_to(ROOT)),
-            "rates": {name: rates for name, (rates, _) in loads.items()},
-            "cpu_ms_per_patch": {name: cpu for name, (_, cpu) in loads.items()},
+            "rates": {f"{loads[load]}, {mode}": values for (load, mode), values in rates.items()},
             "target_patches_per_s": TARGET_PATCHES_PER_S,
         },
     )

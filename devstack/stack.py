@@ -55,6 +55,8 @@ class StackConfig:
     ports: StackPorts = field(default_factory=StackPorts)
     redis_server: str = "redis-server"
     startup_timeout_s: float = 180.0
+    service_environment: dict[str, str] = field(default_factory=dict)
+    """Settings for the services on top of this process's environment (e.g. two stacks side by side)."""
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{getattr(self.ports, service)}"
@@ -167,6 +169,7 @@ class LocalStack:
                 },
             }[service]
         )
+        env.update(self.config.service_environment)
         argv = [sys.executable, *service_arguments(service)]
         process = ManagedProcess(service, argv, self._log(service), env=env)
         self.processes[service] = process

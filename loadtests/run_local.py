@@ -65,8 +65,11 @@ def locust_command(
 
 
 @contextlib.contextmanager
-def local_stack(model_repository: Path, triton_venv: Path, work_dir: Path) -> Iterator[LocalStack]:
-    """The local stack on free ports (rate limit off unless set), started and stopped around the block."""
+def local_stack(
+    model_repository: Path, triton_venv: Path, work_dir: Path, environment: dict[str, str] | None = None
+) -> Iterator[LocalStack]:
+    """The local stack on free ports (rate limit off unless set), its services given `environment`,
+    started and stopped around the block."""
     from devstack.stack import LocalStack, StackConfig, StackPorts
     from pcam_core.release import RELEASE_FILENAME
 
@@ -79,6 +82,7 @@ def local_stack(model_repository: Path, triton_venv: Path, work_dir: Path) -> It
         triton_venv=triton_venv.resolve(),
         work_dir=work_dir.resolve(),
         ports=StackPorts.free(),
+        service_environment=dict(environment or {}),
     )
     print(f"Starting the local stack (logs in {config.work_dir / 'logs'})", flush=True)
     with LocalStack(config) as stack:

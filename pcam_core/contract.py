@@ -11,6 +11,8 @@ INPUT_NAME: Final = "image"
 INPUT_TRITON_DTYPE: Final = "UINT8"
 INPUT_SHAPE: Final = (PATCH_SIZE, PATCH_SIZE, CHANNELS)
 """Per-patch shape (NHWC, RGB, already stain-normalized); the batch dimension is dynamic."""
+PATCH_BYTES: Final = PATCH_SIZE * PATCH_SIZE * CHANNELS
+"""Bytes of one uint8 patch on the wire."""
 
 OUTPUT_NAME: Final = "logit"
 OUTPUT_TRITON_DTYPE: Final = "FP32"

@@ -18,7 +18,7 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from pcam_core.contract import INPUT_SHAPE
+from pcam_core.contract import INPUT_SHAPE, PATCH_BYTES
 from pcam_core.problems import ItemError
 from pcam_core.schemas import Quality
 
@@ -154,7 +154,7 @@ def max_uploads_frame_bytes(max_uploads: int, max_bytes_each: int) -> int:
 
 def max_frame_bytes(max_images: int) -> int:
     """The largest frame a batch of `max_images` patches (with generous metadata) can need."""
-    return _LENGTH.size + MAX_HEADER_BYTES + max_images * math.prod(INPUT_SHAPE)
+    return _LENGTH.size + MAX_HEADER_BYTES + max_images * PATCH_BYTES
 
 
 def _check_images(dtype: np.dtype, shape: tuple[int, ...]) -> None:

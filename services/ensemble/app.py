@@ -6,12 +6,14 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from pcam_core import wire
+from pcam_core.contract import PATCH_BYTES
 from pcam_core.release import ReleaseManifest, load_release
 from services.common.app import create_service_app
 from services.common.release_watch import ReleaseWatcher, watching
 from services.ensemble.releases import ReleaseRegistry
 from services.ensemble.routes import router
 from services.ensemble.settings import EnsembleSettings
+from services.ensemble.shm import SharedMemorySlots
 from services.ensemble.triton import TritonMembers, connect
 
 
@@ -24,8 +26,15 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         release = load_release(settings.model_repository)
         retry = settings.retry_policy()
         client = connect(settings.triton_grpc_url, retry)
+        slots = (
+            SharedMemorySlots(
+                settings.triton_shared_memory_slots, settings.triton_shared_memory_slot_patches * PATCH_BYTES
+            )
+            if settings.triton_shared_memory
+            else None
+        )
         members = app.state.triton = TritonMembers(
-            client, settings.triton_timeout_s, retry, settings.max_concurrent_chunks
+            client, settings.triton_timeout_s, retry, settings.max_concurrent_chunks, slots
         )
 
         async def members_ready(manifest: ReleaseManifest) -> bool:
@@ -41,6 +50,8 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
             async with watching(watcher):
                 yield
         finally:
+            if slots is not None:
+                await slots.close(client)
             await client.close()
 
     app = create_service_app(

@@ -39,6 +39,17 @@ class EnsembleSettings(ReadsRelease, ExplainsImages, ServiceSettings):
     max_concurrent_chunks: int = Field(
         4, ge=1, description="Chunks of one member in flight at once (the rest wait, not on their deadline)."
     )
+    triton_shared_memory: bool = Field(
+        False,
+        description="Hand patches to Triton in system shared memory instead of inside each gRPC message. "
+        "Only where this process shares /dev/shm with Triton: the same host, or a sidecar in Triton's pod.",
+    )
+    triton_shared_memory_slots: int = Field(
+        8, ge=1, description="Shared memory regions: calls to Triton that can hold one at once."
+    )
+    triton_shared_memory_slot_patches: int = Field(
+        64, ge=1, description="Patches per region; a larger chunk goes inside its gRPC message."
+    )
     min_members: int | None = Field(
         None,
         ge=1,

@@ -14,7 +14,8 @@ from pcam_core.release import Member
 from pcam_core.serving import MemberFailure, MemberLogits
 from services.common.tracing import grpc_trace_headers
 from services.ensemble.metrics import timed_attempts
-from services.ensemble.retry import CallFailed, RetryPolicy, call_with_retry
+from services.ensemble.retry import UNAVAILABLE, CallFailed, RetryPolicy, call_with_retry
+from services.ensemble.shm import SharedMemorySlots, lost_region
 
 T = TypeVar("T")
 
@@ -72,8 +73,10 @@ class TritonMembers:
         timeout_s: float,
         retry: RetryPolicy | None = None,
         max_concurrent_chunks: int = 4,
+        shared_memory: SharedMemorySlots | None = None,
     ) -> None:
         self.client, self.timeout_s = client, timeout_s
+        self.shared_memory = shared_memory
         self.retry = retry or RetryPolicy()
         # Chunks beyond this wait here rather than in Triton's queue, where they would spend their deadline.
         self.max_concurrent_chunks = max_concurrent_chunks
@@ -164,9 +167,11 @@ class TritonMembers:
 
     async def _infer(self, member: Member, images: np.ndarray) -> np.ndarray:
         request = grpcclient.InferInput(INPUT_NAME, list(images.shape), INPUT_TRITON_DTYPE)
-        request.set_data_from_numpy(np.ascontiguousarray(images))
+        slots = self.shared_memory if self.shared_memory and self.shared_memory.fits(images) else None
+        if slots is None:
+            request.set_data_from_numpy(np.ascontiguousarray(images))
 
-        async def attempt(timeout_s: float) -> grpcclient.InferResult:
+        async def send(timeout_s: float) -> grpcclient.InferResult:
             return await self.client.infer(
                 member.name,
                 [request],
@@ -175,6 +180,20 @@ class TritonMembers:
                 client_timeout=timeout_s,
                 headers=grpc_trace_headers(),  # W3C traceparent into Triton's gRPC metadata
             )
+
+        async def attempt(timeout_s: float) -> grpcclient.InferResult:
+            if slots is None:
+                return await send(timeout_s)
+            await slots.register(self.client)
+            async with slots.holding(images) as region:
+                request.set_shared_memory(region, images.nbytes)
+                try:
+                    return await send(timeout_s)
+                except InferenceServerException as exc:
+                    if not lost_region(exc):
+                        raise
+                    slots.forget()  # Triton restarted without our regions: register them, then retry
+                    raise InferenceServerException(exc.message(), status=UNAVAILABLE) from exc
 
         result = await self._call(member, "infer", attempt)
         logits = result.as_numpy(OUTPUT_NAME)

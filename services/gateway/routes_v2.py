@@ -11,7 +11,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
 from pcam_core import oip
-from pcam_core.contract import INPUT_SHAPE
+from pcam_core.contract import PATCH_BYTES
 from pcam_core.errors import InvalidRequest
 from pcam_core.problems import domain_error
 from pcam_core.release import parse_operating_point
@@ -24,7 +24,6 @@ from services.gateway.deadline import deadline
 from services.gateway.deps import Services, guard, guarded_statuses, predictor
 from services.gateway.settings import GatewaySettings
 
-PATCH_BYTES = int(np.prod(INPUT_SHAPE))
 HEADER_ALLOWANCE = 64 * 1024
 """Room for the JSON header of a request beside its pixels."""
 SERVER = {"name": "pcam-gateway", "version": "0.1.0", "extensions": ["binary_tensor_data"]}

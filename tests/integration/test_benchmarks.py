@@ -37,18 +37,20 @@ def test_the_serving_benchmark_runs_and_reports_every_measure(model_repository: 
     assert all(ms > 0 for name in ("gateway", "preprocess", "ensemble") for ms in used[name])
 
 
-def test_the_ceiling_benchmark_builds_its_release_and_reports_both_loads(tmp_path: Path) -> None:
+def test_the_ceiling_benchmark_builds_its_release_and_reports_both_loads_both_ways(tmp_path: Path) -> None:
     repository = tmp_path / "ceiling"
     small = ["--rounds", "1", "--batch", "8", "--batch-requests", "4", "--batch-concurrency", "2",
              "--concurrency", "4", "--requests", "16"]  # fmt: skip
     reports = run_benchmark("ceiling", ["--repository", str(repository), *small], tmp_path)
     assert json.loads((repository / "release.json").read_text())["release_id"].startswith("ceiling-")
     ceiling = json.loads((reports / "ceiling.json").read_text())
-    assert [row[0] for row in ceiling["rows"]] == ["2 clients, tensor batches of 8", "4 single-patch clients"]
-    for row in ceiling["rows"]:
-        rate, services, cores = row[1], row[5], row[-1]
+    rows = {(row[0], row[1]): row[2:] for row in ceiling["rows"]}
+    loads = ("2 clients, tensor batches of 8", "4 single-patch clients")
+    modes = ("in the gRPC message", "in shared memory")
+    assert list(rows) == [(load, mode) for load in loads for mode in modes]
+    for rate, gateway, preprocess, ensemble, services, *_, cores in rows.values():
         assert rate > 0 and services > 0 and cores > 0
-        assert services == pytest.approx(sum(row[2:5]), abs=0.01)
+        assert services == pytest.approx(gateway + preprocess + ensemble, abs=0.01)
 
 
 def run_benchmark(name: str, arguments: list[str], folder: Path) -> Path:
