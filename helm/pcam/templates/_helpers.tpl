@@ -186,26 +186,28 @@ gateway. The gateway's /readyz requires preprocess and ensemble ready, which req
 restart (a TensorRT build takes up to 20 min) would take every gateway pod out of its Service, and
 clients would get connection refused (an Ingress: 502) instead of the gateway's own 503 + Retry-After,
 which it answers by itself while a dependency is down. `helm test` still checks the gateway's /readyz.
-Call with (dict "root" $ "component" "gateway").
+Call with (dict "root" $ "component" "gateway"), optionally "portName" (the container port's name,
+default `http`).
 */}}
 {{- define "pcam.serviceProbes" -}}
+{{- $port := default "http" .portName -}}
 startupProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: {{ $port }}
   periodSeconds: 5
   failureThreshold: 36
 livenessProbe:
   httpGet:
     path: /healthz
-    port: http
+    port: {{ $port }}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
   httpGet:
     path: {{ ternary "/healthz" "/readyz" (eq .component "gateway") }}
-    port: http
+    port: {{ $port }}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2

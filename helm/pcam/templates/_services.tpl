@@ -40,24 +40,7 @@ spec:
       terminationGracePeriodSeconds: {{ $values.terminationGracePeriodSeconds }}
       {{- include "pcam.modelRepository.initContainers" (dict "root" $root "manifestOnly" true) | nindent 6 }}
       containers:
-        - name: {{ .component }}
-          image: {{ include "pcam.image" (dict "root" $root "image" $values.image) }}
-          imagePullPolicy: {{ $root.Values.image.pullPolicy }}
-          ports:
-            - name: http
-              containerPort: {{ include "pcam.containerPort" .component }}
-              protocol: TCP
-          envFrom:
-            - configMapRef:
-                name: {{ include "pcam.componentName" $component }}
-          {{- include "pcam.containerSecurityContext" $root | nindent 10 }}
-          {{- include "pcam.serviceProbes" $component | nindent 10 }}
-          resources:
-            {{- toYaml $values.resources | nindent 12 }}
-          volumeMounts:
-            - name: tmp
-              mountPath: /tmp
-            {{- include "pcam.modelRepository.mount" $root | nindent 12 }}
+        {{- include "pcam.modelService.container" (dict "root" $root "component" .component) | nindent 8 }}
       volumes:
         - name: tmp
           emptyDir:
@@ -66,7 +49,44 @@ spec:
 {{- end }}
 
 {{/*
-ClusterIP Service of a platform service. Call with (dict "root" $ "component" "preprocess").
+The container of preprocess or ensemble, in its own Deployment or (ensemble.besideTriton) in Triton's
+pod. Call with (dict "root" $ "component" "preprocess"), optionally "portName" (default `http`: port
+names are unique per pod, and Triton's container has its own `http`), "tmpVolume" (the volume at /tmp,
+default `tmp`) and "sharedMemory" (true: the pod's `dshm` volume at /dev/shm).
+*/}}
+{{- define "pcam.modelService.container" -}}
+{{- $root := .root }}
+{{- $values := index $root.Values .component }}
+{{- $portName := default "http" .portName }}
+{{- $component := dict "root" $root "component" .component "values" $values "portName" $portName -}}
+- name: {{ .component }}
+  image: {{ include "pcam.image" (dict "root" $root "image" $values.image) }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  ports:
+    - name: {{ $portName }}
+      containerPort: {{ include "pcam.containerPort" .component }}
+      protocol: TCP
+  envFrom:
+    - configMapRef:
+        name: {{ include "pcam.componentName" $component }}
+  {{- include "pcam.containerSecurityContext" $root | nindent 2 }}
+  {{- include "pcam.serviceProbes" $component | nindent 2 }}
+  resources:
+    {{- toYaml $values.resources | nindent 4 }}
+  volumeMounts:
+    - name: {{ default "tmp" .tmpVolume }}
+      mountPath: /tmp
+    {{- if .sharedMemory }}
+    - name: dshm
+      mountPath: /dev/shm
+    {{- end }}
+    {{- include "pcam.modelRepository.mount" $root | nindent 4 }}
+{{- end }}
+
+{{/*
+ClusterIP Service of a platform service. Call with (dict "root" $ "component" "preprocess"), optionally
+"podComponent" (the component whose pods it selects, default the component itself) and "targetPort"
+(default `http`).
 */}}
 {{- define "pcam.service.clusterIP" -}}
 apiVersion: v1
@@ -79,10 +99,10 @@ metadata:
 spec:
   type: ClusterIP
   selector:
-    {{- include "pcam.componentSelectorLabels" . | nindent 4 }}
+    {{- include "pcam.componentSelectorLabels" (dict "root" .root "component" (default .component .podComponent)) | nindent 4 }}
   ports:
     - name: http
       port: {{ index .root.Values .component "service" "port" }}
-      targetPort: http
+      targetPort: {{ default "http" .targetPort }}
       protocol: TCP
 {{- end }}
