@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 from devstack.triton import opentelemetry_trace_settings
+from pcam_core.contract import PATCH_BYTES
 from services.common.settings import agreed_fields, field_set_by
 from services.ensemble.settings import EnsembleSettings
 from services.gateway.settings import GatewaySettings
@@ -31,7 +32,8 @@ from tests.unit.deploy.conftest import ROOT, kubernetes_validate_output
 
 CHART = ROOT / "helm" / "pcam"
 VALUES = CHART / "ci"  # chart-testing convention: <name>-values.yaml, also examples for users
-VALUE_SETS = ("default", "gpu-autoscaling-monitoring", "external-redis")
+VALUE_SETS = ("default", "gpu-autoscaling-monitoring", "external-redis", "ensemble-beside-triton")
+BESIDE = "ensemble-beside-triton"  # ensemble.besideTriton: the ensemble a container of every Triton pod
 RELEASE, NAMESPACE = "t", "pcam"
 KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")  # the chart's kubeVersion floor and the newest bundled schemas
 CRD_KINDS = {"ServiceMonitor", "PrometheusRule"}
@@ -119,12 +121,22 @@ def full(component: str) -> str:
     return f"{RELEASE}-pcam-{component}"
 
 
+def deployment(objects: list[Obj], component: str) -> Obj:
+    """The Deployment whose pods run `component`: its own, or Triton's for the ensemble beside Triton."""
+    own = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == full(component)]
+    if not own and component == "ensemble":
+        return find(objects, "Deployment", full("triton"))
+    assert len(own) == 1, f"Deployment/{full(component)}: {len(own)} found"
+    return own[0]
+
+
 def pod_spec(objects: list[Obj], component: str) -> Obj:
-    return find(objects, "Deployment", full(component))["spec"]["template"]["spec"]
+    return deployment(objects, component)["spec"]["template"]["spec"]
 
 
 def container(objects: list[Obj], component: str) -> Obj:
-    return pod_spec(objects, component)["containers"][0]
+    (match,) = [c for c in pod_spec(objects, component)["containers"] if c["name"] == component]
+    return match
 
 
 def config(objects: list[Obj], component: str) -> dict[str, str]:
@@ -243,18 +255,26 @@ def test_network_policies_deny_by_default_and_open_only_the_platform_paths(
     rendered: Callable, name: str
 ) -> None:
     objects = objects_of(rendered, name)
+    beside = name == BESIDE
     assert any(k8s_policy.is_default_deny(p) for p in k8s_policy.by_kind(objects, "NetworkPolicy"))
     assert k8s_policy.check_default_deny(objects) == []
-    for service in ("preprocess", "ensemble"):  # API and /metrics share the port: only gateway and scraper
+    # API and /metrics share the port: only gateway and scraper
+    for service in ("preprocess",) if beside else ("preprocess", "ensemble"):
         assert k8s_policy.check_ingress_only_from(objects, service, {"gateway"}, allowed_peers=SCRAPERS) == []
-    assert k8s_policy.check_ingress_only_from(objects, "triton", {"ensemble"}, except_ports={8002}) == []
+    if beside:  # the ensemble's port on the Triton pods; the ensemble calls Triton over the loopback
+        assert (
+            k8s_policy.check_ingress_only_from(objects, "triton", {"gateway"}, except_ports={8002, 8082})
+            == []
+        )
+    else:
+        assert k8s_policy.check_ingress_only_from(objects, "triton", {"ensemble"}, except_ports={8002}) == []
     triton_ports = {
         p["port"]
         for peer, ports in k8s_policy.ingress_peers(objects, pod_labels(objects, "triton"))
         if peer
         for p in ports
     }
-    assert triton_ports == {8001, 8002}
+    assert triton_ports == ({8082, 8002} if beside else {8001, 8002})
     gateway_egress = network_policy(objects, "gateway")["spec"]["egress"]
     egress_ports = {p["port"] for rule in gateway_egress for p in rule["ports"]}
     if name == "external-redis":
@@ -304,12 +324,16 @@ def platform_flows(
     """(required, forbidden) flows among the release's pods (chart renders and kustomize builds alike)."""
     flow = k8s_policy.Flow
     pods = k8s_policy.release_pods(objects)
-    gateway, preprocess, ensemble, triton = (pods[c] for c in COMPONENTS)
+    gateway, preprocess, triton = (pods[c] for c in ("gateway", "preprocess", "triton"))
+    # The pods serving each service's port: the ensemble's are Triton's when it runs beside Triton, and
+    # its calls to Triton then stay on the pod's loopback, which no NetworkPolicy sees.
+    ensemble = pods.get("ensemble", triton)
+    serving = {**pods, "ensemble": ensemble}
     required = [
         flow(gateway, preprocess, 8081),
         flow(gateway, ensemble, 8082),
-        flow(ensemble, triton, 8001),
-        *(flow(PROMETHEUS, pods[c], port) for c, port in CONTAINER_PORTS.items()),
+        *([flow(ensemble, triton, 8001)] if ensemble is not triton else []),
+        *(flow(PROMETHEUS, serving[c], port) for c, port in CONTAINER_PORTS.items()),
         flow(PROMETHEUS, triton, 8002),
         *(flow(pod, dns, 53, protocol) for pod in pods.values() for protocol in ("UDP", "TCP")),
     ]
@@ -318,7 +342,7 @@ def platform_flows(
         flow(preprocess, triton, 8001),
         flow(preprocess, ensemble, 8082),
         *(
-            flow(source, pods[c], port)
+            flow(source, serving[c], port)
             for source in (OTHER_NAMESPACE_POD, NEIGHBOUR)
             for c, port in CONTAINER_PORTS.items()
             if c != "gateway"
@@ -329,7 +353,7 @@ def platform_flows(
     if "test" in pods:  # `helm test`
         required.append(flow(pods["test"], gateway, 8080))
         forbidden += [
-            flow(pods["test"], pods[c], port) for c, port in CONTAINER_PORTS.items() if c != "gateway"
+            flow(pods["test"], serving[c], port) for c, port in CONTAINER_PORTS.items() if c != "gateway"
         ]
     if "redis" in pods:  # the built-in Redis: the gateway only
         redis = pods["redis"]
@@ -569,6 +593,207 @@ def test_each_dashboard_configmap_holds_its_file_exactly(rendered: Callable) -> 
         assert configmap["data"][path.name] == path.read_text()
 
 
+# The ensemble beside Triton (ensemble.besideTriton)
+
+
+def ensemble_settings(env: dict[str, Any]) -> EnsembleSettings:
+    """The ensemble's settings as its container's environment makes them."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in [n for n in os.environ if n.startswith("PCAM_")]:
+            patch.delenv(name)
+        for name, value in env.items():
+            if name.startswith("PCAM_"):
+                patch.setenv(name, value)
+        return EnsembleSettings()
+
+
+def run_as_user(spec: Obj, spec_container: Obj) -> int:
+    return (spec_container.get("securityContext") or {}).get(
+        "runAsUser", spec["securityContext"]["runAsUser"]
+    )
+
+
+def test_the_ensemble_beside_triton_is_a_container_of_every_triton_pod(helm: str, rendered: Callable) -> None:
+    objects = objects_of(rendered, BESIDE)
+    spec = pod_spec(objects, "triton")
+    assert [c["name"] for c in spec["containers"]] == ["triton", "ensemble"]
+    sidecar, triton = container(objects, "ensemble"), container(objects, "triton")
+    # Triton on the loopback, the patches in shared memory; every other setting as a standalone ensemble.
+    grpc = next(p["containerPort"] for p in triton["ports"] if p["name"] == "grpc")
+    env = env_of(objects, "ensemble")
+    assert env["PCAM_ENSEMBLE_TRITON_GRPC_URL"] == f"127.0.0.1:{grpc}"
+    assert env["PCAM_ENSEMBLE_TRITON_SHARED_MEMORY"] == "true"
+    settings = ensemble_settings(env)
+    assert settings.triton_shared_memory and settings.triton_shared_memory_slots == 16
+    assert sidecar["envFrom"] == [{"configMapRef": {"name": full("ensemble")}}]
+    # The standalone ensemble's container (image, env, probes, resources, security context, model
+    # volume), but for its port's name (Triton's is `http`), its own /tmp and the pod's /dev/shm.
+    standalone = container(
+        render_with(helm, {"ensemble": {"besideTriton": {"enabled": False}}}, BESIDE), "ensemble"
+    )
+    expected = json.loads(json.dumps(standalone))
+    expected["ports"][0]["name"] = "ensemble"
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        expected[probe]["httpGet"]["port"] = "ensemble"
+    tmp, *others = expected["volumeMounts"]
+    expected["volumeMounts"] = [
+        {**tmp, "name": "ensemble-tmp"},
+        {"name": "dshm", "mountPath": "/dev/shm"},
+        *others,
+    ]
+    assert sidecar == expected
+    assert mounts(sidecar)["/models"] == mounts(triton)["/models"]  # release.json from Triton's repository
+    names = [p["name"] for c in spec["containers"] for p in c["ports"]]
+    numbers = [p["containerPort"] for c in spec["containers"] for p in c["ports"]]
+    assert len(set(names)) == len(names) and len(set(numbers)) == len(numbers)  # one network namespace
+    # Triton opens the regions the ensemble creates (mode 0600) only as the same user.
+    assert (
+        run_as_user(spec, sidecar)
+        == run_as_user(spec, triton)
+        == DEFAULTS["triton"]["podSecurityContext"]["runAsUser"]
+    )
+    # A change of the ensemble's settings rolls the Triton pods.
+    annotations = deployment(objects, "triton")["spec"]["template"]["metadata"]["annotations"]
+    changed = render_with(helm, {"ensemble": {"env": {"PCAM_ENSEMBLE_MIN_MEMBERS": "1"}}}, BESIDE)
+    changed_annotations = deployment(changed, "triton")["spec"]["template"]["metadata"]["annotations"]
+    assert re.fullmatch(r"[0-9a-f]{64}", annotations["checksum/ensemble-config"])
+    assert changed_annotations["checksum/ensemble-config"] != annotations["checksum/ensemble-config"]
+
+
+def test_the_ensemble_beside_triton_may_still_pass_its_patches_in_the_messages(helm: str) -> None:
+    """ensemble.env wins over the mode's PCAM_ENSEMBLE_TRITON_SHARED_MEMORY (e.g. to compare both)."""
+    done = run_helm(
+        helm,
+        *template_args(BESIDE),
+        values={"ensemble": {"env": {"PCAM_ENSEMBLE_TRITON_SHARED_MEMORY": "false"}}},
+    )
+    assert done.returncode == 0, done.stderr
+    configmap = next(
+        d
+        for d in done.stdout.split("\n---\n")
+        if f"name: {full('ensemble')}\n" in d and "kind: ConfigMap" in d
+    )
+    assert configmap.count("PCAM_ENSEMBLE_TRITON_SHARED_MEMORY:") == 1
+    assert not ensemble_settings(env_of(parse(done.stdout), "ensemble")).triton_shared_memory
+
+
+def test_the_ensemble_beside_triton_has_no_deployment_autoscaler_or_budget_of_its_own(
+    helm: str, rendered: Callable
+) -> None:
+    objects = objects_of(rendered, BESIDE)
+    for kind in ("Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "NetworkPolicy"):
+        names = {o["metadata"]["name"] for o in k8s_policy.by_kind(objects, kind)}
+        assert full("ensemble") not in names, kind
+    # Triton's (two pods at least) cover it; off, the ensemble has its own again.
+    assert find(objects, "HorizontalPodAutoscaler", full("triton"))
+    assert find(objects, "PodDisruptionBudget", full("triton"))
+    assert {p.labels[k8s_policy.COMPONENT] for p in k8s_policy.pod_templates(objects)} == {
+        "gateway",
+        "preprocess",
+        "triton",
+        "redis",
+        "test",
+    }
+    standalone = render_with(helm, {"ensemble": {"besideTriton": {"enabled": False}}}, BESIDE)
+    assert find(standalone, "PodDisruptionBudget", full("ensemble"))
+    assert [c["name"] for c in pod_spec(standalone, "triton")["containers"]] == ["triton"]
+    # An ensemble autoscaler cannot apply: the ensemble scales with Triton.
+    error = render_failure(helm, {"ensemble": {"autoscaling": {"enabled": True}}}, BESIDE)
+    assert "ensemble.autoscaling.enabled" in error and "triton.autoscaling" in error
+
+
+def test_the_ensemble_and_triton_share_one_memory_backed_dev_shm(rendered: Callable) -> None:
+    objects = objects_of(rendered, BESIDE)
+    spec = pod_spec(objects, "triton")
+    (dshm,) = [v for v in spec["volumes"] if v["name"] == "dshm"]
+    for component in ("triton", "ensemble"):
+        assert mounts(container(objects, component))["/dev/shm"]["name"] == "dshm"
+    # triton.shmSize (Triton's python backend) plus ensemble.besideTriton.shmSize, which holds the slots.
+    assert dshm["emptyDir"] == {"medium": "Memory", "sizeLimit": "576Mi"}
+    settings = ensemble_settings(env_of(objects, "ensemble"))
+    slots = settings.triton_shared_memory_slots * settings.triton_shared_memory_slot_patches * PATCH_BYTES
+    assert slots <= 64 * 2**20
+    assert [
+        v for v in pod_spec(objects_of(rendered, "default"), "triton")["volumes"] if v["name"] == "dshm"
+    ] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": DEFAULTS["triton"]["shmSize"]}}]
+
+
+@pytest.mark.parametrize(
+    ("triton_size", "ensemble_size", "size_limit"),
+    [("1Gi", "100M", 2**30 + 10**8), ("1.5Gi", 2**26, "1600Mi"), (2**29, "0.5Gi", "1024Mi")],
+)
+def test_the_shared_dev_shm_adds_up_both_sizes(
+    helm: str, triton_size: str | int, ensemble_size: str | int, size_limit: str | int
+) -> None:
+    values = {"triton": {"shmSize": triton_size}, "ensemble": {"besideTriton": {"shmSize": ensemble_size}}}
+    (dshm,) = [
+        v for v in pod_spec(render_with(helm, values, BESIDE), "triton")["volumes"] if v["name"] == "dshm"
+    ]
+    assert dshm["emptyDir"]["sizeLimit"] == size_limit
+    error = render_failure(helm, {"triton": {"shmSize": "100m"}}, BESIDE)
+    assert "triton.shmSize" in error and "100m" in error
+
+
+def test_the_ensemble_service_selects_the_triton_pods(helm: str, rendered: Callable) -> None:
+    objects = objects_of(rendered, BESIDE)
+    service = find(objects, "Service", full("ensemble"))
+    selected = [
+        p
+        for p in k8s_policy.pod_templates(objects)
+        if k8s_policy.selects({"matchLabels": service["spec"]["selector"]}, p.labels)
+    ]
+    assert [p.where for p in selected] == [f"Deployment/{full('triton')}"]
+    (port,) = service["spec"]["ports"]
+    assert port["targetPort"] == "ensemble" and port["port"] == DEFAULTS["ensemble"]["service"]["port"]
+    assert {p["name"]: p["containerPort"] for p in container(objects, "ensemble")["ports"]} == {
+        "ensemble": 8082
+    }
+    # The gateway keeps its address; the Triton Service keeps Triton's ports only.
+    assert env_of(objects, "gateway")["PCAM_GATEWAY_ENSEMBLE_URL"] == f"http://{full('ensemble')}:8082"
+    assert [p["name"] for p in find(objects, "Service", full("triton"))["spec"]["ports"]] == [
+        "http",
+        "grpc",
+        "metrics",
+    ]
+    # Prometheus scrapes the ensemble's /metrics through its Service, now on the Triton pods.
+    monitored = render_with(helm, {"monitoring": {"serviceMonitor": {"enabled": True}}}, BESIDE)
+    monitor = find(monitored, "ServiceMonitor", full("ensemble"))
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert k8s_policy.selects(
+        monitor["spec"]["selector"], find(monitored, "Service", full("ensemble"))["metadata"]["labels"]
+    )
+    assert endpoint["port"] == port["name"] and endpoint["honorLabels"] is True
+
+
+def test_network_policies_let_the_gateway_reach_the_ensemble_on_the_triton_pods(rendered: Callable) -> None:
+    objects = objects_of(rendered, BESIDE)
+    pods = k8s_policy.release_pods(objects)
+    gateway, preprocess, triton = pods["gateway"], pods["preprocess"], pods["triton"]
+    flow = k8s_policy.Flow
+    for allowed in (
+        flow(gateway, triton, 8082),
+        flow(PROMETHEUS, triton, 8082),
+        flow(PROMETHEUS, triton, 8002),
+    ):
+        assert k8s_policy.reachable(objects, allowed), allowed
+    for denied in (
+        *(flow(gateway, triton, port) for port in (8000, 8001, 8002)),
+        flow(preprocess, triton, 8082),
+        flow(NEIGHBOUR, triton, 8082),
+        flow(OTHER_NAMESPACE_POD, triton, 8001),
+    ):
+        assert not k8s_policy.reachable(objects, denied), denied
+    # Nothing reaches Triton's gRPC port from outside the pod: the ensemble calls it over the loopback.
+    ingress = k8s_policy.ingress_peers(objects, pod_labels(objects, "triton"))
+    assert not [peer for peer, ports in ingress if 8001 in {p["port"] for p in ports}]
+
+
+def test_notes_tell_that_the_ensemble_runs_beside_triton(helm: str, tmp_path: Path) -> None:
+    notes = render_notes(helm, tmp_path, VALUES / f"{BESIDE}-values.yaml")
+    assert "The ensemble runs in every Triton pod (ensemble.besideTriton)" in notes and "(576Mi)" in notes
+    assert "ensemble.besideTriton" not in render_notes(helm, tmp_path / "default")
+
+
 # Values schema
 
 
@@ -587,6 +812,9 @@ def test_each_dashboard_configmap_holds_its_file_exactly(rendered: Callable) -> 
         {"networkPolicy": {"enabled": "yes"}},
         {"networkPolicy": {"dns": {"podSelector": {}}}},  # the peers go in networkPolicy.dns.to
         {"networkPolicy": {"dns": {"to": []}}},  # no DNS at all
+        {"ensemble": {"besideTriton": True}},  # the mode is ensemble.besideTriton.enabled
+        {"ensemble": {"besideTriton": {"enabled": "yes"}}},
+        {"ensemble": {"besideTriton": {"shmSize": "64MB"}}},
     ],
     ids=lambda v: json.dumps(v, separators=(",", ":")),
 )
@@ -726,10 +954,13 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
         prefix = f"PCAM_{component.upper()}_"
         assert (env[f"{prefix}HOST"], env[f"{prefix}PORT"]) == ("0.0.0.0", str(port))
         assert env["NUMBA_CACHE_DIR"] == "/tmp/numba" and "/tmp" in mounts(container(objects, component))
+        # Beside Triton, `http` is Triton's port: port names are unique per pod.
+        port_name = "ensemble" if name == BESIDE and component == "ensemble" else "http"
         assert container(objects, component)["ports"] == [
-            {"name": "http", "containerPort": port, "protocol": "TCP"}
+            {"name": port_name, "containerPort": port, "protocol": "TCP"}
         ]
         assert services[full(component)]["spec"]["ports"][0]["port"] == port
+        assert services[full(component)]["spec"]["ports"][0]["targetPort"] == port_name
         probes = container(objects, component)
         assert probes["livenessProbe"]["httpGet"]["path"] == "/healthz"
         # The gateway stays in its Service while a dependency is down (it answers 503 + Retry-After
@@ -739,7 +970,8 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
     gateway = env_of(objects, "gateway")
     assert gateway["PCAM_GATEWAY_PREPROCESS_URL"] == f"http://{full('preprocess')}:8081"
     assert gateway["PCAM_GATEWAY_ENSEMBLE_URL"] == f"http://{full('ensemble')}:8082"
-    assert env_of(objects, "ensemble")["PCAM_ENSEMBLE_TRITON_GRPC_URL"] == f"{full('triton')}:8001"
+    triton_host = "127.0.0.1" if name == BESIDE else full("triton")
+    assert env_of(objects, "ensemble")["PCAM_ENSEMBLE_TRITON_GRPC_URL"] == f"{triton_host}:8001"
     for component in ("preprocess", "ensemble"):
         assert env_of(objects, component)["PCAM_MODEL_REPOSITORY"] == "/models"
     for component in ("triton", "preprocess", "ensemble"):
@@ -747,7 +979,7 @@ def test_services_are_wired_to_each_other_and_the_model_repository(rendered: Cal
     triton = container(objects, "triton")
     assert triton["command"] == ["tritonserver"]
     # The cpu image's python backend lives there; the NGC image keeps its own default.
-    gpu = name == "gpu-autoscaling-monitoring"
+    gpu = name in ("gpu-autoscaling-monitoring", BESIDE)
     assert ("--backend-directory=/opt/tritonserver/backends" in triton["args"]) is not gpu
     assert not gpu or not [a for a in triton["args"] if a.startswith("--backend-directory")]
     for arg in (
@@ -801,9 +1033,12 @@ def settings_env_violations(objects: list[Obj]) -> list[str]:
     }
     violations = []
     for pod in k8s_policy.pod_templates(objects):
-        component = pod.labels.get(k8s_policy.COMPONENT, "")
-        settings, prefix = SETTINGS.get(component), f"PCAM_{component.upper()}_"
         for where, spec_container, _ in k8s_policy.containers(pod):
+            # A service's container is named after it, in its own pods or (the ensemble) Triton's.
+            component = spec_container.get("name", "")
+            if component not in SETTINGS:
+                component = pod.labels.get(k8s_policy.COMPONENT, "")
+            settings, prefix = SETTINGS.get(component), f"PCAM_{component.upper()}_"
             env = [e["name"] for e in spec_container.get("env") or []]
             from_maps = [
                 key
