@@ -242,7 +242,7 @@ def _int8(
 ) -> dict[str, Any]:
     """The INT8 copy of a member's graph, its validation logits (saved), AUC change and speedup over fp32."""
     valid_x = work.normalized("valid")
-    int8 = quantize.quantize_int8(onnx, work.int8(name), calibration)
+    int8, float_nodes = quantize.quantize_int8(onnx, work.int8(name), calibration)
     logits = onnx_logits(session(int8, config.threads), pcam_h5.iter_images(valid_x))
     np.save(work.valid_logits(name, "int8"), logits)
     change = quantize.auc_change(labels, fp32_logits, logits)
@@ -256,14 +256,23 @@ def _int8(
         name, timing["speedup_batch32"], timing["fp32_ms_batch32"], timing["int8_ms_batch32"],
         timing["speedup_batch1"], timing["fp32_ms_batch1"], timing["int8_ms_batch1"],
     )  # fmt: skip
-    return _artifact(
+    entry = _artifact(
         int8,
         method=quantize.METHOD,
         calibration_patches=len(calibration),
+        float_nodes=float_nodes,
         **change,
         timing_threads=threads,
         **timing,
     )
+    _warn_int8(name, entry)
+    return entry
+
+
+def _warn_int8(name: str, entry: dict[str, Any]) -> None:
+    """Log (not refuse) an int8 graph that is slower than fp32 or loses over 1 % of the AUC."""
+    for concern in quantize.int8_concerns(entry):
+        log.warning("%s: %s; judge it before serving it in int8", name, concern)
 
 
 def _plan(config: RunConfig, onnx: Path, plan: Path) -> dict[str, Any]:
@@ -387,6 +396,12 @@ def package(
             f"{work.calibration} was fitted on the {calibration.precision} graphs' validation logits, "
             f"the release would serve the {precision} graphs: run `pcam calibrate --precision {precision}`"
         )
+    if precision == "int8":
+        for m in config.members:  # what the export measured, said again where it is packaged
+            report = work.export_report(m.name)
+            entry = json.loads(report.read_text())["formats"].get("int8") if report.exists() else None
+            if entry is not None:
+                _warn_int8(m.name, entry)
     members = []
     for m in config.members:
         history = json.loads(require(work.checkpoint(m.name).with_name("history.json"), "train").read_text())

@@ -63,6 +63,8 @@ def export_lines(reports: Mapping[str, Mapping[str, Any]], work: WorkDir) -> lis
                 line += f" (valid AUC {entry['auc_fp32']:.4f} -> {entry['auc_int8']:.4f}, {entry['auc_delta']:+.4f})"
             if "speedup_batch32" in entry:
                 line += f" (speedup over fp32: {_speedup(entry, 32)}, {_speedup(entry, 1)})"
+            if entry.get("float_nodes"):
+                line += f" (classifier head in float: {len(entry['float_nodes'])} node(s))"
             lines.append(line)
     return lines
 

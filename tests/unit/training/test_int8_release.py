@@ -6,6 +6,7 @@ No new training: the shared smoke work dir is copied, and training resumes from 
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from training.export import onnx_logits, session
 from training.repository import BACKEND_SOURCE, config_pbtxt, sha256_file
 
 runner = CliRunner()
+HEADS = {"test_resnet": "/backbone/fc/Gemm", "test_vit": "/backbone/head/Gemm"}
 
 
 def _text(result) -> str:
@@ -98,6 +100,8 @@ def test_export_records_and_shows_the_int8_speedup(int8_build):
                 assert int8[key] > 0, key
             assert int8[f"rounds_batch{batch}"] >= 5
         assert int8["timing_threads"] == load_config("smoke").triton.intra_op_threads
+        # The classifier head after the global pooling (test_resnet) or the class token (test_vit) stays float.
+        assert int8["float_nodes"] == [HEADS[member.architecture]]
     from training.commands.views import export_lines
     from training.workdir import WorkDir
 
@@ -107,6 +111,34 @@ def test_export_records_and_shows_the_int8_speedup(int8_build):
     }
     lines = [line for line in export_lines(reports, WorkDir(work)) if ": int8 " in line]
     assert len(lines) == 2 and all("speedup over fp32: x" in line and "at batch 1" in line for line in lines)
+    assert all("classifier head in float: 1 node(s)" in line for line in lines)
+
+
+def test_package_warns_about_a_slower_or_less_accurate_int8_member(
+    int8_build, tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    _, work, _ = int8_build
+    copy = Path(shutil.copytree(work, tmp_path / "work"))
+    report = copy / "members" / "resnet" / "export.json"
+    entry = json.loads(report.read_text())
+    entry["formats"]["int8"] |= {
+        "speedup_batch32": 0.5,
+        "speedup_batch1": 1.5,
+        "auc_fp32": 0.9,
+        "auc_int8": 0.8,
+    }
+    report.write_text(json.dumps(entry))
+    args = ["package", "-c", "smoke", "-w", str(copy), "-o", str(tmp_path / "repo"), "--precision", "int8"]
+    with caplog.at_level(logging.WARNING, logger="training.pipeline"):
+        result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output  # a warning, not a refusal
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    resnet = [w for w in warnings if w.startswith("resnet: ")]
+    assert resnet == [
+        "resnet: int8 is slower than fp32 (x0.50 at batch 32); judge it before serving it in int8",
+        "resnet: int8 loses 11.1% of the validation AUC (0.9000 -> 0.8000); judge it before serving it in int8",
+    ]
+    assert load_release(tmp_path / "repo").members[0].precision == "int8"
 
 
 def test_the_gpu_target_refuses_int8(int8_build, fp32_work: Path, tmp_path: Path):

@@ -1,4 +1,5 @@
-"""ContractModel honours the I/O contract; ONNX, TorchScript and INT8 exports keep it; TensorRT skips cleanly."""
+"""ContractModel honours the I/O contract; ONNX, TorchScript and INT8 exports keep it (the INT8 one with its
+classifier head in float); TensorRT skips cleanly."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from onnx import TensorProto, helper
 
 from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
 from training import trt
 from training.export import (
+    OPSET,
     ParityError,
     check_parity,
     check_torchscript_parity,
@@ -24,7 +27,7 @@ from training.export import (
     session,
 )
 from training.models import ContractModel, build_model, create_backbone
-from training.quantize import auc_change, quantize_int8
+from training.quantize import MAX_AUC_LOSS, auc_change, float_head, int8_concerns, quantize_int8
 
 
 @pytest.fixture(scope="module")
@@ -114,9 +117,17 @@ def test_torchscript_parity_catches_other_weights(model: ContractModel, images: 
 def test_int8_graph_keeps_the_contract_and_tracks_the_float_graph(exported: Path, tmp_path: Path):
     rng = np.random.default_rng(3)
     calibration = rng.integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)
-    int8 = quantize_int8(exported, tmp_path / "model.int8.onnx", calibration)
+    int8, float_nodes = quantize_int8(exported, tmp_path / "model.int8.onnx", calibration)
+    assert float_nodes == ["/backbone/fc/Gemm"]  # the classifier after the global average pool
     graph = onnx.load(str(int8)).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
+    producer = {out: node.op_type for node in graph.node for out in node.output}
+    floats = {i.name for i in graph.initializer if i.data_type == TensorProto.FLOAT}
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    assert convs and all(producer.get(x) == "DequantizeLinear" for c in convs for x in c.input[:2])
+    (gemm,) = [node for node in graph.node if node.op_type == "Gemm"]
+    assert gemm.name == "/backbone/fc/Gemm" and producer[gemm.input[0]] == "Flatten"
+    assert gemm.input[1] in floats and gemm.input[2] in floats  # float weights, no QDQ pair
     (inp,), (out,) = graph.input, graph.output
     assert (inp.name, inp.type.tensor_type.elem_type) == (INPUT_NAME, onnx.TensorProto.UINT8)
     assert (out.name, out.type.tensor_type.elem_type) == (OUTPUT_NAME, onnx.TensorProto.FLOAT)
@@ -126,6 +137,69 @@ def test_int8_graph_keeps_the_contract_and_tracks_the_float_graph(exported: Path
     int8_logits = onnx_logits(session(int8), [images[:1], images[1:]])  # dynamic batch kept
     assert int8_logits.shape == (6,) and np.isfinite(int8_logits).all()
     assert np.abs(int8_logits - fp32_logits).max() < 0.05 * max(1.0, np.abs(fp32_logits).max())
+
+
+@pytest.mark.parametrize(
+    ("architecture", "head"),
+    [
+        ("test_vit", ["/backbone/head/Gemm"]),  # after the class-token Gather; blocks' MatMuls quantized
+        (
+            "test_efficientnet",
+            ["/backbone/classifier/Gemm"],
+        ),  # its SE blocks' ReduceMeans are not the pooling
+    ],
+)
+def test_float_head_is_what_runs_after_the_global_pooling(architecture: str, head: list[str], tmp_path: Path):
+    torch.manual_seed(0)
+    model = onnx.load(str(export_onnx(build_model(architecture).eval(), tmp_path / "model.onnx")))
+    assert float_head(model) == head
+
+
+def _graph(nodes: list[onnx.NodeProto], *initializers: onnx.TensorProto) -> onnx.ModelProto:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 2])
+    graph = helper.make_graph(nodes, "g", [x], [y], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+
+
+def _weight(name: str, *shape: int) -> onnx.TensorProto:
+    return helper.make_tensor(name, TensorProto.FLOAT, shape, np.zeros(shape, np.float32).ravel().tolist())
+
+
+def test_float_head_follows_the_pooling_every_path_crosses():
+    weights = (_weight("w", 4, 4, 1, 1), _weight("se", 4, 4, 1, 1), _weight("fc", 2, 4))
+    squeeze_excite = [
+        helper.make_node("Conv", ["x", "w"], ["a"], name="conv"),
+        helper.make_node("ReduceMean", ["a"], ["m"], name="se_pool", axes=[2, 3]),
+        helper.make_node("Conv", ["m", "se"], ["g"], name="se_conv"),
+        helper.make_node("Sigmoid", ["g"], ["s"], name="se_gate"),
+        helper.make_node("Mul", ["a", "s"], ["b"], name="gate"),  # the residual path around se_pool
+    ]
+    # Flattened with a shape computed from the feature map: a shape, not data, flows past the pooling.
+    head = [
+        helper.make_node("GlobalAveragePool", ["b"], ["p"], name="pool"),
+        helper.make_node("Shape", ["b"], ["shape"], name="shape", end=1),
+        helper.make_node("Concat", ["shape", "minus_one"], ["flat_shape"], name="concat", axis=0),
+        helper.make_node("Reshape", ["p", "flat_shape"], ["f"], name="flatten"),
+        helper.make_node("Gemm", ["f", "fc"], ["y"], name="fc", transB=1),
+    ]
+    minus_one = helper.make_tensor("minus_one", TensorProto.INT64, [1], [-1])
+    model = _graph(squeeze_excite + head, *weights, minus_one)
+    onnx.checker.check_model(model)
+    assert float_head(model) == ["fc"]
+    no_pooling = _graph([helper.make_node("Conv", ["x", "w"], ["y"], name="conv")], weights[0])
+    assert float_head(no_pooling) == []
+
+
+def test_int8_concerns_name_a_slower_or_less_accurate_graph():
+    good = {"speedup_batch32": 1.3, "speedup_batch1": 1.5, "auc_fp32": 0.98, "auc_int8": 0.975}
+    assert int8_concerns(good) == []
+    assert int8_concerns({}) == []  # an entry from before the timing and AUC fields
+    slow = int8_concerns({**good, "speedup_batch32": 0.2})
+    assert slow == ["int8 is slower than fp32 (x0.20 at batch 32)"]
+    lossy = int8_concerns({**good, "auc_int8": 0.98 * (1 - MAX_AUC_LOSS) - 1e-6})
+    assert len(lossy) == 1 and "loses 1.0% of the validation AUC (0.9800 -> 0.9702)" in lossy[0]
+    assert len(int8_concerns({**good, "speedup_batch1": 0.9, "auc_int8": 0.6})) == 2
 
 
 def test_auc_change_reports_both_aucs_and_their_difference():
