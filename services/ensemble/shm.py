@@ -2,9 +2,9 @@
 
 A batch of 64 patches is 1.7 MB. Sent in the message it is copied into a protobuf, serialized and
 written to the socket once per member, and parsed again by Triton: about two thirds of the ensemble's
-CPU under tensor batches (docs/benchmarks.md). In shared memory it is written once per call and Triton
-reads it in place. Only for an ensemble on the same host as its Triton (a sidecar in Triton's pod, the
-local stack): `PCAM_ENSEMBLE_TRITON_SHARED_MEMORY`.
+CPU under tensor batches (docs/benchmarks.md). In shared memory it is copied once into a region per
+member call and Triton reads it in place. Only for an ensemble on the same host as its Triton (a
+sidecar in Triton's pod, the local stack): `PCAM_ENSEMBLE_TRITON_SHARED_MEMORY`.
 """
 
 from __future__ import annotations
