@@ -4,10 +4,31 @@ Static QDQ quantization, not dynamic, because:
 
 - conv nets (the ensemble's CNN members) keep their accuracy with per-channel int8 weights and
   activation ranges calibrated once, offline; dynamic quantization recomputes activation ranges per
-  batch at run time and turns Conv into ConvInteger, which onnxruntime's CPU kernels run slowly and
-  TensorRT cannot consume;
-- QDQ (QuantizeLinear/DequantizeLinear pairs around float ops) is the form both onnxruntime's CPU
-  provider and TensorRT (explicit quantization) accelerate, and the graph still reads as the float one.
+  batch at run time and turns Conv into ConvInteger, which onnxruntime's CPU kernels run slowly;
+- QDQ (QuantizeLinear/DequantizeLinear pairs around float ops) is the form onnxruntime's CPU provider
+  fuses into its integer kernels (QLinearConv, QLinearMatMul), and the graph still reads as the float one.
+
+U8S8: uint8 activations, int8 (signed) per-channel weights. This file serves the cpu target, whose
+python backend runs the graph with onnxruntime's CPU provider, and there U8S8 is what turns every
+quantized convolution into an integer kernel. onnxruntime's quantization guide ("Quantize ONNX Models",
+section "Data type selection") lists U8U8, U8S8 and S8S8 as what its CPU quantization runs; it names
+S8S8 with QDQ its default and first choice for the balance of speed and accuracy, and says that on
+x86-64 with AVX2 or AVX-512 it computes U8S8 with the VPMADDUBSW instruction for performance, whose
+16-bit intermediate can saturate, an issue it says CPUs with VNNI (and ARM) do not have. What decided
+it is measured, on the 2-core AMD EPYC with AVX-512 VNNI the demo config runs on: with S8S8 onnxruntime
+fused only 10 of resnet10t's 14 convolutions (29 of mobilenetv3_small_100's 53) into QLinearConv and
+ran the rest as float Conv between a DequantizeLinear and a QuantizeLinear (resnet10t x1.3 at batch 32,
+mobilenet x0.2); with U8S8 it fuses every quantized convolution (all 14 of resnet10t's, 52 of
+mobilenet's 53, the 53rd being the float head's conv_head): resnet10t x2.4 at batch 32 and x2.5-2.7 at
+batch 1 with the same validation AUC, mobilenet x0.55-0.67. On an x86 CPU without VNNI the saturation
+the guide describes may cost accuracy (its remedies are reduce_range or U8U8); the validation AUC in
+export.json is measured with the kernels of the machine that ran the export, so re-judge it when the
+serving machine's CPU differs.
+
+A TensorRT int8 path would need S8S8: TensorRT's explicit (QDQ) quantization takes signed int8 only,
+and onnxruntime's quantization on the GPU supports only S8S8. That is not what this file serves: the
+gpu target builds its TensorRT engines (FP16 by default) from the fp32 graphs, and check_serving refuses
+int8 members on it, so the cpu target's recipe is free to use what the CPU runs fastest.
 
 Only Conv, Gemm and MatMul are quantized: they carry nearly all the compute, while Softmax,
 LayerNorm, GELU, residual Adds and the in-graph uint8 -> float normalization stay in float32, which is
@@ -68,7 +89,7 @@ from training.data.pcam_h5 import X_KEY
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
 METHOD = (
-    "onnxruntime static QDQ: per-channel int8 weights, MinMax-calibrated int8 activations; Conv, Gemm, MatMul, "
+    "onnxruntime static QDQ, U8S8: per-channel int8 weights, MinMax-calibrated uint8 activations; Conv, Gemm, MatMul, "
     "except those after the global pooling (the classifier head), kept in float"
 )
 POOLING_OPS = ("GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax")
@@ -167,7 +188,7 @@ def float_head(model: onnx.ModelProto) -> list[str]:
 
 
 def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Quantized:
-    """Statically quantize (QDQ, per-channel int8 weights, MinMax-calibrated int8 activations) to out_path.
+    """Statically quantize (QDQ, U8S8: per-channel int8 weights, MinMax-calibrated uint8 activations) to out_path.
 
     The classifier head (float_head()) stays in float; its node names come back with the path.
     """
@@ -191,7 +212,7 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Q
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_exclude=head,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QUInt8,  # U8S8: see the module docstring
             weight_type=QuantType.QInt8,
             calibrate_method=CalibrationMethod.MinMax,
         )

@@ -44,7 +44,8 @@ def check_serving(target: str, precision: str = "fp32") -> None:
         raise ValueError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
     if precision == "int8" and target != "cpu":
         # TensorRT builds its FP16 engine from the float graph; given a QDQ graph it would build an
-        # INT8 engine, a precision nothing here measures or calibrates for.
+        # INT8 engine, a precision nothing here measures or calibrates for (and the cpu recipe's uint8
+        # activations, U8S8, are not what TensorRT's explicit quantization takes: it needs signed int8).
         raise ValueError(
             f"precision int8 (the static-QDQ INT8 graphs) is served on the cpu target only; the {target} "
             "target builds TensorRT engines (triton.trt_precision) from the fp32 graphs: use precision fp32"
