@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 import torch
 from onnx import TensorProto, helper
@@ -27,7 +28,7 @@ from training.export import (
     session,
 )
 from training.models import ContractModel, build_model, create_backbone
-from training.quantize import MAX_AUC_LOSS, auc_change, float_head, int8_concerns, quantize_int8
+from training.quantize import MAX_AUC_LOSS, Quantized, auc_change, float_head, int8_concerns, quantize_int8
 
 
 @pytest.fixture(scope="module")
@@ -114,10 +115,15 @@ def test_torchscript_parity_catches_other_weights(model: ContractModel, images: 
         check_torchscript_parity(build_model("test_resnet").eval(), path, images)
 
 
-def test_int8_graph_keeps_the_contract_and_tracks_the_float_graph(exported: Path, tmp_path: Path):
-    rng = np.random.default_rng(3)
-    calibration = rng.integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)
-    int8, float_nodes = quantize_int8(exported, tmp_path / "model.int8.onnx", calibration)
+@pytest.fixture(scope="module")
+def quantized(exported: Path, tmp_path_factory: pytest.TempPathFactory) -> Quantized:
+    calibration = np.random.default_rng(3).integers(0, 256, (40, 96, 96, 3), dtype=np.uint8)
+    return quantize_int8(exported, tmp_path_factory.mktemp("int8") / "model.int8.onnx", calibration)
+
+
+def test_int8_graph_keeps_the_contract_and_tracks_the_float_graph(exported: Path, quantized: Quantized):
+    rng = np.random.default_rng(4)
+    int8, float_nodes = quantized
     assert float_nodes == ["/backbone/fc/Gemm"]  # the classifier after the global average pool
     graph = onnx.load(str(int8)).graph
     assert {"QuantizeLinear", "DequantizeLinear"} <= {node.op_type for node in graph.node}
@@ -137,6 +143,33 @@ def test_int8_graph_keeps_the_contract_and_tracks_the_float_graph(exported: Path
     int8_logits = onnx_logits(session(int8), [images[:1], images[1:]])  # dynamic batch kept
     assert int8_logits.shape == (6,) and np.isfinite(int8_logits).all()
     assert np.abs(int8_logits - fp32_logits).max() < 0.05 * max(1.0, np.abs(fp32_logits).max())
+
+
+def test_int8_graph_is_u8s8_uint8_activations_and_int8_weights(quantized: Quantized, tmp_path: Path):
+    graph = onnx.load(str(quantized.path)).graph
+    inits = {i.name: i for i in graph.initializer}
+    quantize = [node for node in graph.node if node.op_type == "QuantizeLinear"]
+    dequantize = {
+        out: node for node in graph.node if node.op_type == "DequantizeLinear" for out in node.output
+    }
+    # Activations: every QuantizeLinear (weights are stored quantized, no QuantizeLinear) yields uint8.
+    assert quantize and all(inits[q.input[2]].data_type == TensorProto.UINT8 for q in quantize)
+    convs = [node for node in graph.node if node.op_type == "Conv"]
+    for conv in convs:
+        x, w = dequantize[conv.input[0]], dequantize[conv.input[1]]
+        assert inits[x.input[2]].data_type == TensorProto.UINT8  # the activation read as uint8
+        weight, scale, zero_point = (inits[name] for name in w.input)
+        assert weight.data_type == zero_point.data_type == TensorProto.INT8  # signed weights
+        assert list(scale.dims) == [weight.dims[0]]  # one scale per output channel
+        if len(conv.input) > 2:
+            assert inits[dequantize[conv.input[2]].input[0]].data_type == TensorProto.INT32  # the bias
+    # What U8S8 is for: onnxruntime's CPU provider fuses every quantized Conv into QLinearConv.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(quantized.path), options, providers=["CPUExecutionProvider"])
+    optimized = [node.op_type for node in onnx.load(options.optimized_model_filepath).graph.node]
+    assert "Conv" not in optimized and optimized.count("QLinearConv") == len(convs)
 
 
 @pytest.mark.parametrize(
