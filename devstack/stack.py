@@ -14,7 +14,7 @@ from types import TracebackType
 import redis
 
 from devstack.processes import ManagedProcess, free_port, http_ok
-from devstack.triton import TritonInstall, opentelemetry_trace_args
+from devstack.triton import TritonInstall, opentelemetry_trace_args, remove_shared_memory
 from services.common import ports
 from services.common.tracing import otlp_traces_url
 
@@ -97,6 +97,8 @@ class LocalStack:
                     process.stop()
                 except Exception:
                     logger.exception("stopping %s failed", process.name)
+            if "triton" in self.processes:
+                remove_shared_memory(self.triton_shm_prefix())
             self.processes.clear()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, previous)
@@ -118,6 +120,11 @@ class LocalStack:
             self._start_service(name)
         return self.processes[name]
 
+    def triton_shm_prefix(self) -> str:
+        """Triton's python-backend regions are named for this stack (its gRPC port), so that the stack
+        removes what its Triton left in /dev/shm, and nothing of another's."""
+        return f"pcam-triton-{self.config.ports.triton_grpc}-"
+
     def _log(self, name: str) -> Path:
         return self.config.work_dir / "logs" / f"{name}.log"
 
@@ -134,8 +141,14 @@ class LocalStack:
         install.check()
         backends = install.backend_directory(self.config.work_dir / "triton-backends")
         p = self.config.ports
+        remove_shared_memory(self.triton_shm_prefix())  # what a killed Triton of this stack left
         command = install.command(
-            self.config.model_repository, backends, p.triton_http, p.triton_grpc, p.triton_metrics
+            self.config.model_repository,
+            backends,
+            p.triton_http,
+            p.triton_grpc,
+            p.triton_metrics,
+            self.triton_shm_prefix(),
         )
         if traces_url := otlp_traces_url():  # the services trace too: Triton joins their traces
             command += opentelemetry_trace_args(traces_url)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 REPOSITORY_POLL_S = 1
+DEFAULT_SHM_PREFIX = "triton_python_backend_shm_region_"
+"""Triton's own name prefix for its python backend's /dev/shm regions (tensors to and from the stubs)."""
 
 
 def opentelemetry_trace_settings(traces_url: str, rate: int = 1, service_name: str = "triton") -> list[str]:
@@ -71,11 +73,19 @@ class TritonInstall:
         }
 
     def command(
-        self, repository: Path, backends: Path, http_port: int, grpc_port: int, metrics_port: int
+        self,
+        repository: Path,
+        backends: Path,
+        http_port: int,
+        grpc_port: int,
+        metrics_port: int,
+        shm_prefix: str = DEFAULT_SHM_PREFIX,
     ) -> list[str]:
-        """tritonserver argv serving `repository` on loopback."""
+        """tritonserver argv serving `repository` on loopback; its python backend's shared memory regions
+        are named `shm_prefix...` in /dev/shm."""
         return [
             str(self.server),
+            f"--backend-config=python,shm-region-prefix-name={shm_prefix}",
             f"--model-repository={repository}",
             f"--backend-directory={backends}",
             f"--http-port={http_port}",
@@ -92,3 +102,13 @@ class TritonInstall:
             "--exit-on-error=true",
             "--log-verbose=0",
         ]
+
+
+def remove_shared_memory(prefix: str, folder: Path = Path("/dev/shm")) -> list[str]:
+    """Remove the regions named `prefix...` (a stopped or killed Triton's python backend leaves them
+    behind); their names."""
+    removed = []
+    for region in folder.glob(f"{prefix}*"):
+        region.unlink(missing_ok=True)
+        removed.append(region.name)
+    return removed

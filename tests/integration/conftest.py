@@ -20,6 +20,7 @@ from pcam_core.release import ReleaseManifest, load_release
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE_CONFIG = ROOT / "training" / "configs" / "smoke.yaml"
 TRITON_VENV = ROOT / ".venv-triton"
+SHM = Path("/dev/shm")
 
 pytestmark = pytest.mark.integration
 
@@ -57,6 +58,8 @@ def own_stack(
                 leaders = [p.popen.pid for p in local.processes.values()]  # restarted ones included
     survivors = {pid: group_members(pid) for pid in leaders if group_members(pid)}
     assert not survivors, f"processes left behind: {survivors}"
+    regions = sorted(path.name for path in SHM.glob(f"{local.triton_shm_prefix()}*"))
+    assert not regions, f"shared memory left behind: {regions}"
 
 
 @pytest.fixture(scope="session")

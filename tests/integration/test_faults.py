@@ -24,7 +24,7 @@ import pytest
 
 from devstack.processes import ManagedProcess, group_members
 from devstack.stack import LocalStack
-from tests.integration.conftest import own_stack
+from tests.integration.conftest import SHM, own_stack
 from tests.integration.test_predict import triton_successes, unique_png
 
 pytestmark = pytest.mark.integration
@@ -235,7 +235,10 @@ def test_triton_killed_fails_fast_with_503_and_recovers_alone(
     hit = post(gateway, cached)  # nothing downstream is asked for a cached answer
     assert hit.status == 200 and hit.body["cached"] is True
 
+    left = {path.name for path in SHM.glob(f"{faults.triton_shm_prefix()}*")}
+    assert left  # the killed python-backend stubs' regions
     faults.restart("triton")
+    assert not left & {path.name for path in SHM.glob(f"{faults.triton_shm_prefix()}*")}  # removed
     until(lambda: post(gateway, fresh(patch_paths)[0]).status == 200, 30, "predicting again")
     assert ready(gateway).status_code == 200
     assert pids(faults, "triton") == others  # recovered without restarting anything else

@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from devstack.stack import LocalStack
-from tests.integration.conftest import own_stack
+from tests.integration.conftest import SHM, own_stack
 from tests.integration.test_faults import kill, until
 from tests.integration.test_predict import unique_png
 
@@ -20,7 +20,6 @@ SHARED_MEMORY = {
     "PCAM_ENSEMBLE_TRITON_SHARED_MEMORY": "true",
     "PCAM_ENSEMBLE_TRITON_SHARED_MEMORY_SLOTS": "2",
 }
-SHM = Path("/dev/shm")
 
 
 def regions() -> set[str]:
