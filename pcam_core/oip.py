@@ -19,14 +19,14 @@ import numpy as np
 from pydantic import BaseModel, Field, ValidationError
 from pydantic_core import to_json
 
-from pcam_core.contract import INPUT_SHAPE
+from pcam_core.contract import INPUT_SHAPE, INPUT_TRITON_DTYPE
 from pcam_core.errors import InvalidRequest, MalformedRequest
 
 MODEL_NAME = "pcam"
 INPUT_NAME = "image"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES: dict[str, np.dtype] = {
-    "UINT8": np.dtype(np.uint8),
+    INPUT_TRITON_DTYPE: np.dtype(np.uint8),
     "INT32": np.dtype(np.int32),
     "FP32": np.dtype(np.float32),
 }
@@ -77,25 +77,21 @@ class AnswerParameters(BaseModel):
 
 def read_request(body: bytes, header_length: int | None, max_patches: int) -> tuple[InferRequest, np.ndarray]:
     """The request and its images, uint8 (N, 96, 96, 3) with 1 <= N <= max_patches."""
-    json_end = len(body) if header_length is None else header_length
-    if not 0 <= json_end <= len(body):
-        raise _malformed(f"{HEADER_LENGTH} is {json_end}, the body {len(body)} bytes")
     try:
+        json_end = _json_end(body, header_length)
         request = InferRequest.model_validate_json(body[:json_end])
     except ValidationError as exc:
         raise _malformed(f"not an inference request: {exc.errors(include_url=False)[0]['msg']}") from exc
-    binary, offset, images = memoryview(body)[json_end:], 0, None
-    for tensor in request.inputs:
-        size = tensor.parameters.get("binary_data_size")
-        raw = None
-        if size is not None:
-            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
-                raise _malformed(f"input '{tensor.name}': binary_data_size {size!r} does not fit the body")
-            raw, offset = binary[offset : offset + size], offset + size
+    except ValueError as exc:
+        raise _malformed(str(exc)) from exc
+    try:
+        raws = _binary_parts(request.inputs, memoryview(body)[json_end:], "input")
+    except ValueError as exc:
+        raise _malformed(str(exc)) from exc
+    images = None
+    for tensor, raw in zip(request.inputs, raws, strict=True):
         if tensor.name == INPUT_NAME:
             images = _images(tensor, raw, max_patches)
-    if offset != len(binary):
-        raise _malformed(f"{len(binary) - offset} bytes of binary data belong to no input")
     names = [tensor.name for tensor in request.inputs]
     if names != [INPUT_NAME]:
         raise InvalidRequest(f"Expected one input, '{INPUT_NAME}'; received {names}.", kind="invalid-request")
@@ -160,7 +156,7 @@ def encode_request(images: np.ndarray, parameters: Mapping[str, Any]) -> tuple[b
         "inputs": [
             {
                 "name": INPUT_NAME,
-                "datatype": "UINT8",
+                "datatype": INPUT_TRITON_DTYPE,
                 "shape": list(pixels.shape),
                 "parameters": {"binary_data_size": pixels.nbytes},
             }
@@ -172,27 +168,22 @@ def encode_request(images: np.ndarray, parameters: Mapping[str, Any]) -> tuple[b
 
 def read_response(body: bytes, header_length: int | None) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """The outputs (name -> array) and parameters of an answer, JSON or binary; ValueError if malformed."""
-    json_end = len(body) if header_length is None else header_length
-    if not 0 <= json_end <= len(body):
-        raise ValueError(f"{HEADER_LENGTH} is {json_end}, the body {len(body)} bytes")
+    json_end = _json_end(body, header_length)
     response = InferResponse.model_validate_json(body[:json_end])  # a ValidationError is a ValueError
-    binary, offset = memoryview(body)[json_end:], 0
-    outputs: dict[str, np.ndarray] = {}
     for tensor in response.outputs:
         if OUTPUTS.get(tensor.name) != tensor.datatype or min(tensor.shape, default=0) < 0:
             raise ValueError(f"output '{tensor.name}' {tensor.datatype} {tensor.shape} is none of {OUTPUTS}")
+    raws = _binary_parts(response.outputs, memoryview(body)[json_end:], "output")
+    outputs: dict[str, np.ndarray] = {}
+    for tensor, raw in zip(response.outputs, raws, strict=True):
         dtype, count = DATATYPES[tensor.datatype], math.prod(tensor.shape)
-        size = tensor.parameters.get("binary_data_size")
-        if size is not None:
-            if not isinstance(size, int) or size != count * dtype.itemsize or offset + size > len(binary):
-                raise ValueError(f"output '{tensor.name}': binary_data_size {size!r} does not fit the body")
-            raw, offset = binary[offset : offset + size], offset + size
+        if raw is None:
+            outputs[tensor.name] = _json_values(tensor, dtype, count)
+        elif len(raw) != count * dtype.itemsize:
+            raise ValueError(f"output '{tensor.name}': binary_data_size {len(raw)} does not fit the body")
+        else:
             # A copy: the caller gets a writable array, not a read-only view holding the whole body.
             outputs[tensor.name] = np.frombuffer(raw, dtype).reshape(tensor.shape).copy()
-        else:
-            outputs[tensor.name] = _json_values(tensor, dtype, count)
-    if offset != len(binary):
-        raise ValueError(f"{len(binary) - offset} bytes of binary data belong to no output")
     return outputs, response.parameters
 
 
@@ -202,15 +193,46 @@ def model_metadata(release_id: str) -> dict[str, Any]:
         "name": MODEL_NAME,
         "versions": [release_id],
         "platform": "pcam-ensemble",
-        "inputs": [{"name": INPUT_NAME, "datatype": "UINT8", "shape": [-1, *INPUT_SHAPE]}],
+        "inputs": [{"name": INPUT_NAME, "datatype": INPUT_TRITON_DTYPE, "shape": [-1, *INPUT_SHAPE]}],
         "outputs": [{"name": name, "datatype": kind, "shape": [-1]} for name, kind in OUTPUTS.items()],
     }
 
 
+def _json_end(body: bytes, header_length: int | None) -> int:
+    """Where the JSON header ends: `Inference-Header-Content-Length`, or the whole body without it."""
+    json_end = len(body) if header_length is None else header_length
+    if not 0 <= json_end <= len(body):
+        raise ValueError(f"{HEADER_LENGTH} is {json_end}, the body {len(body)} bytes")
+    return json_end
+
+
+def _binary_parts(tensors: list[Tensor], binary: memoryview, role: str) -> list[memoryview | None]:
+    """Each tensor's raw bytes in the binary tensor extension (None: it has JSON data), cut from
+    `binary` in tensor order; ValueError if the sizes do not add up to it exactly."""
+    parts: list[memoryview | None] = []
+    offset = 0
+    for tensor in tensors:
+        size = tensor.parameters.get("binary_data_size")
+        if size is None:
+            parts.append(None)
+            continue
+        if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+            raise ValueError(f"{role} '{tensor.name}': binary_data_size {size!r} does not fit the body")
+        parts.append(binary[offset : offset + size])
+        offset += size
+    if offset != len(binary):
+        raise ValueError(f"{len(binary) - offset} bytes of binary data belong to no {role}")
+    return parts
+
+
 def _images(tensor: Tensor, raw: memoryview | None, max_patches: int) -> np.ndarray:
-    if tensor.datatype != "UINT8" or len(tensor.shape) != 4 or tuple(tensor.shape[1:]) != INPUT_SHAPE:
+    if (
+        tensor.datatype != INPUT_TRITON_DTYPE
+        or len(tensor.shape) != 4
+        or tuple(tensor.shape[1:]) != INPUT_SHAPE
+    ):
         raise InvalidRequest(
-            f"Input '{INPUT_NAME}' must be UINT8 [N, {', '.join(map(str, INPUT_SHAPE))}]; received "
+            f"Input '{INPUT_NAME}' must be {INPUT_TRITON_DTYPE} [N, {', '.join(map(str, INPUT_SHAPE))}]; received "
             f"{tensor.datatype} {tensor.shape}.",
             kind="invalid-request",
         )
