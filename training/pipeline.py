@@ -269,6 +269,11 @@ def _int8(
     return entry
 
 
+def _export_step(precision: Precision) -> str:
+    """The `pcam` step that writes a precision's graphs and validation logits."""
+    return "export" if precision == "fp32" else f"export --format {precision}"
+
+
 def _warn_int8(name: str, entry: dict[str, Any]) -> None:
     """Log (not refuse) an int8 graph that is slower than fp32 or loses over 1 % of the AUC."""
     for concern in quantize.int8_concerns(entry):
@@ -293,7 +298,7 @@ def calibrate_members(
     if precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r}; choose from {list(PRECISIONS)}")
     labels = pcam_h5.read_labels(require(work.normalized("valid"), "stain-reference"))
-    step = "export" if precision == "fp32" else f"export --format {precision}"
+    step = _export_step(precision)
     logits = {m.name: np.load(require(work.valid_logits(m.name, precision), step)) for m in config.members}
     slides = pcam_h5.slide_ids(data_dir(config, work), "valid", len(labels))
     weights = {m.name: m.weight for m in config.members}
@@ -384,12 +389,7 @@ def package(
             "run `pcam calibrate` again"
         )
     # The served graphs first: without them, calibrating for them is not the step to run next.
-    served = {
-        m.name: require(work.onnx(m.name), "export")
-        if precision == "fp32"
-        else require(work.int8(m.name), f"export --format {precision}")
-        for m in config.members
-    }
+    served = {m.name: require(work.graph(m.name, precision), _export_step(precision)) for m in config.members}
     if calibration.precision != precision:
         # Temperatures and thresholds fitted on one graph's logits do not hold for the other's.
         raise ValueError(

@@ -53,6 +53,10 @@ class WorkDir:
     def int8(self, name: str) -> Path:
         return self.member(name) / "model.int8.onnx"
 
+    def graph(self, name: str, precision: str = "fp32") -> Path:
+        """The graph a release serves: the exported one (fp32) or its INT8 copy (int8)."""
+        return self.onnx(name) if precision == "fp32" else self.int8(name)
+
     def plan(self, name: str) -> Path:
         return self.member(name) / "model.plan"
 
