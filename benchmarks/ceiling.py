@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import statistics
 import tempfile
 from pathlib import Path
@@ -72,23 +73,23 @@ def main() -> None:
         for stack in stacks.values():
             warm = tensor_predictions([patches.pixels(args.batch) for _ in range(8)])
             uncached_load(stack, warm, 8 * args.batch, args.batch_concurrency, {})
+        workloads = {  # load -> (its never-sent requests, patches in them, clients)
+            "tensor": (
+                lambda: tensor_predictions([patches.pixels(args.batch) for _ in range(args.batch_requests)]),
+                args.batch_requests * args.batch,
+                args.batch_concurrency,
+            ),
+            "single": (lambda: predictions(patches.take(args.requests)), args.requests, args.concurrency),
+        }
         for _ in range(args.rounds):
             for mode, stack in stacks.items():  # rounds alternate: noise hits both modes alike
-                count = args.batch_requests * args.batch
-                tensors = tensor_predictions([patches.pixels(args.batch) for _ in range(args.batch_requests)])
-                load = uncached_load(
-                    stack, tensors, count, args.batch_concurrency, cpu.setdefault(("tensor", mode), {})
-                )
-                rates.setdefault(("tensor", mode), []).append(count / load.wall_s)
-                singles = predictions(patches.take(args.requests))
-                load = uncached_load(
-                    stack, singles, args.requests, args.concurrency, cpu.setdefault(("single", mode), {})
-                )
-                rates.setdefault(("single", mode), []).append(args.requests / load.wall_s)
+                for load, (requests, count, clients) in workloads.items():
+                    done = uncached_load(stack, requests(), count, clients, cpu.setdefault((load, mode), {}))
+                    rates.setdefault((load, mode), []).append(count / done.wall_s)
 
     rows = []
-    for (load, mode), samples in sorted(cpu.items(), key=lambda item: list(loads).index(item[0][0])):
-        used = medians(samples)
+    for load, mode in itertools.product(loads, PIXELS_TO_TRITON):
+        used = medians(cpu[load, mode])
         services_ms = sum(used[s] for s in SERVICES)
         rows.append(
             [
