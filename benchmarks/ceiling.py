@@ -22,7 +22,7 @@ from pathlib import Path
 
 from benchmarks.load import predictions, tensor_predictions
 from benchmarks.report import write
-from benchmarks.serving import LOAD_CLIENT, ROOT, SERVICES, UniqueBodies, medians, uncached_load
+from benchmarks.serving import LOAD_CLIENT, ROOT, SERVICES, UniqueBodies, measured_load, medians
 from devstack.repository import build_repository
 from loadtests.run_local import local_stack
 
@@ -72,7 +72,7 @@ def main() -> None:
         }
         for stack in stacks.values():
             warm = tensor_predictions([patches.pixels(args.batch) for _ in range(8)])
-            uncached_load(stack, warm, 8 * args.batch, args.batch_concurrency, {})
+            measured_load(stack, warm, 8 * args.batch, args.batch_concurrency, {})
         workloads = {  # load -> (its never-sent requests, patches in them, clients)
             "tensor": (
                 lambda: tensor_predictions([patches.pixels(args.batch) for _ in range(args.batch_requests)]),
@@ -84,7 +84,7 @@ def main() -> None:
         for _ in range(args.rounds):
             for mode, stack in stacks.items():  # rounds alternate: noise hits both modes alike
                 for load, (requests, count, clients) in workloads.items():
-                    done = uncached_load(stack, requests(), count, clients, cpu.setdefault((load, mode), {}))
+                    done = measured_load(stack, requests(), count, clients, cpu.setdefault((load, mode), {}))
                     rates.setdefault((load, mode), []).append(count / done.wall_s)
 
     rows = []

@@ -105,17 +105,22 @@ def cpu_seconds(stack: LocalStack) -> dict[str, float]:
     return used
 
 
-def uncached_load(
-    stack: LocalStack, requests: list[Request], patches: int, concurrency: int, cpu: dict[str, list[float]]
+def measured_load(
+    stack: LocalStack,
+    requests: list[Request],
+    units: int,
+    concurrency: int,
+    cpu: dict[str, list[float]],
+    cached: bool | None = False,
 ) -> Latencies:
-    """Send never-seen requests (every answer checked uncached) and append to `cpu` the milliseconds
-    each stack process, and the load client while sending, spent per patch."""
+    """Send requests (answers checked as `http_load` does) and append to `cpu` the milliseconds each
+    stack process, and the load client while sending, spent per unit (patch, or request)."""
     before = cpu_seconds(stack)
-    latencies = http_load(stack.config.url("gateway"), requests, concurrency, cached=False)
+    latencies = http_load(stack.config.url("gateway"), requests, concurrency, cached=cached)
     after = cpu_seconds(stack)
     for name, seconds in after.items():
-        cpu.setdefault(name, []).append((seconds - before[name]) * 1000 / patches)
-    cpu.setdefault(LOAD_CLIENT, []).append(latencies.client_cpu_s * 1000 / patches)
+        cpu.setdefault(name, []).append((seconds - before[name]) * 1000 / units)
+    cpu.setdefault(LOAD_CLIENT, []).append(latencies.client_cpu_s * 1000 / units)
     return latencies
 
 
@@ -169,6 +174,8 @@ def main() -> None:
     cpu_per_request: dict[str, list[float]] = {}
     cpu_per_batched_patch: dict[str, list[float]] = {}
     cpu_per_tensor_patch: dict[str, list[float]] = {}
+    cpu_per_hit: dict[str, list[float]] = {}
+    cpu_per_probe: dict[str, list[float]] = {}
     local_batch: list[Latencies] = []
     gateway_batch: list[Latencies] = []
     with (
@@ -193,21 +200,22 @@ def main() -> None:
             requests = batch_predictions([patches.take(args.batch) for _ in range(args.batch_requests)])
             gateway_batch.append(http_load(url, requests, 1, cached=False))
             singles = predictions(patches.take(args.load_requests))
-            load = uncached_load(stack, singles, args.load_requests, args.concurrency, cpu_per_request)
+            load = measured_load(stack, singles, args.load_requests, args.concurrency, cpu_per_request)
             gateway_rates.append(load.per_second)
             batches = args.load_requests // args.batch
             uploads = batch_predictions([patches.take(args.batch) for _ in range(batches)])
-            uncached_load(stack, uploads, batches * args.batch, args.batch_concurrency, cpu_per_batched_patch)
+            measured_load(stack, uploads, batches * args.batch, args.batch_concurrency, cpu_per_batched_patch)
             tensors = tensor_predictions([patches.pixels(args.batch) for _ in range(batches)])
-            uncached_load(stack, tensors, batches * args.batch, args.batch_concurrency, cpu_per_tensor_patch)
+            measured_load(stack, tensors, batches * args.batch, args.batch_concurrency, cpu_per_tensor_patch)
         formed = mean_batch(before, triton_batches(stack))
 
         hot = patches.take(16)
         http_load(url, predictions(hot), 4, cached=False)  # store them
         hits = predictions([hot[i % len(hot)] for i in range(args.cache_requests)])
         for _ in range(args.rounds):
-            cache.append(http_load(url, hits, args.cache_concurrency, cached=True))
-            floor.append(http_load(url, gets("/healthz", args.cache_requests), args.cache_concurrency))
+            count, clients = args.cache_requests, args.cache_concurrency
+            cache.append(measured_load(stack, hits, count, clients, cpu_per_hit, cached=True))
+            floor.append(measured_load(stack, gets("/healthz", count), count, clients, cpu_per_probe, None))
 
     local, gateway = merged(local_single), merged(gateway_single)
     cpu, cpu_batched, cpu_tensor = map(
@@ -215,6 +223,7 @@ def main() -> None:
     )
     local_rate, gateway_rate = statistics.median(local_rates), statistics.median(gateway_rates)
     hit, bare = merged(cache), merged(floor)
+    hit_cpu, probe_cpu = medians(cpu_per_hit), medians(cpu_per_probe)
     batch_gateway, batch_local = merged(gateway_batch), merged(local_batch)
     rows = [
         [
@@ -265,6 +274,17 @@ def main() -> None:
             hit.ms(99) / bare.ms(99),
             "vs /healthz",
         ],
+        *(
+            [
+                f"{name} CPU per request (ms)",
+                f"{args.cache_concurrency} clients",
+                hit_cpu[name],
+                probe_cpu[name],
+                hit_cpu[name] / probe_cpu[name],
+                "hits vs /healthz",
+            ]
+            for name in ("gateway", LOAD_CLIENT)
+        ),
     ]
     rows = [
         [name, load, round(a, 2), round(b, 2), round(ratio, 2), target]

@@ -73,6 +73,13 @@ METRICS: tuple[MetricSpec, ...] = (
         ("gateway",),
     ),
     MetricSpec(
+        "pcam_gateway_cache_local_hits_total",
+        "counter",
+        (),
+        "Of the cache hits, those answered from the gateway process's own memory without asking Redis.",
+        ("gateway",),
+    ),
+    MetricSpec(
         "pcam_gateway_redis_skipped_total",
         "counter",
         ("use", "reason"),

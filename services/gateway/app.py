@@ -51,7 +51,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         instrument_redis(redis, app.state.tracer_provider)  # both no-ops unless tracing is on
         async with httpx.AsyncClient(timeout=timeout, transport=transport) as http:
             instrument_httpx(http, app.state.tracer_provider)  # sends traceparent downstream
-            app.state.cache = ResultCache(redis, settings.cache_ttl_s, breaker, PatchResult)
+            app.state.cache = ResultCache(
+                redis, settings.cache_ttl_s, breaker, PatchResult, int(settings.cache_local_mb * 2**20)
+            )
             app.state.downstream = Downstream(
                 http,
                 settings.preprocess_url,

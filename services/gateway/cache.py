@@ -1,10 +1,14 @@
-"""Result cache in Redis: keys bind the upload hash, the release and every option that changes a result."""
+"""Result cache in Redis, fronted by a tier in the gateway's own memory: keys bind the upload hash, the
+release and every option that changes a result, so an entry never changes and the local tier cannot
+serve a stale answer."""
 
 import logging
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, NamedTuple, TypeVar
 
+from cachetools import TTLCache
 from pydantic import BaseModel, ValidationError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -12,7 +16,7 @@ from redis.exceptions import RedisError
 from pcam_core.schemas import InferOptions
 from services.gateway.batching import MicroBatcher
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.metrics import redis_skipped
+from services.gateway.metrics import LOCAL_HITS, redis_skipped
 
 logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
@@ -20,6 +24,9 @@ MGET_MAX_KEYS = 1024
 MGET_MAX_WAIT_S = 0.005
 KEY_PREFIX = "pcam:result:v2"
 """v2: results carry tta/degraded/explanation; bumped so no v1 entry is read as a v2 one."""
+LOCAL_ENTRY_OVERHEAD = 2048
+"""Bytes a local entry takes beyond its JSON: a parsed result's objects and its key (about 2.3 KB for a
+422-byte result, measured with tracemalloc)."""
 
 
 def result_key(release_id: str, options: InferOptions, upload_sha256: str) -> str:
@@ -39,15 +46,47 @@ class CacheRead(Generic[M]):
 
     values: list[M | None]
     state: Literal["read", "bypass", "error"]
-    """read: Redis answered; bypass: not asked (breaker open); error: the read failed."""
+    """For the keys not in the local tier: read: Redis answered (or was not needed); bypass: not
+    asked (breaker open); error: the read failed."""
+    local_hits: int = 0
+    """Values found in the gateway's own memory, without asking Redis."""
+
+    def lookups(self) -> dict[str, int]:
+        """Keys by lookup result (hit, miss, bypass, error), as pcam_gateway_cache_lookups_total counts."""
+        if self.state != "read":
+            return {"hit": self.local_hits, self.state: len(self.values) - self.local_hits}
+        hits = sum(value is not None for value in self.values)
+        return {"hit": hits, "miss": len(self.values) - hits}
+
+
+class _Local(NamedTuple, Generic[M]):
+    value: M
+    size: int
 
 
 class ResultCache(Generic[M]):
     """Best-effort cache of `schema` models as JSON: a Redis failure is a miss, never a failed
-    request; the breaker skips a dead Redis so each request does not wait for its timeout."""
+    request; the breaker skips a dead Redis so each request does not wait for its timeout.
 
-    def __init__(self, redis: Redis, ttl_s: int, breaker: CircuitBreaker, schema: type[M]) -> None:
+    The most recently used entries, up to `local_bytes`, are also kept parsed in this process: a hit
+    there costs no Redis round trip, and still answers while Redis is down.
+    """
+
+    def __init__(
+        self,
+        redis: Redis,
+        ttl_s: int,
+        breaker: CircuitBreaker,
+        schema: type[M],
+        local_bytes: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.redis, self.ttl_s, self.breaker, self.schema = redis, ttl_s, breaker, schema
+        self._local: TTLCache[str, _Local[M]] | None = (
+            TTLCache(maxsize=local_bytes, ttl=ttl_s, timer=clock, getsizeof=lambda entry: entry.size)
+            if local_bytes
+            else None
+        )
         # Concurrent lookups share one MGET: while one is out, the keys of the requests arriving meanwhile
         # go together in the next, so under load a hit costs a share of a Redis round trip, not a whole
         # one; a lone lookup goes at once. A slow Redis delays a waiting lookup by at most the wait.
@@ -63,33 +102,45 @@ class ResultCache(Generic[M]):
         return (await self.read(keys)).values
 
     async def read(self, keys: Sequence[str]) -> CacheRead[M]:
-        """Cached results for `keys` and whether Redis was read, skipped (breaker open) or failed."""
-        if not keys:
-            return CacheRead([], "read")
+        """Cached results for `keys`, from this process's memory or else Redis, and whether Redis was
+        read, skipped (breaker open) or failed for the keys it was asked."""
+        values = [self._recall(key) for key in keys]
+        remote = [i for i, value in enumerate(values) if value is None]
+        local_hits = len(keys) - len(remote)
+        LOCAL_HITS.inc(local_hits)
+        if not remote:
+            return CacheRead(values, "read", local_hits)
         if not self.breaker.allow():
             redis_skipped("cache_read", breaker_open=True)
-            return CacheRead([None] * len(keys), "bypass")
+            return CacheRead(values, "bypass", local_hits)
         try:
-            raw = await self._reads.submit(None, keys)
+            raw = await self._reads.submit(None, [keys[i] for i in remote])
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()
             redis_skipped("cache_read", breaker_open=False)
             logger.warning("cache read bypassed: %s", exc)
-            return CacheRead([None] * len(keys), "error")
+            return CacheRead(values, "error", local_hits)
         self.breaker.record_success()
-        return CacheRead([self._load(value) for value in raw], "read")
+        for i, data in zip(remote, raw, strict=True):
+            if (value := self._load(data)) is not None and data is not None:
+                values[i] = value
+                self._remember(keys[i], value, len(data))
+        return CacheRead(values, "read", local_hits)
 
     async def set_many(self, entries: Mapping[str, M]) -> None:
         """Store results (successes only: callers never pass errors or degraded answers) with the TTL."""
         if not entries:
             return
+        payloads = {key: value.model_dump_json() for key, value in entries.items()}
+        for key, value in entries.items():
+            self._remember(key, value, len(payloads[key]))
         if not self.breaker.allow():
             redis_skipped("cache_write", breaker_open=True)
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
-                for key, value in entries.items():
-                    pipe.set(key, value.model_dump_json(), ex=self.ttl_s)
+                for key, payload in payloads.items():
+                    pipe.set(key, payload, ex=self.ttl_s)
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             self.breaker.record_failure()
@@ -97,6 +148,15 @@ class ResultCache(Generic[M]):
             logger.warning("cache write skipped: %s", exc)
             return
         self.breaker.record_success()
+
+    def _recall(self, key: str) -> M | None:
+        entry = self._local.get(key) if self._local is not None else None
+        return entry.value if entry is not None else None
+
+    def _remember(self, key: str, value: M, json_size: int) -> None:
+        size = json_size + LOCAL_ENTRY_OVERHEAD
+        if self._local is not None and size <= self._local.maxsize:  # cachetools refuses larger ones
+            self._local[key] = _Local(value, size)
 
     def _load(self, value: bytes | None) -> M | None:
         """A cached entry parsed and validated in one pass, or None if absent or unreadable (written by an

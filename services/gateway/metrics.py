@@ -7,6 +7,7 @@ from services.common.metric_names import counter, gauge, histogram
 
 CACHE_LOOKUPS = counter("pcam_gateway_cache_lookups_total")
 """result: hit, miss, bypass or error (see CacheRead)."""
+LOCAL_HITS = counter("pcam_gateway_cache_local_hits_total")
 REDIS_SKIPPED = counter("pcam_gateway_redis_skipped_total")
 """use: cache_read, cache_write, rate_limit; reason: breaker_open or error."""
 BREAKER_OPEN = gauge("pcam_gateway_breaker_open")

@@ -86,11 +86,8 @@ class Predictor:
             hits = {
                 key: result for key, result in zip(unique, found.values, strict=True) if result is not None
             }
-            if found.state == "read":
-                cache_lookups("hit", len(hits))
-                cache_lookups("miss", len(unique) - len(hits))
-            else:
-                cache_lookups(found.state, len(unique))
+            for result, count in found.lookups().items():
+                cache_lookups(result, count)
         else:
             cache_lookups("bypass", len(unique))
         missing = [k for k in unique if k not in hits]

@@ -30,6 +30,13 @@ class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
         description="A file holding the Redis AUTH password (a mounted secret); trailing newline ignored.",
     )
     cache_ttl_s: int = Field(24 * 3600, ge=1, description="Lifetime of a cached result.")
+    cache_local_mb: float = Field(
+        32,
+        ge=0,
+        description="Memory for the most recently used results kept in the gateway process itself, in "
+        "front of Redis (0: off). A hit there skips Redis's round trip and survives a Redis outage; "
+        "entries never change (the key binds release, options and upload), so none can be stale.",
+    )
     redis_timeout_s: float = Field(0.25, gt=0, description="Redis calls slower than this count as misses.")
     redis_breaker_failures: int = Field(
         3, ge=1, description="After this many consecutive Redis failures, skip Redis (cache, rate limit)..."

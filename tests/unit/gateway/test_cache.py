@@ -6,7 +6,7 @@ from redis.asyncio import Redis
 from devstack.processes import free_port
 from pcam_core.schemas import InferOptions
 from services.gateway.breaker import CircuitBreaker
-from services.gateway.cache import ResultCache, result_key
+from services.gateway.cache import LOCAL_ENTRY_OVERHEAD, ResultCache, result_key
 from tests.unit.gateway.fakes import Clock, FakeRedis
 from tests.unit.gateway.tasks import settle
 
@@ -103,3 +103,64 @@ async def test_a_failed_shared_mget_is_a_miss_for_every_lookup_in_it() -> None:
     await first
     for task in waiting:
         assert (await task).state == "error" and (await task).values == [None]
+
+
+def local_cache(redis: FakeRedis, entries: int, clock: Clock | None = None) -> ResultCache[Entry]:
+    """A cache whose local tier holds `entries` stand-in results."""
+    size = len(Entry(probability=0.5).model_dump_json()) + LOCAL_ENTRY_OVERHEAD
+    return ResultCache(
+        redis,
+        60,
+        CircuitBreaker("redis-test", 2, 5.0),
+        Entry,
+        local_bytes=entries * size,
+        clock=clock or Clock(),
+    )
+
+
+async def test_the_local_tier_answers_without_asking_redis_even_while_it_is_down() -> None:
+    redis = FakeRedis()
+    cache = local_cache(redis, entries=4)
+    await cache.set_many({"a": Entry(probability=0.5)})
+    assert redis.store["a"]  # written through to Redis as well
+    redis.down = True
+    found = await cache.read(["a", "b"])
+    assert found.values == [Entry(probability=0.5), None]
+    assert found.state == "error" and found.lookups() == {"hit": 1, "error": 1}
+    calls = redis.calls
+    assert (await cache.read(["a"])).lookups() == {"hit": 1, "miss": 0}
+    assert redis.calls == calls  # every key found locally: Redis is not asked
+
+
+async def test_redis_hits_are_kept_locally_and_the_least_recently_used_go_first() -> None:
+    redis = FakeRedis()
+    cache = local_cache(redis, entries=2)
+    for key, probability in (("a", 0.1), ("b", 0.2), ("c", 0.3)):
+        redis.store[key] = Entry(probability=probability).model_dump_json().encode()
+    assert await cache.get_many(["a", "b"]) == [Entry(probability=0.1), Entry(probability=0.2)]
+    assert await cache.get_many(["a"]) == [Entry(probability=0.1)]  # local: a is now the most recent
+    assert await cache.get_many(["c"]) == [Entry(probability=0.3)]  # evicts b, the least recent
+    redis.mgets.clear()
+    assert await cache.get_many(["a", "b", "c"]) == [Entry(probability=p) for p in (0.1, 0.2, 0.3)]
+    assert redis.mgets == [["b"]]
+
+
+async def test_local_entries_expire_with_the_cache_ttl() -> None:
+    redis, clock = FakeRedis(), Clock()
+    cache = local_cache(redis, entries=4, clock=clock)
+    await cache.set_many({"a": Entry(probability=0.5)})
+    redis.store.clear()  # gone from Redis: only the local tier could still answer
+    clock.now += 59
+    assert await cache.get_many(["a"]) == [Entry(probability=0.5)]
+    clock.now += 1
+    assert await cache.get_many(["a"]) == [None]
+
+
+async def test_an_entry_larger_than_the_local_tier_is_kept_in_redis_only() -> None:
+    redis = FakeRedis()
+    cache = ResultCache(
+        redis, 60, CircuitBreaker("redis-test", 2, 5.0), Entry, local_bytes=LOCAL_ENTRY_OVERHEAD
+    )
+    await cache.set_many({"a": Entry(probability=0.5)})  # its JSON does not fit beside the overhead
+    assert await cache.get_many(["a"]) == [Entry(probability=0.5)]
+    assert redis.mgets == [["a"]]

@@ -56,6 +56,22 @@ async def test_hits_and_misses_count_distinct_images() -> None:
     assert delta() == {"miss": 3, "hit": 1}
 
 
+async def test_local_hits_are_hits_and_counted_apart_even_while_redis_is_down() -> None:
+    redis = FakeRedis()
+    cache = ResultCache(
+        redis, 60, CircuitBreaker("redis-metrics-local", 1, 60), PatchResult, local_bytes=2**20
+    )
+    predict = Predictor(cache, FakeDownstream())
+    await predict.predict([b"ok-1"], BALANCED)
+    local = sample("pcam_gateway_cache_local_hits_total")
+    redis.down = True
+    delta = Delta()
+    _, cached = await predict.predict([b"ok-1", b"ok-22"], BALANCED)
+    assert cached == [True, False]
+    assert delta() == {"hit": 1, "error": 1}
+    assert sample("pcam_gateway_cache_local_hits_total") == local + 1
+
+
 async def test_cache_false_is_a_bypass() -> None:
     delta = Delta()
     await predictor(FakeRedis(), "redis-metrics-bypass").predict([b"ok-1"], BALANCED, read_cache=False)
