@@ -33,21 +33,23 @@ def _pseudo_angle(y: float, x: float) -> float:
 
 
 @njit(cache=True)
-def _ranked(values: np.ndarray, n: int, rank_lo: int, rank_hi: int, hist: np.ndarray) -> np.ndarray:
-    """Positions in values[:n] of the elements of ranks rank_lo..rank_hi (ascending, stable)."""
-    lowest = values[0]
-    highest = values[0]
-    for j in range(1, n):
-        v = values[j]
-        if v < lowest:
-            lowest = v
-        if v > highest:
-            highest = v
+def _histogram(values: np.ndarray, n: int, lowest: float, highest: float, hist: np.ndarray) -> float:
+    """Fill `hist` with the counts of values[:n] in equal bins over [lowest, highest]; return the scale."""
     bins = hist.size
     hist[:] = 0
     scale = (bins - 1) / (highest - lowest) if highest > lowest else 0.0
     for j in range(n):
         hist[int((values[j] - lowest) * scale)] += 1
+    return scale
+
+
+@njit(cache=True)
+def _ranked(
+    values: np.ndarray, n: int, lowest: float, scale: float, hist: np.ndarray, rank_lo: int, rank_hi: int
+) -> np.ndarray:
+    """Positions in values[:n] of the elements of ranks rank_lo..rank_hi (ascending, stable), from the
+    histogram `_histogram` made of them: only the values in the bins holding those ranks are sorted."""
+    bins = hist.size
     seen, bin_lo, bin_hi, before = 0, -1, bins - 1, 0
     for b in range(bins):
         if bin_lo < 0 and seen + hist[b] > rank_lo:
@@ -80,9 +82,13 @@ def _percentile_ranks(n: int, q: float) -> tuple[int, int, float]:
 
 
 @njit(cache=True)
-def _percentile(values: np.ndarray, n: int, q: float, hist: np.ndarray) -> float:
+def _percentile(
+    values: np.ndarray, n: int, q: float, lowest: float, highest: float, hist: np.ndarray
+) -> float:
+    """numpy's linear percentile q of values[:n], whose bounds are known."""
     lo, hi, t = _percentile_ranks(n, q)
-    ranked = _ranked(values, n, lo, hi, hist)
+    scale = _histogram(values, n, lowest, highest, hist)
+    ranked = _ranked(values, n, lowest, scale, hist, lo, hi)
     return _lerp(values[ranked[0]], values[ranked[-1]], t)
 
 
@@ -165,6 +171,7 @@ def stain_estimates(
         t0s = np.empty(c)
         t1s = np.empty(c)
         k = 0
+        lowest, highest = np.inf, -np.inf
         for j in range(p):
             r, g, b = images[i, j, 0], images[i, j, 1], images[i, j, 2]
             if tissue_lut[r] and tissue_lut[g] and tissue_lut[b]:
@@ -172,12 +179,16 @@ def stain_estimates(
                 t0 = x0 * e10 + x1 * e11 + x2 * e12
                 t1 = x0 * e20 + x1 * e21 + x2 * e22
                 t0s[k], t1s[k] = t0, t1
-                angles[k] = _pseudo_angle(t1, t0)
+                angle = _pseudo_angle(t1, t0)
+                angles[k] = angle
+                lowest, highest = min(lowest, angle), max(highest, angle)
                 k += 1
+        # Both percentiles from one histogram of the angles.
+        scale = _histogram(angles, c, lowest, highest, hist)
         phi = np.empty(2)
         for side in range(2):
             lo, hi, t = _percentile_ranks(c, alpha if side == 0 else 100.0 - alpha)
-            ranked = _ranked(angles, c, lo, hi, hist)
+            ranked = _ranked(angles, c, lowest, scale, hist, lo, hi)
             a, z = ranked[0], ranked[-1]
             phi[side] = _lerp(np.arctan2(t1s[a], t0s[a]), np.arctan2(t1s[z], t0s[z]), t)
         v_min = np.empty(3)
@@ -196,12 +207,15 @@ def stain_estimates(
             continue
         conc_h = np.empty(p)
         conc_e = np.empty(p)
+        h_low, h_high, e_low, e_high = np.inf, -np.inf, np.inf, -np.inf
         for j in range(p):
             x0, x1, x2 = od_lut[images[i, j, 0]], od_lut[images[i, j, 1]], od_lut[images[i, j, 2]]
-            conc_h[j] = pinv[0, 0] * x0 + pinv[0, 1] * x1 + pinv[0, 2] * x2
-            conc_e[j] = pinv[1, 0] * x0 + pinv[1, 1] * x1 + pinv[1, 2] * x2
-        max_concentrations[i, 0] = _percentile(conc_h, p, 99.0, hist)
-        max_concentrations[i, 1] = _percentile(conc_e, p, 99.0, hist)
+            h = pinv[0, 0] * x0 + pinv[0, 1] * x1 + pinv[0, 2] * x2
+            e = pinv[1, 0] * x0 + pinv[1, 1] * x1 + pinv[1, 2] * x2
+            conc_h[j], conc_e[j] = h, e
+            h_low, h_high, e_low, e_high = min(h_low, h), max(h_high, h), min(e_low, e), max(e_high, e)
+        max_concentrations[i, 0] = _percentile(conc_h, p, 99.0, h_low, h_high, hist)
+        max_concentrations[i, 1] = _percentile(conc_e, p, 99.0, e_low, e_high, hist)
 
 
 @njit(parallel=True, cache=True)
