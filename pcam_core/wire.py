@@ -13,7 +13,7 @@ import math
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -43,7 +43,7 @@ class AcceptedItem(Quality):
 
     def quality(self) -> Quality:
         """The quality figures the public result carries."""
-        return Quality.model_construct(**{name: getattr(self, name) for name in Quality.model_fields})
+        return Quality.model_construct(**{name: getattr(self, name) for name in _QUALITY_FIELDS})
 
 
 class RejectedItem(BaseModel):
@@ -54,7 +54,9 @@ class RejectedItem(BaseModel):
     error: ItemError
 
 
-FrameItem = AcceptedItem | RejectedItem
+FrameItem = Annotated[AcceptedItem | RejectedItem, Field(discriminator="ok")]
+"""Told apart by `ok`: a header's items are validated as the one type they say they are."""
+_QUALITY_FIELDS = tuple(Quality.model_fields)
 
 
 class FrameMeta(BaseModel):

@@ -157,7 +157,8 @@ def _releases(outcomes: list[Outcome]) -> set[str]:
 def _result(
     prediction: EnsemblePrediction, answer: InferResponse, item: AcceptedItem, digest: str
 ) -> PatchResult:
-    return PatchResult(
+    # Built from parts already validated (the ensemble's answer, preprocess's frame): not again.
+    return PatchResult.model_construct(
         probability=prediction.probability,
         label=prediction.label,
         operating_point=answer.operating_point,
