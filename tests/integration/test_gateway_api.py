@@ -186,7 +186,7 @@ def test_concurrent_identical_requests_reach_triton_once(
     assert shared and float(shared.group(1)) >= 5 * 16
 
 
-def test_redis_stopped_mid_run_answers_stay_correct_uncached(
+def test_redis_stopped_mid_run_answers_stay_correct(
     stack: LocalStack, patch_paths: list[Path], tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     work = tmp_path_factory.mktemp("own-redis")
@@ -201,18 +201,21 @@ def test_redis_stopped_mid_run_answers_stay_correct_uncached(
         REDIS_BREAKER_RESET_S="1",
         RATE_LIMIT_PER_MINUTE="4",  # exceeded below while Redis is down: the limit fails open
     )
-    upload = {"file": ("p.png", unique_png(patch_paths[52], 5200), "image/png")}
+    seen = {"file": ("p.png", unique_png(patch_paths[52], 5200), "image/png")}
     try:
         with httpx.Client(base_url=url, timeout=60) as client:
-            first = client.post("/v1/predict", files=upload)
+            first = client.post("/v1/predict", files=seen)
             assert first.status_code == 200 and first.json()["cached"] is False
-            assert client.post("/v1/predict", files=upload).json()["cached"] is True
+            assert client.post("/v1/predict", files=seen).json()["cached"] is True
             own_redis.stop()
-            for _ in range(5):
-                response = client.post("/v1/predict", files=upload)
-                assert response.status_code == 200, response.text
-                assert response.json()["cached"] is False
-                assert response.json()["probability"] == pytest.approx(first.json()["probability"])
+            for i in range(5):
+                # Seen before: the gateway's own memory answers without Redis. New: computed.
+                again = client.post("/v1/predict", files=seen)
+                assert again.status_code == 200 and again.json()["cached"] is True, again.text
+                assert again.json()["probability"] == first.json()["probability"]
+                new = {"file": ("p.png", unique_png(patch_paths[53], 5300 + i), "image/png")}
+                computed = client.post("/v1/predict", files=new)
+                assert computed.status_code == 200 and computed.json()["cached"] is False, computed.text
             ready = client.get("/readyz")
             assert ready.status_code == 200 and ready.json()["redis"] is False
             metrics = client.get("/metrics").text
@@ -220,13 +223,22 @@ def test_redis_stopped_mid_run_answers_stay_correct_uncached(
             assert re.search(
                 r'^pcam_gateway_redis_skipped_total\{reason="[a-z_]+",use="rate_limit"\} [1-9]', metrics, re.M
             )
-            # Redis back (empty): after the breaker's pause the answer is stored and served again.
+            # Redis back (empty): after the breaker's pause, computed answers are stored in it again.
             own_redis = start_redis(work, port)
-            deadline, cached = time.monotonic() + 15, False
-            while not cached and time.monotonic() < deadline:
-                time.sleep(0.5)
-                cached = client.post("/v1/predict", files=upload).json()["cached"]
-            assert cached
+            deadline, stored = time.monotonic() + 15, 0
+            with redis.Redis(port=port) as direct:
+                while not stored and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    new = {
+                        "file": (
+                            "p.png",
+                            unique_png(patch_paths[54], int(time.monotonic() * 1000)),
+                            "image/png",
+                        )
+                    }
+                    assert client.post("/v1/predict", files=new).status_code == 200
+                    stored = len(direct.keys("pcam:result:*"))
+            assert stored
     finally:
         process.stop()
         own_redis.stop()
