@@ -64,6 +64,17 @@ class OperatingPoint(_Frozen):
     criterion: str
 
 
+class ConformalRule(_Frozen):
+    """Split-conformal prediction sets (pcam_core.conformal), fitted on the calibration split."""
+
+    score: Literal["lac"] = Field("lac", description="Nonconformity 1 - p_label; sets are never empty.")
+    coverage: float = Field(gt=0, lt=1, description="The share of true labels the sets are fitted to hold.")
+    quantile: float = Field(ge=0, le=1, description="A label is in the set iff 1 - p_label <= quantile.")
+    calibration_patches: int = Field(ge=1)
+    calibration_coverage: float = Field(ge=0, le=1, description="Share of true labels held on that split.")
+    both_labels_share: float = Field(ge=0, le=1, description="Share of sets holding both labels there.")
+
+
 class EnsembleRule(_Frozen):
     rule: Literal["weighted_mean"] = "weighted_mean"
     temperature: float = Field(
@@ -71,6 +82,8 @@ class EnsembleRule(_Frozen):
     )
     operating_points: dict[str, OperatingPoint]
     metrics: dict[str, float] = Field(default_factory=dict)
+    # Defaulted: release.json files written before the field existed have no prediction sets.
+    conformal: ConformalRule | None = None
 
     @model_validator(mode="after")
     def _all_operating_points(self) -> EnsembleRule:
@@ -163,6 +176,7 @@ class ReleaseSummary(BaseModel):
     operating_points: dict[str, OperatingPoint]
     operating_point_aliases: dict[str, str]
     default_operating_point: str
+    conformal: ConformalRule | None = None
 
 
 def summarize(manifest: ReleaseManifest) -> ReleaseSummary:
@@ -177,4 +191,5 @@ def summarize(manifest: ReleaseManifest) -> ReleaseSummary:
         operating_points=manifest.ensemble.operating_points,
         operating_point_aliases=OPERATING_POINT_ALIASES,
         default_operating_point=DEFAULT_OPERATING_POINT,
+        conformal=manifest.ensemble.conformal,
     )

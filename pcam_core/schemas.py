@@ -68,6 +68,12 @@ class EnsemblePrediction(BaseModel):
     )
     tta_views: int = Field(1, description=f"1, or {TTA_VIEWS} with TTA.")
     explanation: Explanation | None = Field(None, description="With explain: the occlusion heat map.")
+    prediction_set: list[int] | None = Field(
+        None,
+        description="Split-conformal prediction set: the labels that cannot be ruled out at the release's "
+        "coverage (95 % by default): [0], [1] or [0, 1]. None when the release has no conformal rule, "
+        "and with tta or a degraded answer, which the rule was not fitted for.",
+    )
 
 
 class InferResponse(BaseModel):
@@ -122,6 +128,7 @@ PREDICTION_EXAMPLE: dict[str, Any] = {
     "degraded": False,
     "missing_members": [],
     "explanation": None,
+    "prediction_set": [1],
     "quality": {"tissue_fraction": 0.83, "stain_normalized": True, "stain_skip_reason": None},
     "release": "pcam-2024-06-01",
     "sha256": "9f2c" + "0" * 60,
@@ -152,6 +159,12 @@ class PatchResult(BaseModel):
     )
     explanation: Explanation | None = Field(
         None, description="With explain=true: the occlusion-sensitivity heat map."
+    )
+    prediction_set: list[int] | None = Field(
+        None,
+        description="Split-conformal prediction set: the labels that cannot be ruled out at the release's "
+        "coverage (95 % by default): [0], [1] or [0, 1]. None when the release has no conformal rule, "
+        "and with tta or a degraded answer, which the rule was not fitted for.",
     )
     quality: Quality
     release: str = Field(description="The release that produced this result.")

@@ -18,6 +18,7 @@ from typing import ClassVar, Protocol
 import numpy as np
 
 from pcam_core import explain as occlusion
+from pcam_core.conformal import as_lists, prediction_sets
 from pcam_core.contract import TTA_VIEWS
 from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
 from pcam_core.release import Member, ReleaseManifest
@@ -227,6 +228,14 @@ def answer(
         views, output = 1, combine_release(logits, release, names)
     labels = decide(output.probability, point.threshold)
     explained = explanations or [None] * len(labels)
+    missing = [m.name for m in release.members if m.name not in names]
+    conformal = release.ensemble.conformal
+    # The rule holds its coverage for the probability it was fitted on: every member, one view.
+    sets: list[list[int] | None] = (
+        as_lists(prediction_sets(output.probability, conformal.quantile))
+        if conformal is not None and views == 1 and not missing
+        else [None] * len(labels)
+    )
     results = [
         EnsemblePrediction(
             probability=float(probability),
@@ -235,17 +244,18 @@ def answer(
             members=dict(zip(names, map(float, member_probabilities), strict=True)),
             tta_views=views,
             explanation=explanation,
+            prediction_set=labels_held,
         )
-        for probability, label, uncertainty, member_probabilities, explanation in zip(
+        for probability, label, uncertainty, member_probabilities, explanation, labels_held in zip(
             output.probability,
             labels,
             output.uncertainty,
             output.member_probabilities,
             explained,
+            sets,
             strict=True,
         )
     ]
-    missing = [m.name for m in release.members if m.name not in names]
     return InferResponse(
         release=release.release_id,
         operating_point=operating_point,

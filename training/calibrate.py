@@ -18,7 +18,8 @@ from scipy.optimize import minimize_scalar
 from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
-from pcam_core.release import OPERATING_POINTS, EnsembleRule, OperatingPoint, Precision
+from pcam_core.conformal import DEFAULT_COVERAGE, conformal_quantile, prediction_sets
+from pcam_core.release import OPERATING_POINTS, ConformalRule, EnsembleRule, OperatingPoint, Precision
 from pcam_core.rule import combine, ensemble_logit
 from training.metrics import BOOTSTRAP_ROUNDS, Bootstrap, Interval, binary_intervals, ece
 
@@ -202,6 +203,20 @@ def bootstrap_rates(
     return {k: intervals[k] for k in ("sensitivity", "specificity", "accuracy")}
 
 
+def fit_conformal(labels: np.ndarray, probability: np.ndarray, coverage: float) -> ConformalRule:
+    """The split-conformal rule for the ensemble's calibrated probabilities on the calibration split."""
+    labels = np.asarray(labels).astype(int).reshape(-1)
+    quantile = conformal_quantile(probability, labels, coverage)
+    sets = prediction_sets(probability, quantile)
+    return ConformalRule(
+        coverage=coverage,
+        quantile=quantile,
+        calibration_patches=len(labels),
+        calibration_coverage=float(sets[np.arange(len(labels)), labels].mean()),
+        both_labels_share=float(sets.all(axis=1).mean()),
+    )
+
+
 class MemberCalibration(BaseModel):
     model_config = ConfigDict(frozen=True)
     temperature: float
@@ -225,11 +240,13 @@ def calibrate(
     weights: Mapping[str, float],
     groups: np.ndarray | None = None,
     recalibrate_ensemble: bool = True,
+    coverage: float | None = DEFAULT_COVERAGE,
 ) -> Calibration:
     """Fit temperatures, combine, choose operating points and measure everything on validation.
 
     With recalibrate_ensemble, a temperature on the logit of the weighted mean is fitted by NLL too:
-    calibrated members do not make a calibrated mean (averaging pulls toward 0.5).
+    calibrated members do not make a calibrated mean (averaging pulls toward 0.5). With a coverage,
+    the split-conformal quantile of the final probabilities is fitted too (None: no prediction sets).
     """
     labels = np.asarray(labels).astype(int)
     members, temperatures = {}, {}
@@ -270,5 +287,10 @@ def calibrate(
             metrics[f"{name}_{rate}_ci_low"], metrics[f"{name}_{rate}_ci_high"] = intervals[rate]
     return Calibration(
         members=members,
-        ensemble=EnsembleRule(temperature=ensemble_temperature, operating_points=points, metrics=metrics),
+        ensemble=EnsembleRule(
+            temperature=ensemble_temperature,
+            operating_points=points,
+            metrics=metrics,
+            conformal=None if coverage is None else fit_conformal(labels, p, coverage),
+        ),
     )

@@ -8,6 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
 
+from pcam_core.conformal import DEFAULT_COVERAGE
+
 BUNDLED_DIR = Path(__file__).parent / "configs"
 MEMBER_NAME_PATTERN = r"^[a-z0-9][a-z0-9_\-]*$"
 """As pcam_core.release.Member.name: the name is also the Triton model (directory) name."""
@@ -219,6 +221,13 @@ class CalibrationConfig(_Strict):
     ensemble_temperature: bool = Field(
         True,
         description="Also fit a temperature on the logit of the members' weighted mean (docs/architecture.md#ensemble-temperature-on-by-default).",
+    )
+    conformal_coverage: float | None = Field(
+        DEFAULT_COVERAGE,
+        gt=0,
+        lt=1,
+        description="Coverage of the split-conformal prediction sets fitted on the validation split "
+        "(docs/architecture.md#prediction-sets); null: results carry no sets.",
     )
 
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from pcam_core.release import OperatingPoint, ReleaseManifest, load_release
+from pcam_core.conformal import prediction_sets
+from pcam_core.release import ConformalRule, OperatingPoint, ReleaseManifest, load_release
 from pcam_core.rule import combine_release
 from training import metrics, stain
 from training.data import pcam_h5
@@ -46,6 +47,36 @@ class PointResult(BaseModel):
     npv_ci: Interval | None
     accuracy_ci: Interval
     kappa_ci: Interval | None
+
+
+class ConformalResult(BaseModel):
+    """The release's prediction sets on the split: how often they hold the true label, and their size."""
+
+    model_config = ConfigDict(frozen=True)
+    target_coverage: float
+    quantile: float
+    coverage: float
+    coverage_ci: Interval | None
+    both_labels_share: float
+    """Sets holding both labels: the patches the rule cannot decide at this coverage."""
+
+
+def conformal_result(
+    labels: np.ndarray, probability: np.ndarray, rule: ConformalRule, bootstrap: metrics.Bootstrap
+) -> ConformalResult:
+    """Empirical coverage of the rule's sets with its bootstrap interval (the same resamples as the rest)."""
+    sets = prediction_sets(probability, rule.quantile)
+    held = sets[np.arange(len(labels)), labels].astype(np.float64)
+    totals = bootstrap.sums(np.stack([held, np.ones_like(held)], axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        resampled = totals[:, 0] / totals[:, 1]
+    return ConformalResult(
+        target_coverage=rule.coverage,
+        quantile=rule.quantile,
+        coverage=float(held.mean()),
+        coverage_ci=metrics.interval(resampled),
+        both_labels_share=float(sets.all(axis=1).mean()),
+    )
 
 
 class MemberResult(BaseModel):
@@ -103,6 +134,8 @@ class EvaluationReport(BaseModel):
     roc: RocCurve | None
     """None when the split holds one class only."""
     reliability: list[ReliabilityBin]
+    conformal: ConformalResult | None = None
+    """None when the release has no conformal rule."""
 
 
 def member_onnx(repository: Path, name: str, version: int = 1) -> Path:
@@ -240,4 +273,7 @@ def summarize(
         operating_points={name: point_result(labels, p, point, bootstrap) for name, point in points.items()},
         roc=roc,
         reliability=reliability_bins(p, labels),
+        conformal=None
+        if manifest.ensemble.conformal is None
+        else conformal_result(labels, p, manifest.ensemble.conformal, bootstrap),
     )

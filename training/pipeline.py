@@ -302,7 +302,14 @@ def calibrate_members(
     logits = {m.name: np.load(require(work.valid_logits(m.name, precision), step)) for m in config.members}
     slides = pcam_h5.slide_ids(data_dir(config, work), "valid", len(labels))
     weights = {m.name: m.weight for m in config.members}
-    result = calibrate(logits, labels, weights, slides, config.calibration.ensemble_temperature)
+    result = calibrate(
+        logits,
+        labels,
+        weights,
+        slides,
+        config.calibration.ensemble_temperature,
+        config.calibration.conformal_coverage,
+    )
     result = result.model_copy(update={"precision": precision})
     work.calibration.write_text(result.model_dump_json(indent=2) + "\n")
     tracker = tracker or NullTracker()

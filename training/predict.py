@@ -77,6 +77,8 @@ class PredictionRow(BaseModel):
     tissue_fraction: float | None = None
     tta: bool = False
     uncertainty: float | None = None
+    prediction_set: list[int] | None = None
+    """The labels the release's conformal rule cannot rule out (none with tta)."""
     error: str | None = None
 
 
@@ -228,6 +230,7 @@ def predict_local(
                     stain_skip_reason=item.stain_skip_reason,
                     tissue_fraction=item.tissue_fraction,
                     uncertainty=result.uncertainty,
+                    prediction_set=result.prediction_set,
                     **common,
                 )
             )
@@ -335,6 +338,7 @@ def _remote_row(
         tissue_fraction=quality.tissue_fraction,
         tta=answer.tta,
         uncertainty=answer.uncertainty,
+        prediction_set=answer.prediction_set,
     )
 
 

@@ -155,6 +155,21 @@ def markdown(
             for name, p in report.operating_points.items()
         ],
     )
+    if report.conformal is not None:
+        c = report.conformal
+        lines += ["", "## Prediction sets", ""]
+        lines += [
+            f"Split-conformal sets fitted on validation for {c.target_coverage:.0%} coverage "
+            f"(a label is in the set iff 1 - p_label <= {c.quantile:.4f}); on this split:",
+            "",
+        ]
+        lines += _table(
+            ["measure", "value [95 % CI]"],
+            [
+                ["coverage (true label in the set)", _with_ci(c.coverage, c.coverage_ci, 4)],
+                ["sets holding both labels", f"{c.both_labels_share:.4f}"],
+            ],
+        )
     lines += ["", "## Members", ""]
     lines += _table(
         ["member", "temperature", "weight", "AUC", "ECE", "Brier"],

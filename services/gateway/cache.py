@@ -22,8 +22,8 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 MGET_MAX_KEYS = 1024
 MGET_MAX_WAIT_S = 0.005
-KEY_PREFIX = "pcam:result:v2"
-"""v2: results carry tta/degraded/explanation; bumped so no v1 entry is read as a v2 one."""
+KEY_PREFIX = "pcam:result:v3"
+"""v3: results carry prediction_set; bumped so no entry written without it is read as a v3 one."""
 LOCAL_ENTRY_OVERHEAD = 2048
 """Bytes a local entry takes beyond its JSON: a parsed result's objects and its key (about 2.3 KB for a
 422-byte result, measured with tracemalloc)."""

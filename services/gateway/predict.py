@@ -169,6 +169,7 @@ def _result(
         degraded=answer.degraded,
         missing_members=answer.missing_members,
         explanation=prediction.explanation,
+        prediction_set=prediction.prediction_set,
         quality=item.quality(),
         release=answer.release,
         sha256=digest,

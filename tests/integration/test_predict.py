@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from devstack.stack import LocalStack
+from pcam_core.conformal import as_lists, prediction_sets
 from pcam_core.release import OPERATING_POINTS, ReleaseManifest, load_release
 
 pytestmark = pytest.mark.integration
@@ -51,6 +52,12 @@ def assert_full_result(result: dict, release: ReleaseManifest, operating_point: 
     assert isinstance(result["quality"]["stain_normalized"], bool)
     assert re.fullmatch(r"[0-9a-f]{64}", result["sha256"])
     assert result["request_id"]
+    rule = release.ensemble.conformal  # the release fits one by default
+    assert rule is not None
+    assert (
+        result["prediction_set"]
+        == as_lists(prediction_sets(np.array([result["probability"]]), rule.quantile))[0]
+    )
 
 
 def test_every_service_is_ready(stack: LocalStack) -> None:
@@ -182,6 +189,7 @@ def test_models_describes_the_serving_release(gateway: httpx.Client, release: Re
     assert body["data"]["source"] == "synthetic"
     assert [m["name"] for m in body["members"]] == [m.name for m in release.members]
     assert set(body["operating_points"]) == set(OPERATING_POINTS)
+    assert body["conformal"] == release.ensemble.conformal.model_dump()
 
 
 def test_metrics_are_exposed(gateway: httpx.Client) -> None:

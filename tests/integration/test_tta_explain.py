@@ -17,6 +17,7 @@ from PIL import Image
 from devstack.stack import LocalStack
 from pcam_core.explain import grid_shape
 from services.ensemble.settings import EnsembleSettings
+from services.gateway.cache import KEY_PREFIX
 from tests.integration.test_predict import PROBLEM, png, unique_png
 
 pytestmark = pytest.mark.integration
@@ -74,6 +75,9 @@ def test_tta_and_plain_answers_differ_and_never_share_a_cache_entry(
     assert [a["sha256"] for a in augmented] == [p["sha256"] for p in plain]
     # The uncertainty with TTA is the spread over members and the 8 views, not over members alone.
     pairs = list(zip(augmented, plain, strict=True))
+    # The release's conformal rule was fitted on one view: TTA answers carry no prediction set.
+    assert all(p["prediction_set"] in ([0], [1], [0, 1]) for p in plain)
+    assert all(a["prediction_set"] is None for a in augmented)
     assert any(a["uncertainty"] != pytest.approx(p["uncertainty"]) for a, p in pairs)
     assert any(a["probability"] != pytest.approx(p["probability"]) for a, p in pairs)
     for tta, first in (("false", plain), ("true", augmented)):
@@ -82,7 +86,7 @@ def test_tta_and_plain_answers_differ_and_never_share_a_cache_entry(
         assert [answer(a) for a in again] == [answer(f) for f in first]
     with redis.Redis(port=stack.config.ports.redis) as client:
         for result in plain:
-            keys = {k.decode() for k in client.keys(f"pcam:result:v2:*:balanced:*:{result['sha256']}")}
+            keys = {k.decode() for k in client.keys(f"{KEY_PREFIX}:*:balanced:*:{result['sha256']}")}
             assert {re.search(r":(tta=[01]):", k).group(1) for k in keys} == {"tta=0", "tta=1"}, keys
 
 

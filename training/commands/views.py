@@ -118,7 +118,14 @@ def evaluation(report: EvaluationReport) -> list[Table | str]:
             _ci(p.accuracy, p.accuracy_ci),
             _ci(p.kappa, p.kappa_ci),
         )
-    return [table, points, *([f"[yellow]{report.note}[/yellow]"] if report.note else [])]
+    sets = []
+    if report.conformal is not None:
+        c = report.conformal
+        sets = [
+            f"prediction sets (fitted for {c.target_coverage:.0%} coverage): coverage "
+            f"{_ci(c.coverage, c.coverage_ci)}, both labels in {c.both_labels_share:.1%} of sets"
+        ]
+    return [table, points, *sets, *([f"[yellow]{report.note}[/yellow]"] if report.note else [])]
 
 
 def verdict_lines(result: Verdict, notes: Sequence[str]) -> list[str]:

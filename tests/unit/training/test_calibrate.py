@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import expit
 
+from pcam_core.conformal import conformal_quantile
 from pcam_core.release import OPERATING_POINTS, EnsembleRule
 from training.calibrate import (
     bootstrap_rates,
@@ -172,6 +173,20 @@ def test_calibrate_produces_the_manifest_ensemble_rule():
     assert {"auc", "nll", "ece_before", "ece_after", "screening_sensitivity_ci_low"} <= set(
         result.ensemble.metrics
     )
+
+
+def test_calibrate_fits_prediction_sets_on_the_final_probabilities_unless_told_not_to():
+    logits, labels = simulated(4000, seed=8)
+    members, weights = {"a": 2 * logits, "b": logits + 0.3}, {"a": 1.0, "b": 2.0}
+    result = calibrate(members, labels, weights, coverage=0.9)
+    rule = result.ensemble.conformal
+    assert rule is not None and rule.coverage == 0.9 and rule.calibration_patches == 4000
+    p = ensemble_probability(
+        members, {n: m.temperature for n, m in result.members.items()}, weights, result.ensemble.temperature
+    )
+    assert rule.quantile == conformal_quantile(p, labels, 0.9)  # on what serving computes, not raw logits
+    assert 0.9 <= rule.calibration_coverage < 0.92
+    assert calibrate(members, labels, weights, coverage=None).ensemble.conformal is None
 
 
 def test_the_mean_of_calibrated_members_is_recalibrated_by_an_ensemble_temperature():

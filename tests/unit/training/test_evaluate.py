@@ -108,12 +108,24 @@ def test_operating_points_match_a_direct_recomputation(built, evaluated):
             assert got[key] is None if np.isnan(value) else got[key] == pytest.approx(value)
     assert report["auc"] == pytest.approx(sk.roc_auc_score(labels, p))
     assert report["brier"] == pytest.approx(sk.brier_score_loss(labels, p))
+    # The release's prediction sets, fitted on validation, measured on this split.
+    rule = manifest.ensemble.conformal
+    assert rule is not None and rule.coverage == 0.95
+    sets = 1 - np.stack([1 - p, p], axis=1) <= rule.quantile
+    sets[~sets.any(axis=1), (p[~sets.any(axis=1)] >= 0.5).astype(int)] = True
+    conformal = report["conformal"]
+    assert conformal["target_coverage"] == 0.95 and conformal["quantile"] == rule.quantile
+    assert conformal["coverage"] == pytest.approx(sets[np.arange(len(labels)), labels].mean())
+    assert conformal["both_labels_share"] == pytest.approx(sets.all(axis=1).mean())
+    low, high = conformal["coverage_ci"]
+    assert low <= conformal["coverage"] <= high
 
 
 def test_table_is_printed_with_the_note(evaluated):
     report, output, _ = evaluated
     assert report["release_id"] in output
     assert "operating points" in output and SYNTHETIC_NOTE in output
+    assert "prediction sets (fitted for 95% coverage): coverage" in output
 
 
 def test_missing_split_is_a_user_error(built, tmp_path: Path):

@@ -13,6 +13,7 @@ from PIL import Image
 
 from pcam_core.release import (
     OPERATING_POINTS,
+    ConformalRule,
     DataProvenance,
     EnsembleRule,
     Member,
@@ -221,3 +222,20 @@ def test_markdown_warns_when_there_are_too_few_slides_to_resample(synthetic_repo
     few = summarize(manifest(), labels, logits, np.arange(len(labels)) // 400, rounds=50)
     assert "Only 3 slides to resample" in markdown(few)
     assert "to resample: too few" not in markdown(synthetic_report)
+
+
+def test_markdown_reports_the_prediction_sets_only_when_the_release_has_them(synthetic_report):
+    assert "## Prediction sets" not in markdown(synthetic_report)
+    labels, logits, slides = simulated()
+    release = manifest()
+    rule = ConformalRule(
+        coverage=0.9, quantile=0.3, calibration_patches=500, calibration_coverage=0.9, both_labels_share=0.1
+    )
+    ruled = release.model_copy(update={"ensemble": release.ensemble.model_copy(update={"conformal": rule})})
+    report = summarize(ruled, labels, logits, slides, "test", "/data", rounds=200)
+    assert report.conformal is not None and report.conformal.quantile == 0.3
+    low, high = report.conformal.coverage_ci
+    assert low <= report.conformal.coverage <= high < 1.0
+    md = markdown(report)
+    assert "## Prediction sets" in md and "fitted on validation for 90% coverage" in md
+    assert f"{report.conformal.coverage:.4f} [{low:.4f}, {high:.4f}]" in md
