@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools k8s-base audit soak bench loadtest run test test-unit test-integration lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base audit soak bench loadtest run test test-unit test-integration test-slow lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -60,6 +60,9 @@ test-unit: system-deps venv deploy-tools ## unit tests only
 
 test-integration: system-deps venv triton-env ## integration tests only
 	$(BIN)/python -m pytest tests/integration
+
+test-slow: system-deps venv triton-env ## the slow tests `make test` leaves out (the production members built and served: minutes)
+	$(BIN)/python -m pytest -m slow
 
 bench: system-deps venv triton-env repository ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
 	$(BIN)/python -m benchmarks.macenko

@@ -1,0 +1,101 @@
+"""The production members of `training/configs/pcam-gpu.yaml` (seresnet50, efficientnet_b3, ViT-B/16 at
+96 px), each trained a few steps on a small synthetic set, exported with the ONNX parity check and
+served together by the real Triton under the model I/O contract, so the GPU recipe cannot rot unseen.
+
+The config is pcam-gpu itself with only what a 2-core CPU box needs changed (data, epochs, batch,
+no AMP, the cpu target's Triton settings): architectures, their arguments, losses and augmentation
+stay the profile's. Slow (a few minutes): `make test-slow` runs it; CI runs it when it fits.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from devstack.repository import build_repository
+from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
+from pcam_core.release import load_release
+from tests.integration.conftest import own_stack
+from tests.integration.test_predict import unique_png
+from training.config import load_config, resolve_config
+from training.export import PARITY_ATOL
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+PROFILE = "pcam-gpu"
+
+
+def production_smoke(path: Path) -> Path:
+    """pcam-gpu with a small synthetic set and a few CPU steps per member, written to `path`."""
+    config = yaml.safe_load(resolve_config(PROFILE).read_text())
+    config.update(
+        release_prefix="pcam-gpu-smoke",
+        threads=2,
+        data={"synthetic": {"train": 96, "valid": 64, "test": 16, "seed": 0}},
+        stain={"fit_patches": 32},
+        export={"formats": ["onnx"]},
+        triton={
+            "max_batch_size": 32,
+            "max_queue_delay_microseconds": 0,
+            "instance_count": 1,
+            "intra_op_threads": 1,
+        },
+    )
+    config.pop("tracking", None)
+    for member in config["members"]:
+        member.update(epochs=1, batch_size=16, amp=False, num_workers=0, warmup_epochs=0, patience=None)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def production_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("pcam-gpu-smoke")
+    repository = root / "model_repository"
+    build_repository(production_smoke(root / "config.yaml"), repository, root / "work")
+    return repository
+
+
+def test_the_smoke_config_keeps_the_profiles_architectures(tmp_path: Path) -> None:
+    profile, smoke = load_config(PROFILE), load_config(production_smoke(tmp_path / "config.yaml"))
+    keep = ("name", "architecture", "model_kwargs", "loss", "augment", "weight")
+    assert [m.model_dump(include=set(keep)) for m in smoke.members] == [
+        m.model_dump(include=set(keep)) for m in profile.members
+    ]
+
+
+def test_every_production_member_is_exported_and_served_under_the_contract(
+    production_repository: Path, patch_paths: list[Path], tmp_path: Path
+) -> None:
+    release = load_release(production_repository)
+    architectures = {m.architecture for m in release.members}
+    assert architectures == {"seresnet50", "efficientnet_b3", "vit_base_patch16_224"}
+    for member in release.members:
+        config = (production_repository / member.name / "config.pbtxt").read_text()
+        assert f'name: "{INPUT_NAME}"' in config and f'name: "{OUTPUT_NAME}"' in config
+    files = [
+        ("files", (f"{i}.png", unique_png(path, 77_000 + i), "image/png"))
+        for i, path in enumerate(patch_paths[:4])
+    ]
+    with own_stack(production_repository, tmp_path) as stack:
+        response = httpx.post(f"{stack.config.url('gateway')}/v1/predict/batch", files=files, timeout=120)
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 4
+    for result in results:
+        assert set(result["members"]) == {m.name for m in release.members}
+        assert all(0.0 <= p <= 1.0 for p in result["members"].values())
+        assert result["release"] == release.release_id
+
+
+def test_each_export_passed_its_parity_check(production_repository: Path) -> None:
+    reports = sorted((production_repository.parent / "work").rglob("export.json"))
+    architectures = set()
+    for report in map(json.loads, (path.read_text() for path in reports)):
+        architectures.add(report["architecture"])
+        # The build fails past PARITY_ATOL + PARITY_RTOL * |logit|; the measured difference is recorded.
+        assert 0.0 <= report["formats"]["onnx"]["parity_max_abs_diff"] <= PARITY_ATOL * 10
+    assert architectures == {"seresnet50", "efficientnet_b3", "vit_base_patch16_224"}
