@@ -66,6 +66,7 @@ test-slow: system-deps venv triton-env ## the slow tests `make test` leaves out 
 
 bench: system-deps venv triton-env repository ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
 	$(BIN)/python -m benchmarks.macenko
+	$(BIN)/python -m benchmarks.members
 	$(BIN)/python -m benchmarks.serving --repository $(MODEL_REPOSITORY)
 	$(BIN)/python -m benchmarks.ceiling
 

@@ -64,7 +64,6 @@ from __future__ import annotations
 
 import logging
 import tempfile
-import time
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -83,8 +82,9 @@ from onnxruntime.quantization import (
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import roc_auc_score
 
-from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
+from pcam_core.contract import INPUT_NAME
 from training.data.pcam_h5 import X_KEY
+from training.timing import TIMED_BATCHES, timed_in_turns
 
 log = logging.getLogger(__name__)
 QUANTIZED_OPS = ("Conv", "Gemm", "MatMul")
@@ -99,12 +99,6 @@ SHAPE_OPS = ("Shape", "Size")
 MAX_AUC_LOSS = 0.01
 """int8_concerns(): a relative validation AUC loss above this (1 %) is warned about."""
 CALIBRATION_BATCH = 32
-TIMED_BATCHES = {32: 20, 1: 100}
-"""Batch size -> most interleaved timing rounds: a full dynamic batch, and a lone patch."""
-TIMING_MIN_ROUNDS = 5
-TIMING_BUDGET_S = 30.0
-"""Per batch size: past it (and TIMING_MIN_ROUNDS) timing stops, so big members do not take minutes."""
-WARMUP_RUNS = 2
 
 
 class PatchReader(CalibrationDataReader):
@@ -236,33 +230,15 @@ def auc_change(labels: np.ndarray, fp32_logits: np.ndarray, int8_logits: np.ndar
     }
 
 
-def _elapsed_ms(sess: ort.InferenceSession, batch: np.ndarray) -> float:
-    started = time.perf_counter()
-    sess.run([OUTPUT_NAME], {INPUT_NAME: batch})
-    return (time.perf_counter() - started) * 1000
-
-
 def speedup(fp32: ort.InferenceSession, int8: ort.InferenceSession, images: np.ndarray) -> dict[str, float]:
     """Median ms per run of both sessions and the median fp32/int8 ratio, at every TIMED_BATCHES size.
 
-    The two run in turns on the same patches (images repeated up to the batch size), their order
-    swapped every round, so load from other processes and warm caches fall on both alike.
+    The two run in turns on the same patches, their order swapped every round, so load from other
+    processes and warm caches fall on both alike.
     """
     report: dict[str, float] = {}
-    for size, most in TIMED_BATCHES.items():
-        batch = np.ascontiguousarray(images[np.arange(size) % len(images)], dtype=np.uint8)
-        for sess in (fp32, int8):
-            for _ in range(WARMUP_RUNS):  # first runs allocate buffers and pick kernels
-                _elapsed_ms(sess, batch)
-        times: dict[str, list[float]] = {"fp32": [], "int8": []}
-        started = time.perf_counter()
-        for i in range(most):
-            order = (("fp32", fp32), ("int8", int8)) if i % 2 == 0 else (("int8", int8), ("fp32", fp32))
-            for name, sess in order:
-                times[name].append(_elapsed_ms(sess, batch))
-            if i + 1 >= TIMING_MIN_ROUNDS and time.perf_counter() - started > TIMING_BUDGET_S:
-                break
-        fp32_ms, int8_ms = np.array(times["fp32"]), np.array(times["int8"])
+    for size, times in timed_in_turns({"fp32": fp32, "int8": int8}, images).items():
+        fp32_ms, int8_ms = times["fp32"], times["int8"]
         report |= {
             f"fp32_ms_batch{size}": float(np.median(fp32_ms)),
             f"int8_ms_batch{size}": float(np.median(int8_ms)),

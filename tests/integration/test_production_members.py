@@ -2,9 +2,9 @@
 96 px), each trained a few steps on a small synthetic set, exported with the ONNX parity check and
 served together by the real Triton under the model I/O contract, so the GPU recipe cannot rot unseen.
 
-The config is pcam-gpu itself with only what a 2-core CPU box needs changed (data, epochs, batch,
-no AMP, the cpu target's Triton settings): architectures, their arguments, losses and augmentation
-stay the profile's. Slow (a few minutes): `make test-slow` runs it; CI runs it when it fits.
+The config is pcam-gpu itself with only what a 2-core CPU box needs changed
+(`benchmarks.members.production_smoke`). Slow (about two minutes on 2 cores): `make test` leaves it
+out, `make test-slow` runs it, and so does CI.
 """
 
 from __future__ import annotations
@@ -14,49 +14,21 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from devstack.repository import build_repository
+from benchmarks.members import PROFILE, ensure_repository, production_smoke
 from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
 from pcam_core.release import load_release
 from tests.integration.conftest import own_stack
 from tests.integration.test_predict import unique_png
-from training.config import load_config, resolve_config
+from training.config import load_config
 from training.export import PARITY_ATOL
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-PROFILE = "pcam-gpu"
-
-
-def production_smoke(path: Path) -> Path:
-    """pcam-gpu with a small synthetic set and a few CPU steps per member, written to `path`."""
-    config = yaml.safe_load(resolve_config(PROFILE).read_text())
-    config.update(
-        release_prefix="pcam-gpu-smoke",
-        threads=2,
-        data={"synthetic": {"train": 96, "valid": 64, "test": 16, "seed": 0}},
-        stain={"fit_patches": 32},
-        export={"formats": ["onnx"]},
-        triton={
-            "max_batch_size": 32,
-            "max_queue_delay_microseconds": 0,
-            "instance_count": 1,
-            "intra_op_threads": 1,
-        },
-    )
-    config.pop("tracking", None)
-    for member in config["members"]:
-        member.update(epochs=1, batch_size=16, amp=False, num_workers=0, warmup_epochs=0, patience=None)
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
 def production_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("pcam-gpu-smoke")
-    repository = root / "model_repository"
-    build_repository(production_smoke(root / "config.yaml"), repository, root / "work")
-    return repository
+    return ensure_repository(tmp_path_factory.mktemp("pcam-gpu-smoke") / "model_repository")
 
 
 def test_the_smoke_config_keeps_the_profiles_architectures(tmp_path: Path) -> None:
