@@ -30,6 +30,13 @@ __all__ = [
 ]
 
 
+PREDICTION_SET_DESCRIPTION = (
+    "Split-conformal prediction set: the labels that cannot be ruled out at the release's coverage (95 % "
+    "by default): [0], [1] or [0, 1]. None when the release has no conformal rule, and with tta or a "
+    "degraded answer, which the rule was not fitted for."
+)
+
+
 class InferOptions(BaseModel):
     """Per-request options: query parameters of the gateway's /v1/predict* and the ensemble's /v1/infer."""
 
@@ -68,12 +75,7 @@ class EnsemblePrediction(BaseModel):
     )
     tta_views: int = Field(1, description=f"1, or {TTA_VIEWS} with TTA.")
     explanation: Explanation | None = Field(None, description="With explain: the occlusion heat map.")
-    prediction_set: list[int] | None = Field(
-        None,
-        description="Split-conformal prediction set: the labels that cannot be ruled out at the release's "
-        "coverage (95 % by default): [0], [1] or [0, 1]. None when the release has no conformal rule, "
-        "and with tta or a degraded answer, which the rule was not fitted for.",
-    )
+    prediction_set: list[int] | None = Field(None, description=PREDICTION_SET_DESCRIPTION)
 
 
 class InferResponse(BaseModel):
@@ -160,12 +162,7 @@ class PatchResult(BaseModel):
     explanation: Explanation | None = Field(
         None, description="With explain=true: the occlusion-sensitivity heat map."
     )
-    prediction_set: list[int] | None = Field(
-        None,
-        description="Split-conformal prediction set: the labels that cannot be ruled out at the release's "
-        "coverage (95 % by default): [0], [1] or [0, 1]. None when the release has no conformal rule, "
-        "and with tta or a degraded answer, which the rule was not fitted for.",
-    )
+    prediction_set: list[int] | None = Field(None, description=PREDICTION_SET_DESCRIPTION)
     quality: Quality
     release: str = Field(description="The release that produced this result.")
     sha256: str = Field(description="sha256 of the uploaded bytes.")

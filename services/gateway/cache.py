@@ -122,7 +122,7 @@ class ResultCache(Generic[M]):
             return CacheRead(values, "error", local_hits)
         self.breaker.record_success()
         for i, data in zip(remote, raw, strict=True):
-            if (value := self._load(data)) is not None and data is not None:
+            if data is not None and (value := self._load(data)) is not None:
                 values[i] = value
                 self._remember(keys[i], value, len(data))
         return CacheRead(values, "read", local_hits)
