@@ -23,7 +23,7 @@ from pathlib import Path
 from benchmarks.load import predictions, tensor_predictions
 from benchmarks.report import write
 from benchmarks.serving import LOAD_CLIENT, ROOT, SERVICES, UniqueBodies, measured_load, medians
-from devstack.repository import build_repository
+from devstack.repository import ensure_repository
 from loadtests.run_local import local_stack
 
 CONFIG = ROOT / "training" / "configs" / "ceiling.yaml"
@@ -49,8 +49,7 @@ def main() -> None:
     parser.add_argument("--gpu-rate", type=int, default=20000, help="patches/s one GPU serves")
     args = parser.parse_args()
 
-    if not (args.repository / "release.json").is_file():
-        build_repository(CONFIG, args.repository)
+    ensure_repository(CONFIG, args.repository)
     patches = UniqueBodies()
     loads = {
         "tensor": f"{args.batch_concurrency} clients, tensor batches of {args.batch}",

@@ -20,7 +20,7 @@ import yaml
 
 from benchmarks.macenko import real_patches
 from benchmarks.report import write
-from devstack.repository import build_repository
+from devstack.repository import ensure_repository
 from pcam_core.release import load_release
 from training.config import resolve_config
 from training.export import session
@@ -55,13 +55,11 @@ def production_smoke(path: Path) -> Path:
     return path
 
 
-def ensure_repository(repository: Path) -> Path:
+def production_repository(repository: Path) -> Path:
     """The production smoke repository, built (about two minutes on 2 cores) unless it exists."""
-    if not (repository / "release.json").exists():
-        root = repository.parent
-        root.mkdir(parents=True, exist_ok=True)
-        build_repository(production_smoke(root / "config.yaml"), repository, root / "work")
-    return repository
+    root = repository.parent
+    root.mkdir(parents=True, exist_ok=True)
+    return ensure_repository(production_smoke(root / "config.yaml"), repository, root / "work")
 
 
 def main() -> None:
@@ -70,7 +68,7 @@ def main() -> None:
     )
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     args = parser.parse_args()
-    release = load_release(ensure_repository(args.repository))
+    release = load_release(production_repository(args.repository))
     images = real_patches(32)
     cores = os.cpu_count() or 1
     rows, details = [], {}

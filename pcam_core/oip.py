@@ -80,13 +80,10 @@ def read_request(body: bytes, header_length: int | None, max_patches: int) -> tu
     try:
         json_end = _json_end(body, header_length)
         request = InferRequest.model_validate_json(body[:json_end])
+        raws = _binary_parts(request.inputs, memoryview(body)[json_end:], "input")
     except ValidationError as exc:
         raise _malformed(f"not an inference request: {exc.errors(include_url=False)[0]['msg']}") from exc
-    except ValueError as exc:
-        raise _malformed(str(exc)) from exc
-    try:
-        raws = _binary_parts(request.inputs, memoryview(body)[json_end:], "input")
-    except ValueError as exc:
+    except ValueError as exc:  # the header length or binary sizes do not fit the body
         raise _malformed(str(exc)) from exc
     images = None
     for tensor, raw in zip(request.inputs, raws, strict=True):

@@ -44,6 +44,8 @@ class SharedMemorySlots:
 
     async def register(self, client: grpcclient.InferenceServerClient) -> None:
         """Register every region with Triton unless done since the last `forget` (idempotent)."""
+        if self._registered:  # every member call asks: no lock once done
+            return
         async with self._registering:
             if self._registered:
                 return

@@ -107,7 +107,8 @@ class ResultCache(Generic[M]):
         values = [self._recall(key) for key in keys]
         remote = [i for i, value in enumerate(values) if value is None]
         local_hits = len(keys) - len(remote)
-        LOCAL_HITS.inc(local_hits)
+        if local_hits:
+            LOCAL_HITS.inc(local_hits)
         if not remote:
             return CacheRead(values, "read", local_hits)
         if not self.breaker.allow():

@@ -157,16 +157,10 @@ def _reasons(
         degenerate = ~finite | (max_concentrations <= 0).any(axis=1)
         cosine = np.einsum("nc,nc->n", stains[:, :, 0], stains[:, :, 1])
         implausible = (stains < 0).any(axis=(1, 2)) | (cosine < MIN_STAIN_COSINE)
-    checks = (
-        (tissue_pixels < MIN_TISSUE_PIXELS, SkipReason.INSUFFICIENT_TISSUE),
-        (degenerate, SkipReason.DEGENERATE_STAINS),
-        (implausible, SkipReason.IMPLAUSIBLE_STAINS),
-    )
-    reasons: list[SkipReason | None] = [None] * len(tissue_pixels)
-    for failed, reason in reversed(checks):  # earlier checks overwrite later ones: the first failed wins
-        for i in np.flatnonzero(failed):
-            reasons[i] = reason
-    return tuple(reasons)
+    reasons = (SkipReason.INSUFFICIENT_TISSUE, SkipReason.DEGENERATE_STAINS, SkipReason.IMPLAUSIBLE_STAINS)
+    failed = [tissue_pixels < MIN_TISSUE_PIXELS, degenerate, implausible]
+    first = np.select(failed, list(range(len(reasons))), default=-1)  # np.select takes the first that holds
+    return tuple(None if i < 0 else reasons[i] for i in first)
 
 
 def _as_pixels(batch: np.ndarray) -> np.ndarray:

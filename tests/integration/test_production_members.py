@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.members import PROFILE, ensure_repository, production_smoke
+from benchmarks import members
 from pcam_core.contract import INPUT_NAME, OUTPUT_NAME
 from pcam_core.release import load_release
 from tests.integration.conftest import own_stack
@@ -28,11 +28,14 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 @pytest.fixture(scope="module")
 def production_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return ensure_repository(tmp_path_factory.mktemp("pcam-gpu-smoke") / "model_repository")
+    return members.production_repository(tmp_path_factory.mktemp("pcam-gpu-smoke") / "model_repository")
 
 
 def test_the_smoke_config_keeps_the_profiles_architectures(tmp_path: Path) -> None:
-    profile, smoke = load_config(PROFILE), load_config(production_smoke(tmp_path / "config.yaml"))
+    profile, smoke = (
+        load_config(members.PROFILE),
+        load_config(members.production_smoke(tmp_path / "config.yaml")),
+    )
     keep = ("name", "architecture", "model_kwargs", "loss", "augment", "weight")
     assert [m.model_dump(include=set(keep)) for m in smoke.members] == [
         m.model_dump(include=set(keep)) for m in profile.members
