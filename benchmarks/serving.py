@@ -75,7 +75,7 @@ class UniqueBodies:
 
 def in_process(predictor: LocalPredictor, uploads: list[bytes]) -> np.ndarray:
     """The serving path without the services: preprocess's own function, then the members and the rule."""
-    batch = preprocess_uploads(uploads, predictor.normalizer, predictor.manifest.release_id)
+    batch = preprocess_uploads(uploads, predictor.preprocessing)
     answer = predictor.score(batch.images, DEFAULT_OPERATING_POINT)
     return np.array([result.probability for result in answer.results])
 

@@ -87,7 +87,9 @@ def image_part(image: ImageInput) -> Part:
     return path.name, path.read_bytes(), mimetypes.guess_type(path.name)[0] or "application/octet-stream"
 
 
-def predict_params(operating_point: str | None, tta: bool, explain: bool, cache: bool) -> dict[str, str]:
+def predict_params(
+    operating_point: str | None, tta: bool, explain: bool, cache: bool, abstain: bool = False
+) -> dict[str, str]:
     """Query parameters of /v1/predict*; defaults are left out so the gateway's own defaults apply."""
     params: dict[str, str] = {}
     if operating_point is not None:
@@ -98,6 +100,8 @@ def predict_params(operating_point: str | None, tta: bool, explain: bool, cache:
         params["explain"] = "true"
     if not cache:
         params["cache"] = "false"
+    if abstain:
+        params["abstain"] = "true"
     return params
 
 
@@ -233,13 +237,14 @@ class PCamClient(_Base):
         tta: bool = False,
         explain: bool = False,
         cache: bool = True,
+        abstain: bool = False,
         request_id: str | None = None,
     ) -> Prediction:
         """Score one patch (POST /v1/predict); operating_point None means the gateway's default."""
         response = self._send(
             "POST",
             "/v1/predict",
-            params=predict_params(operating_point, tta, explain, cache),
+            params=predict_params(operating_point, tta, explain, cache, abstain),
             files={"file": image_part(image)},
             request_id=request_id,
         )
@@ -253,10 +258,11 @@ class PCamClient(_Base):
         tta: bool = False,
         explain: bool = False,
         cache: bool = True,
+        abstain: bool = False,
         request_id: str | None = None,
     ) -> list[Prediction | ItemError]:
         """One result or ItemError per image, in order; sent in requests of at most max_batch images."""
-        params = predict_params(operating_point, tta, explain, cache)
+        params = predict_params(operating_point, tta, explain, cache, abstain)
         results: list[Prediction | ItemError] = []
         for chunk in _chunks([image_part(image) for image in images], self.max_batch):
             response = self._send(
@@ -276,11 +282,12 @@ class PCamClient(_Base):
         operating_point: str | None = None,
         tta: bool = False,
         cache: bool = True,
+        abstain: bool = False,
         request_id: str | None = None,
     ) -> PixelPredictions:
         """Score uint8 pixels (N, 96, 96, 3) through the tensor input, max_batch patches per request;
         needs numpy (the `tensor` extra)."""
-        call = PixelCall(images, self.max_batch, tensor_parameters(operating_point, tta, cache))
+        call = PixelCall(images, self.max_batch, tensor_parameters(operating_point, tta, cache, abstain))
         for request in call.requests():
             response = self._send(
                 "POST", request.path, content=request.content, headers=request.headers, request_id=request_id
@@ -368,13 +375,14 @@ class AsyncPCamClient(_Base):
         tta: bool = False,
         explain: bool = False,
         cache: bool = True,
+        abstain: bool = False,
         request_id: str | None = None,
     ) -> Prediction:
         """Score one patch (POST /v1/predict)."""
         response = await self._send(
             "POST",
             "/v1/predict",
-            params=predict_params(operating_point, tta, explain, cache),
+            params=predict_params(operating_point, tta, explain, cache, abstain),
             files={"file": image_part(image)},
             request_id=request_id,
         )
@@ -388,10 +396,11 @@ class AsyncPCamClient(_Base):
         tta: bool = False,
         explain: bool = False,
         cache: bool = True,
+        abstain: bool = False,
         request_id: str | None = None,
     ) -> list[Prediction | ItemError]:
         """One result or ItemError per image, in order; chunks go one after another (order, back-pressure)."""
-        params = predict_params(operating_point, tta, explain, cache)
+        params = predict_params(operating_point, tta, explain, cache, abstain)
         results: list[Prediction | ItemError] = []
         for chunk in _chunks([image_part(image) for image in images], self.max_batch):
             response = await self._send(
@@ -411,10 +420,11 @@ class AsyncPCamClient(_Base):
         operating_point: str | None = None,
         tta: bool = False,
         cache: bool = True,
+        abstain: bool = False,
         request_id: str | None = None,
     ) -> PixelPredictions:
         """Score uint8 pixels (N, 96, 96, 3) through the tensor input; chunks go one after another."""
-        call = PixelCall(images, self.max_batch, tensor_parameters(operating_point, tta, cache))
+        call = PixelCall(images, self.max_batch, tensor_parameters(operating_point, tta, cache, abstain))
         for request in call.requests():
             response = await self._send(
                 "POST", request.path, content=request.content, headers=request.headers, request_id=request_id

@@ -30,9 +30,12 @@ class PixelPredictions:
     probability: np.ndarray
     """float32 (N,): calibrated ensemble probability of tumor in the center 32x32."""
     label: np.ndarray
-    """int32 (N,): 1 where the probability reaches the operating point's threshold."""
+    """int32 (N,): 1 where the probability reaches the operating point's threshold (-1: withheld, with
+    abstain, for a patch with a review flag)."""
     uncertainty: np.ndarray
     """float32 (N,): std of the member probabilities (across TTA views too)."""
+    needs_review: np.ndarray
+    """bool (N,): a review flag fired (the /v1 results name them)."""
     operating_point: str
     threshold: float
     release: str
@@ -69,7 +72,9 @@ def load_oip() -> ModuleType:
     return oip
 
 
-def tensor_parameters(operating_point: str | None, tta: bool, cache: bool) -> dict[str, Any]:
+def tensor_parameters(
+    operating_point: str | None, tta: bool, cache: bool, abstain: bool = False
+) -> dict[str, Any]:
     """Request parameters of the tensor input; defaults are left out so the gateway's own apply."""
     parameters: dict[str, Any] = {}
     if operating_point is not None:
@@ -78,6 +83,8 @@ def tensor_parameters(operating_point: str | None, tta: bool, cache: bool) -> di
         parameters["tta"] = True
     if not cache:
         parameters["cache"] = False
+    if abstain:
+        parameters["abstain"] = True
     return parameters
 
 
@@ -139,6 +146,7 @@ class PixelCall:
             probability=arrays["probability"],
             label=arrays["label"],
             uncertainty=arrays["uncertainty"],
+            needs_review=arrays["needs_review"],
             operating_point=first.operating_point,
             threshold=first.threshold,
             release=first.release,

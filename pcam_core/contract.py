@@ -19,6 +19,12 @@ OUTPUT_TRITON_DTYPE: Final = "FP32"
 OUTPUT_SHAPE: Final = (1,)
 """One uncalibrated logit per patch."""
 
+FEATURE_DISTANCE_NAME: Final = "feature_distance"
+FEATURE_DISTANCE_SHAPE: Final = (1,)
+"""Per patch, the member's penultimate features' Mahalanobis distance from the training patches'
+(squared, divided by the feature dimension; training/served.py): the feature_outlier flag's input,
+computed in the same forward pass as the logit. Members of releases with review rules export it."""
+
 TTA_VIEWS: Final = 8
 """Test-time augmentation views: the 8 dihedral transforms (quarter turns, with and without a flip),
 each mapping the center region onto itself, so a patch's label holds in every view."""

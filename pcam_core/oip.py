@@ -3,8 +3,8 @@
 A request carries one input, `image`: UINT8 `[N, 96, 96, 3]`, as JSON `data` (small calls) or in the
 binary tensor extension (a JSON header of `Inference-Header-Content-Length` bytes, then the raw
 tensors in the order of the inputs that name a `binary_data_size`). The answer carries
-`probability` (FP32 `[N]`), `label` (INT32 `[N]`) and `uncertainty` (FP32 `[N]`), each as JSON or
-binary as the request asked (an output's `binary_data`, else the request's `binary_data_output`).
+`probability` (FP32 `[N]`), `label` (INT32 `[N]`; -1: withheld, with `abstain`), `uncertainty` (FP32
+`[N]`) and `needs_review` (BOOL `[N]`: a review flag fired), each as JSON or binary as the request asked (an output's `binary_data`, else the request's `binary_data_output`).
 Framework-free: the gateway's routes (`read_request`, `write_response`) and clients (`encode_request`,
 `read_response`) build on it.
 """
@@ -23,14 +23,22 @@ from pcam_core.contract import INPUT_SHAPE, INPUT_TRITON_DTYPE
 from pcam_core.errors import InvalidRequest, MalformedRequest
 
 MODEL_NAME = "pcam"
+ABSTAINED_LABEL = -1
+"""The `label` of a patch whose label was withheld (`abstain` and a review flag): INT32 has no null."""
 INPUT_NAME = "image"
 HEADER_LENGTH = "Inference-Header-Content-Length"
 DATATYPES: dict[str, np.dtype] = {
     INPUT_TRITON_DTYPE: np.dtype(np.uint8),
     "INT32": np.dtype(np.int32),
     "FP32": np.dtype(np.float32),
+    "BOOL": np.dtype(np.bool_),
 }
-OUTPUTS: dict[str, str] = {"probability": "FP32", "label": "INT32", "uncertainty": "FP32"}
+OUTPUTS: dict[str, str] = {
+    "probability": "FP32",
+    "label": "INT32",
+    "uncertainty": "FP32",
+    "needs_review": "BOOL",
+}
 """Output name -> datatype, in the order an answer lists them."""
 
 
@@ -258,7 +266,7 @@ def _json_values(tensor: Tensor, dtype: np.dtype, count: int) -> np.ndarray:
     if tensor.data is None:
         raise ValueError(f"output '{tensor.name}' has neither data nor binary_data_size")
     raw = np.asarray(tensor.data).reshape(-1)  # a ragged list raises ValueError
-    if raw.dtype.kind not in "iuf":
+    if (raw.dtype.kind == "b") != (dtype.kind == "b") or raw.dtype.kind not in "iufb":
         raise ValueError(f"output '{tensor.name}' data is not {tensor.datatype}: {raw.dtype}")
     with np.errstate(invalid="ignore", over="ignore"):
         values = raw.astype(dtype)

@@ -12,6 +12,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from pcam_core.errors import InvalidRequest
+from pcam_core.flags import FlagRule
 
 RELEASE_FILENAME = "release.json"
 MANIFEST_SCHEMA_VERSION = 1
@@ -93,6 +94,33 @@ class EnsembleRule(_Frozen):
         return self
 
 
+class StainDistribution(_Frozen):
+    """Where the training patches' own Macenko estimates lie (`services.preprocess.quality`).
+
+    Features: the two stain vectors' optical densities (H then E, R G B each) and the log of the two
+    99th-percentile concentrations; a patch's distance is Mahalanobis's under this mean and precision.
+    """
+
+    mean: tuple[float, ...] = Field(min_length=8, max_length=8)
+    precision: tuple[tuple[float, ...], ...] = Field(min_length=8, max_length=8)
+    patches: int = Field(ge=1, description="Training patches with a stain estimate it was fitted on.")
+
+
+class ReviewRules(_Frozen):
+    """The review flags' rules (pcam_core.flags), fitted on the validation split by `pcam calibrate`."""
+
+    stain: StainDistribution
+    feature_scales: dict[str, float] = Field(
+        description="Per member, the median validation feature distance: each member's distance is "
+        "divided by it before the ensemble's feature score averages them."
+    )
+    flags: dict[str, FlagRule]
+    validation_patches: int = Field(ge=1)
+    validation_flagged: float = Field(
+        ge=0, le=1, description="Share of validation patches with at least one flag (without tta)."
+    )
+
+
 class ReleaseManifest(_Frozen):
     schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
     release_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
@@ -102,6 +130,8 @@ class ReleaseManifest(_Frozen):
     stain_reference: StainReference
     members: tuple[Member, ...] = Field(min_length=1)
     ensemble: EnsembleRule
+    # Defaulted: release.json files written before the field existed raise no review flags.
+    review: ReviewRules | None = None
 
 
 def resolve_operating_point(name: str) -> str:
@@ -177,6 +207,7 @@ class ReleaseSummary(BaseModel):
     operating_point_aliases: dict[str, str]
     default_operating_point: str
     conformal: ConformalRule | None = None
+    review: ReviewRules | None = None
 
 
 def summarize(manifest: ReleaseManifest) -> ReleaseSummary:
@@ -192,4 +223,5 @@ def summarize(manifest: ReleaseManifest) -> ReleaseSummary:
         operating_point_aliases=OPERATING_POINT_ALIASES,
         default_operating_point=DEFAULT_OPERATING_POINT,
         conformal=manifest.ensemble.conformal,
+        review=manifest.review,
     )

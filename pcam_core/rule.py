@@ -28,6 +28,8 @@ class EnsembleOutput:
     """(N, M) calibrated probability per member, in manifest order."""
     uncertainty: np.ndarray
     """(N,) standard deviation of the member probabilities (with TTA: across views and members)."""
+    view_spread: np.ndarray | None = None
+    """With TTA: (N,) standard deviation of the ensemble's probability across the views."""
 
 
 def sigmoid(x: np.ndarray) -> np.ndarray:
@@ -113,11 +115,19 @@ def combine_views(
     views, n, m = view_logits.shape
     out = combine_release(view_logits.reshape(views * n, m), release, members)
     members_p = out.member_probabilities.reshape(views, n, m)
+    by_view = out.probability.reshape(views, n)
     return EnsembleOutput(
-        probability=out.probability.reshape(views, n).mean(axis=0),
+        probability=by_view.mean(axis=0),
         member_probabilities=members_p.mean(axis=0),
         uncertainty=members_p.transpose(1, 0, 2).reshape(n, views * m).std(axis=1),
+        view_spread=by_view.std(axis=0),
     )
+
+
+def feature_score(distances: np.ndarray, scales: Sequence[float], weights: Sequence[float]) -> np.ndarray:
+    """(N,) the feature_outlier flag's score: the members' weighted mean of their (N, M) feature
+    distances, each divided by its scale (its median on validation), so members count alike."""
+    return (np.asarray(distances, np.float64) / np.asarray(scales, np.float64)) @ _normalized(weights)
 
 
 def decide(probability: np.ndarray, threshold: float) -> np.ndarray:

@@ -48,6 +48,11 @@ class InferOptions(BaseModel):
         False, description=f"Test-time augmentation: the mean over the {TTA_VIEWS} dihedral views."
     )
     explain: bool = Field(False, description="Add an occlusion-sensitivity heat map to each result.")
+    abstain: bool = Field(
+        False,
+        description="Withhold the label of every patch with a review flag: its label is null and its "
+        "flags say why (the probability is still given).",
+    )
 
 
 class Explanation(BaseModel):
@@ -63,9 +68,20 @@ class Explanation(BaseModel):
     overlay_png: str = Field(description="Base64 PNG: the patch with the heat map blended over it.")
 
 
+LABEL_DESCRIPTION = (
+    "1 iff probability >= the operating point's threshold; null when the request asked to abstain and "
+    "the patch has review flags."
+)
+FLAGS_DESCRIPTION = (
+    "Review flags that fired, in a fixed order: low_tissue, stain_outlier, off_stain_colour, blurred "
+    "(the pixels), feature_outlier, member_disagreement, tta_inconsistency (the members). Each is fitted "
+    "on the release's validation split to fire on under 1 % of it; [] without flags or review rules."
+)
+
+
 class EnsemblePrediction(BaseModel):
     probability: float = Field(ge=0, le=1, description="Calibrated ensemble probability of tumor.")
-    label: int = Field(ge=0, le=1, description="1 iff probability >= the operating point's threshold.")
+    label: int | None = Field(ge=0, le=1, description=LABEL_DESCRIPTION)
     uncertainty: float = Field(
         ge=0,
         description="Standard deviation of the member probabilities (with TTA: across members and views).",
@@ -76,6 +92,7 @@ class EnsemblePrediction(BaseModel):
     tta_views: int = Field(1, description=f"1, or {TTA_VIEWS} with TTA.")
     explanation: Explanation | None = Field(None, description="With explain: the occlusion heat map.")
     prediction_set: list[int] | None = Field(None, description=PREDICTION_SET_DESCRIPTION)
+    flags: list[str] = Field(default_factory=list, description="The model review flags that fired.")
 
 
 class InferResponse(BaseModel):
@@ -110,13 +127,32 @@ class PredictOptions(InferOptions):
 
     def infer_options(self, operating_point: str) -> InferOptions:
         """The options the ensemble gets, with the operating point made canonical."""
-        return InferOptions(operating_point=operating_point, tta=self.tta, explain=self.explain)
+        return InferOptions(
+            operating_point=operating_point, tta=self.tta, explain=self.explain, abstain=self.abstain
+        )
 
 
 class Quality(BaseModel):
     tissue_fraction: float = Field(ge=0, le=1, description="Share of pixels classified as tissue.")
     stain_normalized: bool = Field(description="Whether Macenko normalization was applied.")
     stain_skip_reason: str | None = Field(description="Why normalization was skipped, if it was.")
+    # Defaulted: results cached or computed before these measures existed do not carry them.
+    stain_distance: float | None = Field(
+        None,
+        ge=0,
+        description="Mahalanobis distance of the patch's own Macenko stain estimate from the training "
+        "patches' (the stain_outlier flag's score); None without an estimate or a release that fits it.",
+    )
+    off_stain_colour: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="How far the most foreign 5 % of the tissue pixels lie from any mix of the release's "
+        "two stains, relative to their optical density (0: pure H&E; the off_stain_colour flag's score).",
+    )
+    sharpness: float | None = Field(
+        None, ge=0, description="Mean absolute Laplacian of the grey patch (the blurred flag's score)."
+    )
 
 
 PREDICTION_EXAMPLE: dict[str, Any] = {
@@ -131,7 +167,16 @@ PREDICTION_EXAMPLE: dict[str, Any] = {
     "missing_members": [],
     "explanation": None,
     "prediction_set": [1],
-    "quality": {"tissue_fraction": 0.83, "stain_normalized": True, "stain_skip_reason": None},
+    "flags": [],
+    "needs_review": False,
+    "quality": {
+        "tissue_fraction": 0.83,
+        "stain_normalized": True,
+        "stain_skip_reason": None,
+        "stain_distance": 3.1,
+        "off_stain_colour": 0.06,
+        "sharpness": 21.4,
+    },
     "release": "pcam-2024-06-01",
     "sha256": "9f2c" + "0" * 60,
     "cached": False,
@@ -145,7 +190,7 @@ class PatchResult(BaseModel):
     probability: float = Field(
         ge=0, le=1, description="Calibrated ensemble probability of tumor in the center 32x32."
     )
-    label: int = Field(ge=0, le=1, description="1 iff probability >= threshold.")
+    label: int | None = Field(ge=0, le=1, description=LABEL_DESCRIPTION)
     operating_point: str = Field(description="Canonical name of the operating point used.")
     threshold: float
     uncertainty: float = Field(
@@ -163,6 +208,10 @@ class PatchResult(BaseModel):
         None, description="With explain=true: the occlusion-sensitivity heat map."
     )
     prediction_set: list[int] | None = Field(None, description=PREDICTION_SET_DESCRIPTION)
+    flags: list[str] = Field(default_factory=list, description=FLAGS_DESCRIPTION)
+    needs_review: bool = Field(
+        False, description="True when any flag fired: look at the patch before trusting the answer."
+    )
     quality: Quality
     release: str = Field(description="The release that produced this result.")
     sha256: str = Field(description="sha256 of the uploaded bytes.")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
 
 import numpy as np
@@ -21,8 +21,10 @@ from pcam_core import explain as occlusion
 from pcam_core.conformal import as_lists, prediction_sets
 from pcam_core.contract import TTA_VIEWS
 from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
+from pcam_core.flags import FEATURE_OUTLIER, MEMBER_DISAGREEMENT, TTA_INCONSISTENCY
 from pcam_core.release import Member, ReleaseManifest
-from pcam_core.rule import combine_release, combine_views, decide
+from pcam_core.review import fires, flag_lists
+from pcam_core.rule import EnsembleOutput, combine_release, combine_views, decide, feature_score, member_rule
 from pcam_core.schemas import EnsemblePrediction, Explanation, InferResponse
 from pcam_core.tta import dihedral_views
 
@@ -47,15 +49,22 @@ class MemberLogits:
     """(B,) logits of every member that answered."""
     failures: dict[str, MemberFailure]
     """Why each failed member failed (members still running when the answer became impossible: absent)."""
+    feature_distances: dict[str, np.ndarray] = field(default_factory=dict)
+    """(B,) feature distance of every member that answered, when asked for (`features=True`)."""
 
 
 class MemberRunner(Protocol):
     """Runs ensemble members on a batch of normalized patches (Triton, onnxruntime, a test's fake)."""
 
     async def try_logits(
-        self, members: Sequence[Member], images: np.ndarray, required: int | None = None
+        self,
+        members: Sequence[Member],
+        images: np.ndarray,
+        required: int | None = None,
+        features: bool = False,
     ) -> MemberLogits:
-        """Each member's (B,) logits for uint8 (B, 96, 96, 3); may stop once `required` cannot answer."""
+        """Each member's (B,) logits for uint8 (B, 96, 96, 3), with features its feature distances too;
+        may stop once `required` cannot answer."""
         ...
 
 
@@ -108,8 +117,11 @@ class EnsembleModel:
         logits: np.ndarray,
         operating_point: str,
         members: Sequence[str] | None = None,
+        feature_distances: np.ndarray | None = None,
+        abstain: bool = False,
     ) -> InferResponse:
-        """The answer for (B, K) logits of `batch`; `members` names the K columns (default: all)."""
+        """The answer for (B, K) logits (and feature distances) of `batch`; `members` names the K
+        columns (default: all)."""
         n, views = len(batch.images), batch.views
         base = logits[: views * n].reshape(views, n, -1)
         explanations = None
@@ -121,6 +133,9 @@ class EnsembleModel:
             operating_point,
             members=members,
             explanations=explanations,
+            # The unaugmented patches' own: the feature_outlier rule was fitted on those.
+            feature_distances=None if feature_distances is None else feature_distances[:n],
+            abstain=abstain,
         )
 
     async def predict(
@@ -132,8 +147,11 @@ class EnsembleModel:
         tta: bool = False,
         explain: bool = False,
         min_members: int | None = None,
+        abstain: bool = False,
     ) -> InferResponse:
         """The answer for normalized uint8 (N, 96, 96, 3) patches at a canonical operating point.
+
+        abstain: patches with model review flags get no label.
 
         min_members: None requires every member; k allows a degraded answer from any k that answered.
         Raises MemberUnavailable (the model server is down) or MemberRefused (a member broke the
@@ -146,7 +164,8 @@ class EnsembleModel:
             batch = self.preprocess(images, tta=tta)
         everyone = len(self.release.members)
         required = everyone if min_members is None else min(min_members, everyone)
-        answers = await runner.try_logits(self.release.members, batch.batch, required)
+        features = self.release.review is not None
+        answers = await runner.try_logits(self.release.members, batch.batch, required, features=features)
         if len(answers.logits) < required:
             raise self._not_enough(answers.failures, required)
         names = list(answers.logits)
@@ -158,9 +177,14 @@ class EnsembleModel:
                 "; ".join(map(str, answers.failures.values())),
             )
         logits = np.stack(list(answers.logits.values()), axis=1)
+        distances = (
+            np.stack([answers.feature_distances[name] for name in names], axis=1) if features else None
+        )
         if explain:
-            return await asyncio.to_thread(self.postprocess, batch, logits, operating_point, names)
-        return self.postprocess(batch, logits, operating_point, names)
+            return await asyncio.to_thread(
+                self.postprocess, batch, logits, operating_point, names, distances, abstain
+            )
+        return self.postprocess(batch, logits, operating_point, names, distances, abstain)
 
     def _not_enough(
         self, failures: dict[str, MemberFailure], required: int
@@ -214,11 +238,15 @@ def answer(
     *,
     members: Sequence[str] | None = None,
     explanations: Sequence[Explanation] | None = None,
+    feature_distances: np.ndarray | None = None,
+    abstain: bool = False,
 ) -> InferResponse:
     """The response for (N, K) member logits, or (V, N, K) logits of V TTA views per patch.
 
     `members` names the K columns when some members did not answer (default: all, in manifest order);
-    the answer is then marked degraded and lists the missing members.
+    the answer is then marked degraded and lists the missing members. With the release's review
+    rules, (N, K) feature distances let the feature_outlier flag fire; with abstain, a flagged
+    patch gets no label.
     """
     point = release.ensemble.operating_points[operating_point]
     names = [m.name for m in release.members] if members is None else list(members)
@@ -226,6 +254,7 @@ def answer(
         views, output = len(logits), combine_views(logits, release, names)
     else:
         views, output = 1, combine_release(logits, release, names)
+    flags = model_flags(release, names, logits, output, feature_distances)
     labels = decide(output.probability, point.threshold)
     explained = explanations or [None] * len(labels)
     missing = [m.name for m in release.members if m.name not in names]
@@ -239,20 +268,22 @@ def answer(
     results = [
         EnsemblePrediction(
             probability=float(probability),
-            label=int(label),
+            label=None if abstain and patch_flags else int(label),
             uncertainty=float(uncertainty),
             members=dict(zip(names, map(float, member_probabilities), strict=True)),
             tta_views=views,
             explanation=explanation,
             prediction_set=labels_held,
+            flags=patch_flags,
         )
-        for probability, label, uncertainty, member_probabilities, explanation, labels_held in zip(
+        for probability, label, uncertainty, member_probabilities, explanation, labels_held, patch_flags in zip(
             output.probability,
             labels,
             output.uncertainty,
             output.member_probabilities,
             explained,
             sets,
+            flags,
             strict=True,
         )
     ]
@@ -264,3 +295,34 @@ def answer(
         missing_members=missing,
         results=results,
     )
+
+
+def model_flags(
+    release: ReleaseManifest,
+    names: Sequence[str],
+    logits: np.ndarray,
+    output: EnsembleOutput,
+    feature_distances: np.ndarray | None,
+) -> list[list[str]]:
+    """Per patch, the model flags the release's review rules raise (none without rules).
+
+    member_disagreement is judged on the unaugmented view, as it was fitted; tta_inconsistency only
+    with TTA views; feature_outlier only given the members' feature distances.
+    """
+    n = len(output.probability)
+    review = release.review
+    if review is None:
+        return [[] for _ in range(n)]
+    rules, fired = review.flags, {}
+    if feature_distances is not None and FEATURE_OUTLIER in rules:
+        _, weights = member_rule(release, names)
+        scales = [review.feature_scales[name] for name in names]
+        fired[FEATURE_OUTLIER] = fires(
+            rules[FEATURE_OUTLIER], feature_score(feature_distances, scales, weights)
+        )
+    if MEMBER_DISAGREEMENT in rules and len(names) > 1:
+        unaugmented = combine_release(logits[0], release, names) if logits.ndim == 3 else output
+        fired[MEMBER_DISAGREEMENT] = fires(rules[MEMBER_DISAGREEMENT], unaugmented.uncertainty)
+    if output.view_spread is not None and TTA_INCONSISTENCY in rules:
+        fired[TTA_INCONSISTENCY] = fires(rules[TTA_INCONSISTENCY], output.view_spread)
+    return flag_lists(fired, n)

@@ -40,6 +40,7 @@ class AcceptedItem(Quality):
 
     index: int = Field(ge=0, description="Position of the upload in the request.")
     ok: Literal[True] = True
+    flags: list[str] = Field(default_factory=list, description="The input review flags that fired.")
 
     def quality(self) -> Quality:
         """The quality figures the public result carries."""

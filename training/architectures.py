@@ -21,8 +21,18 @@ class PooledLinear(nn.Module):
         self.num_classes = num_classes
         self.head = nn.Linear(in_chans, num_classes)
 
+    def forward_features(self, x: Tensor) -> Tensor:
+        return x
+
+    def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
+        pooled = x.mean(dim=(2, 3))
+        return pooled if pre_logits else self.head(pooled)
+
+    def get_classifier(self) -> nn.Module:
+        return self.head
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.head(x.mean(dim=(2, 3)))
+        return self.forward_head(self.forward_features(x))
 
 
 @register_model

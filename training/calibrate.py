@@ -19,7 +19,14 @@ from scipy.special import expit
 from sklearn.metrics import roc_auc_score, roc_curve
 
 from pcam_core.conformal import DEFAULT_COVERAGE, conformal_quantile, prediction_sets
-from pcam_core.release import OPERATING_POINTS, ConformalRule, EnsembleRule, OperatingPoint, Precision
+from pcam_core.release import (
+    OPERATING_POINTS,
+    ConformalRule,
+    EnsembleRule,
+    OperatingPoint,
+    Precision,
+    ReviewRules,
+)
 from pcam_core.rule import combine, ensemble_logit
 from training.metrics import BOOTSTRAP_ROUNDS, Bootstrap, Interval, binary_intervals, ece
 
@@ -232,6 +239,7 @@ class Calibration(BaseModel):
     ensemble: EnsembleRule
     # Defaulted: calibration.json files written before the field existed were fitted on fp32 logits.
     precision: Precision = Field("fp32", description="Whose validation logits: the fp32 or the INT8 graphs.")
+    review: ReviewRules | None = Field(None, description="The review flags' rules (training.review).")
 
 
 def calibrate(

@@ -213,6 +213,18 @@ class ExportConfig(_Strict):
     int8_calibration_patches: int = Field(
         256, ge=1, description="Training patches (a seeded sample) that calibrate the INT8 activation ranges."
     )
+    feature_patches: int = Field(
+        4096,
+        ge=16,
+        description="Training patches (a seeded sample) the feature density of each member's "
+        "feature_distance output is fitted on (training/served.py).",
+    )
+    tta_patches: int = Field(
+        512,
+        ge=16,
+        description="Validation patches whose 8 dihedral views are scored at export, to fit the "
+        "tta_inconsistency flag on.",
+    )
 
 
 class CalibrationConfig(_Strict):
@@ -228,6 +240,14 @@ class CalibrationConfig(_Strict):
         lt=1,
         description="Coverage of the split-conformal prediction sets fitted on the validation split "
         "(docs/architecture.md#prediction-sets); null: results carry no sets.",
+    )
+    flag_rate: float = Field(
+        0.007,
+        gt=0,
+        lt=0.05,
+        description="Share of validation patches each review flag is fitted to fire on "
+        "(docs/architecture.md#review-flags): 6 flags apply without tta, 7 with it, so at most 4.2 % "
+        "and 4.9 % of in-distribution patches are flagged.",
     )
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -12,8 +12,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from pcam_core.contract import INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+from pcam_core.contract import FEATURE_DISTANCE_NAME, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
 from training.models import ContractModel
+from training.served import ServedModel
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -25,6 +26,18 @@ Absolute alone is not enough: float32 rounding grows with the logit, and trained
 logits in the hundreds (measured: 2.7e-4 at |logit| 69, i.e. 4e-6 relative). A broken export
 (wrong normalization, layout, weights) is off by far more than 1e-4 relative.
 """
+
+
+FEATURE_PARITY_RTOL = 1e-3
+"""The feature distance is a quadratic form over up to 2048 features with a precision matrix's
+entries: float32 accumulation differs by more than for the logit, still far below what a wrong graph gives."""
+Exportable = ContractModel | ServedModel
+"""A contract model (logit only) or the served graph (logit and feature distance)."""
+
+
+def output_names(model: Exportable) -> tuple[str, ...]:
+    """The graph outputs a model is exported with, in its forward's order."""
+    return (OUTPUT_NAME, FEATURE_DISTANCE_NAME) if isinstance(model, ServedModel) else (OUTPUT_NAME,)
 
 
 class ParityError(RuntimeError):
@@ -47,9 +60,11 @@ def _example() -> torch.Tensor:
     return torch.zeros((2, *INPUT_SHAPE), dtype=torch.uint8)
 
 
-def export_onnx(model: ContractModel, path: Path) -> Path:
-    """Export with the uint8 NHWC input 'image', output 'logit' (N, 1) and a dynamic batch axis."""
+def export_onnx(model: Exportable, path: Path) -> Path:
+    """Export with the uint8 NHWC input 'image', the model's outputs ('logit' (N, 1), and with a served
+    model 'feature_distance' (N, 1)) and a dynamic batch axis."""
     model = model.eval()
+    outputs = output_names(model)
     path.parent.mkdir(parents=True, exist_ok=True)
     with _quiet_tracing():
         # The TorchScript-based exporter is the one measured to match onnxruntime (docs/architecture.md#model-io-contract).
@@ -58,15 +73,15 @@ def export_onnx(model: ContractModel, path: Path) -> Path:
             (_example(),),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=list(outputs),
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
             opset_version=OPSET,
             dynamo=False,
         )
     return path
 
 
-def export_torchscript(model: ContractModel, path: Path) -> Path:
+def export_torchscript(model: Exportable, path: Path) -> Path:
     """torch.jit.trace of the contract model (uint8 NHWC in, logit out), saved as a TorchScript file.
 
     For PyTorch-side consumers (Triton's pytorch backend, C++ libtorch). torch.jit is deprecated in
@@ -97,49 +112,93 @@ def session(path: Path, threads: int = 1) -> ort.InferenceSession:
 
 def onnx_logits(sess: ort.InferenceSession, batches: Iterable[np.ndarray]) -> np.ndarray:
     """Logits (N,) of uint8 (B, 96, 96, 3) batches through the exported graph."""
-    outputs = [sess.run([OUTPUT_NAME], {INPUT_NAME: np.ascontiguousarray(b)})[0] for b in batches]
-    return np.concatenate(outputs).reshape(-1)
+    return onnx_outputs(sess, batches, (OUTPUT_NAME,))[OUTPUT_NAME]
 
 
-def _torch_logits(module: torch.nn.Module, images: np.ndarray) -> np.ndarray:
+def onnx_outputs(
+    sess: ort.InferenceSession, batches: Iterable[np.ndarray], names: Sequence[str]
+) -> dict[str, np.ndarray]:
+    """The named outputs of uint8 (B, 96, 96, 3) batches through the exported graph, one value per
+    patch each ((N,) for the contract's (N, 1) outputs)."""
+    parts: list[list[np.ndarray]] = [[] for _ in names]
+    for batch in batches:
+        for part, value in zip(
+            parts, sess.run(list(names), {INPUT_NAME: np.ascontiguousarray(batch)}), strict=True
+        ):
+            part.append(value.reshape(len(value), -1))
+    return {name: _squeezed(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
+
+
+def _squeezed(values: np.ndarray) -> np.ndarray:
+    return values.reshape(-1) if values.shape[1] == 1 else values
+
+
+def _torch_outputs(module: torch.nn.Module, images: np.ndarray) -> list[np.ndarray]:
     with torch.no_grad():
-        return module(torch.from_numpy(np.ascontiguousarray(images))).numpy().reshape(-1)
+        out = module(torch.from_numpy(np.ascontiguousarray(images)))
+    return [value.numpy().reshape(len(images), -1) for value in (out if isinstance(out, tuple) else (out,))]
+
+
+def _check_close(name: str, got: np.ndarray, expected: np.ndarray, what: str) -> float:
+    """Max |got - expected| of one output; ParityError past its tolerance (NaN fails too)."""
+    rtol = FEATURE_PARITY_RTOL if name == FEATURE_DISTANCE_NAME else PARITY_RTOL
+    diff = np.abs(got - expected)
+    limit = PARITY_ATOL + rtol * np.abs(expected)
+    if not np.all(diff <= limit):
+        worst = np.unravel_index(int(np.argmax(np.nan_to_num(diff - limit, nan=np.inf))), diff.shape)
+        raise ParityError(
+            f"{what}: {name} differs from PyTorch by {diff[worst]:.3g} at {expected[worst]:.3g} "
+            f"(allowed {PARITY_ATOL:g} + {rtol:g} * |{name}|)"
+        )
+    return float(diff.max())
 
 
 def parity(
-    model: ContractModel, images: np.ndarray, run: Callable[[np.ndarray], np.ndarray], what: str
+    model: Exportable,
+    images: np.ndarray,
+    run: Callable[[np.ndarray], Sequence[np.ndarray]],
+    what: str,
 ) -> float:
-    """Max |exported - PyTorch| logit over images (one batch, and a few one by one); raise past tolerance.
+    """Max |exported - PyTorch| logit over images (one batch, and a few one by one); raise past the
+    tolerance of any output.
 
-    run maps a uint8 (B, 96, 96, 3) batch to (B,) logits through the exported artifact named by what.
+    run maps a uint8 (B, 96, 96, 3) batch to the model's outputs through the exported artifact named by what.
     """
-    expected = _torch_logits(model.eval(), images)
-    batched = run(images).reshape(-1)
-    single = np.concatenate([run(images[i : i + 1]).reshape(-1) for i in range(min(4, len(images)))])
-    diff = np.abs(batched - expected)
-    diff_single = np.abs(single - expected[: len(single)])
-    limit = PARITY_ATOL + PARITY_RTOL * np.abs(expected)
-    # Written so that NaN fails too.
-    if not (np.all(diff <= limit) and np.all(diff_single <= limit[: len(single)])):
-        worst = int(np.argmax(diff - limit))
-        raise ParityError(
-            f"{what}: differs from PyTorch by {diff[worst]:.3g} at logit {expected[worst]:.3g} "
-            f"(allowed {PARITY_ATOL:g} + {PARITY_RTOL:g} * |logit|)"
-        )
-    largest = float(max(diff.max(), diff_single.max()))
+    model = model.eval()
+    names = output_names(model)
+    expected = _torch_outputs(model, images)
+    batched = run(images)
+    single = [run(images[i : i + 1]) for i in range(min(4, len(images)))]
+    largest = 0.0
+    for k, name in enumerate(names):
+        want = expected[k]
+        diff = _check_close(name, np.asarray(batched[k]).reshape(want.shape), want, what)
+        got_single = np.concatenate([np.asarray(out[k]).reshape(1, -1) for out in single])
+        diff_single = _check_close(name, got_single, want[: len(single)], what)
+        if name == OUTPUT_NAME:
+            largest = max(diff, diff_single)
     log.info(
-        "%s: parity with PyTorch, max |diff| %.2g (max |logit| %.3g)", what, largest, np.abs(expected).max()
+        "%s: parity with PyTorch, max |logit diff| %.2g (max |logit| %.3g)",
+        what,
+        largest,
+        np.abs(expected[0]).max(),
     )
     return largest
 
 
-def check_parity(model: ContractModel, path: Path, images: np.ndarray, threads: int = 1) -> float:
-    """Max |onnxruntime - PyTorch| logit over images; raise ParityError past tolerance."""
+def check_parity(model: Exportable, path: Path, images: np.ndarray, threads: int = 1) -> float:
+    """Max |onnxruntime - PyTorch| logit over images; raise ParityError past any output's tolerance."""
     sess = session(path, threads)
-    return parity(model, images, lambda batch: onnx_logits(sess, [batch]), f"{path} (onnxruntime)")
+    names = output_names(model)
+    return parity(
+        model,
+        images,
+        lambda batch: list(onnx_outputs(sess, [batch], names).values()),
+        f"{path} (onnxruntime)",
+    )
 
 
-def check_torchscript_parity(model: ContractModel, path: Path, images: np.ndarray) -> float:
+def check_torchscript_parity(model: Exportable, path: Path, images: np.ndarray) -> float:
     """Max |TorchScript - PyTorch| logit over images, the saved file reloaded; raise ParityError past tolerance."""
     traced = load_torchscript(path)
-    return parity(model, images, lambda batch: _torch_logits(traced, batch), f"{path} (TorchScript)")
+    return parity(model, images, lambda batch: _torch_outputs(traced, batch), f"{path} (TorchScript)")

@@ -54,9 +54,13 @@ class ContractModel(nn.Module):
         self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
+    def normalize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 NHWC RGB as the backbone takes it: float NCHW, scaled and normalized."""
         x = image.permute(0, 3, 1, 2).float() / 255.0
-        return self.backbone((x - self.mean) / self.std)
+        return (x - self.mean) / self.std
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(image))
 
 
 def build_model(architecture: str, **kwargs: Any) -> ContractModel:

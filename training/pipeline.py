@@ -13,12 +13,17 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, get_args
+from typing import TYPE_CHECKING, Any, get_args
 
 import numpy as np
 import torch
 
-from pcam_core.release import PRECISIONS, Precision, ReleaseManifest, StainReference
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+from pcam_core.contract import FEATURE_DISTANCE_NAME, OUTPUT_NAME, TTA_VIEWS
+from pcam_core.release import PRECISIONS, Precision, ReleaseManifest, StainDistribution, StainReference
+from pcam_core.tta import dihedral_views
 from training import distributed, quantize, stain, trt
 from training.calibrate import Calibration, calibrate
 from training.config import ExportFormat, RunConfig, save_config
@@ -32,6 +37,7 @@ from training.export import (
     export_onnx,
     export_torchscript,
     onnx_logits,
+    onnx_outputs,
     session,
 )
 from training.models import check_architecture
@@ -39,6 +45,8 @@ from training.repository.layout import next_versions
 from training.repository.manifest import MemberArtifact, build_manifest, data_provenance, sha256_file
 from training.repository.publishing import check_target, roll_release, write_repository
 from training.repository.triton_config import ServingTarget, check_serving
+from training.review import fit_review, measure_split
+from training.served import ServedModel, fit_feature_density
 from training.tracking import NullTracker, Tracker
 from training.train import TrainResult, load_checkpoint, train_member
 from training.workdir import WorkDir, require
@@ -46,6 +54,8 @@ from training.workdir import WorkDir, require
 log = logging.getLogger(__name__)
 FIT_SPLITS = ("train", "valid")
 PARITY_PATCHES = 64
+VALID_BATCH = 256
+"""Patches per onnxruntime call when scoring validation views (bounds the large members' memory)."""
 SYNTHETIC_SPEC = "synthetic.json"
 
 
@@ -80,6 +90,8 @@ def fit_stain(config: RunConfig, work: WorkDir) -> StainReference:
     train_x, _ = pcam_h5.split_files(directory, "train")
     reference = stain.fit_reference(train_x, config.stain.fit_patches, config.seed)
     stain.save_reference(reference, work.stain_reference)
+    distribution = stain.fit_distribution(train_x, config.stain.fit_patches, config.seed, reference)
+    work.stain_distribution.write_text(distribution.model_dump_json(indent=2) + "\n")
     for split in FIT_SPLITS:
         x, y = pcam_h5.split_files(directory, split)
         stain.normalize_split(x, y, work.normalized(split), reference)
@@ -191,10 +203,16 @@ def export(
     valid_x = require(work.normalized("valid"), "stain-reference")
     sample = next(pcam_h5.iter_images(valid_x, PARITY_PATCHES))
     labels = pcam_h5.read_labels(valid_x)
+    train_x = require(work.normalized("train"), "stain-reference")
     calibration = None
     if "int8" in wanted:
-        train_x = require(work.normalized("train"), "stain-reference")
         calibration = quantize.sample_patches(train_x, config.export.int8_calibration_patches, config.seed)
+    # The same seeded indices for patches and labels: the feature densities' training sample.
+    density_sample = tuple(
+        quantize.sample_patches(train_x, config.export.feature_patches, config.seed, key)
+        for key in (pcam_h5.X_KEY, pcam_h5.Y_KEY)
+    )
+    tta_sample = next(pcam_h5.iter_images(valid_x, config.export.tta_patches))
     trt_skip = trt.unavailable() if "tensorrt" in wanted else None
     if trt_skip:
         log.warning(trt_skip)
@@ -210,17 +228,26 @@ def export(
             if fmt not in wanted:
                 stale.unlink(missing_ok=True)  # an artifact of earlier weights must not sit next to new ones
         if "int8" not in wanted:
-            work.valid_logits(name, "int8").unlink(missing_ok=True)  # calibrating on them would be stale too
-        model = load_checkpoint(require(work.checkpoint(name), "train"))
+            for output in (
+                "logits",
+                "feature_distance",
+                "tta_logits",
+            ):  # calibrating on them would be stale too
+                work.valid_output(name, output, "int8").unlink(missing_ok=True)
+        trained = load_checkpoint(require(work.checkpoint(name), "train"))
+        density = fit_feature_density(trained, *density_sample)
+        model = ServedModel(trained, density)
         path = export_onnx(model, work.onnx(name))
-        done = {"onnx": _artifact(path, opset=OPSET, parity_max_abs_diff=check_parity(model, path, sample, config.threads))}  # fmt: skip
-        logits = onnx_logits(session(path, config.threads), pcam_h5.iter_images(valid_x))
-        np.save(work.valid_logits(name), logits)
+        done = {"onnx": _artifact(
+            path, opset=OPSET, parity_max_abs_diff=check_parity(model, path, sample, config.threads),
+            feature_density={"patches": density.patches, "dimension": density.means.shape[1], "shrinkage": density.shrinkage},
+        )}  # fmt: skip
+        logits = _save_valid_outputs(work, name, "fp32", session(path, config.threads), valid_x, tta_sample)
         if "torchscript" in wanted:
             ts = export_torchscript(model, optional["torchscript"])
             done["torchscript"] = _artifact(ts, parity_max_abs_diff=check_torchscript_parity(model, ts, sample))  # fmt: skip
         if calibration is not None:
-            done["int8"] = _int8(config, work, name, path, calibration, labels, logits, sample)
+            done["int8"] = _int8(config, work, name, path, calibration, labels, logits, sample, tta_sample)
         if "tensorrt" in wanted:
             done["tensorrt"] = (
                 {"skipped": trt_skip} if trt_skip else _plan(config, path, optional["tensorrt"])
@@ -228,6 +255,26 @@ def export(
         reports[name] = {"member": name, "architecture": member.architecture, "formats": done}
         work.export_report(name).write_text(json.dumps(reports[name], indent=2) + "\n")
     return reports
+
+
+def _save_valid_outputs(
+    work: WorkDir,
+    name: str,
+    precision: Precision,
+    graph: ort.InferenceSession,
+    valid_x: Path,
+    tta_sample: np.ndarray,
+) -> np.ndarray:
+    """Save what calibration fits on: a served graph's validation logits and feature distances, and
+    the logits of the 8 views of the first validation patches; return the logits."""
+    outputs = onnx_outputs(graph, pcam_h5.iter_images(valid_x), (OUTPUT_NAME, FEATURE_DISTANCE_NAME))
+    np.save(work.valid_logits(name, precision), outputs[OUTPUT_NAME])
+    np.save(work.valid_output(name, "feature_distance", precision), outputs[FEATURE_DISTANCE_NAME])
+    views = dihedral_views(tta_sample).reshape(-1, *tta_sample.shape[1:])  # view-major: (V * n, ...)
+    batches = (views[i : i + VALID_BATCH] for i in range(0, len(views), VALID_BATCH))
+    tta = onnx_logits(graph, batches).reshape(TTA_VIEWS, len(tta_sample))
+    np.save(work.valid_output(name, "tta_logits", precision), tta)
+    return outputs[OUTPUT_NAME]
 
 
 def _int8(
@@ -239,12 +286,12 @@ def _int8(
     labels: np.ndarray,
     fp32_logits: np.ndarray,
     sample: np.ndarray,
+    tta_sample: np.ndarray,
 ) -> dict[str, Any]:
-    """The INT8 copy of a member's graph, its validation logits (saved), AUC change and speedup over fp32."""
+    """The INT8 copy of a member's graph, its validation outputs (saved), AUC change and speedup over fp32."""
     valid_x = work.normalized("valid")
     int8, float_nodes = quantize.quantize_int8(onnx, work.int8(name), calibration)
-    logits = onnx_logits(session(int8, config.threads), pcam_h5.iter_images(valid_x))
-    np.save(work.valid_logits(name, "int8"), logits)
+    logits = _save_valid_outputs(work, name, "int8", session(int8, config.threads), valid_x, tta_sample)
     change = quantize.auc_change(labels, fp32_logits, logits)
     if change["auc_delta"] is not None:
         log.info("%s: INT8 validation AUC %.4f -> %.4f (%+.4f)", name, change["auc_fp32"], change["auc_int8"], change["auc_delta"])  # fmt: skip
@@ -310,7 +357,31 @@ def calibrate_members(
         config.calibration.ensemble_temperature,
         config.calibration.conformal_coverage,
     )
-    result = result.model_copy(update={"precision": precision})
+    reference = StainReference.model_validate_json(
+        require(work.stain_reference, "stain-reference").read_text()
+    )
+    distribution = StainDistribution.model_validate_json(
+        require(work.stain_distribution, "stain-reference").read_text()
+    )
+    outputs = {
+        output: {
+            m.name: np.load(require(work.valid_output(m.name, output, precision), step))
+            for m in config.members
+        }
+        for output in ("feature_distance", "tta_logits")
+    }
+    review = fit_review(
+        measure_split(pcam_h5.split_files(data_dir(config, work), "valid")[0], reference, distribution),
+        distribution,
+        logits,
+        outputs["feature_distance"],
+        outputs["tta_logits"],
+        {name: member.temperature for name, member in result.members.items()},
+        weights,
+        result.ensemble.temperature,
+        config.calibration.flag_rate,
+    )
+    result = result.model_copy(update={"precision": precision, "review": review})
     work.calibration.write_text(result.model_dump_json(indent=2) + "\n")
     tracker = tracker or NullTracker()
     for name, member in result.members.items():
@@ -432,7 +503,13 @@ def package(
     provenance = data_provenance(config.data.source, pcam_h5.data_files(directory), description)
     versions = next_versions(output, [m.name for m in members]) if rolling else None
     manifest = build_manifest(
-        config.release_prefix, members, provenance, reference, calibration.ensemble, versions=versions
+        config.release_prefix,
+        members,
+        provenance,
+        reference,
+        calibration.ensemble,
+        versions=versions,
+        review=calibration.review,
     )
     if rolling:
         roll_release(output, members, manifest, config.triton, target)

@@ -22,15 +22,16 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 from pydantic import BaseModel
 
+from pcam_core.contract import FEATURE_DISTANCE_NAME, OUTPUT_NAME
 from pcam_core.errors import UploadTooLarge
+from pcam_core.flags import ordered
 from pcam_core.limits import MAX_IMAGE_BYTES
 from pcam_core.problems import INPUT_FAULT_STATUSES
 from pcam_core.release import DEFAULT_OPERATING_POINT, Member, ReleaseManifest, load_release
 from pcam_core.schemas import InferResponse, ItemError, Prediction
 from pcam_core.serving import EnsembleModel, MemberLogits
 from pcam_core.wire import AcceptedItem
-from services.preprocess.pipeline import preprocess_uploads
-from services.preprocess.stain import MacenkoNormalizer
+from services.preprocess.pipeline import Serving, preprocess_uploads
 from training import RESEARCH_USE
 from training.validate import operating_point_name
 
@@ -79,6 +80,9 @@ class PredictionRow(BaseModel):
     uncertainty: float | None = None
     prediction_set: list[int] | None = None
     """The labels the release's conformal rule cannot rule out (none with tta)."""
+    needs_review: bool | None = None
+    flags: str | None = None
+    """The review flags that fired, joined by ';' (empty: none)."""
     error: str | None = None
 
 
@@ -151,13 +155,24 @@ class OnnxMembers:
         }
 
     async def try_logits(
-        self, members: Sequence[Member], images: np.ndarray, required: int | None = None
+        self,
+        members: Sequence[Member],
+        images: np.ndarray,
+        required: int | None = None,
+        features: bool = False,
     ) -> MemberLogits:
-        """(B,) logits of every member for normalized uint8 (B, 96, 96, 3); a failure here is a bug."""
-        from training.export import onnx_logits
+        """(B,) logits (with features, and feature distances) of every member for normalized uint8
+        (B, 96, 96, 3); a failure here is a bug."""
+        from training.export import onnx_outputs
 
+        names = (OUTPUT_NAME, FEATURE_DISTANCE_NAME) if features else (OUTPUT_NAME,)
         batches = [images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)]
-        return MemberLogits({m.name: onnx_logits(self.sessions[m.name], batches) for m in members}, {})
+        outputs = {m.name: onnx_outputs(self.sessions[m.name], batches, names) for m in members}
+        return MemberLogits(
+            {name: out[OUTPUT_NAME] for name, out in outputs.items()},
+            {},
+            {name: out[FEATURE_DISTANCE_NAME] for name, out in outputs.items()} if features else {},
+        )
 
 
 class LocalPredictor:
@@ -166,7 +181,7 @@ class LocalPredictor:
 
     def __init__(self, repository: Path, threads: int = 1) -> None:
         self.manifest: ReleaseManifest = load_release(repository)
-        self.normalizer = MacenkoNormalizer(self.manifest.stain_reference)
+        self.preprocessing = Serving.of(self.manifest)
         self.model = EnsembleModel(self.manifest)
         self.members = OnnxMembers(repository, self.manifest, threads)
         self._runner = asyncio.Runner()  # one event loop for every call, not a new one each time
@@ -202,7 +217,7 @@ def predict_local(
             ]
             continue
         # The preprocess service's own function: decode + validate each, normalize the valid ones.
-        batch = preprocess_uploads(uploads, predictor.normalizer, manifest.release_id)
+        batch = preprocess_uploads(uploads, predictor.preprocessing)
         answer = predictor.score(batch.images, point_name, tta) if batch.accepted() else None
         results = iter(answer.results if answer else ())
         items = iter(batch.items)
@@ -231,6 +246,7 @@ def predict_local(
                     tissue_fraction=item.tissue_fraction,
                     uncertainty=result.uncertainty,
                     prediction_set=result.prediction_set,
+                    **_review(ordered([*item.flags, *result.flags])),
                     **common,
                 )
             )
@@ -339,7 +355,12 @@ def _remote_row(
         tta=answer.tta,
         uncertainty=answer.uncertainty,
         prediction_set=answer.prediction_set,
+        **_review(answer.flags),
     )
+
+
+def _review(flags: Sequence[str]) -> dict[str, object]:
+    return {"needs_review": bool(flags), "flags": ";".join(flags)}
 
 
 def write_csv(rows: Sequence[PredictionRow], stream: TextIO) -> None:

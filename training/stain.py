@@ -15,7 +15,8 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pcam_core.release import StainReference
+from pcam_core.release import StainDistribution, StainReference
+from services.preprocess.quality import fit_stain_distribution
 from services.preprocess.stain import MacenkoNormalizer
 from training.data.pcam_h5 import X_KEY, Y_KEY, create_patch_dataset, read_labels
 
@@ -23,17 +24,29 @@ log = logging.getLogger(__name__)
 BATCH = 256
 
 
-def fit_reference(x_path: Path, n_patches: int, seed: int) -> StainReference:
-    """Fit a Macenko reference to a random sample of patches (background pixels are masked by the fit)."""
+def _sample(x_path: Path, n_patches: int, seed: int) -> np.ndarray:
     with h5py.File(x_path, "r") as f:
         images = f[X_KEY]
         n = min(n_patches, len(images))
         # Sorted indices: h5py reads increasing selections in one pass.
         index = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
-        patches = np.asarray(images[index])
+        return np.asarray(images[index])
+
+
+def fit_reference(x_path: Path, n_patches: int, seed: int) -> StainReference:
+    """Fit a Macenko reference to a random sample of patches (background pixels are masked by the fit)."""
+    patches = _sample(x_path, n_patches, seed)
     reference = MacenkoNormalizer().fit(patches).reference
-    log.info("stain reference from %d patches: %s", n, reference.model_dump())
+    log.info("stain reference from %d patches: %s", len(patches), reference.model_dump())
     return reference
+
+
+def fit_distribution(x_path: Path, n_patches: int, seed: int, reference: StainReference) -> StainDistribution:
+    """Where the sampled training patches' own Macenko estimates lie: the stain_outlier flag's yardstick."""
+    result = MacenkoNormalizer(reference).normalize(_sample(x_path, n_patches, seed))
+    distribution = fit_stain_distribution(result.stains, result.max_concentrations)
+    log.info("stain distribution from %d estimated patches", distribution.patches)
+    return distribution
 
 
 def save_reference(reference: StainReference, path: Path) -> Path:

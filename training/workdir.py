@@ -33,6 +33,10 @@ class WorkDir:
     def stain_reference(self) -> Path:
         return self.root / "stain_reference.json"
 
+    @property
+    def stain_distribution(self) -> Path:
+        return self.root / "stain_distribution.json"
+
     def normalized(self, split: str) -> Path:
         return self.root / "normalized" / f"{split}.h5"
 
@@ -65,8 +69,13 @@ class WorkDir:
 
     def valid_logits(self, name: str, precision: str = "fp32") -> Path:
         """Validation logits of the exported graph (fp32) or of its INT8 copy (int8)."""
+        return self.valid_output(name, "logits", precision)
+
+    def valid_output(self, name: str, output: str, precision: str = "fp32") -> Path:
+        """An output of the exported graph (fp32) or its INT8 copy on the validation split: logits,
+        feature_distance, or tta_logits (the 8 views of the first validation patches)."""
         return self.member(name) / (
-            "valid_logits.npy" if precision == "fp32" else f"valid_logits.{precision}.npy"
+            f"valid_{output}.npy" if precision == "fp32" else f"valid_{output}.{precision}.npy"
         )
 
     @property

@@ -125,6 +125,31 @@ METRICS: tuple[MetricSpec, ...] = (
         ("gateway",),
     ),
     MetricSpec("pcam_gateway_rate_limited_total", "counter", (), "Requests refused with 429.", ("gateway",)),
+    MetricSpec(
+        "pcam_gateway_reviews_total",
+        "counter",
+        ("review",),
+        "Patch results computed (not cache hits), by review: none (no flag), flagged (flags, label "
+        "given) or abstained (flags, label withheld at the request's abstain=true). The flagged "
+        'fraction is review!="none" over all.',
+        ("gateway",),
+    ),
+    MetricSpec(
+        "pcam_gateway_flags_total",
+        "counter",
+        ("flag",),
+        "Review flags raised on computed patch results, by flag (pcam_core.flags.FLAGS); a patch may "
+        "raise several.",
+        ("gateway",),
+    ),
+    MetricSpec(
+        "pcam_gateway_release_validation_flagged_ratio",
+        "gauge",
+        (),
+        "Share of the serving release's validation patches with a flag (without tta), from its "
+        "release.json: the flagged fraction expected of in-distribution traffic (0: no review rules).",
+        ("gateway",),
+    ),
     # Preprocess (services.preprocess.metrics).
     MetricSpec(
         "pcam_preprocess_normalizations_total",
@@ -191,8 +216,8 @@ METRICS: tuple[MetricSpec, ...] = (
         "pcam_ensemble_decisions_total",
         "counter",
         ("operating_point", "label"),
-        "Decisions by canonical operating point and label (0/1); positive rate per operating point: "
-        'label="1" over all.',
+        "Decisions by canonical operating point and label (0, 1, or abstained: flagged by the members "
+        'with abstain=true); positive rate per operating point: label="1" over all.',
         ("ensemble",),
     ),
 )

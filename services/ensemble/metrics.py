@@ -76,4 +76,6 @@ def record_answer(response: InferResponse) -> None:
     for result in response.results:
         PROBABILITY.observe(result.probability)
         UNCERTAINTY.labels(str(result.tta_views > 1).lower()).observe(result.uncertainty)
-        DECISIONS.labels(response.operating_point, str(result.label)).inc()
+        DECISIONS.labels(
+            response.operating_point, "abstained" if result.label is None else str(result.label)
+        ).inc()

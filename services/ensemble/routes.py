@@ -79,6 +79,7 @@ def router(settings: EnsembleSettings) -> APIRouter:
             tta=options.tta,
             explain=options.explain,
             min_members=settings.min_members,
+            abstain=options.abstain,
         )
         record_answer(response)  # here, where the ensemble decides: cached answers are never counted
         return response

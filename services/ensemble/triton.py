@@ -9,7 +9,13 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
-from pcam_core.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPE
+from pcam_core.contract import (
+    FEATURE_DISTANCE_NAME,
+    INPUT_NAME,
+    INPUT_TRITON_DTYPE,
+    OUTPUT_NAME,
+    OUTPUT_SHAPE,
+)
 from pcam_core.release import Member
 from pcam_core.serving import MemberFailure, MemberLogits
 from services.common.tracing import grpc_trace_headers
@@ -90,15 +96,21 @@ class TritonMembers:
         return np.stack(list(answers.logits.values()), axis=1)
 
     async def try_logits(
-        self, members: Sequence[Member], images: np.ndarray, required: int | None = None
+        self,
+        members: Sequence[Member],
+        images: np.ndarray,
+        required: int | None = None,
+        features: bool = False,
     ) -> MemberLogits:
-        """Each member's logits for uint8 (B, 96, 96, 3), members called concurrently.
+        """Each member's logits (with features, and feature distances) for uint8 (B, 96, 96, 3),
+        members called concurrently.
 
         Stops waiting (cancelling the rest) once fewer than `required` members (default: all) can answer.
         """
         required = len(members) if required is None else required
-        tasks = {asyncio.ensure_future(self._member_logits(m, images)): m.name for m in members}
-        logits: dict[str, np.ndarray] = {}
+        names = (OUTPUT_NAME, FEATURE_DISTANCE_NAME) if features else (OUTPUT_NAME,)
+        tasks = {asyncio.ensure_future(self._member_outputs(m, images, names)): m.name for m in members}
+        outputs: dict[str, tuple[np.ndarray, ...]] = {}
         failures: dict[str, MemberFailure] = {}
         pending = set(tasks)
         try:
@@ -106,14 +118,16 @@ class TritonMembers:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for task in done:
                     try:
-                        logits[tasks[task]] = task.result()
+                        outputs[tasks[task]] = task.result()
                     except MemberFailure as exc:
                         failures[tasks[task]] = exc
         finally:
             await _cancel(pending)
-        order = [m.name for m in members]
+        answered = [m.name for m in members if m.name in outputs]
         return MemberLogits(
-            {n: logits[n] for n in order if n in logits}, {n: failures[n] for n in order if n in failures}
+            {n: outputs[n][0] for n in answered},
+            {m.name: failures[m.name] for m in members if m.name in failures},
+            {n: outputs[n][1] for n in answered} if features else {},
         )
 
     async def ready(self, members: Sequence[Member], timeout_s: float = 2.0) -> dict[str, bool]:
@@ -129,16 +143,19 @@ class TritonMembers:
         except InferenceServerException:
             return False
 
-    async def _member_logits(self, member: Member, images: np.ndarray) -> np.ndarray:
+    async def _member_outputs(
+        self, member: Member, images: np.ndarray, names: Sequence[str]
+    ) -> tuple[np.ndarray, ...]:
+        """The named (B,) outputs of one member, in order, the batch split at its max batch size."""
         step = await self._max_batch_size(member)
         limit = asyncio.Semaphore(self.max_concurrent_chunks)
 
-        async def chunk(start: int) -> np.ndarray:
+        async def chunk(start: int) -> tuple[np.ndarray, ...]:
             async with limit:
-                return await self._infer(member, images[start : start + step])
+                return await self._infer(member, images[start : start + step], names)
 
-        outputs = await _all_or_cancel([chunk(i) for i in range(0, len(images), step)])
-        return np.concatenate(outputs).reshape(-1)
+        chunks = await _all_or_cancel([chunk(i) for i in range(0, len(images), step)])
+        return tuple(np.concatenate([c[k] for c in chunks]).reshape(-1) for k in range(len(names)))
 
     async def _call(self, member: Member, call: str, attempt: Callable[[float], Awaitable[T]]) -> T:
         """One Triton call for a member: each attempt timed and counted, retried per policy, and a
@@ -165,7 +182,9 @@ class TritonMembers:
             self._max_batch[member.name] = max(1, int(config["config"].get("max_batch_size", 0)))
         return self._max_batch[member.name]
 
-    async def _infer(self, member: Member, images: np.ndarray) -> np.ndarray:
+    async def _infer(
+        self, member: Member, images: np.ndarray, names: Sequence[str] = (OUTPUT_NAME,)
+    ) -> tuple[np.ndarray, ...]:
         request = grpcclient.InferInput(INPUT_NAME, list(images.shape), INPUT_TRITON_DTYPE)
         slots = self.shared_memory if self.shared_memory and self.shared_memory.fits(images) else None
         if slots is None:
@@ -176,7 +195,7 @@ class TritonMembers:
                 member.name,
                 [request],
                 model_version=str(member.version),
-                outputs=[grpcclient.InferRequestedOutput(OUTPUT_NAME)],
+                outputs=[grpcclient.InferRequestedOutput(name) for name in names],
                 client_timeout=timeout_s,
                 headers=grpc_trace_headers(),  # W3C traceparent into Triton's gRPC metadata
             )
@@ -196,11 +215,16 @@ class TritonMembers:
                     raise InferenceServerException(exc.message(), status=UNAVAILABLE) from exc
 
         result = await self._call(member, "infer", attempt)
-        logits = result.as_numpy(OUTPUT_NAME)
-        if logits is None or logits.shape != (len(images), *OUTPUT_SHAPE):
-            shape = None if logits is None else logits.shape
-            raise ModelOutputError(member.name, f"expected logits of shape ({len(images)}, 1), got {shape}")
-        return logits.astype(np.float32)
+        values = []
+        for name in names:  # every output of the contract is one value per patch
+            value = result.as_numpy(name)
+            if value is None or value.shape != (len(images), *OUTPUT_SHAPE):
+                shape = None if value is None else value.shape
+                raise ModelOutputError(
+                    member.name, f"expected {name} of shape ({len(images)}, 1), got {shape}"
+                )
+            values.append(value.astype(np.float32))
+        return tuple(values)
 
 
 async def _all_or_cancel(calls: Sequence[Awaitable[T]]) -> list[T]:

@@ -16,6 +16,7 @@ from pcam_core.problems import PROBLEM_MEDIA_TYPE, domain_error
 from pcam_core.release import ReleaseSummary
 from pcam_core.schemas import InferOptions, InferResponse
 from services.common.request_id import REQUEST_ID_HEADER, current_request_id
+from services.gateway.metrics import EXPECTED_FLAGGED
 
 logger = logging.getLogger(__name__)
 READINESS_TIMEOUT_S = 2.0
@@ -89,6 +90,8 @@ class Downstream:
                     self._release = self._parse(
                         "ensemble", lambda: ReleaseSummary.model_validate_json(response.content)
                     )
+                    review = self._release.review
+                    EXPECTED_FLAGGED.set(review.validation_flagged if review is not None else 0.0)
                     self._release_fetched_at = time.monotonic()
                 except PCamError:
                     if self._release is None:

@@ -3,6 +3,9 @@
 Names, types and labels are declared in services.common.metric_names.
 """
 
+from collections.abc import Iterable
+
+from pcam_core.schemas import PatchResult
 from services.common.metric_names import counter, gauge, histogram
 
 CACHE_LOOKUPS = counter("pcam_gateway_cache_lookups_total")
@@ -18,6 +21,9 @@ BATCH_WAIT = histogram(
 )
 AUTH_FAILURES = counter("pcam_gateway_auth_failures_total")
 RATE_LIMITED = counter("pcam_gateway_rate_limited_total")
+REVIEWS = counter("pcam_gateway_reviews_total")
+FLAGS_RAISED = counter("pcam_gateway_flags_total")
+EXPECTED_FLAGGED = gauge("pcam_gateway_release_validation_flagged_ratio")
 
 
 def redis_skipped(use: str, breaker_open: bool) -> None:
@@ -29,3 +35,12 @@ def cache_lookups(result: str, images: int = 1) -> None:
     """`images` distinct images looked up in the cache with that result (hit, miss, bypass, error)."""
     if images:
         CACHE_LOOKUPS.labels(result).inc(images)
+
+
+def record_reviews(results: Iterable[PatchResult]) -> None:
+    """Each computed result's review outcome and the flags it raised."""
+    for result in results:
+        review = "none" if not result.flags else "abstained" if result.label is None else "flagged"
+        REVIEWS.labels(review).inc()
+        for flag in result.flags:
+            FLAGS_RAISED.labels(flag).inc()

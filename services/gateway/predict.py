@@ -7,12 +7,13 @@ import numpy as np
 
 from pcam_core.contract import INPUT_SHAPE
 from pcam_core.errors import ReleaseMismatch
+from pcam_core.flags import ordered
 from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
 from pcam_core.wire import AcceptedItem
 from services.gateway.batching import Batching, MicroBatcher
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
-from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT, cache_lookups
+from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT, cache_lookups, record_reviews
 from services.gateway.singleflight import SingleFlight
 
 Outcome = PatchResult | ItemError
@@ -25,12 +26,15 @@ class Group(NamedTuple):
     operating_point: str
     tta: bool
     explain: bool
+    abstain: bool
     release: str
     pixels: bool
     """The uploads are raw uint8 patches (the tensor input), not encoded images."""
 
     def options(self) -> InferOptions:
-        return InferOptions(operating_point=self.operating_point, tta=self.tta, explain=self.explain)
+        return InferOptions(
+            operating_point=self.operating_point, tta=self.tta, explain=self.explain, abstain=self.abstain
+        )
 
 
 class Work(NamedTuple):
@@ -93,7 +97,9 @@ class Predictor:
         missing = [k for k in unique if k not in hits]
         computed: dict[str, Outcome] = {}
         if missing:
-            group = Group(options.operating_point, options.tta, options.explain, release, pixels)
+            group = Group(
+                options.operating_point, options.tta, options.explain, options.abstain, release, pixels
+            )
 
             async def compute(todo: list[str]) -> dict[str, Outcome]:
                 outcomes = await self.batches.submit(group, [unique[k] for k in todo])
@@ -142,10 +148,11 @@ class Predictor:
                 outcomes.append(item.error)  # errors are never cached
                 continue
             assert answer is not None
-            result = _result(next(predictions), answer, item, upload.digest)
+            result = _result(next(predictions), answer, item, upload.digest, options.abstain)
             outcomes.append(result)
             if not answer.degraded:  # a partial ensemble's answer must not outlive the outage
                 to_cache[result_key(result.release, options, upload.digest)] = result
+        record_reviews(o for o in outcomes if isinstance(o, PatchResult))
         await self.cache.set_many(to_cache)
         return outcomes
 
@@ -155,12 +162,14 @@ def _releases(outcomes: list[Outcome]) -> set[str]:
 
 
 def _result(
-    prediction: EnsemblePrediction, answer: InferResponse, item: AcceptedItem, digest: str
+    prediction: EnsemblePrediction, answer: InferResponse, item: AcceptedItem, digest: str, abstain: bool
 ) -> PatchResult:
+    """One patch's result: the ensemble's answer with preprocess's quality, their flags joined."""
+    flags = ordered([*item.flags, *prediction.flags])
     # Built from parts already validated (the ensemble's answer, preprocess's frame): not again.
     return PatchResult.model_construct(
         probability=prediction.probability,
-        label=prediction.label,
+        label=None if abstain and flags else prediction.label,
         operating_point=answer.operating_point,
         threshold=answer.threshold,
         uncertainty=prediction.uncertainty,
@@ -170,6 +179,8 @@ def _result(
         missing_members=answer.missing_members,
         explanation=prediction.explanation,
         prediction_set=prediction.prediction_set,
+        flags=flags,
+        needs_review=bool(flags),
         quality=item.quality(),
         release=answer.release,
         sha256=digest,

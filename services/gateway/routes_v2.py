@@ -76,7 +76,8 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
         dependencies=[Depends(guard(keys))],
         responses={
             200: {
-                "description": "probability, label, uncertainty per patch; the operating point, "
+                "description": "probability, label (-1: withheld with abstain), uncertainty and "
+                "needs_review per patch; the operating point, "
                 "threshold and release (one for every patch) as parameters.",
                 "content": {"application/json": {}, "application/octet-stream": {"schema": BINARY}},
             },
@@ -111,8 +112,9 @@ def router(settings: GatewaySettings, keys: ApiKeys) -> APIRouter:
                 call,
                 {
                     "probability": np.array([r.probability for r in results]),
-                    "label": np.array([r.label for r in results]),
+                    "label": np.array([oip.ABSTAINED_LABEL if r.label is None else r.label for r in results]),
                     "uncertainty": np.array([r.uncertainty for r in results]),
+                    "needs_review": np.array([r.needs_review for r in results]),
                 },
                 first.release,
                 {

@@ -66,7 +66,7 @@ def router(settings: PreprocessSettings) -> APIRouter:
         start = time.perf_counter()
         serving = await _serving(releases, watcher, release)  # once: a swap mid-request cannot mix releases
         # Decoding and Macenko are CPU-bound: keep the event loop free for other requests.
-        batch = await asyncio.to_thread(prepare, work, serving.normalizer, serving.release_id)
+        batch = await asyncio.to_thread(prepare, work, serving)
         BATCH_LATENCY.observe(time.perf_counter() - start)
         record_batch(batch)
         return Response(wire.encode(batch), media_type=wire.MEDIA_TYPE)

@@ -55,6 +55,10 @@ class NormalizationResult:
     reasons: tuple[SkipReason | None, ...]
     tissue_fraction: np.ndarray
     """float (N,): share of pixels whose optical density reaches beta in every channel."""
+    stains: np.ndarray
+    """float (N, 3, 2): each patch's own stain vectors (NaN where they could not be estimated)."""
+    max_concentrations: np.ndarray
+    """float (N, 2): each patch's own 99th-percentile concentrations (NaN likewise)."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +77,11 @@ class MacenkoNormalizer:
 
     def _use(self, reference: StainReference) -> None:
         self.reference = reference
-        self._od_lut = -np.log((np.arange(256, dtype=np.float64) + 1.0) / reference.io)
+        self.od_lut = -np.log((np.arange(256, dtype=np.float64) + 1.0) / reference.io)
+        """Optical density of each uint8 channel value."""
         # The same comparison as the reference implementation (OD >= beta), tabulated per uint8 value.
-        self._tissue_lut = self._od_lut >= reference.beta
+        self.tissue_lut = self.od_lut >= reference.beta
+        """Whether a channel value reaches the tissue threshold beta."""
 
     def fit(self, patches: np.ndarray) -> MacenkoNormalizer:
         """Fit the reference to uint8 (N, H, W, 3) tissue patches, pooled as one image; return self."""
@@ -110,7 +116,7 @@ class MacenkoNormalizer:
         ref = self.reference
         kernels.render(
             pixels,
-            self._od_lut,
+            self.od_lut,
             applied,
             estimates.stains,
             estimates.max_concentrations,
@@ -120,21 +126,28 @@ class MacenkoNormalizer:
             out,
         )
         fraction = estimates.tissue_pixels / max(pixels.shape[1], 1)
-        return NormalizationResult(out.reshape(shape), applied, estimates.reasons, fraction)
+        return NormalizationResult(
+            out.reshape(shape),
+            applied,
+            estimates.reasons,
+            fraction,
+            estimates.stains,
+            estimates.max_concentrations,
+        )
 
     def _estimate(self, pixels: np.ndarray) -> _Estimates:
         n = len(pixels)
         counts = np.zeros(n, dtype=np.int64)
         cov = np.zeros((n, 3, 3))
-        kernels.tissue_moments(pixels, self._tissue_lut, self._od_lut, counts, cov)
+        kernels.tissue_moments(pixels, self.tissue_lut, self.od_lut, counts, cov)
         # LAPACK's symmetric eigensolver, as the reference calls it (eigenvector signs included).
         eigvecs = np.ascontiguousarray(np.linalg.eigh(cov)[1])
         stains = np.full((n, 3, 2), np.nan)
         max_concentrations = np.full((n, 2), np.nan)
         kernels.stain_estimates(
             pixels,
-            self._tissue_lut,
-            self._od_lut,
+            self.tissue_lut,
+            self.od_lut,
             counts,
             eigvecs,
             self.reference.alpha,

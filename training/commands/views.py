@@ -64,7 +64,7 @@ def export_lines(reports: Mapping[str, Mapping[str, Any]], work: WorkDir) -> lis
             if "speedup_batch32" in entry:
                 line += f" (speedup over fp32: {_speedup(entry, 32)}, {_speedup(entry, 1)})"
             if entry.get("float_nodes"):
-                line += f" (classifier head in float: {len(entry['float_nodes'])} node(s))"
+                line += f" (left in float after the pooling: {len(entry['float_nodes'])} node(s))"
             lines.append(line)
     return lines
 

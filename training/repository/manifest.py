@@ -18,6 +18,7 @@ from pcam_core.release import (
     Member,
     Precision,
     ReleaseManifest,
+    ReviewRules,
     StainReference,
 )
 
@@ -66,6 +67,7 @@ def build_manifest(
     ensemble: EnsembleRule,
     created: datetime | None = None,
     versions: Mapping[str, int] | None = None,
+    review: ReviewRules | None = None,
 ) -> ReleaseManifest:
     """The release manifest binding these weights (at these model versions; default 1), data, stain
     reference and calibration."""
@@ -85,25 +87,31 @@ def build_manifest(
         for m in members
     ]
     return ReleaseManifest(
-        release_id=release_id(prefix, _bound_content(entries, ensemble, stain_reference), created),
+        release_id=release_id(prefix, _bound_content(entries, ensemble, stain_reference, review), created),
         created_at=created.astimezone(UTC).isoformat(timespec="seconds"),
         data=data,
         stain_reference=stain_reference,
         members=tuple(entries),
         ensemble=ensemble,
+        review=review,
     )
 
 
-def _bound_content(members: Sequence[Member], ensemble: EnsembleRule, stain_reference: StainReference) -> str:
+def _bound_content(
+    members: Sequence[Member],
+    ensemble: EnsembleRule,
+    stain_reference: StainReference,
+    review: ReviewRules | None = None,
+) -> str:
     """Canonical JSON of what a release serves with (its id's hash input)."""
-    return json.dumps(
-        {
-            "members": [m.model_dump(mode="json") for m in members],
-            "ensemble": ensemble.model_dump(mode="json"),
-            "stain_reference": stain_reference.model_dump(mode="json"),
-        },
-        sort_keys=True,
-    )
+    content = {
+        "members": [m.model_dump(mode="json") for m in members],
+        "ensemble": ensemble.model_dump(mode="json"),
+        "stain_reference": stain_reference.model_dump(mode="json"),
+    }
+    if review is not None:  # absent, the id of a release without flags is what it always was
+        content["review"] = review.model_dump(mode="json")
+    return json.dumps(content, sort_keys=True)
 
 
 def data_provenance(source: str, files: Sequence[Path], description: str = "") -> DataProvenance:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from pcam_core.contract import (
+    FEATURE_DISTANCE_NAME,
+    FEATURE_DISTANCE_SHAPE,
     INPUT_NAME,
     INPUT_SHAPE,
     INPUT_TRITON_DTYPE,
@@ -77,7 +79,7 @@ def engine_cache_path(name: str, sha256: str, triton: TritonConfig) -> str:
 
 
 def _common_config(pb: ModuleType, name: str, target: ServingTarget, triton: TritonConfig) -> ModelConfig:
-    """What both targets share: the contract's input and output, instances, dynamic batching, threads."""
+    """What both targets share: the contract's input and outputs, instances, dynamic batching, threads."""
     kind, count = (
         (pb.ModelInstanceGroup.KIND_CPU, triton.instance_count)
         if target == "cpu"
@@ -93,11 +95,8 @@ def _common_config(pb: ModuleType, name: str, target: ServingTarget, triton: Tri
             )
         ],
         output=[
-            pb.ModelOutput(
-                name=OUTPUT_NAME,
-                data_type=pb.DataType.Value(f"TYPE_{OUTPUT_TRITON_DTYPE}"),
-                dims=OUTPUT_SHAPE,
-            )
+            pb.ModelOutput(name=name, data_type=pb.DataType.Value(f"TYPE_{OUTPUT_TRITON_DTYPE}"), dims=shape)
+            for name, shape in ((OUTPUT_NAME, OUTPUT_SHAPE), (FEATURE_DISTANCE_NAME, FEATURE_DISTANCE_SHAPE))
         ],
         instance_group=[pb.ModelInstanceGroup(kind=kind, count=count)],
         version_policy=pb.ModelVersionPolicy(latest=pb.ModelVersionPolicy.Latest(num_versions=KEPT_VERSIONS)),

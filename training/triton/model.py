@@ -20,7 +20,7 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         self.input_name = config["input"][0]["name"]
-        self.output_name = config["output"][0]["name"]
+        self.output_names = [output["name"] for output in config["output"]]
         self.patch_shape = tuple(int(d) for d in config["input"][0]["dims"])
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         options = ort.SessionOptions()
@@ -46,29 +46,46 @@ class TritonPythonModel:
     def _error(self, message):
         return pb_utils.InferenceResponse(output_tensors=[], error=pb_utils.TritonError(message))
 
+    def _wanted(self, request):
+        """The outputs a request asked for (all of the config's when it named none), or an error message."""
+        names = list(request.requested_output_names()) or self.output_names
+        unknown = [name for name in names if name not in self.output_names]
+        if unknown:
+            return None, f"unknown output(s) {unknown}; this model has {self.output_names}"
+        return names, None
+
     def execute(self, requests):
         responses = [None] * len(requests)
-        images, owners = [], []
+        images, owners, wanted = [], [], []
         for i, request in enumerate(requests):
             image, error = self._image(request)
-            if error is not None:
-                responses[i] = self._error(error)  # one bad request must not fail its neighbours
+            names, name_error = self._wanted(request) if error is None else (None, None)
+            if error is not None or name_error is not None:
+                responses[i] = self._error(
+                    error or name_error
+                )  # one bad request must not fail its neighbours
             else:
                 images.append(image)
                 owners.append(i)
+                wanted.append(names)
         if images:
+            # One run for the batch, computing only what some request asked for, in config order.
+            run = [name for name in self.output_names if any(name in names for names in wanted)]
             try:
                 batch = np.ascontiguousarray(np.concatenate(images))
-                logits = self.session.run([self.output_name], {self.input_name: batch})[0]
+                values = self.session.run(run, {self.input_name: batch})
             except Exception as exc:  # report it on every request instead of killing the stub
                 for i in owners:
                     responses[i] = self._error(f"onnxruntime failed: {exc}")
                 return responses
-            logits = logits.astype(np.float32, copy=False)
-            ends = np.cumsum([len(image) for image in images])
-            for i, part in zip(owners, np.split(logits, ends[:-1]), strict=True):
+            ends = np.cumsum([len(image) for image in images])[:-1]
+            parts = {
+                name: np.split(value.astype(np.float32, copy=False), ends)
+                for name, value in zip(run, values, strict=True)
+            }
+            for k, (i, names) in enumerate(zip(owners, wanted, strict=True)):
                 responses[i] = pb_utils.InferenceResponse(
-                    output_tensors=[pb_utils.Tensor(self.output_name, part)]
+                    output_tensors=[pb_utils.Tensor(name, parts[name][k]) for name in names]
                 )
         return responses
 

@@ -115,7 +115,7 @@ def test_query_parameter_names_are_the_gateways():
     """The names the client sends are the fields of the gateway's own query model."""
     from pcam_core.schemas import PredictOptions
 
-    assert set(predict_params("balanced", True, True, False)) == set(PredictOptions.model_fields)
+    assert set(predict_params("balanced", True, True, False, True)) == set(PredictOptions.model_fields)
 
 
 def test_defaults_send_no_options_and_no_key(tmp_path: Path):

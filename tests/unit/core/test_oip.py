@@ -45,6 +45,7 @@ def test_answers_parse_with_tritonclient(outputs: list[tuple[str, bool]] | None)
         "probability": np.array([0.25, 0.75]),
         "label": np.array([0, 1]),
         "uncertainty": np.array([0.0, 0.125]),
+        "needs_review": np.array([False, True]),
     }
     answer, answer_header = oip.write_response(request, values, "rel-1", {"operating_point": "balanced"})
     result = triton_http.InferenceServerClient.parse_response_body(answer, header_length=answer_header)
@@ -108,6 +109,7 @@ ANSWER = {
     "probability": np.array([0.25, 0.75, 0.5], np.float32),
     "label": np.array([0, 1, 1], np.int32),
     "uncertainty": np.array([0.0, 0.125, 0.5], np.float32),
+    "needs_review": np.array([True, False, False]),
 }
 
 

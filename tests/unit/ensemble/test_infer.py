@@ -123,7 +123,7 @@ async def test_a_member_with_malformed_output_is_502(three, tmp_path) -> None:
     client = members_abc()
     client.bad_output = {"a"}
     response = await post(make_app(three, client, tmp_path), patches(2))
-    assert response.status_code == 502 and "a: expected logits" in response.json()["detail"]
+    assert response.status_code == 502 and "a: expected logit of shape" in response.json()["detail"]
 
 
 async def test_a_member_refusing_the_call_is_502_not_retried(three, tmp_path) -> None:

@@ -94,13 +94,23 @@ def test_options_reach_the_predictor_canonical(client) -> None:
     )
     assert response.status_code == 200, response.text
     _, options, read_cache = recorder.calls[0]
-    assert options.model_dump() == {"operating_point": "screening", "tta": True, "explain": True}
+    assert options.model_dump() == {
+        "operating_point": "screening",
+        "tta": True,
+        "explain": True,
+        "abstain": False,
+    }
     assert read_cache is False
     body = response.json()
     assert body["tta"] is True and body["degraded"] is False and body["missing_members"] == []
     client.post("/v1/predict/batch", files=[("files", ("a", b"x"))])
     _, options, read_cache = recorder.calls[1]
-    assert options.model_dump() == {"operating_point": "balanced", "tta": False, "explain": False}
+    assert options.model_dump() == {
+        "operating_point": "balanced",
+        "tta": False,
+        "explain": False,
+        "abstain": False,
+    }
     assert read_cache is True
 
 
@@ -148,7 +158,7 @@ def test_openapi_documents_every_route_with_examples(client) -> None:
             assert all(e["value"]["status"] == int(status) for e in examples.values()), (path, status)
         assert "security" not in operation  # no keys configured: authentication is off
     names = {p["name"] for p in spec["paths"]["/v1/predict"]["post"]["parameters"]}
-    assert names == {"operating_point", "tta", "explain", "cache"}
+    assert names == {"operating_point", "tta", "explain", "cache", "abstain"}
     assert {"multipart/form-data", "image/png"} <= set(
         spec["paths"]["/v1/predict"]["post"]["requestBody"]["content"]
     )

@@ -8,7 +8,7 @@ from prometheus_client import REGISTRY
 from pcam_core.release import write_release
 from services.preprocess.app import create_app
 from services.preprocess.metrics import record_batch
-from services.preprocess.pipeline import preprocess_uploads
+from services.preprocess.pipeline import Serving, preprocess_uploads
 from services.preprocess.settings import PreprocessSettings
 from services.preprocess.stain import MacenkoNormalizer
 from tests.unit.common.release_fixture import write_test_release
@@ -20,7 +20,7 @@ def sample(name: str, **labels: str) -> float:
 
 def test_a_batch_records_outcomes_and_tissue_fractions(patch_paths) -> None:
     uploads = [patch_paths[0].read_bytes(), b"not an image", patch_paths[1].read_bytes()]
-    batch = preprocess_uploads(uploads, MacenkoNormalizer(), "rel-metrics")
+    batch = preprocess_uploads(uploads, Serving("rel-metrics", MacenkoNormalizer()))
     fractions = [item.tissue_fraction for item in batch.accepted()]
     kind = batch.items[1].error.kind
     before = {
@@ -39,7 +39,7 @@ def test_a_batch_records_outcomes_and_tissue_fractions(patch_paths) -> None:
 
 
 def test_a_skipped_normalization_is_counted_with_its_reason(patch_paths) -> None:
-    blank = preprocess_uploads([patch_paths[0].read_bytes()], MacenkoNormalizer(), "rel-metrics")
+    blank = preprocess_uploads([patch_paths[0].read_bytes()], Serving("rel-metrics", MacenkoNormalizer()))
     blank.items[0] = blank.items[0].model_copy(
         update={"stain_normalized": False, "stain_skip_reason": "too_little_tissue"}
     )

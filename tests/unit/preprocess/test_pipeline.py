@@ -1,13 +1,13 @@
 import numpy as np
 
 from pcam_core import wire
-from services.preprocess.pipeline import preprocess_uploads
+from services.preprocess.pipeline import Serving, preprocess_uploads
 from services.preprocess.stain import MacenkoNormalizer
 
 
 def test_items_follow_uploads_and_tensor_holds_only_accepted(patch_paths) -> None:
     uploads = [patch_paths[0].read_bytes(), b"not an image", patch_paths[1].read_bytes()]
-    batch = preprocess_uploads(uploads, MacenkoNormalizer(), "rel-1")
+    batch = preprocess_uploads(uploads, Serving("rel-1", MacenkoNormalizer()))
     assert [item.index for item in batch.items] == [0, 1, 2]
     assert [item.ok for item in batch.items] == [True, False, True]
     assert batch.items[1].error.status == 415
@@ -19,6 +19,6 @@ def test_items_follow_uploads_and_tensor_holds_only_accepted(patch_paths) -> Non
 
 
 def test_all_rejected_gives_an_empty_tensor() -> None:
-    batch = preprocess_uploads([b"", b"x"], MacenkoNormalizer(), "rel-1")
+    batch = preprocess_uploads([b"", b"x"], Serving("rel-1", MacenkoNormalizer()))
     assert batch.images.shape == (0, 96, 96, 3)
     assert [item.error.status for item in batch.items] == [400, 415]

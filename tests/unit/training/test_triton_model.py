@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from training.config import TritonConfig
-from training.export import export_onnx, onnx_logits, session
+from training.export import export_onnx, onnx_outputs, session
 from training.models import build_model
 from training.repository import BACKEND_SOURCE, config_pbtxt
+from training.served import ServedModel, fit_feature_density
 
 
 class FakeTensor:
@@ -40,8 +41,12 @@ class FakeResponse:
 
 
 class FakeRequest:
-    def __init__(self, **inputs: np.ndarray):
+    def __init__(self, outputs: tuple[str, ...] = (), **inputs: np.ndarray):
         self.inputs = {k: FakeTensor(k, v) for k, v in inputs.items()}
+        self.outputs = outputs
+
+    def requested_output_names(self) -> list[str]:
+        return list(self.outputs)
 
 
 def _fake_pb_utils() -> types.ModuleType:
@@ -64,7 +69,10 @@ def _model_config_json(name: str) -> str:
             {
                 "name": name,
                 "input": [{"name": "image", "data_type": "TYPE_UINT8", "dims": ["96", "96", "3"]}],
-                "output": [{"name": "logit", "data_type": "TYPE_FP32", "dims": ["1"]}],
+                "output": [
+                    {"name": "logit", "data_type": "TYPE_FP32", "dims": ["1"]},
+                    {"name": "feature_distance", "data_type": "TYPE_FP32", "dims": ["1"]},
+                ],
                 "parameters": {"intra_op_thread_count": {"string_value": "1"}},
             }
         )
@@ -77,21 +85,23 @@ def backend(tmp_path_factory: pytest.TempPathFactory, monkeypatch_module):
     monkeypatch_module.setitem(sys.modules, "triton_python_backend_utils", _fake_pb_utils())
     member_dir = tmp_path_factory.mktemp("repo") / "member"
     torch.manual_seed(0)
-    onnx_path = export_onnx(build_model("test_resnet"), member_dir / "1" / "model.onnx")
+    model = build_model("test_resnet")
+    density = fit_feature_density(model, _images(32, 0), np.arange(32) % 2)
+    onnx_path = export_onnx(ServedModel(model, density), member_dir / "1" / "model.onnx")
     shutil.copyfile(BACKEND_SOURCE, member_dir / "1" / "model.py")
     spec = importlib.util.spec_from_file_location("member_backend", member_dir / "1" / "model.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    model = module.TritonPythonModel()
-    model.initialize(
+    backend = module.TritonPythonModel()
+    backend.initialize(
         {
             "model_config": _model_config_json("member"),
             "model_repository": str(member_dir),
             "model_version": "1",
         }
     )
-    yield model, session(onnx_path)
-    model.finalize()
+    yield backend, session(onnx_path)
+    backend.finalize()
 
 
 @pytest.fixture(scope="module")
@@ -117,11 +127,50 @@ def test_requests_run_as_one_batch_and_split_back(backend):
     assert calls == [(6, 96, 96, 3)]
     for batch, response in zip(batches, responses, strict=True):
         assert response.error is None
-        (tensor,) = response.output_tensors
-        assert tensor.name() == "logit"
-        logits = tensor.as_numpy()
-        assert logits.shape == (len(batch), 1) and logits.dtype == np.float32
-        np.testing.assert_allclose(logits.reshape(-1), onnx_logits(reference, [batch]), rtol=0, atol=1e-5)
+        # Asked for nothing in particular: every output of the config, in its order.
+        assert [t.name() for t in response.output_tensors] == ["logit", "feature_distance"]
+        expected = onnx_outputs(reference, [batch], ("logit", "feature_distance"))
+        for tensor in response.output_tensors:
+            values = tensor.as_numpy()
+            assert values.shape == (len(batch), 1) and values.dtype == np.float32
+            np.testing.assert_allclose(values.reshape(-1), expected[tensor.name()], rtol=1e-5, atol=1e-5)
+
+
+def test_each_request_gets_the_outputs_it_asked_for_from_one_run(backend):
+    model, reference = backend
+    calls = []
+    real_run = model.session.run
+    model.session.run = lambda *a, **k: calls.append(tuple(a[0])) or real_run(*a, **k)
+    try:
+        responses = model.execute(
+            [
+                FakeRequest(("logit",), image=_images(2, 7)),
+                FakeRequest(("feature_distance", "logit"), image=_images(1, 8)),
+            ]
+        )
+    finally:
+        model.session.run = real_run
+    assert calls == [("logit", "feature_distance")]
+    assert [t.name() for t in responses[0].output_tensors] == ["logit"]
+    assert [t.name() for t in responses[1].output_tensors] == ["feature_distance", "logit"]
+    expected = onnx_outputs(reference, [_images(1, 8)], ("feature_distance",))["feature_distance"]
+    np.testing.assert_allclose(responses[1].output_tensors[0].as_numpy().reshape(-1), expected, rtol=1e-5)
+
+
+def test_logits_alone_do_not_run_the_rest_and_an_unknown_output_is_an_error(backend):
+    model, _ = backend
+    calls = []
+    real_run = model.session.run
+    model.session.run = lambda *a, **k: calls.append(tuple(a[0])) or real_run(*a, **k)
+    try:
+        responses = model.execute(
+            [FakeRequest(("logit",), image=_images(1, 9)), FakeRequest(("cam",), image=_images(1, 9))]
+        )
+    finally:
+        model.session.run = real_run
+    assert calls == [("logit",)]
+    assert responses[0].error is None
+    assert "unknown output" in responses[1].error.message and responses[1].output_tensors == []
 
 
 @pytest.mark.parametrize(
