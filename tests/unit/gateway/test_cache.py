@@ -29,8 +29,9 @@ def test_key_binds_release_options_and_upload() -> None:
         InferOptions(operating_point="screening", tta=True),
         InferOptions(operating_point="screening", explain=True),
         InferOptions(operating_point="screening", tta=True, explain=True),
+        InferOptions(operating_point="screening", abstain=True),
     ]
-    assert len({key, *(result_key("rel-7", o, SHA) for o in others)}) == 5
+    assert len({key, *(result_key("rel-7", o, SHA) for o in others)}) == 6
 
 
 async def test_unreachable_redis_is_a_miss_not_an_error() -> None:

@@ -4,10 +4,12 @@ import asyncio
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from pcam_core import wire
 from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError, ReleaseMismatch
+from pcam_core.flags import FEATURE_OUTLIER, OFF_STAIN_COLOUR
 from pcam_core.problems import ItemError, item_error, status_of
 from pcam_core.schemas import EnsemblePrediction, Explanation, InferOptions, InferResponse, PatchResult
 from services.gateway.batching import Batching
@@ -74,7 +76,11 @@ class FakeDownstream:
             if data.startswith(b"ok"):
                 items.append(
                     wire.AcceptedItem(
-                        index=i, tissue_fraction=0.5, stain_normalized=True, stain_skip_reason=None
+                        index=i,
+                        tissue_fraction=0.5,
+                        stain_normalized=True,
+                        stain_skip_reason=None,
+                        flags=[OFF_STAIN_COLOUR] if data.startswith(b"ok-ink") else [],
                     )
                 )
                 images.append(np.full((96, 96, 3), len(data), np.uint8))
@@ -104,6 +110,7 @@ class FakeDownstream:
                 members={"m": 0.5},
                 tta_views=8 if options.tta else 1,
                 explanation=explanation,
+                flags=[FEATURE_OUTLIER] if img[0, 0, 0] % 2 else [],  # odd upload lengths: the members object
             )
             for img in images
         ]
@@ -322,3 +329,31 @@ async def test_a_request_that_never_sees_one_release_is_refused_as_unavailable()
     downstream.release = stale_release
     with pytest.raises(ReleaseMismatch, match="changed twice"):
         await predictor.predict_from_one_release([b"ok-old", b"ok-new"], BALANCED)
+
+
+async def test_input_and_model_flags_join_and_abstain_withholds_flagged_labels() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    predictor = Predictor(cache, downstream)
+    uploads = [b"ok-ink-1", b"ok-ink-22", b"ok-333", b"ok-44"]  # lengths 8, 9, 6, 5
+    before = {review: reviews(review) for review in ("none", "flagged", "abstained")}
+    outcomes, _ = await predictor.predict(uploads, BALANCED)
+    assert [o.flags for o in outcomes] == [
+        [OFF_STAIN_COLOUR],
+        [OFF_STAIN_COLOUR, FEATURE_OUTLIER],
+        [],
+        [FEATURE_OUTLIER],
+    ]
+    assert [o.needs_review for o in outcomes] == [True, True, False, True]
+    assert all(o.label == 1 for o in outcomes)
+    abstaining = BALANCED.model_copy(update={"abstain": True})
+    withheld, hits = await predictor.predict(uploads, abstaining)
+    assert hits == [False] * 4  # abstain is part of the key: nothing computed without it is reused
+    assert downstream.options[-1].abstain is True
+    assert [o.label for o in withheld] == [None, None, 1, None]
+    assert [o.probability for o in withheld] == [o.probability for o in outcomes]
+    counted = {review: reviews(review) - before[review] for review in before}
+    assert counted == {"none": 2, "flagged": 3, "abstained": 3}
+
+
+def reviews(review: str) -> float:
+    return REGISTRY.get_sample_value("pcam_gateway_reviews_total", {"review": review}) or 0.0

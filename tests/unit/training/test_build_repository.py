@@ -103,3 +103,45 @@ def test_smoke_members_reach_useful_validation_logits(built):
     for member in load_config("smoke").members:
         logits = np.load(work / "members" / member.name / "valid_logits.npy")
         assert logits.shape == labels.shape and np.isfinite(logits).all()
+
+
+def test_review_flags_are_fitted_on_validation_as_served(built):
+    """Every threshold is a validation score's own, fitted at the configured rate: recomputed here
+    from the served graphs and the preprocess service's measures, the flags fire as recorded."""
+    from pcam_core.contract import FEATURE_DISTANCE_NAME, OUTPUT_NAME
+    from pcam_core.flags import FEATURE_OUTLIER, INPUT_FLAGS
+    from pcam_core.review import fires
+    from pcam_core.rule import feature_score
+    from services.preprocess.quality import input_scores
+    from training.data.pcam_h5 import split_files
+    from training.export import onnx_outputs
+    from training.review import measure_split
+
+    repo, work = built
+    manifest = load_release(repo)
+    review = manifest.review
+    rate = load_config("smoke").calibration.flag_rate
+    assert review is not None and review.validation_flagged <= 0.05
+    assert all(rule.target_rate == rate and rule.validation_rate <= rate for rule in review.flags.values())
+    measures = measure_split(split_files(work / "data", "valid")[0], manifest.stain_reference, review.stain)
+    for name, score in input_scores(measures).items():
+        assert fires(review.flags[name], score).mean() == pytest.approx(review.flags[name].validation_rate)
+    valid = work / "normalized" / "valid.h5"
+    outputs = [
+        onnx_outputs(
+            session(repo / m.name / "1" / "model.onnx"),
+            iter_images(valid),
+            (OUTPUT_NAME, FEATURE_DISTANCE_NAME),
+        )
+        for m in manifest.members
+    ]
+    distances = np.stack([o[FEATURE_DISTANCE_NAME] for o in outputs], axis=1)
+    score = feature_score(
+        distances,
+        [review.feature_scales[m.name] for m in manifest.members],
+        [m.weight for m in manifest.members],
+    )
+    assert fires(review.flags[FEATURE_OUTLIER], score).mean() == pytest.approx(
+        review.flags[FEATURE_OUTLIER].validation_rate
+    )
+    assert set(INPUT_FLAGS) <= set(review.flags)
