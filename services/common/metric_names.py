@@ -217,7 +217,7 @@ METRICS: tuple[MetricSpec, ...] = (
         "counter",
         ("operating_point", "label"),
         "Decisions by canonical operating point and label (0, 1, or abstained: flagged by the members "
-        'with abstain=true); positive rate per operating point: label="1" over all.',
+        'with abstain=true); positive rate per operating point: label="1" over label=~"0|1".',
         ("ensemble",),
     ),
 )
