@@ -7,6 +7,8 @@ import json
 import shutil
 import sys
 import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -114,17 +116,26 @@ def _images(n: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
 
 
-def test_requests_run_as_one_batch_and_split_back(backend):
-    model, reference = backend
-    calls = []
+@contextmanager
+def session_runs(model) -> Iterator[list[tuple[tuple[str, ...], tuple[int, ...]]]]:
+    """Every onnxruntime run of the backend in the block: the outputs it computed and the batch shape."""
+    calls: list[tuple[tuple[str, ...], tuple[int, ...]]] = []
     real_run = model.session.run
-    model.session.run = lambda *a, **k: calls.append(a[1]["image"].shape) or real_run(*a, **k)
+    model.session.run = lambda names, feeds, *a, **k: (
+        calls.append((tuple(names), feeds["image"].shape)) or real_run(names, feeds, *a, **k)
+    )
     try:
-        batches = [_images(2, 1), _images(3, 2), _images(1, 3)]
-        responses = model.execute([FakeRequest(image=b) for b in batches])
+        yield calls
     finally:
         model.session.run = real_run
-    assert calls == [(6, 96, 96, 3)]
+
+
+def test_requests_run_as_one_batch_and_split_back(backend):
+    model, reference = backend
+    batches = [_images(2, 1), _images(3, 2), _images(1, 3)]
+    with session_runs(model) as calls:
+        responses = model.execute([FakeRequest(image=b) for b in batches])
+    assert [(names, shape) for names, shape in calls] == [(("logit", "feature_distance"), (6, 96, 96, 3))]
     for batch, response in zip(batches, responses, strict=True):
         assert response.error is None
         # Asked for nothing in particular: every output of the config, in its order.
@@ -138,19 +149,14 @@ def test_requests_run_as_one_batch_and_split_back(backend):
 
 def test_each_request_gets_the_outputs_it_asked_for_from_one_run(backend):
     model, reference = backend
-    calls = []
-    real_run = model.session.run
-    model.session.run = lambda *a, **k: calls.append(tuple(a[0])) or real_run(*a, **k)
-    try:
+    with session_runs(model) as calls:
         responses = model.execute(
             [
                 FakeRequest(("logit",), image=_images(2, 7)),
                 FakeRequest(("feature_distance", "logit"), image=_images(1, 8)),
             ]
         )
-    finally:
-        model.session.run = real_run
-    assert calls == [("logit", "feature_distance")]
+    assert [names for names, _ in calls] == [("logit", "feature_distance")]
     assert [t.name() for t in responses[0].output_tensors] == ["logit"]
     assert [t.name() for t in responses[1].output_tensors] == ["feature_distance", "logit"]
     expected = onnx_outputs(reference, [_images(1, 8)], ("feature_distance",))["feature_distance"]
@@ -159,16 +165,11 @@ def test_each_request_gets_the_outputs_it_asked_for_from_one_run(backend):
 
 def test_logits_alone_do_not_run_the_rest_and_an_unknown_output_is_an_error(backend):
     model, _ = backend
-    calls = []
-    real_run = model.session.run
-    model.session.run = lambda *a, **k: calls.append(tuple(a[0])) or real_run(*a, **k)
-    try:
+    with session_runs(model) as calls:
         responses = model.execute(
             [FakeRequest(("logit",), image=_images(1, 9)), FakeRequest(("cam",), image=_images(1, 9))]
         )
-    finally:
-        model.session.run = real_run
-    assert calls == [("logit",)]
+    assert [names for names, _ in calls] == [("logit",)]
     assert responses[0].error is None
     assert "unknown output" in responses[1].error.message and responses[1].output_tensors == []
 
