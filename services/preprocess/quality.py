@@ -25,9 +25,9 @@ few percent of the tissue has a foreign colour, not when a handful of pixels do.
 MIN_OD_LENGTH = 0.3
 """Optical densities shorter than this (pale pixels) are compared as if this long, so sensor noise on
 near-white pixels is not taken for a foreign colour."""
-COLOUR_STEP = 2
-"""off_stain_colour looks at every second pixel of every second row: a quarter of the pixels hold the
-same colours (a pen stroke or a dye covers areas, not single pixels) at a quarter of the cost."""
+# off_stain_colour looks at a quarter of the pixels: those whose row and column each lie an even
+# number of pixels from the nearer edge. A pen stroke or a dye covers areas, not single pixels, and
+# the pattern maps onto itself under every rotation and flip, so a turned upload measures the same.
 MIN_TISSUE_FOR_COLOUR = 16
 """Fewer tissue pixels (of those looked at) than this give an off_stain_colour of 0: no colour to judge."""
 DISTANCE_BINS = 4096
@@ -117,8 +117,12 @@ def _pixel_measures(
         for j in range(pixels.shape[1]):
             grey[j] = np.float32(pixels[i, j, 0]) + np.float32(pixels[i, j, 1]) + np.float32(pixels[i, j, 2])
         tissue = 0
-        for y in range(0, side, COLOUR_STEP):
-            for x in range(0, side, COLOUR_STEP):
+        for y in range(side):
+            if min(y, side - 1 - y) % 2:
+                continue
+            for x in range(side):
+                if min(x, side - 1 - x) % 2:
+                    continue
                 r, g, b = pixels[i, y * side + x, 0], pixels[i, y * side + x, 1], pixels[i, y * side + x, 2]
                 if tissue_lut[r] and tissue_lut[g] and tissue_lut[b]:
                     tissue += 1

@@ -104,3 +104,14 @@ def test_fitted_rules_stay_quiet_on_held_out_patches_and_fire_on_their_corruptio
 
 def test_without_rules_nothing_fires(tissue_patches: np.ndarray) -> None:
     assert input_flags(measured(tissue_patches[:3], MacenkoNormalizer()), None) == [[], [], []]
+
+
+def test_every_measure_is_the_same_for_a_turned_or_flipped_patch(tissue_patches: np.ndarray) -> None:
+    normalizer = MacenkoNormalizer()
+    patches = tissue_patches[:6]
+    plain = measured(patches, normalizer)
+    for view in (np.rot90(patches, 1, axes=(1, 2)), np.rot90(patches, 2, axes=(1, 2)), patches[:, :, ::-1]):
+        turned = measured(np.ascontiguousarray(view), normalizer)
+        np.testing.assert_array_equal(turned.off_stain_colour, plain.off_stain_colour)
+        np.testing.assert_allclose(turned.sharpness, plain.sharpness, rtol=1e-6)
+        np.testing.assert_array_equal(turned.tissue_fraction, plain.tissue_fraction)
