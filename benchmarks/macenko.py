@@ -88,21 +88,8 @@ def main() -> None:
     baseline = median["torchstain"]
     rows = [["torchstain (numpy, per patch)", "1", round(baseline, 1), 1.0]]
     rows += [
-        [
-            "MacenkoNormalizer",
-            str(b),
-            round(median[f"batch {b}"], 1),
-            round(median[f"batch {b}"] / baseline, 2),
-        ]
-        for b in BATCH_SIZES
-    ]
-    rows += [
-        [
-            "MacenkoNormalizer + input measures",
-            str(b),
-            round(median[f"measured {b}"], 1),
-            round(median[f"measured {b}"] / baseline, 2),
-        ]
+        [name, str(b), round(median[f"{key} {b}"], 1), round(median[f"{key} {b}"] / baseline, 2)]
+        for name, key in (("MacenkoNormalizer", "batch"), ("MacenkoNormalizer + input measures", "measured"))
         for b in BATCH_SIZES
     ]
     path = write(
