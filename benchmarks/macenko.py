@@ -61,7 +61,7 @@ def main() -> None:
             for batch in batches:
                 result = ours.normalize(batch)
                 if measured:
-                    measure(batch, result, ours.od_lut, ours.tissue_lut, ours.reference, None)
+                    measure(batch, result, ours, None)
 
         return run
 

@@ -25,6 +25,9 @@ FEATURE_DISTANCE_SHAPE: Final = (1,)
 (squared, divided by the feature dimension; training/served.py): the feature_outlier flag's input,
 computed in the same forward pass as the logit. Members of releases with review rules export it."""
 
+MEMBER_OUTPUTS: Final = (OUTPUT_NAME, FEATURE_DISTANCE_NAME)
+"""Every output of a served member graph, in the graph's (and config.pbtxt's) order."""
+
 TTA_VIEWS: Final = 8
 """Test-time augmentation views: the 8 dihedral transforms (quarter turns, with and without a flip),
 each mapping the center region onto itself, so a patch's label holds in every view."""

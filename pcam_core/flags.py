@@ -1,8 +1,8 @@
 """Review flags: the reasons a patch's answer should not be trusted without a person looking at it.
 
 Each flag compares one per-patch score with a threshold fitted on the release's validation split so
-that it fires on a chosen share of in-distribution patches (`fit_rule`), frozen in release.json
-(`pcam_core.release.Screening`). The preprocess service scores what it sees in the pixels (input
+that it fires on a chosen share of in-distribution patches (`pcam_core.review.fit_rule`), frozen in
+release.json (`pcam_core.release.ReviewRules`). The preprocess service scores what it sees in the pixels (input
 flags), the ensemble what the members say (model flags); the gateway joins them into `flags` and
 `needs_review` (docs/architecture.md#review-flags). Names and rules only, no numpy (the client imports
 them); the arithmetic is in pcam_core.review.

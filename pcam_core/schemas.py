@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pcam_core.contract import TTA_VIEWS
 from pcam_core.errors import ImageRejected
+from pcam_core.flags import FLAG_DESCRIPTIONS, FLAGS
 from pcam_core.problems import ItemError, problem_body
 from pcam_core.release import DEFAULT_OPERATING_POINT, OPERATING_POINT_ALIASES, OPERATING_POINTS
 
@@ -73,9 +74,9 @@ LABEL_DESCRIPTION = (
     "the patch has review flags."
 )
 FLAGS_DESCRIPTION = (
-    "Review flags that fired, in a fixed order: low_tissue, stain_outlier, off_stain_colour, blurred "
-    "(the pixels), feature_outlier, member_disagreement, tta_inconsistency (the members). Each is fitted "
-    "on the release's validation split to fire on under 1 % of it; [] without flags or review rules."
+    "Review flags that fired, in this order (each fitted on the release's validation split to fire on "
+    "under 1 % of it; [] without flags or review rules): "
+    + "; ".join(f"{name}: {FLAG_DESCRIPTIONS[name]}" for name in FLAGS)
 )
 
 

@@ -19,7 +19,7 @@ import numpy as np
 
 from pcam_core import explain as occlusion
 from pcam_core.conformal import as_lists, prediction_sets
-from pcam_core.contract import TTA_VIEWS
+from pcam_core.contract import MEMBER_OUTPUTS, OUTPUT_NAME, TTA_VIEWS
 from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
 from pcam_core.flags import FEATURE_OUTLIER, MEMBER_DISAGREEMENT, TTA_INCONSISTENCY
 from pcam_core.release import Member, ReleaseManifest
@@ -51,6 +51,11 @@ class MemberLogits:
     """Why each failed member failed (members still running when the answer became impossible: absent)."""
     feature_distances: dict[str, np.ndarray] = field(default_factory=dict)
     """(B,) feature distance of every member that answered, when asked for (`features=True`)."""
+
+
+def requested_outputs(features: bool) -> tuple[str, ...]:
+    """The member outputs a runner fetches: the logit, and with features the feature distance."""
+    return MEMBER_OUTPUTS if features else (OUTPUT_NAME,)
 
 
 class MemberRunner(Protocol):

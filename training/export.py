@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from pcam_core.contract import FEATURE_DISTANCE_NAME, INPUT_NAME, INPUT_SHAPE, OUTPUT_NAME
+from pcam_core.contract import FEATURE_DISTANCE_NAME, INPUT_NAME, INPUT_SHAPE, MEMBER_OUTPUTS, OUTPUT_NAME
 from training.models import ContractModel
 from training.served import ServedModel
 
@@ -37,7 +37,7 @@ Exportable = ContractModel | ServedModel
 
 def output_names(model: Exportable) -> tuple[str, ...]:
     """The graph outputs a model is exported with, in its forward's order."""
-    return (OUTPUT_NAME, FEATURE_DISTANCE_NAME) if isinstance(model, ServedModel) else (OUTPUT_NAME,)
+    return MEMBER_OUTPUTS if isinstance(model, ServedModel) else (OUTPUT_NAME,)
 
 
 class ParityError(RuntimeError):

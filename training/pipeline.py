@@ -21,7 +21,7 @@ import torch
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-from pcam_core.contract import FEATURE_DISTANCE_NAME, OUTPUT_NAME, TTA_VIEWS
+from pcam_core.contract import FEATURE_DISTANCE_NAME, MEMBER_OUTPUTS, OUTPUT_NAME, TTA_VIEWS
 from pcam_core.release import PRECISIONS, Precision, ReleaseManifest, StainDistribution, StainReference
 from pcam_core.tta import dihedral_views
 from training import distributed, quantize, stain, trt
@@ -88,9 +88,10 @@ def fit_stain(config: RunConfig, work: WorkDir) -> StainReference:
     """Fit the stain reference on training patches and cache the normalized train/valid splits."""
     directory = data_dir(config, work)
     train_x, _ = pcam_h5.split_files(directory, "train")
-    reference = stain.fit_reference(train_x, config.stain.fit_patches, config.seed)
+    patches = pcam_h5.sample_patches(train_x, config.stain.fit_patches, config.seed)
+    reference = stain.fit_reference(patches)
     stain.save_reference(reference, work.stain_reference)
-    distribution = stain.fit_distribution(train_x, config.stain.fit_patches, config.seed, reference)
+    distribution = stain.fit_distribution(patches, reference)
     work.stain_distribution.write_text(distribution.model_dump_json(indent=2) + "\n")
     for split in FIT_SPLITS:
         x, y = pcam_h5.split_files(directory, split)
@@ -206,10 +207,10 @@ def export(
     train_x = require(work.normalized("train"), "stain-reference")
     calibration = None
     if "int8" in wanted:
-        calibration = quantize.sample_patches(train_x, config.export.int8_calibration_patches, config.seed)
+        calibration = pcam_h5.sample_patches(train_x, config.export.int8_calibration_patches, config.seed)
     # The same seeded indices for patches and labels: the feature densities' training sample.
     density_sample = tuple(
-        quantize.sample_patches(train_x, config.export.feature_patches, config.seed, key)
+        pcam_h5.sample_patches(train_x, config.export.feature_patches, config.seed, key)
         for key in (pcam_h5.X_KEY, pcam_h5.Y_KEY)
     )
     tta_sample = next(pcam_h5.iter_images(valid_x, config.export.tta_patches))
@@ -267,7 +268,7 @@ def _save_valid_outputs(
 ) -> np.ndarray:
     """Save what calibration fits on: a served graph's validation logits and feature distances, and
     the logits of the 8 views of the first validation patches; return the logits."""
-    outputs = onnx_outputs(graph, pcam_h5.iter_images(valid_x), (OUTPUT_NAME, FEATURE_DISTANCE_NAME))
+    outputs = onnx_outputs(graph, pcam_h5.iter_images(valid_x), MEMBER_OUTPUTS)
     np.save(work.valid_logits(name, precision), outputs[OUTPUT_NAME])
     np.save(work.valid_output(name, "feature_distance", precision), outputs[FEATURE_DISTANCE_NAME])
     views = dihedral_views(tta_sample).reshape(-1, *tta_sample.shape[1:])  # view-major: (V * n, ...)

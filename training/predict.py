@@ -29,7 +29,7 @@ from pcam_core.limits import MAX_IMAGE_BYTES
 from pcam_core.problems import INPUT_FAULT_STATUSES
 from pcam_core.release import DEFAULT_OPERATING_POINT, Member, ReleaseManifest, load_release
 from pcam_core.schemas import InferResponse, ItemError, Prediction
-from pcam_core.serving import EnsembleModel, MemberLogits
+from pcam_core.serving import EnsembleModel, MemberLogits, requested_outputs
 from pcam_core.wire import AcceptedItem
 from services.preprocess.pipeline import Serving, preprocess_uploads
 from training import RESEARCH_USE
@@ -165,7 +165,7 @@ class OnnxMembers:
         (B, 96, 96, 3); a failure here is a bug."""
         from training.export import onnx_outputs
 
-        names = (OUTPUT_NAME, FEATURE_DISTANCE_NAME) if features else (OUTPUT_NAME,)
+        names = requested_outputs(features)
         batches = [images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)]
         outputs = {m.name: onnx_outputs(self.sessions[m.name], batches, names) for m in members}
         return MemberLogits(

@@ -68,7 +68,6 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import h5py
 import numpy as np
 import onnx
 import onnxruntime as ort
@@ -83,7 +82,6 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import roc_auc_score
 
 from pcam_core.contract import INPUT_NAME
-from training.data.pcam_h5 import X_KEY
 from training.timing import TIMED_BATCHES, timed_in_turns
 
 log = logging.getLogger(__name__)
@@ -110,16 +108,6 @@ class PatchReader(CalibrationDataReader):
     def get_next(self) -> dict[str, np.ndarray] | None:
         batch = next(self._batches, None)
         return None if batch is None else {INPUT_NAME: np.ascontiguousarray(batch, dtype=np.uint8)}
-
-
-def sample_patches(x_path: Path, n: int, seed: int, key: str = X_KEY) -> np.ndarray:
-    """A seeded random sample of n patches (all, if the split has fewer) from a PCam-layout x file."""
-    with h5py.File(x_path, "r") as f:
-        images = f[key]
-        count = len(images)
-        # Sorted: h5py reads increasing indices only, and the order does not matter for ranges.
-        chosen = np.sort(np.random.default_rng(seed).choice(count, size=min(n, count), replace=False))
-        return np.asarray(images[chosen])
 
 
 class Quantized(NamedTuple):

@@ -13,13 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam_core.flags import (
-    FEATURE_OUTLIER,
-    INPUT_FLAGS,
-    MEMBER_DISAGREEMENT,
-    TTA_INCONSISTENCY,
-    FlagRule,
-)
+from pcam_core.flags import FEATURE_OUTLIER, FLAGS, MEMBER_DISAGREEMENT, TTA_INCONSISTENCY, FlagRule
 from pcam_core.release import ReviewRules, StainDistribution, StainReference
 from pcam_core.review import fires, fit_rule
 from pcam_core.rule import combine, feature_score
@@ -35,10 +29,7 @@ def measure_split(x_path: Path, reference: StainReference, distribution: StainDi
     normalizer = MacenkoNormalizer(reference)
     parts = []
     for batch in pcam_h5.iter_images(x_path):
-        result = normalizer.normalize(batch)
-        parts.append(
-            measure(batch, result, normalizer.od_lut, normalizer.tissue_lut, reference, distribution)
-        )
+        parts.append(measure(batch, normalizer.normalize(batch), normalizer, distribution))
     return InputMeasures(
         *(np.concatenate([getattr(p, field) for p in parts]) for field in InputMeasures.__dataclass_fields__)
     )
@@ -67,15 +58,14 @@ def fit_review(
     if min(scales.values()) <= 0:
         raise ValueError(f"feature distances must be positive; validation medians: {scales}")
     output = combine(np.stack([logits[m] for m in names], axis=1), t, w, ensemble_temperature)
-    scores = dict(input_scores(measures))
-    above = dict(INPUT_FLAG_ABOVE)
+    scores = input_scores(measures)  # a fresh dict: the model scores join it
     scores[FEATURE_OUTLIER] = feature_score(
         np.stack([feature_distances[m] for m in names], axis=1), list(scales.values()), w
     )
     if len(names) > 1:  # one member cannot disagree with itself
         scores[MEMBER_DISAGREEMENT] = output.uncertainty
     rules: dict[str, FlagRule] = {
-        name: fit_rule(score, rate, above.get(name, True)) for name, score in scores.items()
+        name: fit_rule(score, rate, INPUT_FLAG_ABOVE.get(name, True)) for name, score in scores.items()
     }
     views = np.stack([tta_logits[m] for m in names], axis=-1)  # (V, n, M)
     spread = combine(views.reshape(-1, len(names)), t, w, ensemble_temperature).probability
@@ -84,9 +74,8 @@ def fit_review(
     for name, rule in rules.items():
         if name != TTA_INCONSISTENCY:
             fired |= fires(rule, scores[name])
-    for name in (*INPUT_FLAGS, FEATURE_OUTLIER, MEMBER_DISAGREEMENT, TTA_INCONSISTENCY):
-        if name in rules:
-            log.info("flag %s: threshold %.4g, fires on %.2f %% of validation", name, rules[name].threshold, 100 * rules[name].validation_rate)  # fmt: skip
+    for name in (name for name in FLAGS if name in rules):
+        log.info("flag %s: threshold %.4g, fires on %.2f %% of validation", name, rules[name].threshold, 100 * rules[name].validation_rate)  # fmt: skip
     log.info("review flags together fire on %.2f %% of validation patches", 100 * fired.mean())
     return ReviewRules(
         stain=stain,

@@ -24,26 +24,16 @@ log = logging.getLogger(__name__)
 BATCH = 256
 
 
-def _sample(x_path: Path, n_patches: int, seed: int) -> np.ndarray:
-    with h5py.File(x_path, "r") as f:
-        images = f[X_KEY]
-        n = min(n_patches, len(images))
-        # Sorted indices: h5py reads increasing selections in one pass.
-        index = np.sort(np.random.default_rng(seed).choice(len(images), n, replace=False))
-        return np.asarray(images[index])
-
-
-def fit_reference(x_path: Path, n_patches: int, seed: int) -> StainReference:
-    """Fit a Macenko reference to a random sample of patches (background pixels are masked by the fit)."""
-    patches = _sample(x_path, n_patches, seed)
+def fit_reference(patches: np.ndarray) -> StainReference:
+    """Fit a Macenko reference to uint8 training patches pooled (background pixels are masked by the fit)."""
     reference = MacenkoNormalizer().fit(patches).reference
     log.info("stain reference from %d patches: %s", len(patches), reference.model_dump())
     return reference
 
 
-def fit_distribution(x_path: Path, n_patches: int, seed: int, reference: StainReference) -> StainDistribution:
-    """Where the sampled training patches' own Macenko estimates lie: the stain_outlier flag's yardstick."""
-    result = MacenkoNormalizer(reference).normalize(_sample(x_path, n_patches, seed))
+def fit_distribution(patches: np.ndarray, reference: StainReference) -> StainDistribution:
+    """Where training patches' own Macenko estimates lie: the stain_outlier flag's yardstick."""
+    result = MacenkoNormalizer(reference).normalize(patches)
     distribution = fit_stain_distribution(result.stains, result.max_concentrations)
     log.info("stain distribution from %d estimated patches", distribution.patches)
     return distribution

@@ -10,14 +10,13 @@ from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
 from pcam_core.contract import (
-    FEATURE_DISTANCE_NAME,
     INPUT_NAME,
     INPUT_TRITON_DTYPE,
     OUTPUT_NAME,
     OUTPUT_SHAPE,
 )
 from pcam_core.release import Member
-from pcam_core.serving import MemberFailure, MemberLogits
+from pcam_core.serving import MemberFailure, MemberLogits, requested_outputs
 from services.common.tracing import grpc_trace_headers
 from services.ensemble.metrics import timed_attempts
 from services.ensemble.retry import UNAVAILABLE, CallFailed, RetryPolicy, call_with_retry
@@ -108,7 +107,7 @@ class TritonMembers:
         Stops waiting (cancelling the rest) once fewer than `required` members (default: all) can answer.
         """
         required = len(members) if required is None else required
-        names = (OUTPUT_NAME, FEATURE_DISTANCE_NAME) if features else (OUTPUT_NAME,)
+        names = requested_outputs(features)
         tasks = {asyncio.ensure_future(self._member_outputs(m, images, names)): m.name for m in members}
         outputs: dict[str, tuple[np.ndarray, ...]] = {}
         failures: dict[str, MemberFailure] = {}

@@ -46,14 +46,7 @@ def _normalized(
     normalizer = serving.normalizer
     result = normalizer.normalize(images)
     review = serving.review
-    measures = measure(
-        images,
-        result,
-        normalizer.od_lut,
-        normalizer.tissue_lut,
-        normalizer.reference,
-        review.stain if review is not None else None,
-    )
+    measures = measure(images, result, normalizer, review.stain if review is not None else None)
     accepted = iter(
         zip(
             result.applied,

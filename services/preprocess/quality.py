@@ -10,6 +10,7 @@ to the pixel's); and sharpness, the mean absolute Laplacian of the grey image.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 from numba import njit, prange
@@ -17,7 +18,7 @@ from numba import njit, prange
 from pcam_core.flags import BLURRED, LOW_TISSUE, OFF_STAIN_COLOUR, STAIN_OUTLIER
 from pcam_core.release import ReviewRules, StainDistribution, StainReference
 from pcam_core.review import fires, flag_lists
-from services.preprocess.stain import NormalizationResult, SkipReason
+from services.preprocess.stain import MacenkoNormalizer, NormalizationResult, SkipReason
 
 OFF_STAIN_PERCENTILE = 95.0
 """The off_stain_colour score is this percentile of the tissue pixels' off-stain distances: high when a
@@ -75,9 +76,8 @@ def stain_distances(result: NormalizationResult, distribution: StainDistribution
     delta = stain_features(result.stains, result.max_concentrations) - np.asarray(distribution.mean)
     delta = np.nan_to_num(delta, nan=0.0, posinf=0.0, neginf=0.0)
     distance = np.sqrt(np.einsum("ni,ij,nj->n", delta, np.asarray(distribution.precision), delta).clip(0))
-    reasons = np.array([str(r) if r is not None else "" for r in result.reasons])
-    distance[reasons != ""] = np.inf
-    distance[reasons == SkipReason.INSUFFICIENT_TISSUE] = np.nan
+    distance[~result.applied] = np.inf
+    distance[[reason is SkipReason.INSUFFICIENT_TISSUE for reason in result.reasons]] = np.nan
     return distance
 
 
@@ -145,6 +145,7 @@ def _pixel_measures(
         sharpness[i] = total / (3.0 * (side - 2) * (side - 2))
 
 
+@cache  # one reference per release: not a pseudo-inverse per request
 def stain_cone(reference: StainReference) -> tuple[np.ndarray, np.ndarray]:
     """The reference's unit stain vectors (3, 2) and their pseudo-inverse (2, 3), which unmixes an
     optical density into the two stains' amounts."""
@@ -156,17 +157,18 @@ def stain_cone(reference: StainReference) -> tuple[np.ndarray, np.ndarray]:
 def measure(
     batch: np.ndarray,
     result: NormalizationResult,
-    od_lut: np.ndarray,
-    tissue_lut: np.ndarray,
-    reference: StainReference,
+    normalizer: MacenkoNormalizer,
     distribution: StainDistribution | None,
 ) -> InputMeasures:
-    """The input measures of raw uint8 (N, S, S, 3) patches, given their normalization `result`."""
+    """The input measures of raw uint8 (N, S, S, 3) patches, given `normalizer`'s `result` for them."""
     n, side = len(batch), batch.shape[1]
     off_share, sharpness = np.zeros(n), np.zeros(n)
     if n:
         pixels = np.ascontiguousarray(batch.reshape(n, side * side, 3))
-        _pixel_measures(pixels, od_lut, tissue_lut, *stain_cone(reference), side, off_share, sharpness)
+        stains, unmix = stain_cone(normalizer.reference)
+        _pixel_measures(
+            pixels, normalizer.od_lut, normalizer.tissue_lut, stains, unmix, side, off_share, sharpness
+        )
     distance = stain_distances(result, distribution) if distribution is not None else np.full(n, np.nan)
     return InputMeasures(np.asarray(result.tissue_fraction, np.float64), distance, off_share, sharpness)
 

@@ -53,6 +53,17 @@ def read_labels(y_path: Path, key: str = Y_KEY) -> np.ndarray:
         return np.asarray(f[key][:]).reshape(-1).astype(np.uint8)
 
 
+def sample_patches(x_path: Path, n: int, seed: int, key: str = X_KEY) -> np.ndarray:
+    """A seeded random sample of n entries (all, if the split has fewer) of a PCam-layout file; the same
+    seed picks the same indices in every key, so patches and their labels can be sampled alike."""
+    with h5py.File(x_path, "r") as f:
+        values = f[key]
+        count = len(values)
+        # Sorted: h5py reads increasing indices only, and the order does not matter for ranges.
+        chosen = np.sort(np.random.default_rng(seed).choice(count, size=min(n, count), replace=False))
+        return np.asarray(values[chosen])
+
+
 def iter_images(x_path: Path, batch: int = 256, key: str = X_KEY) -> Iterator[np.ndarray]:
     """The images of a split in order, batch by batch (never the whole split in memory)."""
     with h5py.File(x_path, "r") as f:

@@ -22,9 +22,7 @@ from training.data.synthetic import generate_split
 def measured(images: np.ndarray, normalizer: MacenkoNormalizer, rules: ReviewRules | None = None):
     result = normalizer.normalize(images)
     distribution = rules.stain if rules is not None else None
-    return measure(
-        images, result, normalizer.od_lut, normalizer.tissue_lut, normalizer.reference, distribution
-    )
+    return measure(images, result, normalizer, distribution)
 
 
 def mixes_of(reference_stains: np.ndarray, rng: np.random.Generator, n: int = 8) -> np.ndarray:

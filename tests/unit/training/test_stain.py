@@ -8,12 +8,12 @@ import h5py
 import numpy as np
 
 from services.preprocess.stain import DEFAULT_REFERENCE, MacenkoNormalizer
-from training.data.pcam_h5 import read_labels, split_files
+from training.data.pcam_h5 import read_labels, sample_patches, split_files
 from training.stain import fit_reference, normalize_split
 
 
 def test_reference_is_fitted_from_training_patches(tiny_pcam: Path):
-    reference = fit_reference(split_files(tiny_pcam, "train")[0], n_patches=32, seed=0)
+    reference = fit_reference(sample_patches(split_files(tiny_pcam, "train")[0], n=32, seed=0))
     assert reference.stain_matrix != DEFAULT_REFERENCE.stain_matrix
     h, e = np.asarray(reference.stain_matrix).T
     assert h[0] > e[0]  # hematoxylin absorbs more red than eosin
@@ -21,7 +21,7 @@ def test_reference_is_fitted_from_training_patches(tiny_pcam: Path):
 
 def test_cache_holds_what_the_serving_normalizer_returns(tiny_pcam: Path, tmp_path: Path):
     x, y = split_files(tiny_pcam, "valid")
-    reference = fit_reference(split_files(tiny_pcam, "train")[0], n_patches=32, seed=0)
+    reference = fit_reference(sample_patches(split_files(tiny_pcam, "train")[0], n=32, seed=0))
     result = normalize_split(x, y, tmp_path / "valid.h5", reference)
     with h5py.File(x, "r") as src:
         expected = MacenkoNormalizer(reference).normalize(src["x"][:])
@@ -36,7 +36,7 @@ def test_cache_holds_what_the_serving_normalizer_returns(tiny_pcam: Path, tmp_pa
 def test_cache_is_reused_only_for_the_same_reference(tiny_pcam: Path, tmp_path: Path):
     x, y = split_files(tiny_pcam, "valid")
     out = tmp_path / "valid.h5"
-    reference = fit_reference(split_files(tiny_pcam, "train")[0], n_patches=32, seed=0)
+    reference = fit_reference(sample_patches(split_files(tiny_pcam, "train")[0], n=32, seed=0))
     normalize_split(x, y, out, reference)
     assert normalize_split(x, y, out, reference).reused
     assert not normalize_split(x, y, out, DEFAULT_REFERENCE).reused
