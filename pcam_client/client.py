@@ -23,7 +23,7 @@ from pcam_client.errors import REQUEST_ID_HEADER, PCamAPIError, PCamConnectionEr
 from pcam_client.tensor import PixelCall, PixelPredictions, tensor_parameters
 from pcam_core.problems import PROBLEM_TYPES
 from pcam_core.release import ReleaseSummary
-from pcam_core.schemas import BatchResponse, ItemError, Prediction
+from pcam_core.schemas import BatchResponse, ExplainMethod, ItemError, Prediction
 
 if TYPE_CHECKING:
     import numpy as np  # annotations only: the client installs without numpy (predict_pixels loads it)
@@ -88,7 +88,11 @@ def image_part(image: ImageInput) -> Part:
 
 
 def predict_params(
-    operating_point: str | None, tta: bool, explain: bool, cache: bool, abstain: bool = False
+    operating_point: str | None,
+    tta: bool,
+    explain: bool | ExplainMethod,
+    cache: bool,
+    abstain: bool = False,
 ) -> dict[str, str]:
     """Query parameters of /v1/predict*; defaults are left out so the gateway's own defaults apply."""
     params: dict[str, str] = {}
@@ -96,8 +100,8 @@ def predict_params(
         params["operating_point"] = operating_point
     if tta:
         params["tta"] = "true"
-    if explain:
-        params["explain"] = "true"
+    if explain:  # True keeps meaning occlusion, the method explain=true always asked for
+        params["explain"] = "occlusion" if explain is True else explain
     if not cache:
         params["cache"] = "false"
     if abstain:
@@ -235,7 +239,7 @@ class PCamClient(_Base):
         *,
         operating_point: str | None = None,
         tta: bool = False,
-        explain: bool = False,
+        explain: bool | ExplainMethod = False,
         cache: bool = True,
         abstain: bool = False,
         request_id: str | None = None,
@@ -256,7 +260,7 @@ class PCamClient(_Base):
         *,
         operating_point: str | None = None,
         tta: bool = False,
-        explain: bool = False,
+        explain: bool | ExplainMethod = False,
         cache: bool = True,
         abstain: bool = False,
         request_id: str | None = None,
@@ -373,7 +377,7 @@ class AsyncPCamClient(_Base):
         *,
         operating_point: str | None = None,
         tta: bool = False,
-        explain: bool = False,
+        explain: bool | ExplainMethod = False,
         cache: bool = True,
         abstain: bool = False,
         request_id: str | None = None,
@@ -394,7 +398,7 @@ class AsyncPCamClient(_Base):
         *,
         operating_point: str | None = None,
         tta: bool = False,
-        explain: bool = False,
+        explain: bool | ExplainMethod = False,
         cache: bool = True,
         abstain: bool = False,
         request_id: str | None = None,

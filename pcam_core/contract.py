@@ -25,8 +25,20 @@ FEATURE_DISTANCE_SHAPE: Final = (1,)
 (squared, divided by the feature dimension; training/served.py): the feature_outlier flag's input,
 computed in the same forward pass as the logit. Members of releases with review rules export it."""
 
-MEMBER_OUTPUTS: Final = (OUTPUT_NAME, FEATURE_DISTANCE_NAME)
+ACTIVATION_MAP_NAME: Final = "activation_map"
+ACTIVATION_MAP_SHAPE: Final = (PATCH_SIZE, PATCH_SIZE)
+"""Per patch, where the member's logit comes from, in logit units, one value per input pixel
+(training/maps.py): the class activation map of a CNN, the attention rollout of a ViT, computed in the
+same forward pass as the logit. Positive: evidence for tumor; zero-sum over the patch."""
+
+MEMBER_OUTPUTS: Final = (OUTPUT_NAME, FEATURE_DISTANCE_NAME, ACTIVATION_MAP_NAME)
 """Every output of a served member graph, in the graph's (and config.pbtxt's) order."""
+OUTPUT_SHAPES: Final = {
+    OUTPUT_NAME: OUTPUT_SHAPE,
+    FEATURE_DISTANCE_NAME: FEATURE_DISTANCE_SHAPE,
+    ACTIVATION_MAP_NAME: ACTIVATION_MAP_SHAPE,
+}
+"""Per-patch shape of each member output (all FP32)."""
 
 TTA_VIEWS: Final = 8
 """Test-time augmentation views: the 8 dihedral transforms (quarter turns, with and without a flip),

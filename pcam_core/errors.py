@@ -76,6 +76,7 @@ class InvalidRequest(PCamError):
         "not-a-file",
         "batch-size",
         "explain-batch-size",
+        "explain-unavailable",
         "unknown-operating-point",
     )
 

@@ -1,24 +1,34 @@
-"""Occlusion sensitivity (Zeiler & Fergus 2014) as plain functions on arrays; Triton runs the copies.
+"""Explanations as plain functions on arrays: occlusion sensitivity, and the members' activation maps.
 
-A window x window square slides over the patch with the given stride; each position gives one copy of
+Occlusion (Zeiler & Fergus 2014): Triton runs the copies. A window x window square slides over the patch with the given stride; each position gives one copy of
 the patch with that square filled with the patch's own mean colour (a fill from the patch itself adds
 no colour the model never saw, unlike black or white, so the drop measures the lost content rather
 than a reaction to an artificial square). The grid is baseline - probability of each copy: positive
 where covering the pixels lowers the tumor probability, i.e. where the evidence for tumor is.
+
+Activation maps (cam): every member's graph returns its 96x96 map with its logit (training/maps.py);
+the ensemble's map is their mean in calibrated-logit units (each divided by the member's
+temperature) with the members' weights, the linear part of the serving rule.
 """
 
 import base64
 import io
+from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image
 
+from pcam_core.release import ActivationMapKind
 from pcam_core.schemas import Explanation
 
 OVERLAY_ALPHA = 0.6
-"""Opacity of the colour over the patch where |sensitivity| is at the map's scale."""
+"""Opacity of the colour over the patch where |value| is at the map's scale."""
 MIN_SCALE = 0.05
 """Sensitivities are scaled by max(|grid|.max(), MIN_SCALE): a flat map of tiny noise stays faint."""
+CAM_MIN_SCALE = 0.1
+"""The same floor for activation maps, in calibrated-logit units."""
+CAM_DECIMALS = 4
+"""Activation map values are rounded to this many decimals in the answer (9,216 numbers per patch)."""
 
 
 def positions(size: int, window: int, stride: int) -> np.ndarray:
@@ -67,10 +77,10 @@ def upsample(grid: np.ndarray, size: int, window: int, stride: int) -> np.ndarra
     return np.divide(total, count, out=np.zeros_like(total), where=count > 0)
 
 
-def overlay_png(image: np.ndarray, grid: np.ndarray, window: int, stride: int) -> bytes:
-    """PNG of the (H, W, 3) uint8 patch with the map blended over it: red for evidence, blue against."""
-    heat = upsample(grid, image.shape[0], window, stride)
-    scaled = heat / max(float(np.abs(heat).max()), MIN_SCALE)
+def overlay_png(image: np.ndarray, heat: np.ndarray, min_scale: float) -> bytes:
+    """PNG of the (H, W, 3) uint8 patch with the (H, W) map blended over it: red for evidence, blue
+    against, at full opacity where |value| reaches max(|heat|.max(), min_scale)."""
+    scaled = heat / max(float(np.abs(heat).max()), min_scale)
     alpha = (OVERLAY_ALPHA * np.abs(scaled))[..., None]
     colour = np.where(scaled[..., None] >= 0, [255.0, 0.0, 0.0], [0.0, 0.0, 255.0])
     blended = (1 - alpha) * image.astype(np.float64) + alpha * colour
@@ -82,12 +92,33 @@ def overlay_png(image: np.ndarray, grid: np.ndarray, window: int, stride: int) -
 def explanation(
     image: np.ndarray, baseline: float, grid: np.ndarray, window: int, stride: int
 ) -> Explanation:
-    """The Explanation of one patch: its baseline probability, grid and base64 PNG overlay."""
-    png = overlay_png(image, grid, window, stride)
+    """The occlusion Explanation of one patch: its baseline probability, grid and base64 PNG overlay."""
+    png = overlay_png(image, upsample(grid, image.shape[0], window, stride), MIN_SCALE)
     return Explanation(
+        method="occlusion",
         window=window,
         stride=stride,
         baseline=baseline,
         grid=grid.tolist(),
+        overlay_png=base64.b64encode(png).decode("ascii"),
+    )
+
+
+def ensemble_map(maps: np.ndarray, temperatures: Sequence[float], weights: Sequence[float]) -> np.ndarray:
+    """(N, H, W) ensemble map from (N, M, H, W) member maps: each over its temperature, weighted mean."""
+    scale = np.asarray(weights, np.float64) / np.sum(weights) / np.asarray(temperatures, np.float64)
+    return np.tensordot(maps.astype(np.float64), scale, axes=([1], [0]))
+
+
+def activation_explanation(
+    image: np.ndarray, baseline: float, heat: np.ndarray, members: dict[str, ActivationMapKind]
+) -> Explanation:
+    """The cam Explanation of one patch: its baseline probability, 96x96 map and base64 PNG overlay."""
+    png = overlay_png(image, heat, CAM_MIN_SCALE)
+    return Explanation(
+        method="cam",
+        baseline=baseline,
+        grid=np.round(heat, CAM_DECIMALS).tolist(),
+        members=members,
         overlay_png=base64.b64encode(png).decode("ascii"),
     )

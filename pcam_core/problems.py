@@ -51,6 +51,7 @@ PROBLEM_TYPES: Final[dict[str, ProblemType]] = {
     "not-a-file": ProblemType(422, "Not a file", E.InvalidRequest),
     "batch-size": ProblemType(422, "Invalid batch size", E.InvalidRequest),
     "explain-batch-size": ProblemType(422, "Too many images to explain", E.InvalidRequest),
+    "explain-unavailable": ProblemType(422, "Explanation not available", E.InvalidRequest),
     "unknown-operating-point": ProblemType(422, "Unknown operating point", E.InvalidRequest),
     "unauthorized": ProblemType(
         401, "Authentication required", E.NotAuthenticated, (("WWW-Authenticate", 'Bearer realm="pcam"'),)

@@ -23,6 +23,8 @@ DEFAULT_OPERATING_POINT = "balanced"
 
 Precision = Literal["fp32", "int8"]
 PRECISIONS: tuple[Precision, ...] = ("fp32", "int8")
+ActivationMapKind = Literal["cam", "attention_rollout"]
+"""What a member's activation_map output is: a CNN's class activation map, a ViT's attention rollout."""
 """What a member's served graph computes in: the exported float graph, or its static-QDQ INT8 copy."""
 
 
@@ -56,6 +58,11 @@ class Member(_Frozen):
     metrics: dict[str, float] = Field(default_factory=dict)
     # Defaulted: release.json files written before the field existed served the fp32 graphs.
     precision: Precision = Field("fp32", description="fp32, or int8 (the static-QDQ INT8 graph, cpu target).")
+    # Defaulted: graphs exported before the output existed have no activation map.
+    activation_map: ActivationMapKind | None = Field(
+        None,
+        description="The graph's activation_map output: cam (CNN) or attention_rollout (ViT); none: absent.",
+    )
 
 
 class OperatingPoint(_Frozen):

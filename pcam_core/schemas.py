@@ -6,20 +6,27 @@ are query parameters of the gateway's /v1/predict* and of the ensemble's /v1/inf
 OpenAPI example sits beside it.
 """
 
-from typing import Any
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from pcam_core.contract import TTA_VIEWS
 from pcam_core.errors import ImageRejected
 from pcam_core.flags import FLAG_DESCRIPTIONS, FLAGS
 from pcam_core.problems import ItemError, problem_body
-from pcam_core.release import DEFAULT_OPERATING_POINT, OPERATING_POINT_ALIASES, OPERATING_POINTS
+from pcam_core.release import (
+    DEFAULT_OPERATING_POINT,
+    OPERATING_POINT_ALIASES,
+    OPERATING_POINTS,
+    ActivationMapKind,
+)
 
 __all__ = [
     "PREDICTION_EXAMPLE",
     "BatchResponse",
+    "EXPLAIN_METHODS",
     "EnsemblePrediction",
+    "ExplainMethod",
     "Explanation",
     "InferOptions",
     "InferResponse",
@@ -38,6 +45,21 @@ PREDICTION_SET_DESCRIPTION = (
 )
 
 
+ExplainMethod = Literal["occlusion", "cam"]
+EXPLAIN_METHODS: tuple[ExplainMethod, ...] = get_args(ExplainMethod)
+_TRUE, _FALSE = ("true", "1", "yes", "on"), ("false", "0", "no", "off", "")
+
+
+def _explain_method(value: Any) -> Any:
+    """explain=true keeps its meaning from before there was a choice (occlusion); false means none."""
+    if isinstance(value, bool):
+        return "occlusion" if value else None
+    if isinstance(value, str):
+        word = value.strip().lower()
+        return "occlusion" if word in _TRUE else None if word in _FALSE else word
+    return value
+
+
 class InferOptions(BaseModel):
     """Per-request options: query parameters of the gateway's /v1/predict* and the ensemble's /v1/infer."""
 
@@ -48,7 +70,12 @@ class InferOptions(BaseModel):
     tta: bool = Field(
         False, description=f"Test-time augmentation: the mean over the {TTA_VIEWS} dihedral views."
     )
-    explain: bool = Field(False, description="Add an occlusion-sensitivity heat map to each result.")
+    explain: Annotated[ExplainMethod | None, BeforeValidator(_explain_method)] = Field(
+        None,
+        description="Add a heat map to each result. cam: the members' activation maps (CNN class "
+        "activation maps, ViT attention rollout) from the same model call, no extra passes; occlusion "
+        "(or true): the probability's drop as a window covers each part, one extra pass per window.",
+    )
     abstain: bool = Field(
         False,
         description="Withhold the label of every patch with a review flag: its label is null and its "
@@ -57,14 +84,22 @@ class InferOptions(BaseModel):
 
 
 class Explanation(BaseModel):
-    """Occlusion sensitivity (Zeiler & Fergus 2014): the drop in probability when a window is covered."""
+    """Where the evidence for tumor lies: occlusion sensitivity (Zeiler & Fergus 2014) or the members'
+    activation maps (docs/architecture.md#explanations)."""
 
-    window: int = Field(description="Side of the occluding square, in pixels.")
-    stride: int = Field(description="Step between window positions, in pixels.")
-    baseline: float = Field(ge=0, le=1, description="Probability of the unoccluded patch.")
+    # Defaulted: answers from before there was a choice were all occlusion.
+    method: ExplainMethod = Field("occlusion", description="How the map was made.")
+    baseline: float = Field(ge=0, le=1, description="Probability of the patch as sent (no TTA views).")
     grid: list[list[float]] = Field(
-        description="Rows x columns of (baseline - probability with that window occluded); positive: evidence "
-        "for tumor. Row r, column c covers pixels [r*stride, r*stride+window) x [c*stride, c*stride+window)."
+        description="occlusion: rows x columns of (baseline - probability with that window covered); row "
+        "r, column c covers pixels [r*stride, r*stride+window) x [c*stride, c*stride+window). cam: 96 x 96, "
+        "one value per pixel: the members' maps in calibrated-logit units, averaged with the members' "
+        "weights. Both: positive where the evidence for tumor is."
+    )
+    window: int | None = Field(None, description="occlusion: side of the covering square, in pixels.")
+    stride: int | None = Field(None, description="occlusion: step between window positions, in pixels.")
+    members: dict[str, ActivationMapKind] | None = Field(
+        None, description="cam: each member's kind of map (cam for a CNN, attention_rollout for a ViT)."
     )
     overlay_png: str = Field(description="Base64 PNG: the patch with the heat map blended over it.")
 
@@ -91,7 +126,7 @@ class EnsemblePrediction(BaseModel):
         description="Calibrated probability per member (with TTA: mean over views)."
     )
     tta_views: int = Field(1, description=f"1, or {TTA_VIEWS} with TTA.")
-    explanation: Explanation | None = Field(None, description="With explain: the occlusion heat map.")
+    explanation: Explanation | None = Field(None, description="With explain: the heat map.")
     prediction_set: list[int] | None = Field(None, description=PREDICTION_SET_DESCRIPTION)
     flags: list[str] = Field(default_factory=list, description="The model review flags that fired.")
 
@@ -205,9 +240,7 @@ class PatchResult(BaseModel):
     missing_members: list[str] = Field(
         default_factory=list, description="Members left out of a degraded answer."
     )
-    explanation: Explanation | None = Field(
-        None, description="With explain=true: the occlusion-sensitivity heat map."
-    )
+    explanation: Explanation | None = Field(None, description="With explain: the heat map.")
     prediction_set: list[int] | None = Field(None, description=PREDICTION_SET_DESCRIPTION)
     flags: list[str] = Field(default_factory=list, description=FLAGS_DESCRIPTION)
     needs_review: bool = Field(

@@ -1,7 +1,8 @@
 """The one inference path: from normalized patches to the ensemble's answer under a release.
 
 `EnsembleModel` follows KServe's Model in spirit: `preprocess` builds the one batch every member gets
-(the patches, or their 8 dihedral views with TTA, followed by the occluded copies with explain),
+(the patches, or their 8 dihedral views with TTA, followed by the occluded copies with
+explain=occlusion),
 a `MemberRunner` turns it into logits (Triton in the ensemble service, onnxruntime in `pcam predict`),
 and `postprocess` applies the serving rule and the operating point. The ensemble service and the
 in-process `pcam predict` both call `predict`, so neither keeps a copy of TTA or of the rule.
@@ -19,13 +20,19 @@ import numpy as np
 
 from pcam_core import explain as occlusion
 from pcam_core.conformal import as_lists, prediction_sets
-from pcam_core.contract import MEMBER_OUTPUTS, OUTPUT_NAME, TTA_VIEWS
+from pcam_core.contract import (
+    ACTIVATION_MAP_NAME,
+    FEATURE_DISTANCE_NAME,
+    OUTPUT_NAME,
+    OUTPUT_SHAPES,
+    TTA_VIEWS,
+)
 from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
 from pcam_core.flags import FEATURE_OUTLIER, MEMBER_DISAGREEMENT, TTA_INCONSISTENCY
 from pcam_core.release import Member, ReleaseManifest
 from pcam_core.review import fires, flag_lists
 from pcam_core.rule import EnsembleOutput, combine_release, combine_views, decide, feature_score, member_rule
-from pcam_core.schemas import EnsemblePrediction, Explanation, InferResponse
+from pcam_core.schemas import EnsemblePrediction, ExplainMethod, Explanation, InferResponse
 from pcam_core.tta import dihedral_views
 
 logger = logging.getLogger(__name__)
@@ -51,11 +58,31 @@ class MemberLogits:
     """Why each failed member failed (members still running when the answer became impossible: absent)."""
     feature_distances: dict[str, np.ndarray] = field(default_factory=dict)
     """(B,) feature distance of every member that answered, when asked for (`features=True`)."""
+    activation_maps: dict[str, np.ndarray] = field(default_factory=dict)
+    """(B, 96, 96) activation map of every member that answered, when asked for (`maps=True`)."""
 
 
-def requested_outputs(features: bool) -> tuple[str, ...]:
-    """The member outputs a runner fetches: the logit, and with features the feature distance."""
-    return MEMBER_OUTPUTS if features else (OUTPUT_NAME,)
+def requested_outputs(features: bool, maps: bool = False) -> tuple[str, ...]:
+    """The member outputs a runner fetches: the logit, with features the feature distance, with maps
+    the activation map."""
+    return (OUTPUT_NAME,) + (FEATURE_DISTANCE_NAME,) * features + (ACTIVATION_MAP_NAME,) * maps
+
+
+def per_patch(name: str, values: np.ndarray) -> np.ndarray:
+    """A member output's batch as runners return it: (N,) for one value per patch, else (N, *shape)."""
+    shape = OUTPUT_SHAPES[name]
+    return values.reshape(-1) if shape == (1,) else values.reshape(len(values), *shape)
+
+
+def member_logits(
+    names: Sequence[str], outputs: dict[str, dict[str, np.ndarray]], failures: dict[str, MemberFailure]
+) -> MemberLogits:
+    """The MemberLogits of the members that answered: `outputs` maps member -> output name -> values."""
+
+    def each(output: str) -> dict[str, np.ndarray]:
+        return {m: outputs[m][output] for m in names if m in outputs and output in outputs[m]}
+
+    return MemberLogits(each(OUTPUT_NAME), failures, each(FEATURE_DISTANCE_NAME), each(ACTIVATION_MAP_NAME))
 
 
 class MemberRunner(Protocol):
@@ -67,9 +94,10 @@ class MemberRunner(Protocol):
         images: np.ndarray,
         required: int | None = None,
         features: bool = False,
+        maps: bool = False,
     ) -> MemberLogits:
-        """Each member's (B,) logits for uint8 (B, 96, 96, 3), with features its feature distances too;
-        may stop once `required` cannot answer."""
+        """Each member's (B,) logits for uint8 (B, 96, 96, 3), with features its feature distances, with
+        maps its activation maps too; may stop once `required` cannot answer."""
         ...
 
 
@@ -92,6 +120,9 @@ class MemberBatch:
     views: int
     """1, or TTA_VIEWS with test-time augmentation."""
     explain: Occlusion | None
+    """With explain=occlusion: the window of the copies after the patches."""
+    maps: bool = False
+    """With explain=cam: the members' activation maps are part of the answer."""
 
 
 class EnsembleModel:
@@ -105,16 +136,18 @@ class EnsembleModel:
         self.retry_after_s = retry_after_s
         """What an answer made impossible by an unavailable model server tells the caller to wait."""
 
-    def preprocess(self, images: np.ndarray, *, tta: bool = False, explain: bool = False) -> MemberBatch:
+    def preprocess(
+        self, images: np.ndarray, *, tta: bool = False, explain: ExplainMethod | None = None
+    ) -> MemberBatch:
         """The one batch every member gets for uint8 (N, 96, 96, 3) patches."""
         views = TTA_VIEWS if tta else 1
         parts = [dihedral_views(images).reshape(-1, *images.shape[1:]) if tta else images]
-        spec = self.occlusion if explain else None
+        spec = self.occlusion if explain == "occlusion" else None
         if spec is not None:
             copies = occlusion.occluded_copies(images, spec.window, spec.stride)
             parts.append(copies.reshape(-1, *images.shape[1:]))
         batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
-        return MemberBatch(images, batch, views, spec)
+        return MemberBatch(images, batch, views, spec, maps=explain == "cam")
 
     def postprocess(
         self,
@@ -124,14 +157,20 @@ class EnsembleModel:
         members: Sequence[str] | None = None,
         feature_distances: np.ndarray | None = None,
         abstain: bool = False,
+        activation_maps: np.ndarray | None = None,
     ) -> InferResponse:
-        """The answer for (B, K) logits (and feature distances) of `batch`; `members` names the K
-        columns (default: all)."""
+        """The answer for (B, K) logits (and feature distances, and (B, K, 96, 96) activation maps) of
+        `batch`; `members` names the K columns (default: all)."""
         n, views = len(batch.images), batch.views
         base = logits[: views * n].reshape(views, n, -1)
         explanations = None
         if batch.explain is not None:
             explanations = self._explanations(batch, base[0], logits[views * n :], members)
+        elif batch.maps:
+            if activation_maps is None:
+                raise ValueError("explain=cam needs the members' activation maps")
+            # The unaugmented patches' maps (view 0 is the identity), as occlusion's baseline.
+            explanations = self._map_explanations(batch, base[0], activation_maps[:n], members)
         return answer(
             base if views > 1 else base[0],
             self.release,
@@ -150,27 +189,32 @@ class EnsembleModel:
         operating_point: str,
         *,
         tta: bool = False,
-        explain: bool = False,
+        explain: ExplainMethod | None = None,
         min_members: int | None = None,
         abstain: bool = False,
     ) -> InferResponse:
         """The answer for normalized uint8 (N, 96, 96, 3) patches at a canonical operating point.
 
-        abstain: patches with model review flags get no label.
+        abstain: patches with model review flags get no label. explain: occlusion (extra copies of
+        every patch in the members' batch) or cam (the activation maps the same call returns).
 
         min_members: None requires every member; k allows a degraded answer from any k that answered.
         Raises MemberUnavailable (the model server is down) or MemberRefused (a member broke the
         contract) when fewer answered.
         """
+        if explain == "cam":
+            check_maps(self.release)
         # Occluded copies and explanations are CPU work: off the event loop when explaining.
         if explain:
-            batch = await asyncio.to_thread(self.preprocess, images, tta=tta, explain=True)
+            batch = await asyncio.to_thread(self.preprocess, images, tta=tta, explain=explain)
         else:
             batch = self.preprocess(images, tta=tta)
         everyone = len(self.release.members)
         required = everyone if min_members is None else min(min_members, everyone)
         features = self.release.review is not None
-        answers = await runner.try_logits(self.release.members, batch.batch, required, features=features)
+        answers = await runner.try_logits(
+            self.release.members, batch.batch, required, features=features, maps=batch.maps
+        )
         if len(answers.logits) < required:
             raise self._not_enough(answers.failures, required)
         names = list(answers.logits)
@@ -185,9 +229,10 @@ class EnsembleModel:
         distances = (
             np.stack([answers.feature_distances[name] for name in names], axis=1) if features else None
         )
+        maps = np.stack([answers.activation_maps[name] for name in names], axis=1) if batch.maps else None
         if explain:
             return await asyncio.to_thread(
-                self.postprocess, batch, logits, operating_point, names, distances, abstain
+                self.postprocess, batch, logits, operating_point, names, distances, abstain, maps
             )
         return self.postprocess(batch, logits, operating_point, names, distances, abstain)
 
@@ -225,9 +270,39 @@ class EnsembleModel:
             for image, p, grid in zip(images, baseline, grids, strict=True)
         ]
 
+    def _map_explanations(
+        self,
+        batch: MemberBatch,
+        logits: np.ndarray,
+        maps: np.ndarray,
+        members: Sequence[str] | None,
+    ) -> list[Explanation]:
+        """Per patch: its probability, and the members' (N, K, 96, 96) maps as the ensemble's map."""
+        baseline = combine_release(logits, self.release, members).probability
+        temperatures, weights = member_rule(self.release, members)
+        heat = occlusion.ensemble_map(maps, temperatures, weights)
+        names = [m.name for m in self.release.members] if members is None else list(members)
+        kinds = {m.name: m.activation_map for m in self.release.members if m.name in names}
+        return [
+            occlusion.activation_explanation(image, float(p), patch_heat, kinds)
+            for image, p, patch_heat in zip(batch.images, baseline, heat, strict=True)
+        ]
+
+
+def check_maps(release: ReleaseManifest) -> None:
+    """explain=cam needs every member's graph to carry an activation map."""
+    missing = [m.name for m in release.members if m.activation_map is None]
+    if missing:
+        raise InvalidRequest(
+            f"Release {release.release_id} has members without an activation map ({', '.join(missing)}): "
+            "explain=cam is not available; use explain=occlusion.",
+            kind="explain-unavailable",
+            members=missing,
+        )
+
 
 def check_explainable(images: int, max_explain_images: int) -> None:
-    """Explanations cost a member call per occluding window: refuse requests over the limit."""
+    """Occlusion costs a member call per occluding window: refuse requests over the limit."""
     if images > max_explain_images:
         raise InvalidRequest(
             f"Received {images} images with explain; at most {max_explain_images}.",

@@ -12,7 +12,15 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from pcam_core.contract import FEATURE_DISTANCE_NAME, INPUT_NAME, INPUT_SHAPE, MEMBER_OUTPUTS, OUTPUT_NAME
+from pcam_core.contract import (
+    ACTIVATION_MAP_NAME,
+    FEATURE_DISTANCE_NAME,
+    INPUT_NAME,
+    INPUT_SHAPE,
+    MEMBER_OUTPUTS,
+    OUTPUT_NAME,
+)
+from pcam_core.serving import per_patch
 from training.models import ContractModel
 from training.served import ServedModel
 
@@ -31,8 +39,12 @@ logits in the hundreds (measured: 2.7e-4 at |logit| 69, i.e. 4e-6 relative). A b
 FEATURE_PARITY_RTOL = 1e-3
 """The feature distance is a quadratic form over up to 2048 features with a precision matrix's
 entries: float32 accumulation differs by more than for the logit, still far below what a wrong graph gives."""
+MAP_PARITY_RTOL = 1e-3
+"""The activation map is held to PARITY_ATOL + MAP_PARITY_RTOL * the patch's largest |value|: a map's
+cells near zero are differences of near-equal head outputs, so a tolerance relative to each value
+would hold them to noise; a wrong graph puts whole cells off by the map's scale."""
 Exportable = ContractModel | ServedModel
-"""A contract model (logit only) or the served graph (logit and feature distance)."""
+"""A contract model (logit only) or the served graph (logit, feature distance, activation map)."""
 
 
 def output_names(model: Exportable) -> tuple[str, ...]:
@@ -62,7 +74,7 @@ def _example() -> torch.Tensor:
 
 def export_onnx(model: Exportable, path: Path) -> Path:
     """Export with the uint8 NHWC input 'image', the model's outputs ('logit' (N, 1), and with a served
-    model 'feature_distance' (N, 1)) and a dynamic batch axis."""
+    model 'feature_distance' (N, 1) and 'activation_map' (N, 96, 96)) and a dynamic batch axis."""
     model = model.eval()
     outputs = output_names(model)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -118,19 +130,15 @@ def onnx_logits(sess: ort.InferenceSession, batches: Iterable[np.ndarray]) -> np
 def onnx_outputs(
     sess: ort.InferenceSession, batches: Iterable[np.ndarray], names: Sequence[str]
 ) -> dict[str, np.ndarray]:
-    """The named outputs of uint8 (B, 96, 96, 3) batches through the exported graph, one value per
-    patch each ((N,) for the contract's (N, 1) outputs)."""
+    """The named outputs of uint8 (B, 96, 96, 3) batches through the exported graph: (N,) for the
+    contract's one-value outputs, (N, *shape) for the others."""
     parts: list[list[np.ndarray]] = [[] for _ in names]
     for batch in batches:
         for part, value in zip(
             parts, sess.run(list(names), {INPUT_NAME: np.ascontiguousarray(batch)}), strict=True
         ):
-            part.append(value.reshape(len(value), -1))
-    return {name: _squeezed(np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
-
-
-def _squeezed(values: np.ndarray) -> np.ndarray:
-    return values.reshape(-1) if values.shape[1] == 1 else values
+            part.append(value)
+    return {name: per_patch(name, np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
 
 
 def _torch_outputs(module: torch.nn.Module, images: np.ndarray) -> list[np.ndarray]:
@@ -142,13 +150,16 @@ def _torch_outputs(module: torch.nn.Module, images: np.ndarray) -> list[np.ndarr
 def _check_close(name: str, got: np.ndarray, expected: np.ndarray, what: str) -> float:
     """Max |got - expected| of one output; ParityError past its tolerance (NaN fails too)."""
     rtol = FEATURE_PARITY_RTOL if name == FEATURE_DISTANCE_NAME else PARITY_RTOL
+    scale = np.abs(expected)
+    if name == ACTIVATION_MAP_NAME:
+        rtol, scale = MAP_PARITY_RTOL, np.broadcast_to(scale.max(axis=1, keepdims=True), scale.shape)
     diff = np.abs(got - expected)
-    limit = PARITY_ATOL + rtol * np.abs(expected)
+    limit = PARITY_ATOL + rtol * scale
     if not np.all(diff <= limit):
         worst = np.unravel_index(int(np.argmax(np.nan_to_num(diff - limit, nan=np.inf))), diff.shape)
         raise ParityError(
             f"{what}: {name} differs from PyTorch by {diff[worst]:.3g} at {expected[worst]:.3g} "
-            f"(allowed {PARITY_ATOL:g} + {rtol:g} * |{name}|)"
+            f"(allowed {limit[worst]:.3g})"
         )
     return float(diff.max())
 

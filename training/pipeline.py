@@ -21,8 +21,15 @@ import torch
 if TYPE_CHECKING:
     import onnxruntime as ort
 
-from pcam_core.contract import FEATURE_DISTANCE_NAME, MEMBER_OUTPUTS, OUTPUT_NAME, TTA_VIEWS
-from pcam_core.release import PRECISIONS, Precision, ReleaseManifest, StainDistribution, StainReference
+from pcam_core.contract import FEATURE_DISTANCE_NAME, OUTPUT_NAME, TTA_VIEWS
+from pcam_core.release import (
+    PRECISIONS,
+    ActivationMapKind,
+    Precision,
+    ReleaseManifest,
+    StainDistribution,
+    StainReference,
+)
 from pcam_core.tta import dihedral_views
 from training import distributed, quantize, stain, trt
 from training.calibrate import Calibration, calibrate
@@ -242,6 +249,7 @@ def export(
         done = {"onnx": _artifact(
             path, opset=OPSET, parity_max_abs_diff=check_parity(model, path, sample, config.threads),
             feature_density={"patches": density.patches, "dimension": density.means.shape[1], "shrinkage": density.shrinkage},
+            activation_map=model.map_kind,
         )}  # fmt: skip
         logits = _save_valid_outputs(work, name, "fp32", session(path, config.threads), valid_x, tta_sample)
         if "torchscript" in wanted:
@@ -268,7 +276,7 @@ def _save_valid_outputs(
 ) -> np.ndarray:
     """Save what calibration fits on: a served graph's validation logits and feature distances, and
     the logits of the 8 views of the first validation patches; return the logits."""
-    outputs = onnx_outputs(graph, pcam_h5.iter_images(valid_x), MEMBER_OUTPUTS)
+    outputs = onnx_outputs(graph, pcam_h5.iter_images(valid_x), (OUTPUT_NAME, FEATURE_DISTANCE_NAME))
     np.save(work.valid_logits(name, precision), outputs[OUTPUT_NAME])
     np.save(work.valid_output(name, "feature_distance", precision), outputs[FEATURE_DISTANCE_NAME])
     views = dihedral_views(tta_sample).reshape(-1, *tta_sample.shape[1:])  # view-major: (V * n, ...)
@@ -320,6 +328,13 @@ def _int8(
 def _export_step(precision: Precision) -> str:
     """The `pcam` step that writes a precision's graphs and validation logits."""
     return "export" if precision == "fp32" else f"export --format {precision}"
+
+
+def _activation_map(work: WorkDir, name: str) -> ActivationMapKind | None:
+    """The kind of activation map the member's exported graph carries (none: exported without one)."""
+    return json.loads(require(work.export_report(name), "export").read_text())["formats"]["onnx"].get(
+        "activation_map"
+    )
 
 
 def _warn_int8(name: str, entry: dict[str, Any]) -> None:
@@ -493,6 +508,7 @@ def package(
                 weight=calibration.members[m.name].weight,  # the operating points were chosen with it
                 metrics={**calibration.members[m.name].metrics, "best_epoch": float(history["best_epoch"])},
                 precision=precision,
+                activation_map=_activation_map(work, m.name),
             )
         )
     spec = config.data.synthetic

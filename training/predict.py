@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, TextIO
 import numpy as np
 from pydantic import BaseModel
 
-from pcam_core.contract import FEATURE_DISTANCE_NAME, OUTPUT_NAME
 from pcam_core.errors import UploadTooLarge
 from pcam_core.flags import ordered
 from pcam_core.limits import MAX_IMAGE_BYTES
 from pcam_core.problems import INPUT_FAULT_STATUSES
 from pcam_core.release import DEFAULT_OPERATING_POINT, Member, ReleaseManifest, load_release
 from pcam_core.schemas import InferResponse, ItemError, Prediction
-from pcam_core.serving import EnsembleModel, MemberLogits, requested_outputs
+from pcam_core.serving import EnsembleModel, MemberLogits, member_logits, requested_outputs
 from pcam_core.wire import AcceptedItem
 from services.preprocess.pipeline import Serving, preprocess_uploads
 from training import RESEARCH_USE
@@ -160,19 +159,16 @@ class OnnxMembers:
         images: np.ndarray,
         required: int | None = None,
         features: bool = False,
+        maps: bool = False,
     ) -> MemberLogits:
-        """(B,) logits (with features, and feature distances) of every member for normalized uint8
-        (B, 96, 96, 3); a failure here is a bug."""
+        """(B,) logits (with features, and feature distances; with maps, and activation maps) of every
+        member for normalized uint8 (B, 96, 96, 3); a failure here is a bug."""
         from training.export import onnx_outputs
 
-        names = requested_outputs(features)
+        names = requested_outputs(features, maps)
         batches = [images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)]
         outputs = {m.name: onnx_outputs(self.sessions[m.name], batches, names) for m in members}
-        return MemberLogits(
-            {name: out[OUTPUT_NAME] for name, out in outputs.items()},
-            {},
-            {name: out[FEATURE_DISTANCE_NAME] for name, out in outputs.items()} if features else {},
-        )
+        return member_logits([m.name for m in members], outputs, {})
 
 
 class LocalPredictor:

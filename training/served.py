@@ -1,4 +1,5 @@
-"""The graph a member serves: its logit and, from the same forward pass, its feature distance.
+"""The graph a member serves: its logit and, from the same forward pass, its feature distance and
+activation map (training/maps.py).
 
 The feature distance is the squared Mahalanobis distance of the penultimate (pre-logit) features from
 the nearer of the two class means under one shared covariance (Lee et al. 2018), divided by the
@@ -16,6 +17,7 @@ import torch
 from sklearn.covariance import LedoitWolf
 from torch import nn
 
+from training import maps
 from training.models import ContractModel
 
 
@@ -31,9 +33,18 @@ class FeatureDensity:
 
 def penultimate(model: ContractModel, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(pre-logit features (N, D), logits (N, 1)) of uint8 NHWC images in one forward pass."""
+    features, logit, _ = forward_parts(model, images)
+    return features, logit
+
+
+def forward_parts(
+    model: ContractModel, images: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(pre-logit features (N, D), logits (N, 1), forward_features' output) of uint8 NHWC images."""
     backbone = model.backbone
-    features = backbone.forward_head(backbone.forward_features(model.normalize(images)), pre_logits=True)
-    return features, backbone.get_classifier()(features)
+    last = backbone.forward_features(model.normalize(images))
+    features = backbone.forward_head(last, pre_logits=True)
+    return features, backbone.get_classifier()(features), last
 
 
 def fit_feature_density(
@@ -57,16 +68,25 @@ def fit_feature_density(
 
 
 class ServedModel(nn.Module):
-    """uint8 (N, 96, 96, 3) -> (logit (N, 1), feature_distance (N, 1)): the member's served graph."""
+    """uint8 (N, 96, 96, 3) -> (logit (N, 1), feature_distance (N, 1), activation_map (N, 96, 96)):
+    the member's served graph."""
 
     def __init__(self, model: ContractModel, density: FeatureDensity) -> None:
         super().__init__()
         self.model = model
         self.register_buffer("means", torch.tensor(density.means, dtype=torch.float32))
         self.register_buffer("precision", torch.tensor(density.precision, dtype=torch.float32))
+        self.map_kind = maps.map_kind(model.backbone)
+        # Switches a ViT's blocks to the attention path that yields the weights: same function.
+        self.recorder = (
+            maps.AttentionRecorder(model.backbone) if self.map_kind == maps.ATTENTION_ROLLOUT else None
+        )
 
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features, logit = penultimate(self.model, image)
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        if self.recorder is not None:
+            self.recorder.take()  # drop what forwards outside this graph recorded
+        features, logit, last = forward_parts(self.model, image)
         delta = features[:, None, :] - self.means[None]  # (N, 2, D)
         squared = ((delta @ self.precision) * delta).sum(dim=-1)  # (N, 2)
-        return logit, squared.min(dim=1).values[:, None] / features.shape[1]
+        activation = maps.activation_map(self.model.backbone, last, logit, self.recorder)
+        return logit, squared.min(dim=1).values[:, None] / features.shape[1], activation

@@ -46,9 +46,10 @@ def router(settings: EnsembleSettings) -> APIRouter:
         tags=["inference"],
         summary="Calibrated ensemble predictions for a binary batch.",
         description="Every member gets one batch per request (split at its max batch size): the patches, "
-        "their 8 dihedral views with `tta`, and with `explain` one copy per occluding window "
+        "their 8 dihedral views with `tta`, and with `explain=occlusion` one copy per occluding window "
         f"({settings.occlusion_window} px, stride {settings.occlusion_stride}) filled with the patch's "
-        f"mean colour (at most {settings.max_explain_images} patches). A member that fails after retries "
+        f"mean colour (at most {settings.max_explain_images} patches); `explain=cam` asks the same call "
+        "for the members' activation maps. A member that fails after retries "
         "fails the request (503 + Retry-After) unless `min_members` allows a degraded answer.",
         openapi_extra={"requestBody": {"content": {wire.MEDIA_TYPE: {"schema": BINARY}}, "required": True}},
         responses=problem_responses(400, 413, 422, 502, 503),
@@ -69,7 +70,7 @@ def router(settings: EnsembleSettings) -> APIRouter:
                 f"Batch prepared for release {batch.release!r}; serving {registry.current.release_id!r}.",
                 retry_after_s=1,
             )
-        if options.explain:
+        if options.explain == "occlusion":
             check_explainable(len(batch.images), settings.max_explain_images)
         model = EnsembleModel(release, settings.occlusion(), settings.retry_after_s)
         response = await model.predict(

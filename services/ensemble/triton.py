@@ -9,14 +9,9 @@ import tritonclient.grpc.aio as grpcclient
 from tritonclient.grpc import MAX_GRPC_MESSAGE_SIZE, KeepAliveOptions
 from tritonclient.utils import InferenceServerException
 
-from pcam_core.contract import (
-    INPUT_NAME,
-    INPUT_TRITON_DTYPE,
-    OUTPUT_NAME,
-    OUTPUT_SHAPE,
-)
+from pcam_core.contract import INPUT_NAME, INPUT_TRITON_DTYPE, OUTPUT_NAME, OUTPUT_SHAPES
 from pcam_core.release import Member
-from pcam_core.serving import MemberFailure, MemberLogits, requested_outputs
+from pcam_core.serving import MemberFailure, MemberLogits, member_logits, per_patch, requested_outputs
 from services.common.tracing import grpc_trace_headers
 from services.ensemble.metrics import timed_attempts
 from services.ensemble.retry import UNAVAILABLE, CallFailed, RetryPolicy, call_with_retry
@@ -100,14 +95,15 @@ class TritonMembers:
         images: np.ndarray,
         required: int | None = None,
         features: bool = False,
+        maps: bool = False,
     ) -> MemberLogits:
-        """Each member's logits (with features, and feature distances) for uint8 (B, 96, 96, 3),
-        members called concurrently.
+        """Each member's logits (with features, and feature distances; with maps, and activation maps)
+        for uint8 (B, 96, 96, 3), members called concurrently.
 
         Stops waiting (cancelling the rest) once fewer than `required` members (default: all) can answer.
         """
         required = len(members) if required is None else required
-        names = requested_outputs(features)
+        names = requested_outputs(features, maps)
         tasks = {asyncio.ensure_future(self._member_outputs(m, images, names)): m.name for m in members}
         outputs: dict[str, tuple[np.ndarray, ...]] = {}
         failures: dict[str, MemberFailure] = {}
@@ -122,11 +118,10 @@ class TritonMembers:
                         failures[tasks[task]] = exc
         finally:
             await _cancel(pending)
-        answered = [m.name for m in members if m.name in outputs]
-        return MemberLogits(
-            {n: outputs[n][0] for n in answered},
+        return member_logits(
+            [m.name for m in members],
+            {member: dict(zip(names, values, strict=True)) for member, values in outputs.items()},
             {m.name: failures[m.name] for m in members if m.name in failures},
-            {n: outputs[n][1] for n in answered} if features else {},
         )
 
     async def ready(self, members: Sequence[Member], timeout_s: float = 2.0) -> dict[str, bool]:
@@ -145,7 +140,8 @@ class TritonMembers:
     async def _member_outputs(
         self, member: Member, images: np.ndarray, names: Sequence[str]
     ) -> tuple[np.ndarray, ...]:
-        """The named (B,) outputs of one member, in order, the batch split at its max batch size."""
+        """The named outputs of one member, in order ((B,), or (B, *shape) for the activation map), the
+        batch split at its max batch size."""
         step = await self._max_batch_size(member)
         limit = asyncio.Semaphore(self.max_concurrent_chunks)
 
@@ -154,7 +150,7 @@ class TritonMembers:
                 return await self._infer(member, images[start : start + step], names)
 
         chunks = await _all_or_cancel([chunk(i) for i in range(0, len(images), step)])
-        return tuple(np.concatenate([c[k] for c in chunks]).reshape(-1) for k in range(len(names)))
+        return tuple(per_patch(name, np.concatenate([c[k] for c in chunks])) for k, name in enumerate(names))
 
     async def _call(self, member: Member, call: str, attempt: Callable[[float], Awaitable[T]]) -> T:
         """One Triton call for a member: each attempt timed and counted, retried per policy, and a
@@ -215,13 +211,12 @@ class TritonMembers:
 
         result = await self._call(member, "infer", attempt)
         values = []
-        for name in names:  # every output of the contract is one value per patch
+        for name in names:
             value = result.as_numpy(name)
-            if value is None or value.shape != (len(images), *OUTPUT_SHAPE):
+            expected = (len(images), *OUTPUT_SHAPES[name])
+            if value is None or value.shape != expected:
                 shape = None if value is None else value.shape
-                raise ModelOutputError(
-                    member.name, f"expected {name} of shape ({len(images)}, 1), got {shape}"
-                )
+                raise ModelOutputError(member.name, f"expected {name} of shape {expected}, got {shape}")
             values.append(value.astype(np.float32))
         return tuple(values)
 

@@ -22,9 +22,9 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 MGET_MAX_KEYS = 1024
 MGET_MAX_WAIT_S = 0.005
-KEY_PREFIX = "pcam:result:v4"
-"""v4: results carry flags and needs_review (keys the abstain option); bumped so no entry written
-without them is read as a v4 one."""
+KEY_PREFIX = "pcam:result:v5"
+"""v5: explain names its method (occlusion or cam) and explanations say which; bumped so no entry
+written before is read as a v5 one (v4: flags, needs_review and the abstain option)."""
 LOCAL_ENTRY_OVERHEAD = 2048
 """Bytes a local entry takes beyond its JSON: a parsed result's objects and its key (about 2.3 KB for a
 422-byte result, measured with tracemalloc)."""
@@ -37,7 +37,7 @@ def result_key(release_id: str, options: InferOptions, upload_sha256: str) -> st
     """
     return (
         f"{KEY_PREFIX}:{release_id}:{options.operating_point}:tta={int(options.tta)}:"
-        f"explain={int(options.explain)}:abstain={int(options.abstain)}:{upload_sha256}"
+        f"explain={options.explain or 'none'}:abstain={int(options.abstain)}:{upload_sha256}"
     )
 
 

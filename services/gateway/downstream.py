@@ -66,7 +66,7 @@ class Downstream:
             params={
                 "operating_point": options.operating_point,
                 "tta": str(options.tta).lower(),
-                "explain": str(options.explain).lower(),
+                "explain": options.explain or "false",
             },
             content=frame,
             headers={"content-type": wire.MEDIA_TYPE},

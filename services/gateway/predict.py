@@ -8,7 +8,14 @@ import numpy as np
 from pcam_core.contract import INPUT_SHAPE
 from pcam_core.errors import ReleaseMismatch
 from pcam_core.flags import ordered
-from pcam_core.schemas import EnsemblePrediction, InferOptions, InferResponse, ItemError, PatchResult
+from pcam_core.schemas import (
+    EnsemblePrediction,
+    ExplainMethod,
+    InferOptions,
+    InferResponse,
+    ItemError,
+    PatchResult,
+)
 from pcam_core.wire import AcceptedItem
 from services.gateway.batching import Batching, MicroBatcher
 from services.gateway.cache import ResultCache, result_key
@@ -25,7 +32,7 @@ class Group(NamedTuple):
 
     operating_point: str
     tta: bool
-    explain: bool
+    explain: ExplainMethod | None
     abstain: bool
     release: str
     pixels: bool
@@ -59,8 +66,9 @@ class Predictor:
             max_batch=policy.max_size,
             max_in_flight=policy.max_in_flight,
             max_wait_s=policy.max_wait_s,
-            # The batcher caps every batch at max_batch too: explain batches get the lower of the two.
-            batch_limit=lambda group: policy.max_explain if group.explain else policy.max_size,
+            # The batcher caps every batch at max_batch too: occlusion batches get the lower of the two
+            # (cam maps come with the one model call, so they batch like any other request).
+            batch_limit=lambda group: policy.max_explain if group.explain == "occlusion" else policy.max_size,
             sizes=BATCH_SIZE,
             waits=BATCH_WAIT,
         )

@@ -122,7 +122,7 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
         async with deadline(settings.request_timeout_s, settings.retry_after_s) as budget:
             with budget.upload():
                 uploads = await read_files(request, "files", settings.max_images, settings.max_image_bytes)
-            if options.explain:
+            if options.explain == "occlusion":
                 check_explainable(len(uploads), settings.max_explain_images)
             outcomes, hits = await predictor(request).predict(
                 uploads, options.infer_options(point), read_cache=options.cache

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pcam_core.release import (
+    ActivationMapKind,
     DataProvenance,
     EnsembleRule,
     Member,
@@ -57,6 +58,7 @@ class MemberArtifact:
     weight: float
     metrics: dict[str, float] = field(default_factory=dict)
     precision: Precision = "fp32"
+    activation_map: ActivationMapKind | None = None
 
 
 def build_manifest(
@@ -83,6 +85,7 @@ def build_manifest(
             weight=m.weight,
             metrics=m.metrics,
             precision=m.precision,
+            activation_map=m.activation_map,
         )
         for m in members
     ]

@@ -120,7 +120,14 @@ def retarget_repository(
             raise ValueError(f"{onnx}: sha256 {actual} differs from release.json's {m.sha256}")
         members.append(
             MemberArtifact(
-                m.name, m.architecture, onnx, m.temperature, m.weight, dict(m.metrics), m.precision
+                m.name,
+                m.architecture,
+                onnx,
+                m.temperature,
+                m.weight,
+                dict(m.metrics),
+                m.precision,
+                m.activation_map,
             )
         )
     write_repository(target, members, manifest, triton, force, serving_target)

@@ -13,13 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Literal
 
 from pcam_core.contract import (
-    FEATURE_DISTANCE_NAME,
-    FEATURE_DISTANCE_SHAPE,
     INPUT_NAME,
     INPUT_SHAPE,
     INPUT_TRITON_DTYPE,
-    OUTPUT_NAME,
-    OUTPUT_SHAPE,
+    MEMBER_OUTPUTS,
+    OUTPUT_SHAPES,
     OUTPUT_TRITON_DTYPE,
 )
 from pcam_core.release import PRECISIONS
@@ -95,8 +93,12 @@ def _common_config(pb: ModuleType, name: str, target: ServingTarget, triton: Tri
             )
         ],
         output=[
-            pb.ModelOutput(name=name, data_type=pb.DataType.Value(f"TYPE_{OUTPUT_TRITON_DTYPE}"), dims=shape)
-            for name, shape in ((OUTPUT_NAME, OUTPUT_SHAPE), (FEATURE_DISTANCE_NAME, FEATURE_DISTANCE_SHAPE))
+            pb.ModelOutput(
+                name=name,
+                data_type=pb.DataType.Value(f"TYPE_{OUTPUT_TRITON_DTYPE}"),
+                dims=OUTPUT_SHAPES[name],
+            )
+            for name in MEMBER_OUTPUTS
         ],
         instance_group=[pb.ModelInstanceGroup(kind=kind, count=count)],
         version_policy=pb.ModelVersionPolicy(latest=pb.ModelVersionPolicy.Latest(num_versions=KEPT_VERSIONS)),

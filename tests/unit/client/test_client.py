@@ -98,7 +98,7 @@ def test_predict_sends_options_as_query_parameters_and_the_headers():
     assert dict(request.url.params) == {
         "operating_point": "conservative",
         "tta": "true",
-        "explain": "true",
+        "explain": "occlusion",  # True: the method explain=true always meant
         "cache": "false",
     }
     assert request.headers["X-API-Key"] == "k3y" and request.headers["X-Request-ID"] == "abc-1"
@@ -355,14 +355,14 @@ async def test_async_client_same_api(waits: list[float]):
     async with AsyncPCamClient(
         "http://gw", "k", transport=httpx.MockTransport(handler), max_batch=2
     ) as client:
-        single = await client.predict(PNG, explain=True)
+        single = await client.predict(PNG, explain="cam")
         batch = await client.predict_batch([b"x", b"y", b"z"])
     assert client._http.is_closed
     assert single.probability == 0.75 and waits == [1.0]
     assert [r.sha256 for r in batch if isinstance(r, Prediction)] == [
         hashlib.sha256(d).hexdigest() for d in (b"x", b"y", b"z")
     ]
-    assert requests[0].url.query == b"explain=true" and requests[0].headers["X-API-Key"] == "k"
+    assert requests[0].url.query == b"explain=cam" and requests[0].headers["X-API-Key"] == "k"
 
 
 def test_the_client_needs_no_web_framework():

@@ -24,6 +24,22 @@ def test_values_defaults_repeats_and_unknown_names() -> None:
     assert parsed("tta=false&tta=true").tta is True  # the last of repeated names, as FastAPI reads it
 
 
+@pytest.mark.parametrize(
+    ("value", "method"),
+    [("cam", "cam"), ("CAM", "cam"), ("occlusion", "occlusion"), ("true", "occlusion"), ("1", "occlusion"),
+     ("false", None), ("", None)],
+)  # fmt: skip
+def test_explain_names_a_method_and_true_keeps_meaning_occlusion(value: str, method: str | None) -> None:
+    assert parsed(f"explain={value}").explain == method
+
+
+def test_an_unknown_explain_method_is_refused_naming_the_choices() -> None:
+    with pytest.raises(RequestValidationError) as info:
+        parsed("explain=gradcam")
+    (error,) = info.value.errors()
+    assert error["loc"][:2] == ("query", "explain") and "'occlusion' or 'cam'" in error["msg"]
+
+
 def test_an_invalid_value_is_located_in_the_query() -> None:
     with pytest.raises(RequestValidationError) as info:
         parsed("tta=maybe")
@@ -43,7 +59,7 @@ def test_same_answers_and_description_as_a_fastapi_query_model() -> None:
         return query_options(request, PredictOptions).model_dump()
 
     client = TestClient(app)
-    for query in ("", "?operating_point=aggressive&tta=on", "?cache=0&cache=1", "?explain=maybe"):
+    for query in ("", "?operating_point=aggressive&tta=on", "?cache=0&cache=1", "?explain=maybe", "?explain=cam"):
         fastapi, own = client.get("/model" + query), client.get("/own" + query)
         assert (own.status_code, own.json()) == (fastapi.status_code, fastapi.json()), query
     paths = app.openapi()["paths"]

@@ -43,7 +43,7 @@ def test_upsampling_averages_the_covering_windows() -> None:
 
 def test_overlay_is_a_96_pixel_png_and_a_flat_map_leaves_the_patch() -> None:
     image = np.full((96, 96, 3), 120, np.uint8)
-    flat = Image.open(io.BytesIO(explain.overlay_png(image, np.zeros((11, 11)), 16, 8)))
+    flat = Image.open(io.BytesIO(explain.overlay_png(image, np.zeros((96, 96)), explain.MIN_SCALE)))
     assert flat.size == (96, 96) and flat.mode == "RGB"
     np.testing.assert_array_equal(np.asarray(flat), image)
     grid = np.zeros((11, 11))
@@ -51,4 +51,29 @@ def test_overlay_is_a_96_pixel_png_and_a_flat_map_leaves_the_patch() -> None:
     result = explain.explanation(image, 0.9, grid, 16, 8)
     hot = np.asarray(Image.open(io.BytesIO(base64.b64decode(result.overlay_png))))
     assert hot[48, 48, 0] > 120 > hot[48, 48, 2] and (hot[0, 0] == 120).all()
-    assert len(result.grid) == 11 and result.baseline == 0.9
+    assert len(result.grid) == 11 and result.baseline == 0.9 and result.method == "occlusion"
+
+
+def test_ensemble_map_is_the_weighted_mean_of_the_members_maps_over_their_temperatures() -> None:
+    first, second = np.zeros((2, 96, 96)), np.zeros((2, 96, 96))
+    first[:, 40, 40], second[:, 40, 40] = 3.0, 1.0
+    maps = np.stack([first, second], axis=1)  # (N, M, H, W)
+    heat = explain.ensemble_map(maps, temperatures=[1.5, 0.5], weights=[1.0, 3.0])
+    assert heat.shape == (2, 96, 96)
+    np.testing.assert_allclose(heat[:, 40, 40], 0.25 * 3.0 / 1.5 + 0.75 * 1.0 / 0.5)
+    assert np.count_nonzero(heat) == 2
+
+
+def test_a_cam_explanation_carries_the_96_pixel_map_its_members_and_an_overlay() -> None:
+    image = np.full((96, 96, 3), 120, np.uint8)
+    heat = np.zeros((96, 96))
+    heat[32:64, 32:64] = 1.23456789
+    result = explain.activation_explanation(image, 0.7, heat, {"cnn": "cam", "vit": "attention_rollout"})
+    assert result.method == "cam" and result.window is None and result.members == {
+        "cnn": "cam",
+        "vit": "attention_rollout",
+    }
+    grid = np.asarray(result.grid)
+    assert grid.shape == (96, 96) and grid[40, 40] == 1.2346 and grid[0, 0] == 0
+    hot = np.asarray(Image.open(io.BytesIO(base64.b64decode(result.overlay_png))))
+    assert hot[48, 48, 0] > 120 > hot[48, 48, 2] and (hot[0, 0] == 120).all()

@@ -97,7 +97,7 @@ def test_options_reach_the_predictor_canonical(client) -> None:
     assert options.model_dump() == {
         "operating_point": "screening",
         "tta": True,
-        "explain": True,
+        "explain": "occlusion",  # explain=1 keeps its meaning from before there was a choice
         "abstain": False,
     }
     assert read_cache is False
@@ -108,7 +108,7 @@ def test_options_reach_the_predictor_canonical(client) -> None:
     assert options.model_dump() == {
         "operating_point": "balanced",
         "tta": False,
-        "explain": False,
+        "explain": None,
         "abstain": False,
     }
     assert read_cache is True

@@ -28,10 +28,11 @@ def test_key_binds_release_options_and_upload() -> None:
         InferOptions(operating_point="balanced"),
         InferOptions(operating_point="screening", tta=True),
         InferOptions(operating_point="screening", explain=True),
+        InferOptions(operating_point="screening", explain="cam"),
         InferOptions(operating_point="screening", tta=True, explain=True),
         InferOptions(operating_point="screening", abstain=True),
     ]
-    assert len({key, *(result_key("rel-7", o, SHA) for o in others)}) == 6
+    assert len({key, *(result_key("rel-7", o, SHA) for o in others)}) == 7
 
 
 async def test_unreachable_redis_is_a_miss_not_an_error() -> None:

@@ -168,8 +168,9 @@ async def test_all_rejected_never_calls_the_ensemble() -> None:
         InferOptions(operating_point="screening"),
         InferOptions(operating_point="balanced", tta=True),
         InferOptions(operating_point="balanced", explain=True),
+        InferOptions(operating_point="balanced", explain="cam"),
     ],
-    ids=["operating_point", "tta", "explain"],
+    ids=["operating_point", "tta", "explain", "explain-cam"],
 )
 async def test_every_option_is_part_of_the_key(other: InferOptions) -> None:
     cache, downstream = MemoryCache(), FakeDownstream()
@@ -179,7 +180,7 @@ async def test_every_option_is_part_of_the_key(other: InferOptions) -> None:
     assert hits == [False] and len(cache.store) == 2
     assert downstream.options[-1] == other  # forwarded to the ensemble as given
     assert outcomes[0].tta is other.tta
-    assert (outcomes[0].explanation is not None) is other.explain
+    assert (outcomes[0].explanation is not None) is (other.explain is not None)
 
 
 async def test_cache_false_skips_the_read_but_stores_the_fresh_answer() -> None:

@@ -29,14 +29,15 @@ def test_config_pbtxt_states_the_model_io_contract(target: str):
     assert inp.name == contract.INPUT_NAME
     assert pb.DataType.Name(inp.data_type) == f"TYPE_{contract.INPUT_TRITON_DTYPE}"
     assert tuple(inp.dims) == contract.INPUT_SHAPE
-    logit, distance = config.output
-    assert (logit.name, distance.name) == (contract.OUTPUT_NAME, contract.FEATURE_DISTANCE_NAME)
-    for out in (logit, distance):
-        assert pb.DataType.Name(out.data_type) == f"TYPE_{contract.OUTPUT_TRITON_DTYPE}"
-    assert (tuple(logit.dims), tuple(distance.dims)) == (
-        contract.OUTPUT_SHAPE,
-        contract.FEATURE_DISTANCE_SHAPE,
+    logit, distance, activation = config.output
+    assert (logit.name, distance.name, activation.name) == (
+        contract.OUTPUT_NAME,
+        contract.FEATURE_DISTANCE_NAME,
+        contract.ACTIVATION_MAP_NAME,
     )
+    for out in (logit, distance, activation):
+        assert pb.DataType.Name(out.data_type) == f"TYPE_{contract.OUTPUT_TRITON_DTYPE}"
+    assert (tuple(logit.dims), tuple(distance.dims), tuple(activation.dims)) == ((1,), (1,), (96, 96))
     (group,) = config.instance_group
     kind, count = {"cpu": ("KIND_CPU", 2), "gpu": ("KIND_GPU", 3)}[target]
     assert (pb.ModelInstanceGroup.Kind.Name(group.kind), group.count) == (kind, count)
