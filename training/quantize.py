@@ -129,14 +129,15 @@ def _name_nodes(model: onnx.ModelProto) -> None:
 
 
 def _reaches_output(graph: onnx.GraphProto, skip: onnx.NodeProto | None = None) -> bool:
-    """Whether data flows from the graph inputs to an output without running skip (nodes in graph order)."""
+    """Whether data flows from the graph inputs to the logit (the first output) without running skip
+    (nodes in graph order). The activation map's path skips the pooling by design: it does not count."""
     live = {i.name for i in graph.input} - {init.name for init in graph.initializer}
     for node in graph.node:
         if node is skip or node.op_type in SHAPE_OPS:
             continue
         if any(name in live for name in node.input):
             live.update(node.output)
-    return any(out.name in live for out in graph.output)
+    return graph.output[0].name in live
 
 
 def _is_pooling(node: onnx.NodeProto) -> bool:

@@ -155,3 +155,53 @@ def test_explain_on_too_many_images_is_a_422_problem(gateway: httpx.Client, patc
         "/v1/predict/batch", files=[("files", (f"{i}.png", data)) for i, data in enumerate(uploads)]
     )
     assert fine.status_code == 200 and len(fine.json()["results"]) == limit + 1
+
+
+def triton_patches(stack: LocalStack) -> dict[str, float]:
+    """nv_inference_count (patches inferred) per model, scraped from Triton's metrics endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{stack.config.ports.triton_metrics}/metrics").text
+    pattern = re.compile(r'^nv_inference_count\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M)
+    return {model: float(value) for model, value in pattern.findall(text)}
+
+
+def test_explain_cam_is_the_members_maps_from_the_one_triton_call(
+    gateway: httpx.Client, stack: LocalStack, patch_paths: list[Path]
+) -> None:
+    data = unique_png(patch_paths[11], 21_300)
+    plain = predict(gateway, data)
+    before = triton_patches(stack)
+    explained = predict(gateway, data, explain="cam")
+    after = triton_patches(stack)
+    # One patch per member, as for the plain answer: the maps are outputs of the same forward pass.
+    assert {model: after[model] - before.get(model, 0) for model in after} == {
+        model: 1.0 for model in plain["members"]
+    }
+    explanation = explained["explanation"]
+    # The smoke release has one member of each kind: a CNN's CAM and a ViT's attention rollout.
+    assert explanation["method"] == "cam" and explanation["members"] == {
+        "resnet": "cam",
+        "vit": "attention_rollout",
+    }
+    grid = np.asarray(explanation["grid"])
+    assert grid.shape == (96, 96) and np.isfinite(grid).all() and np.abs(grid).max() > 0
+    assert explanation["baseline"] == pytest.approx(plain["probability"], abs=1e-6)
+    assert explained["probability"] == pytest.approx(plain["probability"], abs=1e-6)
+    overlay = Image.open(BytesIO(base64.b64decode(explanation["overlay_png"], validate=True)))
+    assert overlay.format == "PNG" and overlay.size == (96, 96)
+    occlusion = predict(gateway, data, explain="occlusion")
+    assert occlusion["cached"] is False and occlusion["explanation"]["method"] == "occlusion"
+    again = predict(gateway, data, explain="cam")
+    assert again["cached"] is True and again["explanation"] == explanation
+
+
+def test_explain_cam_is_not_held_to_the_occlusion_limit(gateway: httpx.Client, patch_paths: list[Path]) -> None:
+    limit = EnsembleSettings().max_explain_images
+    uploads = [unique_png(patch_paths[i % len(patch_paths)], 21_400 + i) for i in range(limit + 1)]
+    response = gateway.post(
+        "/v1/predict/batch",
+        params={"explain": "cam"},
+        files=[("files", (f"{i}.png", data)) for i, data in enumerate(uploads)],
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == limit + 1 and all(r["explanation"]["method"] == "cam" for r in results)

@@ -10,6 +10,8 @@ from tests.unit.common.release_fixture import write_test_release
 
 LogitFn = Callable[[np.ndarray], np.ndarray]
 """uint8 (B, 96, 96, 3) -> float (B,) logits."""
+MapFn = Callable[[np.ndarray], np.ndarray]
+"""uint8 (B, 96, 96, 3) -> float (B, 96, 96) activation maps."""
 
 
 def mean_pixel(images: np.ndarray) -> np.ndarray:
@@ -17,11 +19,11 @@ def mean_pixel(images: np.ndarray) -> np.ndarray:
 
 
 class FakeResult:
-    def __init__(self, logits: np.ndarray) -> None:
-        self.logits = logits
+    def __init__(self, logits: np.ndarray, outputs: dict[str, np.ndarray] | None = None) -> None:
+        self.logits, self.outputs = logits, outputs or {}
 
     def as_numpy(self, name: str) -> np.ndarray:
-        return self.logits
+        return self.outputs.get(name, self.logits)
 
 
 class FakeTriton:
@@ -34,8 +36,12 @@ class FakeTriton:
         max_batch_size: int = 256,
         failures: dict[str, tuple[str | None, int]] | None = None,
         bad_output: set[str] = frozenset(),
+        maps: dict[str, MapFn] | None = None,
     ) -> None:
         self.members, self.max_batch_size = members, max_batch_size
+        self.maps = maps or {}
+        self.outputs: list[list[str]] = []
+        """The output names every infer call asked for."""
         self.failures = dict(failures or {})
         self.bad_output = bad_output
         self.calls: list[tuple[str, int]] = []
@@ -55,6 +61,7 @@ class FakeTriton:
         self.calls.append((name, shape[0]))
         self.timeouts.append(client_timeout)
         self.headers.append(headers)
+        self.outputs.append([output.name() for output in outputs])
         status, times = self.failures.get(name, (None, 0))
         if times != 0:
             self.failures[name] = (status, times - 1)
@@ -62,7 +69,10 @@ class FakeTriton:
         # Exactly the bytes Triton would receive.
         images = np.frombuffer(inputs[0]._raw_content, np.uint8).reshape(shape)
         logits = np.asarray(self.members[name](images), dtype=np.float32).reshape(-1, 1)
-        return FakeResult(logits[:-1] if name in self.bad_output else logits)
+        outputs = {"activation_map": self.maps[name](images).astype(np.float32)} if name in self.maps else {}
+        if name in self.bad_output:
+            logits, outputs = logits[:-1], {k: v[:-1] for k, v in outputs.items()}
+        return FakeResult(logits, outputs)
 
     async def is_model_ready(self, name, version, client_timeout):
         return name in self.members
@@ -71,13 +81,23 @@ class FakeTriton:
         pass
 
 
-def release_with(tmp_path, *members: tuple[str, float, float], temperature: float = 1.0) -> ReleaseManifest:
-    """The unit test release with members (name, temperature, weight) and an ensemble temperature."""
+def release_with(
+    tmp_path, *members: tuple[str, float, float], temperature: float = 1.0, activation_map: str | None = None
+) -> ReleaseManifest:
+    """The unit test release with members (name, temperature, weight), an ensemble temperature, and
+    the kind of activation map every member's graph carries."""
     release = write_test_release(tmp_path, "rel-e")
     return release.model_copy(
         update={
             "members": tuple(
-                Member(name=n, architecture="x", sha256="0" * 64, temperature=t, weight=w)
+                Member(
+                    name=n,
+                    architecture="x",
+                    sha256="0" * 64,
+                    temperature=t,
+                    weight=w,
+                    activation_map=activation_map,
+                )
                 for n, t, w in members
             ),
             "ensemble": release.ensemble.model_copy(update={"temperature": temperature}),

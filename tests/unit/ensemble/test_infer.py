@@ -223,6 +223,67 @@ async def test_explain_with_tta_is_still_one_request_per_member(tmp_path) -> Non
     assert result["tta_views"] == 8 and len(result["explanation"]["grid"]) == 11
 
 
+def center_map(images: np.ndarray) -> np.ndarray:
+    """An orientation-sensitive map: the dark pixels, plus a stripe down the left edge."""
+    heat = (images.mean(axis=-1) < 128).astype(np.float32)
+    heat[:, :, :4] += 0.5
+    return heat
+
+
+async def test_explain_cam_comes_with_the_one_call_as_the_members_maps_in_calibrated_logit_units(
+    tmp_path,
+) -> None:
+    release = release_with(tmp_path, ("a", 2.0, 1.0), ("b", 0.5, 3.0), activation_map="cam")
+    client = FakeTriton({"a": center_member, "b": center_member}, maps={"a": center_map, "b": center_map})
+    images = np.concatenate([tumor_patch(), patches(1)])
+    response = await post(make_app(release, client, tmp_path), images, explain="cam")
+    assert response.status_code == 200, response.text
+    assert client.requests("a") == client.requests("b") == [2]  # the patches alone: no copies
+    assert all(names == ["logit", "activation_map"] for names in client.outputs)
+    results = response.json()["results"]
+    for image, result in zip(images, results, strict=True):
+        explanation = result["explanation"]
+        assert explanation["method"] == "cam" and explanation["window"] is None
+        assert explanation["members"] == {"a": "cam", "b": "cam"}
+        assert explanation["baseline"] == pytest.approx(result["probability"])
+        # Weights 1:3, temperatures 2 and 0.5: 0.25 / 2 + 0.75 / 0.5 = 1.625 times the shared map.
+        expected = 1.625 * center_map(image[None])[0]
+        np.testing.assert_allclose(explanation["grid"], expected, atol=1e-4)
+    hot = np.asarray(Image.open(io.BytesIO(base64.b64decode(results[0]["explanation"]["overlay_png"]))))
+    assert hot[48, 48, 0] > hot[48, 48, 2] and hot.shape == (96, 96, 3)
+
+
+async def test_explain_cam_with_tta_maps_the_patch_as_sent(tmp_path) -> None:
+    release = release_with(tmp_path, ("a", 1.0, 1.0), activation_map="cam")
+    client = FakeTriton({"a": center_member}, maps={"a": center_map})
+    body = (await post(make_app(release, client, tmp_path), tumor_patch(), explain="cam", tta=True)).json()
+    assert client.requests("a") == [8]
+    grid = np.array(body["results"][0]["explanation"]["grid"])
+    np.testing.assert_allclose(grid, center_map(tumor_patch())[0], atol=1e-4)  # the left stripe: view 0
+
+
+async def test_explain_cam_is_refused_by_name_when_a_member_has_no_map(tmp_path) -> None:
+    release = release_with(tmp_path, ("a", 1.0, 1.0))  # graphs exported before the output existed
+    client = FakeTriton({"a": center_member})
+    response = await post(make_app(release, client, tmp_path), tumor_patch(), explain="cam")
+    assert response.status_code == 422 and response.json()["members"] == ["a"]
+    assert response.json()["type"].endswith("explain-unavailable") and client.calls == []
+
+
+async def test_explain_cam_is_not_held_to_the_occlusion_batch_limit(tmp_path) -> None:
+    release = release_with(tmp_path, ("a", 1.0, 1.0), activation_map="cam")
+    client = FakeTriton({"a": center_member}, maps={"a": center_map})
+    response = await post(make_app(release, client, tmp_path, max_explain_images=2), patches(3), explain="cam")
+    assert response.status_code == 200 and client.requests("a") == [3]
+
+
+async def test_a_map_of_the_wrong_shape_is_a_model_error(tmp_path) -> None:
+    release = release_with(tmp_path, ("a", 1.0, 1.0), activation_map="cam")
+    client = FakeTriton({"a": center_member}, maps={"a": lambda images: center_map(images)[:, :48]})
+    response = await post(make_app(release, client, tmp_path), patches(2), explain="cam")
+    assert response.status_code == 502 and "activation_map of shape (2, 96, 96)" in response.json()["detail"]
+
+
 async def test_explain_is_refused_above_its_batch_limit(two, tmp_path) -> None:
     client = members_ab()
     response = await post(make_app(two, client, tmp_path, max_explain_images=2), patches(3), explain=True)

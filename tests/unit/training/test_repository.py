@@ -58,6 +58,7 @@ def test_config_pbtxt_states_the_contract_and_the_serving_settings():
     assert list(config.output) == [
         _message('name: "logit" data_type: TYPE_FP32 dims: [ 1 ]', pb.ModelOutput()),
         _message('name: "feature_distance" data_type: TYPE_FP32 dims: [ 1 ]', pb.ModelOutput()),
+        _message('name: "activation_map" data_type: TYPE_FP32 dims: [ 96, 96 ]', pb.ModelOutput()),
     ]
     assert list(config.instance_group) == [_message("kind: KIND_CPU count: 2", pb.ModelInstanceGroup())]
     assert config.dynamic_batching == _message(
@@ -71,7 +72,7 @@ def test_config_pbtxt_parses_as_a_triton_model_config():
     model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
     config = text_format.Parse(config_pbtxt("vit", TRITON), model_config_pb2.ModelConfig())
     assert config.name == "vit" and config.backend == "python" and config.max_batch_size == 32
-    (inp,), (out, _) = config.input, config.output
+    (inp,), (out, *_) = config.input, config.output
     assert (inp.name, list(inp.dims), inp.data_type) == ("image", [96, 96, 3], model_config_pb2.TYPE_UINT8)
     assert (out.name, list(out.dims), out.data_type) == ("logit", [1], model_config_pb2.TYPE_FP32)
     assert config.instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_CPU
@@ -188,7 +189,7 @@ def test_both_targets_parse_as_triton_model_configs(target: str):
     pb = pytest.importorskip("tritonclient.grpc.model_config_pb2")
     triton = TRITON.model_copy(update={"gpu_instance_count": 3, "trt_engine_cache_path": "/cache/"})
     config = text_format.Parse(config_pbtxt("vit", triton, target, SHA), pb.ModelConfig())
-    (inp,), (out, _) = config.input, config.output
+    (inp,), (out, *_) = config.input, config.output
     assert (inp.name, list(inp.dims), inp.data_type) == ("image", [96, 96, 3], pb.TYPE_UINT8)
     assert (out.name, list(out.dims), out.data_type) == ("logit", [1], pb.TYPE_FP32)
     assert config.max_batch_size == 32 and config.dynamic_batching.max_queue_delay_microseconds == 1500

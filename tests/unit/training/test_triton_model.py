@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from pcam_core.contract import OUTPUT_SHAPES
 from training.config import TritonConfig
 from training.export import export_onnx, onnx_outputs, session
 from training.models import build_model
@@ -135,16 +136,19 @@ def test_requests_run_as_one_batch_and_split_back(backend):
     batches = [_images(2, 1), _images(3, 2), _images(1, 3)]
     with session_runs(model) as calls:
         responses = model.execute([FakeRequest(image=b) for b in batches])
-    assert [(names, shape) for names, shape in calls] == [(("logit", "feature_distance"), (6, 96, 96, 3))]
+    every = ("logit", "feature_distance", "activation_map")
+    assert [(names, shape) for names, shape in calls] == [(every, (6, 96, 96, 3))]
     for batch, response in zip(batches, responses, strict=True):
         assert response.error is None
         # Asked for nothing in particular: every output of the config, in its order.
-        assert [t.name() for t in response.output_tensors] == ["logit", "feature_distance"]
-        expected = onnx_outputs(reference, [batch], ("logit", "feature_distance"))
+        assert [t.name() for t in response.output_tensors] == list(every)
+        expected = onnx_outputs(reference, [batch], every)
         for tensor in response.output_tensors:
             values = tensor.as_numpy()
-            assert values.shape == (len(batch), 1) and values.dtype == np.float32
-            np.testing.assert_allclose(values.reshape(-1), expected[tensor.name()], rtol=1e-5, atol=1e-5)
+            assert values.shape == (len(batch), *OUTPUT_SHAPES[tensor.name()]) and values.dtype == np.float32
+            np.testing.assert_allclose(
+                values.reshape(expected[tensor.name()].shape), expected[tensor.name()], rtol=1e-5, atol=1e-5
+            )
 
 
 def test_each_request_gets_the_outputs_it_asked_for_from_one_run(backend):
