@@ -7,6 +7,12 @@ the profile with only what a CPU box needs changed; latency does not depend on t
 times each member's served ONNX graph in onnxruntime, members in turns on the same real patches,
 with one intra-op thread (as Triton's model runs it on the cpu target) and with every core. The
 platform serves these members on GPUs; these figures are what a CPU fallback would cost.
+
+The activation map's share of that cost: each served graph against the same graph cut down to the
+logit and the feature distance (onnx.utils.extract_model drops the map's nodes), timed in turns with
+one thread. onnxruntime computes every output of a graph whether a call asks for it or not, so this
+is what every patch pays for `explain=cam` being available. `--repository` takes any model repository
+(the demo release's too).
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ import os
 from pathlib import Path
 
 import numpy as np
+import onnx.utils
 import yaml
 
 from benchmarks.macenko import real_patches
 from benchmarks.report import write
 from devstack.repository import ensure_repository
-from pcam_core.release import load_release
+from pcam_core.contract import FEATURE_DISTANCE_NAME, INPUT_NAME, OUTPUT_NAME
+from pcam_core.release import ReleaseManifest, load_release
 from training.config import resolve_config
 from training.export import session
 from training.timing import timed_in_turns
@@ -62,13 +70,38 @@ def production_repository(repository: Path) -> Path:
     return ensure_repository(production_smoke(root / "config.yaml"), repository, root / "work")
 
 
+def without_map(graph: Path, out: Path) -> Path:
+    """The served graph cut down to the logit and the feature distance: no activation map nodes."""
+    onnx.utils.extract_model(str(graph), str(out), [INPUT_NAME], [OUTPUT_NAME, FEATURE_DISTANCE_NAME])
+    return out
+
+
+def map_cost(repository: Path, release: ReleaseManifest, images: np.ndarray) -> list[list]:
+    """Per member with an activation map: median ms with and without it, and the paired ratio."""
+    rows = []
+    for member in release.members:
+        if member.activation_map is None:
+            continue
+        graph = repository / member.name / str(member.version) / "model.onnx"
+        pruned = without_map(graph, repository.parent / f"{member.name}-without-map.onnx")
+        timings = timed_in_turns({"with": session(graph), "without": session(pruned)}, images)
+        for size, times in timings.items():
+            ratio = float(np.median(times["with"] / times["without"]))
+            with_ms, without_ms = float(np.median(times["with"])), float(np.median(times["without"]))
+            rows.append([member.name, member.architecture, size, with_ms, without_ms, ratio])
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--repository", type=Path, default=DEFAULT_REPOSITORY)
     args = parser.parse_args()
-    release = load_release(production_repository(args.repository))
+    # The default is pcam-gpu's smoke build, made or refreshed here; any other repository is timed as is.
+    release = load_release(
+        production_repository(args.repository) if args.repository == DEFAULT_REPOSITORY else args.repository
+    )
     images = real_patches(32)
     cores = os.cpu_count() or 1
     rows, details = [], {}
@@ -90,6 +123,13 @@ def main() -> None:
         ["member", "architecture", "threads", "batch 1 (ms)", "batch 32 (ms)", "patches/s at 32"],
         rows,
         {"release": release.release_id, "config": f"{PROFILE}, production_smoke", "rounds": details},
+    )
+    write(
+        "member-maps",
+        "The activation map's cost: each served graph with and without it, one thread (in turns)",
+        ["member", "architecture", "batch", "with map (ms)", "without (ms)", "paired ratio"],
+        map_cost(args.repository, release, images),
+        {"release": release.release_id},
     )
 
 

@@ -56,7 +56,9 @@ def test_every_production_member_is_exported_and_served_under_the_contract(
         for i, path in enumerate(patch_paths[:4])
     ]
     with own_stack(production_repository, tmp_path) as stack:
-        response = httpx.post(f"{stack.config.url('gateway')}/v1/predict/batch", files=files, timeout=120)
+        url = f"{stack.config.url('gateway')}/v1/predict/batch"
+        response = httpx.post(url, files=files, timeout=120)
+        explained = httpx.post(url, params={"explain": "cam"}, files=files[:1], timeout=120)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == 4
@@ -64,6 +66,16 @@ def test_every_production_member_is_exported_and_served_under_the_contract(
         assert set(result["members"]) == {m.name for m in release.members}
         assert all(0.0 <= p <= 1.0 for p in result["members"].values())
         assert result["release"] == release.release_id
+    # Both kinds of activation map come through Triton with the logits: CAM and attention rollout.
+    assert explained.status_code == 200, explained.text
+    explanation = explained.json()["results"][0]["explanation"]
+    kinds = {m.architecture: explanation["members"][m.name] for m in release.members}
+    assert kinds == {
+        "seresnet50": "cam",
+        "efficientnet_b3": "cam",
+        "vit_base_patch16_224": "attention_rollout",
+    }
+    assert len(explanation["grid"]) == 96 and all(len(row) == 96 for row in explanation["grid"])
 
 
 def test_each_export_passed_its_parity_check(production_repository: Path) -> None:

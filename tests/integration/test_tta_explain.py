@@ -194,7 +194,9 @@ def test_explain_cam_is_the_members_maps_from_the_one_triton_call(
     assert again["cached"] is True and again["explanation"] == explanation
 
 
-def test_explain_cam_is_not_held_to_the_occlusion_limit(gateway: httpx.Client, patch_paths: list[Path]) -> None:
+def test_explain_cam_is_not_held_to_the_occlusion_limit(
+    gateway: httpx.Client, patch_paths: list[Path]
+) -> None:
     limit = EnsembleSettings().max_explain_images
     uploads = [unique_png(patch_paths[i % len(patch_paths)], 21_400 + i) for i in range(limit + 1)]
     response = gateway.post(

@@ -59,7 +59,13 @@ def test_same_answers_and_description_as_a_fastapi_query_model() -> None:
         return query_options(request, PredictOptions).model_dump()
 
     client = TestClient(app)
-    for query in ("", "?operating_point=aggressive&tta=on", "?cache=0&cache=1", "?explain=maybe", "?explain=cam"):
+    for query in (
+        "",
+        "?operating_point=aggressive&tta=on",
+        "?cache=0&cache=1",
+        "?explain=maybe",
+        "?explain=cam",
+    ):
         fastapi, own = client.get("/model" + query), client.get("/own" + query)
         assert (own.status_code, own.json()) == (fastapi.status_code, fastapi.json()), query
     paths = app.openapi()["paths"]

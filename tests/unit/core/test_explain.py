@@ -69,10 +69,15 @@ def test_a_cam_explanation_carries_the_96_pixel_map_its_members_and_an_overlay()
     heat = np.zeros((96, 96))
     heat[32:64, 32:64] = 1.23456789
     result = explain.activation_explanation(image, 0.7, heat, {"cnn": "cam", "vit": "attention_rollout"})
-    assert result.method == "cam" and result.window is None and result.members == {
-        "cnn": "cam",
-        "vit": "attention_rollout",
-    }
+    assert (
+        result.method == "cam"
+        and result.window is None
+        and result.members
+        == {
+            "cnn": "cam",
+            "vit": "attention_rollout",
+        }
+    )
     grid = np.asarray(result.grid)
     assert grid.shape == (96, 96) and grid[40, 40] == 1.2346 and grid[0, 0] == 0
     hot = np.asarray(Image.open(io.BytesIO(base64.b64decode(result.overlay_png))))

@@ -273,7 +273,9 @@ async def test_explain_cam_is_refused_by_name_when_a_member_has_no_map(tmp_path)
 async def test_explain_cam_is_not_held_to_the_occlusion_batch_limit(tmp_path) -> None:
     release = release_with(tmp_path, ("a", 1.0, 1.0), activation_map="cam")
     client = FakeTriton({"a": center_member}, maps={"a": center_map})
-    response = await post(make_app(release, client, tmp_path, max_explain_images=2), patches(3), explain="cam")
+    response = await post(
+        make_app(release, client, tmp_path, max_explain_images=2), patches(3), explain="cam"
+    )
     assert response.status_code == 200 and client.requests("a") == [3]
 
 
