@@ -89,7 +89,7 @@ def overlay_png(image: np.ndarray, heat: np.ndarray, min_scale: float) -> bytes:
     return buffer.getvalue()
 
 
-def explanation(
+def occlusion_explanation(
     image: np.ndarray, baseline: float, grid: np.ndarray, window: int, stride: int
 ) -> Explanation:
     """The occlusion Explanation of one patch: its baseline probability, grid and base64 PNG overlay."""

@@ -18,7 +18,6 @@ from typing import ClassVar, Protocol
 
 import numpy as np
 
-from pcam_core import explain as occlusion
 from pcam_core.conformal import as_lists, prediction_sets
 from pcam_core.contract import (
     ACTIVATION_MAP_NAME,
@@ -28,6 +27,14 @@ from pcam_core.contract import (
     TTA_VIEWS,
 )
 from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
+from pcam_core.explain import (
+    activation_explanation,
+    ensemble_map,
+    grid_shape,
+    occluded_copies,
+    occlusion_explanation,
+    sensitivity,
+)
 from pcam_core.flags import FEATURE_OUTLIER, MEMBER_DISAGREEMENT, TTA_INCONSISTENCY
 from pcam_core.release import Member, ReleaseManifest
 from pcam_core.review import fires, flag_lists
@@ -144,7 +151,7 @@ class EnsembleModel:
         parts = [dihedral_views(images).reshape(-1, *images.shape[1:]) if tta else images]
         spec = self.occlusion if explain == "occlusion" else None
         if spec is not None:
-            copies = occlusion.occluded_copies(images, spec.window, spec.stride)
+            copies = occluded_copies(images, spec.window, spec.stride)
             parts.append(copies.reshape(-1, *images.shape[1:]))
         batch = np.concatenate(parts) if len(parts) > 1 else parts[0]
         return MemberBatch(images, batch, views, spec, maps=explain == "cam")
@@ -263,10 +270,10 @@ class EnsembleModel:
         spec, images = batch.explain, batch.images
         baseline = combine_release(logits, self.release, members).probability
         occluded = combine_release(occluded_logits, self.release, members).probability
-        shape = occlusion.grid_shape(images.shape[1], spec.window, spec.stride)
-        grids = occlusion.sensitivity(baseline, occluded.reshape(len(images), -1), shape)
+        shape = grid_shape(images.shape[1], spec.window, spec.stride)
+        grids = sensitivity(baseline, occluded.reshape(len(images), -1), shape)
         return [
-            occlusion.explanation(image, float(p), grid, spec.window, spec.stride)
+            occlusion_explanation(image, float(p), grid, spec.window, spec.stride)
             for image, p, grid in zip(images, baseline, grids, strict=True)
         ]
 
@@ -280,11 +287,11 @@ class EnsembleModel:
         """Per patch: its probability, and the members' (N, K, 96, 96) maps as the ensemble's map."""
         baseline = combine_release(logits, self.release, members).probability
         temperatures, weights = member_rule(self.release, members)
-        heat = occlusion.ensemble_map(maps, temperatures, weights)
+        heat = ensemble_map(maps, temperatures, weights)
         names = [m.name for m in self.release.members] if members is None else list(members)
         kinds = {m.name: m.activation_map for m in self.release.members if m.name in names}
         return [
-            occlusion.activation_explanation(image, float(p), patch_heat, kinds)
+            activation_explanation(image, float(p), patch_heat, kinds)
             for image, p, patch_heat in zip(batch.images, baseline, heat, strict=True)
         ]
 

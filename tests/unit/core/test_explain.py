@@ -48,7 +48,7 @@ def test_overlay_is_a_96_pixel_png_and_a_flat_map_leaves_the_patch() -> None:
     np.testing.assert_array_equal(np.asarray(flat), image)
     grid = np.zeros((11, 11))
     grid[5, 5] = 0.5
-    result = explain.explanation(image, 0.9, grid, 16, 8)
+    result = explain.occlusion_explanation(image, 0.9, grid, 16, 8)
     hot = np.asarray(Image.open(io.BytesIO(base64.b64decode(result.overlay_png))))
     assert hot[48, 48, 0] > 120 > hot[48, 48, 2] and (hot[0, 0] == 120).all()
     assert len(result.grid) == 11 and result.baseline == 0.9 and result.method == "occlusion"
