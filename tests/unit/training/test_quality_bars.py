@@ -9,7 +9,6 @@ the center-32 rule and calibrates, not how a model does on PCam.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 from pathlib import Path
 
@@ -18,17 +17,15 @@ import pytest
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
-from pcam_core.explain import ensemble_map
 from pcam_core.release import load_release
-from pcam_core.rule import combine, combine_release, member_rule
-from services.preprocess.stain import MacenkoNormalizer
+from pcam_core.rule import combine, combine_release
+from tests.activation_maps import ServedMaps, center_share, served_maps
 from training import stain
 from training.cli import app
 from training.data import pcam_h5
-from training.data.synthetic import CENTER_HI, CENTER_LO, Kind, generate_split, synthesize
+from training.data.synthetic import synthesize
 from training.evaluate import score_split
 from training.metrics import ece
-from training.predict import OnnxMembers
 
 DEMO_AUC = 0.98
 DECOY_AUC = 0.95
@@ -102,53 +99,22 @@ def test_calibration_lowers_held_out_ece_below_the_bar(held_out: dict):
     assert after < before, (after, before)
 
 
-MAP_PATCHES = 1024
-MAP_SEED = 103
-CENTER = slice(CENTER_LO, CENTER_HI)
-
-
-def center_share(heat: np.ndarray) -> np.ndarray:
-    """(N,) share of each (N, 96, 96) map's positive mass (the evidence for tumor) in the center 32x32."""
-    evidence = np.maximum(heat, 0)
-    return evidence[:, CENTER, CENTER].sum(axis=(1, 2)) / np.maximum(evidence.sum(axis=(1, 2)), 1e-12)
-
-
 @pytest.fixture(scope="module")
-def activation_maps(demo: Path) -> dict:
-    """The demo members' served maps of fresh synthetic patches, the ensemble's map, and the patches'
-    kinds and tumor masks."""
-    patches, _ = generate_split(MAP_PATCHES, seed=MAP_SEED)
-    manifest = load_release(demo)
-    images = MacenkoNormalizer(manifest.stain_reference).normalize(patches.images).images
-    answers = asyncio.run(
-        OnnxMembers(demo, manifest, threads=2).try_logits(manifest.members, images, maps=True)
-    )
-    names = [m.name for m in manifest.members]
-    members = np.stack([answers.activation_maps[name] for name in names], axis=1)
-    temperatures, weights = member_rule(manifest)
-    mask = patches.tumor_mask
-    inside = mask[:, CENTER, CENTER].sum(axis=(1, 2)) / np.maximum(mask.sum(axis=(1, 2)), 1)
-    return {
-        "ensemble": ensemble_map(members, temperatures, weights),
-        "members": dict(zip(names, np.moveaxis(members, 1, 0), strict=True)),
-        # Positives whose tumor lies mostly in the center: their evidence is there to be found.
-        "center_positives": (patches.kinds == Kind.POSITIVE) & (inside >= 0.5),
-        "decoys": patches.kinds == Kind.DECOY,
-    }
+def maps(demo: Path) -> ServedMaps:
+    return served_maps(demo)
 
 
-def test_the_cam_of_a_periphery_only_decoy_lies_outside_the_center(activation_maps: dict) -> None:
-    decoys = activation_maps["decoys"]
-    assert decoys.sum() >= 80, "too few decoys to judge"
-    assert np.median(center_share(activation_maps["ensemble"][decoys])) < 0.2
+def test_the_cam_of_a_periphery_only_decoy_lies_outside_the_center(maps: ServedMaps) -> None:
+    assert maps.decoys.sum() >= 80, "too few decoys to judge"
+    assert np.median(center_share(maps.ensemble[maps.decoys])) < 0.2
 
 
-def test_the_cam_of_a_center_positive_concentrates_on_the_center(activation_maps: dict) -> None:
+def test_the_cam_of_a_center_positive_concentrates_on_the_center(maps: ServedMaps) -> None:
     """The center is 1/9 of the patch. The resnet member's map puts most of a center positive's
     evidence there; the mobilenet member's does not (its last 3x3 cells carry the center's evidence
-    in the periphery cells, measured in docs/architecture.md#explanations), so the ensemble's map
-    holds about half of it there: well above the area's share, short of "mostly"."""
-    positives = activation_maps["center_positives"]
+    in the periphery cells: docs/architecture.md#explanations), so the ensemble's map holds about
+    half of it there: well above the area's share, short of "mostly"."""
+    positives = maps.center_positives
     assert positives.sum() >= 200, "too few center positives to judge"
-    assert np.mean(center_share(activation_maps["members"]["resnet"][positives])) > 0.5
-    assert np.mean(center_share(activation_maps["ensemble"][positives])) > 3 / 9
+    assert np.mean(center_share(maps.members["resnet"][positives])) > 0.5
+    assert np.mean(center_share(maps.ensemble[positives])) > 3 / 9
