@@ -1,10 +1,13 @@
 """Activation maps from a member's own forward pass: where its logit comes from, with no second pass.
 
 Both kinds are in logit units, zero-sum over the patch and positive where the evidence for tumor is:
-- CNNs: the class activation map (Zhou et al. 2016) generalised to any head. Cell k of the last
-  feature map scores (head(f_k) - head(mean of the cells)) / K: its own share of the logit minus an
-  even share. For the usual head (pooling, then a linear classifier) that is exactly the CAM
-  w . f_k centred and divided by K; a nonlinear head (MobileNetV3's conv_head) is evaluated per cell.
+- CNNs: the class activation map (Zhou et al. 2016). Cell k of the last feature map scores
+  (head(f_k) - head(mean of the cells)) / K: its own share of the logit minus an even share. For the
+  usual head (pooling, then a linear classifier) that is exactly the CAM w . f_k centred and divided
+  by K. A MobileNetV3-style head (a 1x1 conv and an activation after the pooling) is linearised at
+  the patch's pooled features instead: g . (f_k - mean) / K with g the logit's gradient there
+  (Grad-CAM, Selvaraju et al. 2017), written into the graph (no backward pass) and costing one head
+  evaluation, where evaluating that head per cell cost K.
 - ViTs: attention rollout (Abnar & Zuidema 2020). The class token's attention flow over the patch
   tokens, heads averaged and the residual path added as 0.5 A + 0.5 I per block; the map gives each
   token (rollout share - even share) x logit.
@@ -17,6 +20,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from timm.models.mobilenetv3 import MobileNetV3
 from torch import Tensor, nn
 
 from pcam_core.contract import ACTIVATION_MAP_SHAPE
@@ -24,6 +28,9 @@ from pcam_core.release import ActivationMapKind
 
 CAM: ActivationMapKind = "cam"
 ATTENTION_ROLLOUT: ActivationMapKind = "attention_rollout"
+SLOPE_STEP = 1e-3
+"""Half-width of the central difference that takes the head activation's slope (exact for
+hardswish's quadratic part; a kink within the step blurs one channel's slope)."""
 
 
 def to_patch(grid: Tensor) -> Tensor:
@@ -31,11 +38,30 @@ def to_patch(grid: Tensor) -> Tensor:
     return F.interpolate(grid[:, None], size=ACTIVATION_MAP_SHAPE, mode="nearest")[:, 0]
 
 
+def head_gradient(backbone: MobileNetV3, pooled: Tensor) -> Tensor:
+    """(N, C) gradient of the logit with respect to (N, C, 1, 1) pooled features, through a
+    MobileNetV3-style head: the classifier's weights carried back through the activation's slope and
+    the 1x1 conv."""
+    hidden = backbone.conv_head(pooled)
+
+    def activation(values: Tensor) -> Tensor:  # elementwise per channel: eval-mode norm, then act
+        return backbone.act2(backbone.norm_head(values))
+
+    slope = (activation(hidden + SLOPE_STEP) - activation(hidden - SLOPE_STEP)) / (2 * SLOPE_STEP)
+    carried = slope.flatten(1) * backbone.classifier.weight[0]
+    return carried @ backbone.conv_head.weight.flatten(1)
+
+
 def cell_contributions(backbone: nn.Module, feature_map: Tensor) -> Tensor:
     """(N, h, w) class activation map of a (N, C, h, w) last feature map under the backbone's head."""
     # -1 for the batch everywhere: the exported graph keeps a dynamic batch axis.
     _, c, h, w = feature_map.shape
     cells = h * w
+    if isinstance(backbone, MobileNetV3) and backbone.global_pool.pool_type == "avg":
+        # The head's own pooling and conv on the same tensor: onnxruntime computes them once for both.
+        mean = backbone.global_pool(feature_map)
+        gradient = head_gradient(backbone, mean)[:, :, None, None]
+        return (gradient * (feature_map - mean)).sum(dim=1) / cells
     per_cell = backbone.forward_head(feature_map.permute(0, 2, 3, 1).reshape(-1, c, 1, 1))
     pooled = backbone.forward_head(feature_map.mean(dim=(2, 3), keepdim=True))
     return (per_cell.reshape(-1, cells) - pooled.reshape(-1, 1)).reshape(-1, h, w) / cells

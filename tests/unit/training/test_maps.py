@@ -83,3 +83,21 @@ def test_features_without_a_grid_have_no_map() -> None:
     backbone = build_model("test_resnet").backbone
     with pytest.raises(ValueError, match="no activation map"):
         maps.activation_map(backbone, torch.zeros(2, 8), torch.zeros(2, 1), None)
+
+
+@pytest.mark.parametrize("architecture", ["mobilenetv3_small_100", "mobilenetv4_conv_small"])
+def test_a_mobilenet_head_is_linearised_with_the_logits_own_gradient(architecture: str) -> None:
+    torch.manual_seed(0)
+    model = build_model(architecture).eval()
+    backbone = model.backbone
+    images = torch.from_numpy(np.random.default_rng(2).integers(0, 256, (2, 96, 96, 3), dtype=np.uint8))
+    with torch.no_grad():
+        features = backbone.forward_features(model.normalize(images))
+        got = maps.activation_map(backbone, features, backbone.forward_head(features), None).numpy()
+    pooled = features.mean(dim=(2, 3), keepdim=True).requires_grad_(True)
+    (gradient,) = torch.autograd.grad(backbone.forward_head(pooled).sum(), pooled)  # Grad-CAM's weights
+    cam = (gradient * (features - features.mean(dim=(2, 3), keepdim=True))).sum(dim=1)
+    expected = (cam / (cam.shape[1] * cam.shape[2])).detach().numpy()
+    block = 96 // cam.shape[1]
+    scale = np.abs(expected).max()
+    np.testing.assert_allclose(got[:, ::block, ::block], expected, atol=1e-3 * scale)
