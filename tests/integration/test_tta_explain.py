@@ -18,7 +18,7 @@ from devstack.stack import LocalStack
 from pcam_core.explain import grid_shape
 from services.ensemble.settings import EnsembleSettings
 from services.gateway.cache import KEY_PREFIX
-from tests.integration.test_predict import PROBLEM, png, unique_png
+from tests.integration.test_predict import PROBLEM, png, triton_patches, unique_png
 
 pytestmark = pytest.mark.integration
 ROTATION_ATOL = 1e-5
@@ -136,14 +136,22 @@ def test_explain_in_a_batch_explains_each_image(gateway: httpx.Client, patch_pat
     assert results[0]["explanation"]["grid"] != results[1]["explanation"]["grid"]
 
 
-def test_explain_on_too_many_images_is_a_422_problem(gateway: httpx.Client, patch_paths: list[Path]) -> None:
+def over_the_explain_limit(
+    gateway: httpx.Client, patch_paths: list[Path], explain: str, salt: int
+) -> tuple[httpx.Response, list[bytes], int]:
+    """A batch of one image more than the explain limit, explained: the response, uploads and limit."""
     limit = EnsembleSettings().max_explain_images  # the stack's services run with default settings
-    uploads = [unique_png(patch_paths[i % len(patch_paths)], 21_200 + i) for i in range(limit + 1)]
+    uploads = [unique_png(patch_paths[i % len(patch_paths)], salt + i) for i in range(limit + 1)]
     response = gateway.post(
         "/v1/predict/batch",
-        params={"explain": "true"},
+        params={"explain": explain},
         files=[("files", (f"{i}.png", data)) for i, data in enumerate(uploads)],
     )
+    return response, uploads, limit
+
+
+def test_explain_on_too_many_images_is_a_422_problem(gateway: httpx.Client, patch_paths: list[Path]) -> None:
+    response, uploads, limit = over_the_explain_limit(gateway, patch_paths, "true", 21_200)
     assert response.status_code == 422, response.text
     assert response.headers["content-type"] == PROBLEM
     body = response.json()
@@ -155,13 +163,6 @@ def test_explain_on_too_many_images_is_a_422_problem(gateway: httpx.Client, patc
         "/v1/predict/batch", files=[("files", (f"{i}.png", data)) for i, data in enumerate(uploads)]
     )
     assert fine.status_code == 200 and len(fine.json()["results"]) == limit + 1
-
-
-def triton_patches(stack: LocalStack) -> dict[str, float]:
-    """nv_inference_count (patches inferred) per model, scraped from Triton's metrics endpoint."""
-    text = httpx.get(f"http://127.0.0.1:{stack.config.ports.triton_metrics}/metrics").text
-    pattern = re.compile(r'^nv_inference_count\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M)
-    return {model: float(value) for model, value in pattern.findall(text)}
 
 
 def test_explain_cam_is_the_members_maps_from_the_one_triton_call(
@@ -197,13 +198,7 @@ def test_explain_cam_is_the_members_maps_from_the_one_triton_call(
 def test_explain_cam_is_not_held_to_the_occlusion_limit(
     gateway: httpx.Client, patch_paths: list[Path]
 ) -> None:
-    limit = EnsembleSettings().max_explain_images
-    uploads = [unique_png(patch_paths[i % len(patch_paths)], 21_400 + i) for i in range(limit + 1)]
-    response = gateway.post(
-        "/v1/predict/batch",
-        params={"explain": "cam"},
-        files=[("files", (f"{i}.png", data)) for i, data in enumerate(uploads)],
-    )
+    response, _, limit = over_the_explain_limit(gateway, patch_paths, "cam", 21_400)
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert len(results) == limit + 1 and all(r["explanation"]["method"] == "cam" for r in results)
