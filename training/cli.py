@@ -31,6 +31,12 @@ app = typer.Typer(
 )
 data_app = typer.Typer(help="Data sets in PCam's HDF5 layout.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+slide_app = typer.Typer(
+    help="Whole-slide images: PCam's patches over a slide's tissue, a calibrated heatmap, regions and a "
+    "summary. Research use only, not for diagnosis.",
+    no_args_is_help=True,
+)
+app.add_typer(slide_app, name="slide")
 console = Console(stderr=True)  # logs, progress and errors
 out = Console()  # results
 log = logging.getLogger("training")
@@ -505,3 +511,73 @@ def _show_release(manifest: ReleaseManifest) -> None:
 def main() -> None:
     """Console script entry point."""
     app()
+
+
+@slide_app.command("predict")
+def slide_predict(
+    slides: Annotated[
+        list[Path],
+        typer.Argument(help="Slide files: pyramidal TIFF, SVS, NDPI and the others tiffslide reads."),
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Directory for every slide's files.")] = Path(
+        "slides"
+    ),
+    repository: Annotated[
+        Path | None,
+        typer.Option("--repository", "-r", help="Score in-process with this built model repository."),
+    ] = None,
+    url: Annotated[
+        str | None, typer.Option("--url", help="Score through this gateway's tensor input instead.")
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option("--api-key", envvar="PCAM_API_KEY", help="Sent as X-API-Key to the gateway (--url)."),
+    ] = None,
+    operating_point: Annotated[
+        str | None,
+        typer.Option(
+            "--operating-point", "-p", help="Regions and tumor area at this point; default balanced."
+        ),
+    ] = None,
+    tta: Annotated[
+        bool, typer.Option("--tta", help="Mean over the 8 dihedral views of every patch.")
+    ] = False,
+    stride: Annotated[
+        int, typer.Option(help="Cell side in pixels at PCam's resolution; 32 follows PCam's label rule.")
+    ] = 32,
+    mpp: Annotated[
+        float | None,
+        typer.Option(
+            "--mpp", help="The scan's microns per pixel, for a file that states none (or a wrong one)."
+        ),
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Patches per request (per in-process call).")] = 256,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (in-process).")] = 1,
+) -> None:
+    """Score every tissue cell of each slide; write <slide>.heatmap.npz, .heatmap.png,
+    .regions.geojson (QuPath), .cells.csv and .summary.json into --output.
+
+    Reads at PCam's resolution (0.972 um/px) from the slide's own microns per pixel. An interrupted run
+    resumes from <slide>.progress.npz without scoring finished cells again. Research use only.
+    """
+    from contextlib import nullcontext
+
+    from training.slides.run import predict_slide
+    from training.slides.scorers import LocalScorer, remote_scorer
+    from training.validate import operating_point_name
+
+    with _user_errors():
+        if (repository is None) == (url is None):
+            raise ValueError("give exactly one of --repository (in-process) or --url (a gateway)")
+        point = operating_point_name(operating_point or "balanced")
+        scoring = (
+            remote_scorer(url, api_key, point, tta, batch)
+            if url is not None
+            else nullcontext(LocalScorer(repository, point, tta, threads))  # type: ignore[arg-type]
+        )
+        with scoring as scorer:
+            for slide in slides:
+                summary = predict_slide(
+                    slide, scorer, output, point, tta=tta, stride=stride, mpp=mpp, batch=batch
+                )
+                out.print(views.slide_summary(summary))

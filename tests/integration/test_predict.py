@@ -25,6 +25,13 @@ def triton_successes(stack: LocalStack) -> dict[str, float]:
     return {model: float(value) for model, value in pattern.findall(text)}
 
 
+def triton_patches(stack: LocalStack) -> dict[str, float]:
+    """nv_inference_count (patches inferred) per model, scraped from Triton's metrics endpoint."""
+    text = httpx.get(f"http://127.0.0.1:{stack.config.ports.triton_metrics}/metrics").text
+    pattern = re.compile(r'^nv_inference_count\{[^}]*model="([^"]+)"[^}]*\} (\S+)$', re.M)
+    return {model: float(value) for model, value in pattern.findall(text)}
+
+
 def png(pixels: np.ndarray) -> bytes:
     buffer = BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from training.cv import CVReport
     from training.data.download import FileCheck
     from training.evaluate import EvaluationReport
+    from training.slides.outputs import SlideSummary
     from training.validate import Verdict
     from training.workdir import WorkDir
 
@@ -166,3 +167,28 @@ def summary(
     for name, p in ensemble.operating_points.items():
         points.add_row(name, f"{p.threshold:.4f}", f"{p.sensitivity:.3f}", f"{p.specificity:.3f}")
     return [table, points]
+
+
+def slide_summary(summary: SlideSummary) -> Table:
+    """`pcam slide predict`: one slide's summary at its operating point."""
+    table = Table(title=summary.slide, caption=f"release {summary.release}; {summary.research_use}")
+    table.add_column("")
+    table.add_column("")
+    rows = [
+        ("operating point", f"{summary.operating_point} (threshold {summary.threshold:.4f})"),
+        (
+            "read at",
+            f"{summary.target_mpp} um/px from level {summary.level} ({summary.level0_mpp:.4g} um/px)",
+        ),
+        ("tissue cells", f"{summary.tissue_cells} of {summary.stride} px"),
+        ("tumor cells", str(summary.tumor_cells)),
+        (
+            "tumor area",
+            f"{summary.tumor_area_mm2:.3f} mm2 in {summary.regions} regions (largest {summary.largest_region_mm2:.3f})",
+        ),
+        ("max probability", "-" if summary.max_probability is None else f"{summary.max_probability:.4f}"),
+        ("flagged", f"{summary.flagged_fraction:.1%}"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table

@@ -156,31 +156,43 @@ class StampBank:
 
 
 def _splat(
-    bank: StampBank, n: int, patch: np.ndarray, center: np.ndarray, stamp: np.ndarray
+    bank: StampBank,
+    n: int,
+    patch: np.ndarray,
+    center: np.ndarray,
+    stamp: np.ndarray,
+    image: tuple[int, int] = (PATCH_SIZE, PATCH_SIZE),
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Stamp nuclei into (n, 96, 96) maps: hematoxylin density and a bool mask of nucleus bodies.
+    """Stamp nuclei into (n, *image) maps (default 96 x 96): hematoxylin density and a bool mask of
+    nucleus bodies.
 
     Scattered with bincount, so the cost grows with the number of nuclei, not nuclei x pixels.
     """
-    size = PATCH_SIZE * PATCH_SIZE
-    shape = (n, PATCH_SIZE, PATCH_SIZE)
+    height, width = image
+    size = height * width
+    shape = (n, height, width)
     half = bank.ink.shape[1] // 2
     offsets = np.arange(-half, half + 1)
     rows = center[:, 0, None, None] + offsets[None, :, None]
     cols = center[:, 1, None, None] + offsets[None, None, :]
-    inside = (rows >= 0) & (rows < PATCH_SIZE) & (cols >= 0) & (cols < PATCH_SIZE)
-    flat = (patch[:, None, None] * size + rows * PATCH_SIZE + cols)[inside]
+    inside = (rows >= 0) & (rows < height) & (cols >= 0) & (cols < width)
+    flat = (patch[:, None, None] * size + rows * width + cols)[inside]
     ink = np.bincount(flat, weights=bank.ink[stamp][inside], minlength=n * size)
     body = np.bincount(flat[bank.body[stamp][inside]], minlength=n * size) > 0
     return ink.reshape(shape).astype(np.float32), body.reshape(shape)
 
 
 def _stamp(
-    rng: np.random.Generator, bank: StampBank, n: int, patch: np.ndarray, points: np.ndarray
+    rng: np.random.Generator,
+    bank: StampBank,
+    n: int,
+    patch: np.ndarray,
+    points: np.ndarray,
+    image: tuple[int, int] = (PATCH_SIZE, PATCH_SIZE),
 ) -> tuple[np.ndarray, np.ndarray]:
     """Stamp a random nucleus of the bank at each (integer-rounded) point."""
     stamp = rng.integers(0, len(bank.ink), len(patch))
-    return _splat(bank, n, patch, np.rint(points).astype(int), stamp)
+    return _splat(bank, n, patch, np.rint(points).astype(int), stamp, image)
 
 
 def _scatter_in_disks(rng: np.random.Generator, centers: np.ndarray, radii: np.ndarray, counts: np.ndarray):
@@ -285,6 +297,65 @@ def render(
     light += 2.0 * rng.standard_normal(light.shape, dtype=np.float32)  # sensor noise
     images = np.clip(light + 0.5, 0, 255).astype(np.uint8)
     return SyntheticPatches(images, center_label(tumor_mask), tumor_mask, kinds)
+
+
+def section_noise(rng: np.random.Generator, shape: tuple[int, int], feature: float) -> np.ndarray:
+    """(H, W) float32 noise with unit std and features about `feature` pixels wide, at any size."""
+    grid = [max(2, round(side / feature) + 1) for side in shape]
+    rows, columns = _upsample_matrix(grid[0], shape[0]), _upsample_matrix(grid[1], shape[1])
+    field = rows @ rng.standard_normal(grid, dtype=np.float32) @ columns.T
+    field -= field.mean()
+    return field / (field.std() + 1e-6)
+
+
+def render_section(
+    rng: np.random.Generator, section: np.ndarray, tumor: np.ndarray, stains: SlideStains
+) -> tuple[np.ndarray, np.ndarray]:
+    """A whole tissue section drawn as the patches are, in one piece (no seams between patches):
+    uint8 (H, W, 3) RGB on the first of `stains`' slides, and the bool (H, W) tumor-nucleus mask.
+
+    `section` and `tumor` are bool (H, W) regions: the tissue, and where tumor nuclei crowd it (one
+    per 40-70 px², as in the patches' clusters). Other nuclei come at the patches' rates per pixel.
+    """
+    shape = section.shape
+    per_patch = section.size / PATCH_SIZE**2
+    span = np.array(shape) - 1
+    banks = {style: StampBank.draw(rng, style) for style in (NORMAL, SPINDLE, LYMPHOCYTE, TUMOR)}
+    holes = np.clip((section_noise(rng, shape, PATCH_SIZE / 4) + 1.6) * 3 + 0.5, 0, 1)
+    tissue = np.maximum(section * holes, tumor).astype(np.float32)  # tumor is tissue
+
+    def stamped(style: NucleusStyle, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ink, body = _stamp(rng, banks[style], 1, np.zeros(len(points), int), points, shape)
+        return ink[0], body[0]
+
+    crowd = np.argwhere(tumor)
+    count = int(len(crowd) / rng.uniform(40, 70))
+    tumor_ink, tumor_mask = stamped(TUMOR, crowd[rng.integers(0, max(len(crowd), 1), count)])
+
+    eosin = rng.uniform(0.35, 0.85) * (0.7 + 0.3 * section_noise(rng, shape, PATCH_SIZE / 6))
+    eosin += 0.12 * section_noise(rng, shape, PATCH_SIZE / 24)
+    hema = 0.08 + 0.03 * section_noise(rng, shape, PATCH_SIZE / 12)
+
+    normal_ink = np.zeros(shape, np.float32)
+    for style, rate in ((NORMAL, (5, 15)), (SPINDLE, (1, 5))):
+        points = rng.uniform(0, 1, (rng.poisson(rng.uniform(*rate) * per_patch), 2)) * span
+        normal_ink += stamped(style, points)[0]
+    aggregates = rng.poisson(INFLAMMATION_SHARE * per_patch)
+    _, points = _scatter_in_disks(
+        rng,
+        rng.uniform(0, 1, (aggregates, 2)) * span,
+        rng.uniform(6, 14, aggregates),
+        rng.integers(8, 30, aggregates),
+    )
+    normal_ink += stamped(LYMPHOCYTE, points)[0]
+
+    nuclear = np.minimum(normal_ink * tissue + tumor_ink, 2.6)
+    eosin = np.clip(eosin, 0.05, None) * tissue * (1 - 0.7 * np.clip(nuclear, 0, 1))
+    hema = np.clip(hema, 0.02, None) * tissue + nuclear
+    concentrations = np.stack([hema, eosin], axis=-1) * stains.scales[0].astype(np.float32)
+    light = float(stains.io[0]) * np.exp(-(concentrations @ stains.stains[0].astype(np.float32)))
+    light += 2.0 * rng.standard_normal(light.shape, dtype=np.float32)  # sensor noise
+    return np.clip(light + 0.5, 0, 255).astype(np.uint8), tumor_mask
 
 
 def generate_split(n: int, seed: int, split_index: int = 0) -> tuple[SyntheticPatches, np.ndarray]:

@@ -26,6 +26,9 @@ from training.data import pcam_h5
 from training.data.synthetic import synthesize
 from training.evaluate import score_split
 from training.metrics import ece
+from training.slides.run import predict_slide
+from training.slides.scorers import LocalScorer
+from training.slides.synthetic import write_synthetic_slide
 
 DEMO_AUC = 0.98
 DECOY_AUC = 0.95
@@ -118,3 +121,20 @@ def test_the_cam_of_a_center_positive_concentrates_on_the_center(maps: ServedMap
     assert positives.sum() >= 200, "too few center positives to judge"
     assert np.mean(center_share(maps.members["resnet"][positives])) > 0.5
     assert np.mean(center_share(maps.ensemble[positives])) > 3 / 9
+
+
+SLIDE_AUC = 0.95
+
+
+def test_a_synthetic_slides_heatmap_finds_its_tumor_cells(demo: Path, tmp_path: Path) -> None:
+    """`pcam slide predict`'s path in-process on a slide the generator draws in one piece: each cell's
+    probability against PCam's rule on the cell itself (any tumor nucleus pixel in it)."""
+    slide = write_synthetic_slide(tmp_path / "section.tiff", seed=1)
+    scorer = LocalScorer(demo, "balanced", threads=2)
+    summary = predict_slide(slide.path, scorer, tmp_path / "out", "balanced", show=False)
+    with np.load(tmp_path / "out" / "section.heatmap.npz") as grid:
+        probability, tissue = grid["probability"], grid["tissue"]
+    truth = slide.cell_labels()
+    assert not (truth & ~tissue).any(), "tumor cells missed by the tissue detection"
+    assert roc_auc_score(truth[tissue], probability[tissue]) >= SLIDE_AUC
+    assert summary.tissue_cells == tissue.sum() and np.isnan(probability[~tissue]).all()

@@ -1,0 +1,142 @@
+"""A scored slide's files: the probability grid, a heatmap over the thumbnail, QuPath-importable
+GeoJSON regions, a table of cells and a JSON summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+from PIL import Image
+from pydantic import BaseModel, Field
+from skimage.measure import find_contours, label, regionprops
+
+from training import RESEARCH_USE
+from training.slides.grid import CellGrid
+from training.slides.reader import Slide
+from training.slides.scoring import Progress
+
+HEATMAP_ALPHA = 0.55
+THUMBNAIL_UPSCALE = 4
+"""Heatmap pixels per cell side: the grid is small (one pixel per 32 target pixels)."""
+
+
+class SlideSummary(BaseModel):
+    """What a slide's heatmap says, at one operating point. Research use only."""
+
+    slide: str
+    release: str
+    operating_point: str
+    threshold: float
+    stride: int = Field(description="Cell side in target pixels.")
+    target_mpp: float = Field(description="Microns per pixel the patches were read at (PCam's: 0.972).")
+    level0_mpp: float
+    level: int = Field(description="The pyramid level read (then resampled to target_mpp where it differs).")
+    tissue_cells: int
+    tumor_cells: int = Field(description="Tissue cells whose probability reaches the threshold.")
+    tumor_area_mm2: float
+    largest_region_mm2: float
+    regions: int
+    max_probability: float | None
+    flagged_fraction: float = Field(description="Share of tissue cells with a review flag.")
+    research_use: str = RESEARCH_USE
+
+
+def cell_area_mm2(grid: CellGrid, slide: Slide) -> float:
+    side_mm = grid.stride * slide.resolution.target_mpp / 1000
+    return side_mm * side_mm
+
+
+def summarize(
+    slide: Slide, grid: CellGrid, tissue: np.ndarray, progress: Progress, operating_point: str
+) -> SlideSummary:
+    threshold = float(progress.threshold if progress.threshold is not None else np.nan)
+    tumor = tissue & (np.nan_to_num(progress.probability, nan=0.0) >= threshold)
+    regions = regionprops(label(tumor, connectivity=2))
+    area = cell_area_mm2(grid, slide)
+    scored = progress.probability[tissue & progress.done]
+    return SlideSummary(
+        slide=str(slide.path),
+        release=progress.release or "",
+        operating_point=operating_point,
+        threshold=threshold,
+        stride=grid.stride,
+        target_mpp=slide.resolution.target_mpp,
+        level0_mpp=slide.resolution.level0_mpp,
+        level=slide.resolution.level,
+        tissue_cells=int(tissue.sum()),
+        tumor_cells=int(tumor.sum()),
+        tumor_area_mm2=float(tumor.sum() * area),
+        largest_region_mm2=float(max((r.area for r in regions), default=0) * area),
+        regions=len(regions),
+        max_probability=float(scored.max()) if len(scored) else None,
+        flagged_fraction=float(progress.needs_review[tissue].mean()) if tissue.any() else 0.0,
+    )
+
+
+def region_features(tumor: np.ndarray, grid: CellGrid, slide: Slide) -> list[dict]:
+    """GeoJSON polygons (level-0 pixels) around each connected region of tumor cells, as QuPath
+    annotations classified Tumor (each region's outer boundary)."""
+    to_level0 = grid.stride * slide.resolution.factor
+    labelled = label(tumor, connectivity=2)
+    features = []
+    for region in regionprops(labelled):
+        mask = np.pad(labelled == region.label, 1)
+        outline = max(find_contours(mask.astype(float), 0.5), key=len)
+        # Contour points lie on cell edges; index i + 1 of the padded mask is cell i, spanning [i, i + 1).
+        ring = [[float((c - 0.5) * to_level0), float((r - 0.5) * to_level0)] for r, c in outline]
+        features.append(
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "properties": {
+                    "objectType": "annotation",
+                    "classification": {"name": "Tumor", "color": [200, 0, 0]},
+                    "cells": int(region.area),
+                },
+            }
+        )
+    return features
+
+
+def heatmap_png(thumbnail: np.ndarray, probability: np.ndarray) -> Image.Image:
+    """The thumbnail with the probabilities blended over every scored cell (magma colour map)."""
+    colours = matplotlib.colormaps["magma"](np.nan_to_num(probability, nan=0.0))[..., :3] * 255
+    alpha = np.where(np.isnan(probability), 0.0, HEATMAP_ALPHA)[..., None]
+    blended = (1 - alpha) * thumbnail + alpha * colours
+    image = Image.fromarray(np.rint(blended).clip(0, 255).astype(np.uint8), "RGB")
+    return image.resize(
+        (image.width * THUMBNAIL_UPSCALE, image.height * THUMBNAIL_UPSCALE), Image.Resampling.NEAREST
+    )
+
+
+def write_outputs(
+    out: Path, slide: Slide, grid: CellGrid, tissue: np.ndarray, progress: Progress, operating_point: str
+) -> SlideSummary:
+    """Write <stem>.heatmap.npz, .heatmap.png, .regions.geojson, .cells.csv and .summary.json into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / slide.path.stem
+    summary = summarize(slide, grid, tissue, progress, operating_point)
+    np.savez_compressed(
+        f"{stem}.heatmap.npz",
+        probability=progress.probability,
+        needs_review=progress.needs_review,
+        tissue=tissue,
+        stride=grid.stride,
+        level0_pixels_per_cell=grid.stride * slide.resolution.factor,
+    )
+    heatmap_png(slide.thumbnail(grid.stride), progress.probability).save(f"{stem}.heatmap.png")
+    tumor = tissue & (np.nan_to_num(progress.probability, nan=0.0) >= summary.threshold)
+    geojson = {"type": "FeatureCollection", "features": region_features(tumor, grid, slide)}
+    Path(f"{stem}.regions.geojson").write_text(json.dumps(geojson) + "\n")
+    to_level0 = grid.stride * slide.resolution.factor
+    with open(f"{stem}.cells.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["row", "column", "x", "y", "probability", "needs_review"])
+        for r, c in np.argwhere(tissue & progress.done):
+            writer.writerow([r, c, round(c * to_level0), round(r * to_level0), f"{progress.probability[r, c]:.6f}",
+                             int(progress.needs_review[r, c])])  # fmt: skip
+    Path(f"{stem}.summary.json").write_text(summary.model_dump_json(indent=2) + "\n")
+    return summary

@@ -1,0 +1,50 @@
+"""One slide from file to outputs: grid, tissue, resumable scoring, files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from training.slides.grid import PCAM_STRIDE, CellGrid
+from training.slides.outputs import SlideSummary, write_outputs
+from training.slides.reader import Slide
+from training.slides.scoring import BATCH, Progress, Scorer, score_cells
+from training.slides.tissue import tissue_cells
+
+
+def checkpoint_path(out: Path, slide: Path) -> Path:
+    return out / f"{slide.stem}.progress.npz"
+
+
+def run_key(slide: Slide, grid: CellGrid, operating_point: str, tta: bool) -> str:
+    """What a checkpoint's cells were scored for: the same file, grid and options resume it."""
+    stat = slide.path.stat()
+    facts = [str(slide.path.resolve()), stat.st_size, stat.st_mtime_ns, grid.stride, slide.resolution.target_mpp,
+             slide.resolution.level0_mpp, operating_point, tta]  # fmt: skip
+    return hashlib.sha256(json.dumps(facts).encode()).hexdigest()
+
+
+def predict_slide(
+    path: Path,
+    scorer: Scorer,
+    out: Path,
+    operating_point: str,
+    *,
+    tta: bool = False,
+    stride: int = PCAM_STRIDE,
+    mpp: float | None = None,
+    batch: int = BATCH,
+    show: bool = True,
+) -> SlideSummary:
+    """Score a slide's tissue cells (resuming from out's checkpoint) and write its outputs into out."""
+    out.mkdir(parents=True, exist_ok=True)
+    with Slide(path, mpp) as slide:
+        grid = CellGrid.over(slide.size, stride)
+        tissue = tissue_cells(slide.thumbnail(grid.stride))
+        checkpoint = checkpoint_path(out, slide.path)
+        progress = Progress.resume(checkpoint, grid, run_key(slide, grid, operating_point, tta))
+        score_cells(slide, grid, tissue, scorer, progress, checkpoint, batch, show)
+        summary = write_outputs(out, slide, grid, tissue, progress, operating_point)
+    checkpoint.unlink(missing_ok=True)  # the outputs hold every cell now
+    return summary
