@@ -12,6 +12,7 @@ import numpy as np
 from tqdm import tqdm
 
 from pcam_client.tensor import PixelPredictions
+from pcam_core.contract import PATCH_SIZE
 from training.slides.grid import CellGrid, cut_patches, region_size
 from training.slides.reader import Slide
 
@@ -90,20 +91,20 @@ def score_cells(
     batch: int = BATCH,
     show: bool = True,
 ) -> Progress:
-    """Score every tissue cell not yet done, block by block, saving the checkpoint after each batch."""
+    """Score every tissue cell not yet done, block by block, `batch` patches per scorer call, saving
+    the checkpoint after each call."""
     todo_total = int((tissue & ~progress.done).sum())
+    cells = np.empty((0, 2), int)
+    patches = np.empty((0, PATCH_SIZE, PATCH_SIZE, 3), np.uint8)
     with tqdm(total=todo_total, desc=slide.path.name, unit="patch", disable=not show) as bar:
-        pending_cells: list[np.ndarray] = []
-        pending_patches: list[np.ndarray] = []
 
-        def flush() -> None:
-            cells, patches = np.concatenate(pending_cells), np.concatenate(pending_patches)
-            progress.record(cells, scorer(patches))
+        def send(count: int) -> None:
+            nonlocal cells, patches
+            progress.record(cells[:count], scorer(patches[:count]))
             if checkpoint is not None:
                 progress.save(checkpoint)
-            bar.update(len(cells))
-            pending_cells.clear()
-            pending_patches.clear()
+            bar.update(count)
+            cells, patches = cells[count:], patches[count:]
 
         for rows, columns in grid.blocks(BLOCK_CELLS):
             offsets = np.argwhere(tissue[rows, columns] & ~progress.done[rows, columns])
@@ -111,10 +112,10 @@ def score_cells(
                 continue  # background only: nothing read, nothing sent
             x, y = grid.patch_origin(rows.start, columns.start)
             region = slide.read(x, y, *region_size(rows, columns, grid.stride))
-            pending_cells.append(offsets + [rows.start, columns.start])
-            pending_patches.append(cut_patches(region, offsets, grid.stride))
-            if sum(map(len, pending_cells)) >= batch:
-                flush()
-        if pending_cells:
-            flush()
+            cells = np.concatenate([cells, offsets + [rows.start, columns.start]])
+            patches = np.concatenate([patches, cut_patches(region, offsets, grid.stride)])
+            while len(cells) >= batch:
+                send(batch)
+        if len(cells):
+            send(len(cells))
     return progress
