@@ -41,6 +41,13 @@ console = Console(stderr=True)  # logs, progress and errors
 out = Console()  # results
 log = logging.getLogger("training")
 
+InProcessOption = Annotated[
+    Path | None, typer.Option("--repository", "-r", help="Score in-process with this built model repository.")
+]
+ApiKeyOption = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar="PCAM_API_KEY", help="Sent as X-API-Key to the gateway (--url)."),
+]
 ConfigOption = Annotated[
     str,
     typer.Option("--config", "-c", help=f"Run config: a YAML path or a bundled name {bundled_configs()}."),
@@ -434,18 +441,12 @@ def predict(
         list[Path],
         typer.Argument(help="Image files, or directories (their image files, sorted, not recursive)."),
     ],
-    repository: Annotated[
-        Path | None,
-        typer.Option("--repository", "-r", help="Score in-process with this built model repository."),
-    ] = None,
+    repository: InProcessOption = None,
     url: Annotated[
         str | None,
         typer.Option("--url", help="Score through this gateway instead, e.g. http://gateway:8080."),
     ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="PCAM_API_KEY", help="Sent as X-API-Key to the gateway (--url)."),
-    ] = None,
+    api_key: ApiKeyOption = None,
     operating_point: Annotated[
         str | None,
         typer.Option(
@@ -522,17 +523,11 @@ def slide_predict(
     output: Annotated[Path, typer.Option("--output", "-o", help="Directory for every slide's files.")] = Path(
         "slides"
     ),
-    repository: Annotated[
-        Path | None,
-        typer.Option("--repository", "-r", help="Score in-process with this built model repository."),
-    ] = None,
+    repository: InProcessOption = None,
     url: Annotated[
         str | None, typer.Option("--url", help="Score through this gateway's tensor input instead.")
     ] = None,
-    api_key: Annotated[
-        str | None,
-        typer.Option("--api-key", envvar="PCAM_API_KEY", help="Sent as X-API-Key to the gateway (--url)."),
-    ] = None,
+    api_key: ApiKeyOption = None,
     operating_point: Annotated[
         str | None,
         typer.Option(
