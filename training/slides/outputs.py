@@ -49,19 +49,37 @@ def cell_area_mm2(grid: CellGrid, slide: Slide) -> float:
     return side_mm * side_mm
 
 
+def level0_per_cell(grid: CellGrid, slide: Slide) -> float:
+    """Level-0 pixels per cell side: cell coordinates to the slide's own."""
+    return grid.stride * slide.resolution.factor
+
+
+def threshold_of(progress: Progress) -> float:
+    return float(progress.threshold if progress.threshold is not None else np.nan)
+
+
+def tumor_regions(tissue: np.ndarray, progress: Progress) -> tuple[np.ndarray, list]:
+    """The tissue cells at or above the threshold, and their connected regions (8-connected)."""
+    tumor = tissue & (np.nan_to_num(progress.probability, nan=0.0) >= threshold_of(progress))
+    return tumor, regionprops(label(tumor, connectivity=2))
+
+
 def summarize(
-    slide: Slide, grid: CellGrid, tissue: np.ndarray, progress: Progress, operating_point: str
+    slide: Slide,
+    grid: CellGrid,
+    tissue: np.ndarray,
+    progress: Progress,
+    operating_point: str,
+    tumor: np.ndarray,
+    regions: list,
 ) -> SlideSummary:
-    threshold = float(progress.threshold if progress.threshold is not None else np.nan)
-    tumor = tissue & (np.nan_to_num(progress.probability, nan=0.0) >= threshold)
-    regions = regionprops(label(tumor, connectivity=2))
     area = cell_area_mm2(grid, slide)
     scored = progress.probability[tissue & progress.done]
     return SlideSummary(
         slide=str(slide.path),
         release=progress.release or "",
         operating_point=operating_point,
-        threshold=threshold,
+        threshold=threshold_of(progress),
         stride=grid.stride,
         target_mpp=slide.resolution.target_mpp,
         level0_mpp=slide.resolution.level0_mpp,
@@ -76,17 +94,17 @@ def summarize(
     )
 
 
-def region_features(tumor: np.ndarray, grid: CellGrid, slide: Slide) -> list[dict]:
+def region_features(regions: list, grid: CellGrid, slide: Slide) -> list[dict]:
     """GeoJSON polygons (level-0 pixels) around each connected region of tumor cells, as QuPath
     annotations classified Tumor (each region's outer boundary)."""
-    to_level0 = grid.stride * slide.resolution.factor
-    labelled = label(tumor, connectivity=2)
+    to_level0 = level0_per_cell(grid, slide)
     features = []
-    for region in regionprops(labelled):
-        mask = np.pad(labelled == region.label, 1)
-        outline = max(find_contours(mask.astype(float), 0.5), key=len)
-        # Contour points lie on cell edges; index i + 1 of the padded mask is cell i, spanning [i, i + 1).
-        ring = [[float((c - 0.5) * to_level0), float((r - 0.5) * to_level0)] for r, c in outline]
+    for region in regions:
+        top, left = region.bbox[:2]
+        outline = max(find_contours(np.pad(region.image, 1).astype(float), 0.5), key=len)
+        # Contour points lie on cell edges: index i + 1 of the padded crop is cell top + i, which
+        # spans [top + i, top + i + 1).
+        ring = [[float((c - 0.5 + left) * to_level0), float((r - 0.5 + top) * to_level0)] for r, c in outline]
         features.append(
             {
                 "type": "Feature",
@@ -113,25 +131,32 @@ def heatmap_png(thumbnail: np.ndarray, probability: np.ndarray) -> Image.Image:
 
 
 def write_outputs(
-    out: Path, slide: Slide, grid: CellGrid, tissue: np.ndarray, progress: Progress, operating_point: str
+    out: Path,
+    slide: Slide,
+    grid: CellGrid,
+    thumbnail: np.ndarray,
+    tissue: np.ndarray,
+    progress: Progress,
+    operating_point: str,
 ) -> SlideSummary:
-    """Write <stem>.heatmap.npz, .heatmap.png, .regions.geojson, .cells.csv and .summary.json into out."""
+    """Write <stem>.heatmap.npz, .heatmap.png, .regions.geojson, .cells.csv and .summary.json into out;
+    `thumbnail` is the slide's one pixel per cell (`Slide.thumbnail`)."""
     out.mkdir(parents=True, exist_ok=True)
     stem = out / slide.path.stem
-    summary = summarize(slide, grid, tissue, progress, operating_point)
+    to_level0 = level0_per_cell(grid, slide)
+    tumor, regions = tumor_regions(tissue, progress)
+    summary = summarize(slide, grid, tissue, progress, operating_point, tumor, regions)
     np.savez_compressed(
         f"{stem}.heatmap.npz",
         probability=progress.probability,
         needs_review=progress.needs_review,
         tissue=tissue,
         stride=grid.stride,
-        level0_pixels_per_cell=grid.stride * slide.resolution.factor,
+        level0_pixels_per_cell=to_level0,
     )
-    heatmap_png(slide.thumbnail(grid.stride), progress.probability).save(f"{stem}.heatmap.png")
-    tumor = tissue & (np.nan_to_num(progress.probability, nan=0.0) >= summary.threshold)
-    geojson = {"type": "FeatureCollection", "features": region_features(tumor, grid, slide)}
+    heatmap_png(thumbnail, progress.probability).save(f"{stem}.heatmap.png")
+    geojson = {"type": "FeatureCollection", "features": region_features(regions, grid, slide)}
     Path(f"{stem}.regions.geojson").write_text(json.dumps(geojson) + "\n")
-    to_level0 = grid.stride * slide.resolution.factor
     with open(f"{stem}.cells.csv", "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["row", "column", "x", "y", "probability", "needs_review"])

@@ -41,10 +41,11 @@ def predict_slide(
     out.mkdir(parents=True, exist_ok=True)
     with Slide(path, mpp) as slide:
         grid = CellGrid.over(slide.size, stride)
-        tissue = tissue_cells(slide.thumbnail(grid.stride))
+        thumbnail = slide.thumbnail(grid.stride)  # decodes the coarsest level: once per slide
+        tissue = tissue_cells(thumbnail)
         checkpoint = checkpoint_path(out, slide.path)
         progress = Progress.resume(checkpoint, grid, run_key(slide, grid, operating_point, tta))
         score_cells(slide, grid, tissue, scorer, progress, checkpoint, batch, show)
-        summary = write_outputs(out, slide, grid, tissue, progress, operating_point)
+        summary = write_outputs(out, slide, grid, thumbnail, tissue, progress, operating_point)
     checkpoint.unlink(missing_ok=True)  # the outputs hold every cell now
     return summary

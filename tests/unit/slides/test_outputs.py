@@ -31,7 +31,8 @@ def test_the_files_say_where_the_tumor_is_in_level0_pixels_and_how_much(
     with Slide(synthetic_slide.path) as slide:
         grid = CellGrid.over(slide.size)
         tissue = np.ones(grid.shape, bool)
-        summary = write_outputs(tmp_path, slide, grid, tissue, scored(grid, tissue), "balanced")
+        thumbnail = slide.thumbnail(grid.stride)
+        summary = write_outputs(tmp_path, slide, grid, thumbnail, tissue, scored(grid, tissue), "balanced")
         factor = slide.resolution.factor
     stem = tmp_path / "synthetic"
     cell_mm2 = (32 * 0.972 / 1000) ** 2
