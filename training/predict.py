@@ -15,6 +15,7 @@ import csv
 import hashlib
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
@@ -259,7 +260,7 @@ def predict_remote(
     api_key: str | None = None,
 ) -> list[PredictionRow]:
     """One row per file, in order, from the gateway's batch API (per file where a batch is refused)."""
-    from pcam_client import PCamAPIError, PCamClient, PCamError
+    from pcam_client import PCamClient
 
     point_name = operating_point_name(operating_point or DEFAULT_OPERATING_POINT)
     rows: list[PredictionRow] = []
@@ -272,30 +273,38 @@ def predict_remote(
         max_retry_wait_s=MAX_RETRY_WAIT_S,
         max_batch=FILE_CHUNK,
     )
+    with gateway_errors(url), client:
+        for chunk in _chunks(files, FILE_CHUNK):
+            read = [_read(path) for path in chunk]
+            sendable = [data for data in read if isinstance(data, bytes)]
+            answers = _remote_chunk(client, sendable, point_name, tta) if sendable else []
+            # A gateway older than TTA serving ignores the parameter and answers tta=false.
+            if tta and any(isinstance(a, Prediction) and not a.tta for a in answers):
+                raise RuntimeError(REMOTE_TTA_IGNORED.format(url=url))
+            remaining = iter(answers)
+            for path, data in zip(chunk, read, strict=True):
+                if isinstance(data, str):
+                    rows.append(
+                        PredictionRow(file=str(path), operating_point=point_name, tta=tta, error=data)
+                    )
+                else:
+                    rows.append(_remote_row(path, data, next(remaining), point_name, tta))
+    return rows
+
+
+@contextmanager
+def gateway_errors(url: str) -> Iterator[None]:
+    """What is left of a gateway failure after the client's retries (the gateway or a dependency is
+    down, or it refused the call) ends the run as one RuntimeError naming the problem."""
+    from pcam_client import PCamAPIError, PCamError
+
     try:
-        with client:
-            for chunk in _chunks(files, FILE_CHUNK):
-                read = [_read(path) for path in chunk]
-                sendable = [data for data in read if isinstance(data, bytes)]
-                answers = _remote_chunk(client, sendable, point_name, tta) if sendable else []
-                # A gateway older than TTA serving ignores the parameter and answers tta=false.
-                if tta and any(isinstance(a, Prediction) and not a.tta for a in answers):
-                    raise RuntimeError(REMOTE_TTA_IGNORED.format(url=url))
-                remaining = iter(answers)
-                for path, data in zip(chunk, read, strict=True):
-                    if isinstance(data, str):
-                        rows.append(
-                            PredictionRow(file=str(path), operating_point=point_name, tta=tta, error=data)
-                        )
-                    else:
-                        rows.append(_remote_row(path, data, next(remaining), point_name, tta))
+        yield
     except PCamAPIError as exc:
-        # What is left after the client's retries: the gateway (or a dependency) is down, so stop.
         problem = ItemError.model_validate(exc.to_problem())
         raise RuntimeError(f"gateway {url} answered with {problem_text(problem)}") from exc
     except PCamError as exc:
         raise RuntimeError(str(exc)) from exc
-    return rows
 
 
 def _refused(exc: PCamAPIError) -> bool:

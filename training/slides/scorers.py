@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam_client import PCamAPIError, PCamClient, PCamError
+from pcam_client import PCamClient
 from pcam_client.tensor import PixelPredictions
 from services.preprocess.pipeline import preprocess_patches
-from training.predict import LocalPredictor
+from training.predict import LocalPredictor, gateway_errors
 from training.slides.scoring import Scorer
 
 
@@ -31,12 +31,8 @@ def remote_scorer(
         score = gateway_scorer(client, operating_point, tta)
 
         def scored(patches: np.ndarray) -> PixelPredictions:
-            try:
+            with gateway_errors(url):
                 return score(patches)
-            except PCamAPIError as exc:
-                raise RuntimeError(f"gateway {url}: {exc}") from exc
-            except PCamError as exc:
-                raise RuntimeError(str(exc)) from exc
 
         yield scored
 
