@@ -546,7 +546,18 @@ def slide_predict(
             "--mpp", help="The scan's microns per pixel, for a file that states none (or a wrong one)."
         ),
     ] = None,
-    batch: Annotated[int, typer.Option(help="Patches per request (per in-process call).")] = 256,
+    batch: Annotated[int, typer.Option(min=1, help="Patches per request (per in-process call).")] = 256,
+    concurrency: Annotated[
+        int,
+        typer.Option(min=1, help="Requests (in-process calls) in flight at once, while the slide is read."),
+    ] = 1,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            help="I/N: score only the slides at positions I, I+N, ... of the list (0-based; a Kubernetes "
+            "Indexed Job gives each pod its I)."
+        ),
+    ] = None,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (in-process).")] = 1,
 ) -> None:
     """Score every tissue cell of each slide; write <slide>.heatmap.npz, .heatmap.png,
@@ -557,7 +568,7 @@ def slide_predict(
     """
     from contextlib import nullcontext
 
-    from training.slides.run import predict_slide
+    from training.slides.run import predict_slide, shard_of
     from training.slides.scorers import LocalScorer, remote_scorer
     from training.validate import operating_point_name
 
@@ -571,8 +582,9 @@ def slide_predict(
             else nullcontext(LocalScorer(repository, point, tta, threads))  # type: ignore[arg-type]
         )
         with scoring as scorer:
-            for slide in slides:
+            for slide in shard_of(slides, shard):
                 summary = predict_slide(
-                    slide, scorer, output, point, tta=tta, stride=stride, mpp=mpp, batch=batch
-                )
+                    slide, scorer, output, point, tta=tta, stride=stride, mpp=mpp, batch=batch,
+                    concurrency=concurrency,
+                )  # fmt: skip
                 out.print(views.slide_summary(summary))

@@ -32,7 +32,8 @@ def test_through_the_gateway_and_in_process_the_heatmap_is_the_same(
     url = stack.config.url("gateway")
     before = triton_patches(stack)
     remote = CliRunner().invoke(
-        app, ["slide", "predict", str(slide.path), "--url", url, "-o", str(tmp_path / "r")]
+        app,
+        ["slide", "predict", str(slide.path), "--url", url, "-o", str(tmp_path / "r"), "--concurrency", "3"],
     )
     assert remote.exit_code == 0, remote.output
     after = triton_patches(stack)

@@ -9,7 +9,7 @@ from pathlib import Path
 from training.slides.grid import PCAM_STRIDE, CellGrid
 from training.slides.outputs import SlideSummary, write_outputs
 from training.slides.reader import Slide
-from training.slides.scoring import BATCH, Progress, Scorer, score_cells
+from training.slides.scoring import BATCH, CONCURRENCY, Progress, Scorer, score_cells
 from training.slides.tissue import tissue_cells
 
 
@@ -35,6 +35,7 @@ def predict_slide(
     stride: int = PCAM_STRIDE,
     mpp: float | None = None,
     batch: int = BATCH,
+    concurrency: int = CONCURRENCY,
     show: bool = True,
 ) -> SlideSummary:
     """Score a slide's tissue cells (resuming from out's checkpoint) and write its outputs into out."""
@@ -45,7 +46,17 @@ def predict_slide(
         tissue = tissue_cells(thumbnail)
         checkpoint = checkpoint_path(out, slide.path)
         progress = Progress.resume(checkpoint, grid, run_key(slide, grid, operating_point, tta))
-        score_cells(slide, grid, tissue, scorer, progress, checkpoint, batch, show)
+        score_cells(slide, grid, tissue, scorer, progress, checkpoint, batch, show, concurrency)
         summary = write_outputs(out, slide, grid, thumbnail, tissue, progress, operating_point)
     checkpoint.unlink(missing_ok=True)  # the outputs hold every cell now
     return summary
+
+
+def shard_of(slides: list[Path], shard: str | None) -> list[Path]:
+    """The slides of shard "I/N": positions I, I+N, ... (all of them without a shard)."""
+    if shard is None:
+        return slides
+    index, _, count = shard.partition("/")
+    if not (index.isdigit() and count.isdigit() and int(index) < int(count)):
+        raise ValueError(f"--shard {shard!r}: give I/N with 0 <= I < N, e.g. 0/4")
+    return slides[int(index) :: int(count)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,8 @@ BLOCK_CELLS = 16
 """Cells per side of the block read from the slide at once: its patches overlap, read once."""
 BATCH = 256
 """Patches per scorer call."""
+CONCURRENCY = 1
+"""Scorer calls in flight at once: more keeps a gateway's replicas busy while this process reads the slide."""
 
 
 @dataclass
@@ -90,20 +93,41 @@ def score_cells(
     checkpoint: Path | None = None,
     batch: int = BATCH,
     show: bool = True,
+    concurrency: int = CONCURRENCY,
 ) -> Progress:
-    """Score every tissue cell not yet done, block by block, `batch` patches per scorer call, saving
-    the checkpoint after each call."""
+    """Score every tissue cell not yet done, block by block, `batch` patches per scorer call and at most
+    `concurrency` calls in flight, saving the checkpoint after each answer."""
     todo_total = int((tissue & ~progress.done).sum())
     cells = np.empty((0, 2), int)
     patches = np.empty((0, PATCH_SIZE, PATCH_SIZE, 3), np.uint8)
-    with tqdm(total=todo_total, desc=slide.path.name, unit="patch", disable=not show) as bar:
+    in_flight: dict[Future[PixelPredictions], np.ndarray] = {}
+    with (
+        tqdm(total=todo_total, desc=slide.path.name, unit="patch", disable=not show) as bar,
+        ThreadPoolExecutor(concurrency, thread_name_prefix="slide-scorer") as pool,
+    ):
+
+        def settle(until: int) -> None:
+            """Record answers as they come until at most `until` calls are in flight. After a failed call,
+            wait for the others and keep what they answered, then raise the failure."""
+            failure: BaseException | None = None
+            while len(in_flight) > until or (failure is not None and in_flight):
+                finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    sent = in_flight.pop(future)
+                    if future.exception() is not None:
+                        failure = failure or future.exception()
+                        continue
+                    progress.record(sent, future.result())
+                    bar.update(len(sent))
+                if checkpoint is not None:
+                    progress.save(checkpoint)
+            if failure is not None:
+                raise failure
 
         def send(count: int) -> None:
             nonlocal cells, patches
-            progress.record(cells[:count], scorer(patches[:count]))
-            if checkpoint is not None:
-                progress.save(checkpoint)
-            bar.update(count)
+            settle(concurrency - 1)
+            in_flight[pool.submit(scorer, patches[:count])] = cells[:count]
             cells, patches = cells[count:], patches[count:]
 
         for rows, columns in grid.blocks(BLOCK_CELLS):
@@ -118,4 +142,5 @@ def score_cells(
                 send(batch)
         if len(cells):
             send(len(cells))
+        settle(0)
     return progress

@@ -1,5 +1,6 @@
 """Scoring a slide's cells: background sends nothing, and an interrupted run resumes where it stopped."""
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -13,16 +14,32 @@ from training.slides.tissue import tissue_cells
 
 
 class CountingScorer:
-    """Answers each patch with its mean darkness; counts patches; fails on call number `fail_on`."""
+    """Answers each patch with its mean darkness; counts patches; fails on call number `fail_on`.
+    Thread-safe; with `meet` > 1 its first `meet` calls wait for each other (so they must overlap)."""
 
-    def __init__(self, release: str = "rel-1", fail_on: int | None = None) -> None:
+    def __init__(self, release: str = "rel-1", fail_on: int | None = None, meet: int = 1) -> None:
         self.release, self.fail_on = release, fail_on
         self.calls: list[np.ndarray] = []
+        self.started = self.running = self.peak = 0
+        self.lock = threading.Lock()
+        self.meeting = threading.Barrier(meet, timeout=30)
 
     def __call__(self, patches: np.ndarray) -> PixelPredictions:
-        if self.fail_on is not None and len(self.calls) + 1 == self.fail_on:
-            raise ConnectionError("gateway went away")
-        self.calls.append(patches)
+        with self.lock:
+            self.started += 1
+            number = self.started
+            self.running += 1
+            self.peak = max(self.peak, self.running)
+        try:
+            if number <= self.meeting.parties:
+                self.meeting.wait()
+            if number == self.fail_on:
+                raise ConnectionError("gateway went away")
+            with self.lock:
+                self.calls.append(patches)
+        finally:
+            with self.lock:
+                self.running -= 1
         probability = 1 - patches.reshape(len(patches), -1).mean(axis=1).astype(np.float32) / 255
         n = len(patches)
         return PixelPredictions(
@@ -86,3 +103,34 @@ def test_a_release_change_mid_run_stops_the_run(setup) -> None:
     progress.release = "rel-0"  # what the checkpoint's cells were scored by
     with pytest.raises(RuntimeError, match="rel-0 -> rel-1"):
         score_cells(slide, grid, tissue, CountingScorer(), progress, show=False)
+
+
+def test_calls_overlap_up_to_the_concurrency_and_no_further(setup) -> None:
+    slide, grid, tissue = setup
+    scorer = CountingScorer(
+        meet=3
+    )  # the first three calls wait for each other: they must be in flight at once
+    progress = score_cells(
+        slide, grid, tissue, scorer, Progress.empty(grid, "k"), batch=32, show=False, concurrency=3
+    )
+    assert scorer.peak == 3 and len(scorer.calls) > 3
+    alone = score_cells(
+        slide, grid, tissue, CountingScorer(), Progress.empty(grid, "k"), batch=32, show=False
+    )
+    np.testing.assert_array_equal(progress.probability, alone.probability)
+
+
+def test_a_failed_call_keeps_what_the_calls_beside_it_answered(setup, tmp_path: Path) -> None:
+    slide, grid, tissue = setup
+    checkpoint = tmp_path / "slide.progress.npz"
+    broken = CountingScorer(fail_on=2, meet=3)
+    with pytest.raises(ConnectionError):
+        score_cells(
+            slide, grid, tissue, broken, Progress.empty(grid, "run"), checkpoint, batch=32, show=False,
+            concurrency=3,
+        )  # fmt: skip
+    resumed = Progress.resume(checkpoint, grid, "run")
+    assert len(broken.calls) >= 2 and resumed.done.sum() == broken.patches  # calls 1 and 3 were kept
+    finishing = CountingScorer()
+    score_cells(slide, grid, tissue, finishing, resumed, checkpoint, batch=32, show=False, concurrency=3)
+    assert broken.patches + finishing.patches == tissue.sum() and (resumed.done == tissue).all()
