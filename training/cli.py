@@ -509,11 +509,6 @@ def _show_release(manifest: ReleaseManifest) -> None:
     )
 
 
-def main() -> None:
-    """Console script entry point."""
-    app()
-
-
 @slide_app.command("predict")
 def slide_predict(
     slides: Annotated[
@@ -588,3 +583,42 @@ def slide_predict(
                     concurrency=concurrency,
                 )  # fmt: skip
                 out.print(views.slide_summary(summary))
+
+
+@slide_app.command("evaluate")
+def slide_evaluate(
+    results: Annotated[
+        Path, typer.Argument(help="The --output directory of `pcam slide predict` (its *.heatmap.npz).")
+    ],
+    annotations: Annotated[
+        Path,
+        typer.Option(
+            "--annotations",
+            "-a",
+            help="Directory of <slide>.geojson (QuPath) or <slide>.xml (Camelyon16) outlines; a slide "
+            "without a file there has no tumor.",
+        ),
+    ],
+    report: Annotated[
+        Path | None, typer.Option("--report", help="Write the evaluation as JSON here too.")
+    ] = None,
+) -> None:
+    """Score heatmaps against reference outlines: cell-level ROC AUC at the grid's resolution (a cell is
+    tumor when any of its pixels is, PCam's rule) and Camelyon16's lesion-level FROC. Research use only."""
+    from training.slides.evaluate import evaluate_slides
+
+    with _user_errors():
+        if not annotations.is_dir():
+            raise ValueError(f"--annotations {annotations}: not a directory")
+        heatmaps = sorted(results.glob("*.heatmap.npz"))
+        if not heatmaps:
+            raise ValueError(f"{results}: no *.heatmap.npz (the output of `pcam slide predict`)")
+        evaluation = evaluate_slides(heatmaps, annotations)
+    out.print(views.slide_evaluation(evaluation))
+    if report is not None:
+        report.write_text(evaluation.model_dump_json(indent=2) + "\n")
+
+
+def main() -> None:
+    """Console script entry point."""
+    app()

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
     from training.cv import CVReport
     from training.data.download import FileCheck
     from training.evaluate import EvaluationReport
+    from training.slides.evaluate import SlidesEvaluation
     from training.slides.outputs import SlideSummary
     from training.validate import Verdict
     from training.workdir import WorkDir
@@ -191,4 +192,27 @@ def slide_summary(summary: SlideSummary) -> Table:
     ]
     for name, value in rows:
         table.add_row(name, value)
+    return table
+
+
+def slide_evaluation(report: SlidesEvaluation) -> Table:
+    """`pcam slide evaluate`: per slide cell AUC and lesions, and Camelyon16's FROC over all."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    caption = (
+        f"cell AUC (pooled) {number(report.cell_auc)}; FROC score {number(report.froc_score)} "
+        f"(sensitivity at {', '.join(f'{k}: {v:.3f}' for k, v in report.froc_sensitivities.items()) or '-'} "
+        f"FPs per slide); {report.research_use}"
+    )
+    table = Table(title="slides against their annotations", caption=caption)
+    for column in ("slide", "annotations", "scored cells", "tumor cells", "cell AUC", "lesions (ITC)", "found",
+                   "false positives"):  # fmt: skip
+        table.add_column(column)
+    for s in report.slides:
+        table.add_row(
+            s.slide, s.annotations or "none: no tumor", str(s.scored_cells), str(s.tumor_cells), number(s.cell_auc),
+            f"{s.lesions} ({s.isolated_tumor_cells})", str(s.lesions_found), str(s.false_positives),
+        )  # fmt: skip
     return table

@@ -95,20 +95,23 @@ def summarize(
 
 
 def region_features(regions: list, grid: CellGrid, slide: Slide) -> list[dict]:
-    """GeoJSON polygons (level-0 pixels) around each connected region of tumor cells, as QuPath
-    annotations classified Tumor (each region's outer boundary)."""
+    """GeoJSON polygons (level-0 pixels) around each connected region of tumor cells, with its holes, as
+    QuPath annotations classified Tumor."""
     to_level0 = level0_per_cell(grid, slide)
     features = []
     for region in regions:
         top, left = region.bbox[:2]
-        outline = max(find_contours(np.pad(region.image, 1).astype(float), 0.5), key=len)
-        # Contour points lie on cell edges: index i + 1 of the padded crop is cell top + i, which
-        # spans [top + i, top + i + 1).
-        ring = [[float((c - 0.5 + left) * to_level0), float((r - 0.5 + top) * to_level0)] for r, c in outline]
+        # "high": diagonal neighbours stay one outline, as they are one region (8-connected).
+        contours = find_contours(np.pad(region.image, 1).astype(float), 0.5, fully_connected="high")
+        outlines = sorted(map(cell_outline, contours), key=enclosed_area, reverse=True)  # outer ring first
+        # Outline points are cell corners: index i + 1 of the padded crop is cell top + i, which spans
+        # [top + i, top + i + 1). Rings are closed (first point repeated), as GeoJSON wants.
+        rings = [[[float((c - 0.5 + left) * to_level0), float((r - 0.5 + top) * to_level0)]
+                  for r, c in [*outline, outline[0]]] for outline in outlines]  # fmt: skip
         features.append(
             {
                 "type": "Feature",
-                "geometry": {"type": "Polygon", "coordinates": [ring]},
+                "geometry": {"type": "Polygon", "coordinates": rings},
                 "properties": {
                     "objectType": "annotation",
                     "classification": {"name": "Tumor", "color": [200, 0, 0]},
@@ -117,6 +120,23 @@ def region_features(regions: list, grid: CellGrid, slide: Slide) -> list[dict]:
             }
         )
     return features
+
+
+def cell_outline(contour: np.ndarray) -> np.ndarray:
+    """A closed marching-squares contour (through the midpoints of cell edges) as the cells' own boundary:
+    through the cell corner between each two points, straight runs reduced to their ends."""
+    corners = np.floor(np.minimum(contour[:-1], contour[1:])) + 0.5
+    path = np.empty((2 * len(corners), 2))
+    path[0::2], path[1::2] = contour[:-1], corners
+    before, after = path - np.roll(path, 1, axis=0), np.roll(path, -1, axis=0) - path
+    turns = before[:, 0] * after[:, 1] != before[:, 1] * after[:, 0]
+    return path[turns]
+
+
+def enclosed_area(ring: np.ndarray) -> float:
+    """The area a closed (K, 2) ring encloses (shoelace formula)."""
+    y, x = ring[:, 0], ring[:, 1]
+    return abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1)))) / 2
 
 
 def heatmap_png(thumbnail: np.ndarray, probability: np.ndarray) -> Image.Image:
@@ -153,6 +173,7 @@ def write_outputs(
         tissue=tissue,
         stride=grid.stride,
         level0_pixels_per_cell=to_level0,
+        microns_per_cell=grid.stride * slide.resolution.target_mpp,
     )
     heatmap_png(thumbnail, progress.probability).save(f"{stem}.heatmap.png")
     geojson = {"type": "FeatureCollection", "features": region_features(regions, grid, slide)}

@@ -35,6 +35,25 @@ class SyntheticSlide:
         padded = np.pad(self.tumor_mask, ((0, rows * stride - height), (0, columns * stride - width)))
         return padded.reshape(rows, stride, columns, stride).any(axis=(1, 3))
 
+    def tumor_outlines(self, sides: int = 64) -> list[np.ndarray]:
+        """The tumor regions as `sides`-gons around their disks, (sides, 2) x, y in level-0 pixels."""
+        angles = np.linspace(0, 2 * np.pi, sides, endpoint=False)
+        unit = np.column_stack([np.cos(angles), np.sin(angles)])
+        return [np.array([x, y]) + radius / np.cos(np.pi / sides) * unit for x, y, radius in self.tumor_disks]
+
+    def annotations(self) -> dict:
+        """The tumor outlines as a GeoJSON FeatureCollection classified Tumor (what `pcam slide evaluate`
+        reads)."""
+        features = [
+            {
+                "type": "Feature",
+                "geometry": {"type": "Polygon", "coordinates": [[*ring.tolist(), ring[0].tolist()]]},
+                "properties": {"objectType": "annotation", "classification": {"name": "Tumor"}},
+            }
+            for ring in self.tumor_outlines()
+        ]
+        return {"type": "FeatureCollection", "features": features}
+
 
 def section_layout(
     shape: tuple[int, int], rng: np.random.Generator, tumors: int
