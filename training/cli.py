@@ -553,13 +553,18 @@ def slide_predict(
             "Indexed Job gives each pod its I)."
         ),
     ] = None,
+    rescore: Annotated[
+        bool,
+        typer.Option("--rescore", help="Score slides again whose outputs in --output are from this run."),
+    ] = False,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads (in-process).")] = 1,
 ) -> None:
     """Score every tissue cell of each slide; write <slide>.heatmap.npz, .heatmap.png,
     .regions.geojson (QuPath), .cells.csv and .summary.json into --output.
 
     Reads at PCam's resolution (0.972 um/px) from the slide's own microns per pixel. An interrupted run
-    resumes from <slide>.progress.npz without scoring finished cells again. Research use only.
+    resumes from <slide>.progress.npz without scoring finished cells again, and skips slides whose
+    outputs are there from the same run (--rescore to score them again). Research use only.
     """
     from contextlib import nullcontext
 
@@ -580,7 +585,7 @@ def slide_predict(
             for slide in shard_of(slides, shard):
                 summary = predict_slide(
                     slide, scorer, output, point, tta=tta, stride=stride, mpp=mpp, batch=batch,
-                    concurrency=concurrency,
+                    concurrency=concurrency, rescore=rescore,
                 )  # fmt: skip
                 out.print(views.slide_summary(summary))
 

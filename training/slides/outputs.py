@@ -41,6 +41,10 @@ class SlideSummary(BaseModel):
     regions: int
     max_probability: float | None
     flagged_fraction: float = Field(description="Share of tissue cells with a review flag.")
+    run: str = Field(
+        "",
+        description="What the cells were scored for (slide file, grid, options): a rerun with the same skips it.",
+    )
     research_use: str = RESEARCH_USE
 
 
@@ -91,6 +95,7 @@ def summarize(
         regions=len(regions),
         max_probability=float(scored.max()) if len(scored) else None,
         flagged_fraction=float(progress.needs_review[tissue].mean()) if tissue.any() else 0.0,
+        run=progress.key,
     )
 
 

@@ -1,55 +1,15 @@
 """Scoring a slide's cells: background sends nothing, and an interrupted run resumes where it stopped."""
 
-import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from pcam_client.tensor import PixelPredictions
+from tests.unit.slides.counting import CountingScorer
 from training.slides.grid import CellGrid
 from training.slides.reader import Slide
 from training.slides.scoring import Progress, score_cells
 from training.slides.tissue import tissue_cells
-
-
-class CountingScorer:
-    """Answers each patch with its mean darkness; counts patches; fails on call number `fail_on`.
-    Thread-safe; with `meet` > 1 its first `meet` calls wait for each other (so they must overlap)."""
-
-    def __init__(self, release: str = "rel-1", fail_on: int | None = None, meet: int = 1) -> None:
-        self.release, self.fail_on = release, fail_on
-        self.calls: list[np.ndarray] = []
-        self.started = self.running = self.peak = 0
-        self.lock = threading.Lock()
-        self.meeting = threading.Barrier(meet, timeout=30)
-
-    def __call__(self, patches: np.ndarray) -> PixelPredictions:
-        with self.lock:
-            self.started += 1
-            number = self.started
-            self.running += 1
-            self.peak = max(self.peak, self.running)
-        try:
-            if number <= self.meeting.parties:
-                self.meeting.wait()
-            if number == self.fail_on:
-                raise ConnectionError("gateway went away")
-            with self.lock:
-                self.calls.append(patches)
-        finally:
-            with self.lock:
-                self.running -= 1
-        probability = 1 - patches.reshape(len(patches), -1).mean(axis=1).astype(np.float32) / 255
-        n = len(patches)
-        return PixelPredictions(
-            probability, (probability > 0.5).astype(np.int32), np.zeros(n, np.float32), probability > 0.9,
-            "balanced", 0.5, self.release, (self.release,), False, 0,
-        )  # fmt: skip
-
-    @property
-    def patches(self) -> int:
-        return sum(map(len, self.calls))
 
 
 @pytest.fixture
