@@ -624,6 +624,32 @@ def slide_evaluate(
         report.write_text(evaluation.model_dump_json(indent=2) + "\n")
 
 
+@slide_app.command("synthetic")
+def slide_synthetic(
+    path: Annotated[
+        Path, typer.Argument(help="The slide to write (a pyramidal TIFF, e.g. slides/demo.tiff).")
+    ],
+    seed: Annotated[int, typer.Option(help="Draws the section, its stains and its tumors.")] = 0,
+    size: Annotated[
+        tuple[int, int], typer.Option(help="Height and width of the section in pixels at PCam's resolution.")
+    ] = (1536, 1920),
+) -> None:
+    """Write a synthetic tissue section with two tumors as a pyramidal TIFF (at twice PCam's
+    resolution, with its microns per pixel) and its tumor outlines beside it as <stem>.geojson: a slide
+    to try `pcam slide predict` and `pcam slide evaluate` on. Synthetic: says nothing about PCam."""
+    import json
+
+    from training.slides.reader import PCAM_MPP
+    from training.slides.synthetic import write_synthetic_slide
+
+    with _user_errors():
+        slide = write_synthetic_slide(path, size=size, seed=seed)
+        outlines = path.with_suffix(".geojson")
+        outlines.write_text(json.dumps(slide.annotations()) + "\n")
+    out.print(f"{path} ({size[0]}x{size[1]} px at {PCAM_MPP} um/px, level 0 at "
+              f"{slide.level0_mpp:.3f}); tumor outlines in {outlines}")  # fmt: skip
+
+
 def main() -> None:
     """Console script entry point."""
     app()

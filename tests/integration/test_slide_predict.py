@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 from devstack.stack import LocalStack
 from pcam_client import PCamClient
 from tests.integration.test_predict import triton_patches
+from tests.real_slide import write_real_slide
 from training.cli import app
 from training.slides.run import checkpoint_path, predict_slide
 from training.slides.scorers import gateway_scorer
@@ -26,19 +27,28 @@ def slide(tmp_path_factory: pytest.TempPathFactory) -> SyntheticSlide:
     return write_synthetic_slide(tmp_path_factory.mktemp("slide") / "section.tiff", size=(480, 576), seed=11)
 
 
+@pytest.fixture(scope="module", params=["synthetic", "real H&E"])
+def any_slide(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic section, and a slide of the real H&E images in tests/data on glass."""
+    if request.param == "synthetic":
+        return request.getfixturevalue("slide").path
+    return write_real_slide(tmp_path_factory.mktemp("real") / "section.tiff").path
+
+
 def test_through_the_gateway_and_in_process_the_heatmap_is_the_same(
-    slide: SyntheticSlide, stack: LocalStack, model_repository: Path, tmp_path: Path
+    any_slide: Path, stack: LocalStack, model_repository: Path, tmp_path: Path
 ) -> None:
+    slide = any_slide
     url = stack.config.url("gateway")
     before = triton_patches(stack)
     remote = CliRunner().invoke(
         app,
-        ["slide", "predict", str(slide.path), "--url", url, "-o", str(tmp_path / "r"), "--concurrency", "3"],
+        ["slide", "predict", str(slide), "--url", url, "-o", str(tmp_path / "r"), "--concurrency", "3"],
     )
     assert remote.exit_code == 0, remote.output
     after = triton_patches(stack)
     local = CliRunner().invoke(
-        app, ["slide", "predict", str(slide.path), "-r", str(model_repository), "-o", str(tmp_path / "l")]
+        app, ["slide", "predict", str(slide), "-r", str(model_repository), "-o", str(tmp_path / "l")]
     )
     assert local.exit_code == 0, local.output
     with (
@@ -49,14 +59,15 @@ def test_through_the_gateway_and_in_process_the_heatmap_is_the_same(
         np.testing.assert_allclose(
             remote_grid["probability"], local_grid["probability"], atol=1e-5, equal_nan=True
         )
-        tissue = int(remote_grid["tissue"].sum())
+        tissue, cells = int(remote_grid["tissue"].sum()), remote_grid["tissue"].size
     # Background cells are never sent: each member inferred exactly one patch per tissue cell.
     assert {model: after[model] - before.get(model, 0) for model in after} == {m: tissue for m in after}
     summary = json.loads((tmp_path / "r" / "section.summary.json").read_text())
     assert summary["tissue_cells"] == tissue and summary["release"] and summary["research_use"]
     for suffix in ("heatmap.png", "regions.geojson", "cells.csv"):
         assert (tmp_path / "r" / f"section.{suffix}").is_file()
-    assert not checkpoint_path(tmp_path / "r", slide.path).exists()
+    assert 0 < tissue < cells  # glass around the tissue: never sent
+    assert not checkpoint_path(tmp_path / "r", slide).exists()
 
 
 def test_a_killed_run_resumes_without_inferring_a_patch_twice(

@@ -84,13 +84,17 @@ def write_synthetic_slide(
     rng = np.random.default_rng(seed)
     section, tumor, disks = section_layout(size, rng, tumors)
     image, mask = render_section(rng, section, tumor, SlideStains.sample(rng, 1))
-    level0_mpp = PCAM_MPP / upscale
     height, width = size
-    levels = [
-        np.asarray(
-            Image.fromarray(image).resize((width * upscale, height * upscale), Image.Resampling.BICUBIC)
-        )
-    ]
+    level0 = Image.fromarray(image).resize((width * upscale, height * upscale), Image.Resampling.BICUBIC)
+    write_pyramid(path, np.asarray(level0), PCAM_MPP / upscale)
+    level0_disks = disks[:, [1, 0, 2]] * upscale  # (x, y, radius) in level-0 pixels
+    return SyntheticSlide(path, mask, level0_disks, PCAM_MPP / upscale)
+
+
+def write_pyramid(path: Path, level0: np.ndarray, level0_mpp: float) -> None:
+    """uint8 (H, W, 3) RGB as a pyramidal tiled TIFF (zlib) stating its microns per pixel: level 0, then
+    halvings down to about two tiles."""
+    levels = [level0]
     while min(levels[-1].shape[:2]) > 2 * TILE:
         levels.append(np.asarray(Image.fromarray(levels[-1]).reduce(2)))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -107,5 +111,3 @@ def write_synthetic_slide(
                 resolution=(per_cm, per_cm),
                 resolutionunit="CENTIMETER",
             )
-    level0_disks = disks[:, [1, 0, 2]] * upscale  # (x, y, radius) in level-0 pixels
-    return SyntheticSlide(path, mask, level0_disks, level0_mpp)

@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from training.cli import app
+from training.slides.annotations import read_annotations
 from training.slides.evaluate import (
     LesionHits,
     Lesions,
@@ -139,3 +140,14 @@ def test_the_command_names_what_is_missing(tmp_path: Path) -> None:
     assert done.exit_code == 1 and "no *.heatmap.npz" in " ".join(done.output.split())
     done = CliRunner().invoke(app, ["slide", "evaluate", str(tmp_path), "-a", str(tmp_path / "nowhere")])
     assert done.exit_code == 1 and "not a directory" in " ".join(done.output.split())
+
+
+def test_the_synthetic_slide_command_writes_a_slide_and_its_outlines(tmp_path: Path) -> None:
+    done = CliRunner().invoke(
+        app, ["slide", "synthetic", str(tmp_path / "demo.tiff"), "--size", "384", "480"]
+    )
+    assert done.exit_code == 0, done.output
+    with Slide(tmp_path / "demo.tiff") as slide:
+        assert slide.size == (480, 384) and slide.resolution.level0_mpp == pytest.approx(0.486)
+    outlines = read_annotations(tmp_path / "demo.geojson")
+    assert len(outlines) == 2 and {o.kind for o in outlines} == {"tumor"}
