@@ -108,6 +108,14 @@ Image of the Triton container: the NGC image with gpu.enabled, else the CPU imag
 {{- end }}
 
 {{/*
+The gateway's in-cluster URL (its Service and the Service's port), for the release's own clients: the
+`helm test` pod and the whole-slide Job.
+*/}}
+{{- define "pcam.gateway.url" -}}
+{{- printf "http://%s:%v" (include "pcam.componentName" (dict "root" . "component" "gateway")) .Values.gateway.service.port }}
+{{- end }}
+
+{{/*
 Pod-level fields every workload shares. Call with (dict "root" $ "component" "gateway" "values" .Values.gateway).
 */}}
 {{- define "pcam.podCommon" -}}
