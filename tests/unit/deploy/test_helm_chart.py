@@ -17,7 +17,9 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
+import typer.main
 import yaml
 
 from devstack.triton import opentelemetry_trace_settings
@@ -32,7 +34,13 @@ from tests.unit.deploy.conftest import ROOT, kubernetes_validate_output
 
 CHART = ROOT / "helm" / "pcam"
 VALUES = CHART / "ci"  # chart-testing convention: <name>-values.yaml, also examples for users
-VALUE_SETS = ("default", "gpu-autoscaling-monitoring", "external-redis", "ensemble-beside-triton")
+VALUE_SETS = (
+    "default",
+    "gpu-autoscaling-monitoring",
+    "external-redis",
+    "ensemble-beside-triton",
+    "slide-job",
+)
 BESIDE = "ensemble-beside-triton"  # ensemble.besideTriton: the ensemble a container of every Triton pod
 RELEASE, NAMESPACE = "t", "pcam"
 KUBERNETES_VERSIONS = ("1.27.0", "1.37.0")  # the chart's kubeVersion floor and the newest bundled schemas
@@ -46,6 +54,8 @@ DEFAULTS = yaml.safe_load((CHART / "values.yaml").read_text())
 SCRAPERS = DEFAULTS["networkPolicy"]["metrics"]["from"]
 CONTAINER_PORTS = {"gateway": 8080, "preprocess": 8081, "ensemble": 8082}
 SETTINGS = {"gateway": GatewaySettings, "preprocess": PreprocessSettings, "ensemble": EnsembleSettings}
+CLI_COMMANDS = {"slides": ("slide", "predict")}
+"""Components that run a `pcam` command: their PCAM_* variables are the command's options' variables."""
 
 Obj = dict[str, Any]
 
@@ -1023,6 +1033,16 @@ def test_a_service_port_moves_only_the_service(helm: str) -> None:
     assert k8s_policy.check_flows(objects, required, forbidden) == []
 
 
+def cli_variables(*command: str) -> set[str]:
+    """The environment variables a `pcam` command's options read."""
+    from training.cli import app
+
+    found = typer.main.get_command(app)
+    for name in command:
+        found = found.get_command(click.Context(found), name)
+    return {p.envvar for p in found.params if isinstance(p.envvar, str)}
+
+
 def settings_env_violations(objects: list[Obj]) -> list[str]:
     """Every PCAM_* variable a container gets (env and envFrom ConfigMaps) sets a field of its own
     service's settings class, as PCAM_<SERVICE>_<FIELD> or, for a field services must agree on,
@@ -1050,6 +1070,13 @@ def settings_env_violations(objects: list[Obj]) -> list[str]:
             violations += [
                 f"{where}: {n} set twice" for n in sorted({n for n in names if names.count(n) > 1})
             ]
+            if component in CLI_COMMANDS:
+                known = cli_variables(*CLI_COMMANDS[component])
+                violations += [
+                    f"{where}: {n} is no option of `pcam {' '.join(CLI_COMMANDS[component])}`"
+                    for n in names if n.startswith("PCAM_") and n not in known
+                ]  # fmt: skip
+                continue
             fields: dict[str, str] = {}
             for name in names:
                 if not name.startswith("PCAM_"):
