@@ -69,6 +69,7 @@ bench: system-deps venv triton-env repository ## benchmarks (ratios measured sid
 	$(BIN)/python -m benchmarks.members
 	$(BIN)/python -m benchmarks.serving --repository $(MODEL_REPOSITORY)
 	$(BIN)/python -m benchmarks.ceiling
+	$(BIN)/python -m benchmarks.slides --repository $(MODEL_REPOSITORY)
 
 # make loadtest [SCENARIO=cold|hot|mixed|batch|all, comma-separated] [USERS=8] [DURATION=30s] [SPAWN_RATE=]
 #   [SLO_P95_MS=] [SLO_P99_MS=] [SLO_ERROR_RATIO=] (empty: the locustfile's defaults) [LOCUST_ARGS=...]

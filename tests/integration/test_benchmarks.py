@@ -1,4 +1,4 @@
-"""The serving and ceiling benchmarks run end to end on tiny loads, so they cannot break unnoticed.
+"""The serving, ceiling and slide benchmarks run end to end on tiny loads, so they cannot break unnoticed.
 
 Only that they run and report every measure is checked here: their figures come from `make bench`.
 """
@@ -54,6 +54,18 @@ def test_the_ceiling_benchmark_builds_its_release_and_reports_both_loads_both_wa
     for rate, gateway, preprocess, ensemble, services, *_, cores in rows.values():
         assert rate > 0 and services > 0 and cores > 0
         assert services == pytest.approx(gateway + preprocess + ensemble, abs=0.01)
+
+
+def test_the_slide_benchmark_reports_tiles_per_second_and_client_cpu_three_ways(
+    model_repository: Path, tmp_path: Path
+) -> None:
+    small = ["--rounds", "1", "--size", "384", "480", "--batch", "64", "--concurrency", "2"]
+    reports = run_benchmark("slides", ["--repository", str(model_repository), *small], tmp_path)
+    slides = json.loads((reports / "slides.json").read_text())
+    assert [row[0] for row in slides["rows"]] == ["reader only", "in-process", "stack"]
+    assert all(float(row[1]) > 0 and row[3] > 0 for row in slides["rows"])
+    assert slides["tiles"] > 0 and slides["whole_slide"]["tiles"] > 0
+    assert slides["stack_cpu_ms_per_tile"]["services"] > 0
 
 
 def run_benchmark(name: str, arguments: list[str], folder: Path) -> Path:

@@ -42,6 +42,13 @@ class ScoredSlide:
     @classmethod
     def load(cls, path: Path) -> ScoredSlide:
         with np.load(path) as grid:
+            missing = {"probability", "tissue", "level0_pixels_per_cell", "microns_per_cell"} - set(
+                grid.files
+            )
+            if missing:
+                raise ValueError(
+                    f"{path}: no {', '.join(sorted(missing))}; score the slide again with pcam slide predict"
+                )
             return cls(
                 path.name.removesuffix(".heatmap.npz"),
                 grid["probability"],

@@ -151,3 +151,11 @@ def test_the_synthetic_slide_command_writes_a_slide_and_its_outlines(tmp_path: P
         assert slide.size == (480, 384) and slide.resolution.level0_mpp == pytest.approx(0.486)
     outlines = read_annotations(tmp_path / "demo.geojson")
     assert len(outlines) == 2 and {o.kind for o in outlines} == {"tumor"}
+
+
+def test_a_heatmap_without_what_evaluation_needs_is_named(tmp_path: Path) -> None:
+    np.savez_compressed(
+        tmp_path / "old.heatmap.npz", probability=np.zeros((2, 2)), tissue=np.ones((2, 2), bool)
+    )
+    with pytest.raises(ValueError, match="old.heatmap.npz: no level0_pixels_per_cell, microns_per_cell"):
+        ScoredSlide.load(tmp_path / "old.heatmap.npz")
