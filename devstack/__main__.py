@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import sys
 import time
 from pathlib import Path
 
+from devstack.processes import PortTakenError
 from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
+from devstack.supervisor import Supervisor
 from pcam_core.release import RELEASE_FILENAME
 
 EXAMPLE_PATCH = Path("tests/data/he/patches/src_r1c1.png")
@@ -21,7 +24,13 @@ def main() -> int:
     parser.add_argument("--config", type=Path, default=Path("training/configs/demo.yaml"))
     parser.add_argument("--triton-venv", type=Path, default=Path(".venv-triton"))
     parser.add_argument("--work-dir", type=Path, default=Path("build/stack"))
+    parser.add_argument(
+        "--no-restart",
+        action="store_true",
+        help="stop the whole stack when any process exits, instead of starting that process again",
+    )
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
 
     if not (args.model_repository / RELEASE_FILENAME).exists():
         print(
@@ -41,33 +50,44 @@ def main() -> int:
     )
     try:
         with LocalStack(config) as stack:
-            _print_banner(config)
+            _print_banner(stack)
+            if not args.no_restart:
+                supervisor = Supervisor(stack)
+                while True:
+                    supervisor.watch()
+                    time.sleep(1)
             while all(p.alive() for p in stack.processes.values()):
                 time.sleep(1)
             dead = [name for name, p in stack.processes.items() if not p.alive()]
             print(f"Stopping: {', '.join(dead)} exited (logs in {config.work_dir / 'logs'})", file=sys.stderr)
             return 1
+    except PortTakenError as exc:
+        print(f"Not started: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 0
     finally:
         print("Stopped every process of the stack.", flush=True)
 
 
-def _print_banner(config: StackConfig) -> None:
+def _print_banner(stack: LocalStack) -> None:
+    """What this stack started and where: only its own processes (by pid), none found on a port."""
+    config = stack.config
     gateway = config.url("gateway")
+    pid = {name: process.popen.pid for name, process in stack.processes.items()}
     print(
         f"""
 PCam platform is up (research use only). Logs: {config.work_dir / "logs"}
-  gateway     {gateway}   (OpenAPI: {gateway}/docs)
-  preprocess  {config.url("preprocess")}
-  ensemble    {config.url("ensemble")}
-  triton      http://127.0.0.1:{config.ports.triton_http} (gRPC {config.ports.triton_grpc}, metrics {config.ports.triton_metrics})
-  redis       127.0.0.1:{config.ports.redis}
+  gateway     {gateway}   (OpenAPI: {gateway}/docs; pid {pid["gateway"]})
+  preprocess  {config.url("preprocess")}   (pid {pid["preprocess"]})
+  ensemble    {config.url("ensemble")}   (pid {pid["ensemble"]})
+  triton      http://127.0.0.1:{config.ports.triton_http} (gRPC {config.ports.triton_grpc}, metrics {config.ports.triton_metrics}; pid {pid["triton"]})
+  redis       127.0.0.1:{config.ports.redis}   (pid {pid["redis"]})
 
 Try:
   curl -s -F file=@{EXAMPLE_PATCH} '{gateway}/v1/predict?operating_point=screening'
 
-Ctrl-C stops everything.""",
+A process that exits is started again (--no-restart: stop everything instead). Ctrl-C stops everything.""",
         flush=True,
     )
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
 import signal
 import socket
@@ -12,12 +14,64 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import httpx
+import psutil
 
 POLL_INTERVAL_S = 0.2
+PR_SET_PDEATHSIG = 1
+"""prctl(2) option: the signal a process gets when the thread that forked it exits."""
 
 
 class StartupError(RuntimeError):
     """A process exited or never became ready; the message carries its log tail."""
+
+
+class PortTakenError(StartupError):
+    """A port the stack needs is taken; the message names the process holding it."""
+
+
+def die_with_this_process() -> Callable[[], None]:
+    """A `preexec_fn` making the child get SIGKILL when this process dies, however it dies (prctl's
+    PR_SET_PDEATHSIG, Linux): no child outlives even a SIGKILL of the stack. The signal follows the
+    forking *thread*, so children are started from the main thread."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing is loaded in the child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+            os._exit(errno.EPERM)
+        if os.getppid() != parent:  # the parent died before prctl took effect
+            os._exit(1)
+
+    return preexec
+
+
+def port_holder(port: int) -> str:
+    """Who listens on TCP `port`: "pid N (command line)", or "another process" when it cannot be seen."""
+    with contextlib.suppress(psutil.Error):
+        for connection in psutil.net_connections(kind="tcp"):
+            if connection.laddr and connection.laddr.port == port and connection.status == psutil.CONN_LISTEN:
+                if connection.pid is None:
+                    break
+                with contextlib.suppress(psutil.Error):
+                    command = " ".join(psutil.Process(connection.pid).cmdline())[:120]
+                    return f"pid {connection.pid} ({command})"
+                return f"pid {connection.pid}"
+    return "another process"
+
+
+def check_ports_free(ports: Mapping[str, int], host: str = "127.0.0.1") -> None:
+    """Bind each port as its server would (SO_REUSEADDR, so a closed connection's TIME_WAIT is no
+    obstacle); a taken one is a PortTakenError naming it, what it is for and who holds it."""
+    for name, port in ports.items():
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as exc:
+                raise PortTakenError(
+                    f"port {port} ({name}) is taken by {port_holder(port)}: stop it, or choose another "
+                    f"port with PCAM_{name.upper()}_PORT ({exc.strerror})"
+                ) from exc
 
 
 def free_port() -> int:
@@ -44,6 +98,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
+                preexec_fn=die_with_this_process(),
             )
         except BaseException:
             self._log.close()

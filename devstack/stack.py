@@ -13,7 +13,7 @@ from types import TracebackType
 
 import redis
 
-from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.processes import ManagedProcess, check_ports_free, free_port, http_ok
 from devstack.triton import TritonInstall, opentelemetry_trace_args, remove_shared_memory
 from services.common import ports
 from services.common.tracing import otlp_traces_url
@@ -72,6 +72,9 @@ class LocalStack:
         self.processes: dict[str, ManagedProcess] = {}
 
     def __enter__(self) -> LocalStack:
+        # A taken port would let readiness probes reach someone else's process (an orphan of an
+        # earlier stack): refuse it by name before anything starts.
+        check_ports_free(vars(self.config.ports))
         try:
             self._start_redis()
             self._start_triton()

@@ -1,57 +1,15 @@
-"""LocalStack.restart with stand-in processes: no redis-server, Triton or services needed."""
+"""LocalStack.restart and its port check with stand-in processes (conftest): no redis-server, Triton or
+services needed."""
 
 import os
 import signal
-import sys
-from collections.abc import Iterator
-from pathlib import Path
+import socket
 
 import httpx
 import pytest
 
-from devstack import stack as stack_module
-from devstack.processes import ManagedProcess, group_members
+from devstack.processes import PortTakenError, group_members
 from devstack.stack import LocalStack, StackConfig, StackPorts
-
-# Stands in for a service: answers 200 on its configured port (PCAM_<SERVICE>_PORT, as the stack sets it).
-FAKE_SERVICE = """
-import http.server, os, sys
-port = int(os.environ[f"PCAM_{sys.argv[1].upper()}_PORT"])
-class Ok(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = str(os.getpid()).encode()
-        self.send_response(200)
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.HTTPServer(("127.0.0.1", port), Ok).serve_forever()
-"""
-
-
-@pytest.fixture
-def local(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[LocalStack]:
-    def fake_redis(
-        server: str, port: int, log: Path, name: str, password: str | None = None
-    ) -> ManagedProcess:
-        return ManagedProcess(name, [sys.executable, "-c", "import time; time.sleep(600)"], log)
-
-    monkeypatch.setattr(stack_module, "start_redis", fake_redis)
-    monkeypatch.setattr(stack_module, "service_arguments", lambda service: ["-c", FAKE_SERVICE, service])
-    config = StackConfig(
-        model_repository=tmp_path / "repository",
-        triton_venv=tmp_path / "venv",
-        work_dir=tmp_path / "work",
-        ports=StackPorts.free(),
-        redis_server=sys.executable,  # found on PATH by _start_redis's check; fake_redis runs instead
-        startup_timeout_s=30,
-    )
-    local = LocalStack(config)
-    local._start_redis()
-    local._start_service("gateway")
-    yield local
-    local.stop()
 
 
 def test_restart_brings_a_killed_process_back_on_its_port_in_its_place(local: LocalStack) -> None:
@@ -81,3 +39,18 @@ def test_restart_refuses_a_name_the_stack_did_not_start(local: LocalStack) -> No
     for name in ("triton", "postgres"):
         with pytest.raises(ValueError, match="not a process of this stack"):
             local.restart(name)
+
+
+def test_a_taken_port_is_refused_by_name_before_anything_starts(tmp_path) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        ports = StackPorts.free()
+        ports = StackPorts(**{**vars(ports), "preprocess": holder.getsockname()[1]})
+        config = StackConfig(tmp_path / "repository", tmp_path / "venv", tmp_path / "work", ports)
+        stack = LocalStack(config)
+        with pytest.raises(PortTakenError) as refused:
+            stack.__enter__()
+    message = str(refused.value)
+    assert f"port {ports.preprocess} (preprocess) is taken by pid {os.getpid()}" in message
+    assert "PCAM_PREPROCESS_PORT" in message and stack.processes == {}
