@@ -31,6 +31,7 @@ def main() -> int:
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # not every readiness poll
 
     if not (args.model_repository / RELEASE_FILENAME).exists():
         print(

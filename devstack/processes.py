@@ -29,20 +29,21 @@ class PortTakenError(StartupError):
     """A port the stack needs is taken; the message names the process holding it."""
 
 
-def die_with_this_process() -> Callable[[], None]:
-    """A `preexec_fn` making the child get SIGKILL when this process dies, however it dies (prctl's
-    PR_SET_PDEATHSIG, Linux): no child outlives even a SIGKILL of the stack. The signal follows the
-    forking *thread*, so children are started from the main thread."""
-    libc = ctypes.CDLL(None, use_errno=True)  # loaded before the fork: nothing is loaded in the child
-    parent = os.getpid()
+def die_with_parent(signum: int = signal.SIGKILL, parent: int | None = None) -> Callable[[], None]:
+    """A hook that makes the calling process get `signum` when its parent dies, however it dies
+    (prctl's PR_SET_PDEATHSIG, Linux). Default parent: this process, for a child's `preexec_fn`: no
+    child outlives even a SIGKILL of the stack. The signal follows the forking *thread*, so children
+    are started from the main thread."""
+    libc = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: nothing is loaded in the child
+    expected = os.getpid() if parent is None else parent
 
-    def preexec() -> None:
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+    def arm() -> None:
+        if libc.prctl(PR_SET_PDEATHSIG, signum) != 0:
             os._exit(errno.EPERM)
-        if os.getppid() != parent:  # the parent died before prctl took effect
+        if os.getppid() != expected:  # the parent died before prctl took effect
             os._exit(1)
 
-    return preexec
+    return arm
 
 
 def port_holder(port: int) -> str:
@@ -98,7 +99,7 @@ class ManagedProcess:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,
-                preexec_fn=die_with_this_process(),
+                preexec_fn=die_with_parent(),
             )
         except BaseException:
             self._log.close()

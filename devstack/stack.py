@@ -157,7 +157,9 @@ class LocalStack:
             command += opentelemetry_trace_args(traces_url)
         process = ManagedProcess(
             "triton",
-            command,
+            # Under the guard: Triton's python-backend stubs are its children, out of PR_SET_PDEATHSIG's
+            # reach; the guard takes them down with Triton when the stack dies.
+            [sys.executable, "-m", "devstack.guard", "--shm-prefix", self.triton_shm_prefix(), *command],
             self._log("triton"),
             env=install.environment(os.environ.get("PATH", "")),
         )
