@@ -10,6 +10,7 @@ the center-32 rule and calibrates, not how a model does on PCam.
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +27,7 @@ from training.data import pcam_h5
 from training.data.synthetic import synthesize
 from training.evaluate import score_split
 from training.metrics import ece
+from training.slides.evaluate import evaluate_slides
 from training.slides.run import predict_slide
 from training.slides.scorers import LocalScorer
 from training.slides.synthetic import write_synthetic_slide
@@ -124,6 +126,9 @@ def test_the_cam_of_a_center_positive_concentrates_on_the_center(maps: ServedMap
 
 
 SLIDE_AUC = 0.95
+SLIDE_FROC = 0.75
+"""Camelyon16's score against the tumor outlines (1.0 on seed 1, 21:50 UTC 2026-12-03: both lesions
+found above the highest false positive; cell AUC against the outlines 0.949)."""
 
 
 def test_a_synthetic_slides_heatmap_finds_its_tumor_cells(demo: Path, tmp_path: Path) -> None:
@@ -138,3 +143,10 @@ def test_a_synthetic_slides_heatmap_finds_its_tumor_cells(demo: Path, tmp_path: 
     assert not (truth & ~tissue).any(), "tumor cells missed by the tissue detection"
     assert roc_auc_score(truth[tissue], probability[tissue]) >= SLIDE_AUC
     assert summary.tissue_cells == tissue.sum() and np.isnan(probability[~tissue]).all()
+    # `pcam slide evaluate` against the tumor outlines: Camelyon16's lesions, each one found.
+    (tmp_path / "annotations").mkdir()
+    (tmp_path / "annotations" / "section.geojson").write_text(json.dumps(slide.annotations()))
+    evaluation = evaluate_slides([tmp_path / "out" / "section.heatmap.npz"], tmp_path / "annotations")
+    (scored,) = evaluation.slides
+    assert scored.lesions >= 1 and scored.lesions_found == scored.lesions
+    assert evaluation.froc_score >= SLIDE_FROC
