@@ -17,8 +17,10 @@ from training.slides.synthetic import write_pyramid
 PATCHES = Path(__file__).parent / "data" / "he" / "patches"
 SIZE = (768, 1280)
 """(height, width) of the slide in PCam pixels."""
-PLACES = {"src": (64, 96), "tgt": (352, 640)}
-"""Top-left corner (row, column) of each image's mosaic: 4 x 6 tiles of 96 px each, 384 x 576."""
+PLACES = {"src": (61, 83), "tgt": (349, 633)}
+"""Top-left corner (row, column) of each image's mosaic: 4 x 6 tiles of 96 px each, 384 x 576. Off the
+32-px grid, so no cell's patch is one of the tiles themselves, which other tests send to the gateway
+(a cached answer would not reach Triton)."""
 
 
 def mosaic(prefix: str) -> np.ndarray:
