@@ -43,7 +43,14 @@ def read_annotations(path: Path) -> list[Annotation]:
             return _camelyon_xml(path)
         if path.suffix.lower() in (".geojson", ".json"):
             return _geojson(json.loads(path.read_text()))
-    except (json.JSONDecodeError, ElementTree.ParseError, KeyError, TypeError, ValueError) as exc:
+    except (
+        json.JSONDecodeError,
+        ElementTree.ParseError,
+        AttributeError,
+        KeyError,
+        TypeError,
+        ValueError,
+    ) as exc:
         if isinstance(exc, AnnotationError):
             raise AnnotationError(f"{path}: {exc}") from exc
         raise AnnotationError(f"{path}: not a readable annotation file ({exc})") from exc

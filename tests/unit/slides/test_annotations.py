@@ -125,6 +125,9 @@ def test_the_regions_predict_writes_read_back_to_their_cells(synthetic_slide, tm
         ("c.geojson", '{"type": "Feature", "geometry": {"type": "Polygon", "coordinates": [[[0, 0], [1, 1]]]}}',
          "three"),
         ("d.json", "{not json", "not a readable annotation file"),
+        ("d2.json", "[1, 2]", "not a readable annotation file"),
+        ("d3.json", '{"type": "FeatureCollection", "features": [{"geometry": {"type": "Polygon", "coordinates": '
+                    '[[[0, 0], [1, 0, 0], [1]]]}}]}', "not a readable annotation file"),
         ("e.xml", '<ASAP_Annotations><Annotations><Annotation PartOfGroup="Lymph"><Coordinates>'
                   '</Coordinates></Annotation></Annotations></ASAP_Annotations>', "Lymph"),
         ("f.xml", "<ASAP_Annotations><Annotations>", "not a readable annotation file"),
