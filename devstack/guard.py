@@ -12,6 +12,7 @@ the whole group): the guard waits for COMMAND and exits with its status.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
@@ -36,7 +37,8 @@ def main(argv: list[str]) -> int:
             return  # an ordinary stop: COMMAND got the same signal; wait for it below
         for pid in group_members(os.getpgrp()):
             if pid != os.getpid():
-                os.kill(pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):  # it may end on its own meanwhile
+                    os.kill(pid, signal.SIGKILL)
         if args.shm_prefix:
             remove_shared_memory(args.shm_prefix)
         os._exit(128 + signal.SIGKILL)
