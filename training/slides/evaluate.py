@@ -179,13 +179,14 @@ def evaluate_slides(results: list[Path], annotations: Path) -> SlidesEvaluation:
         hits.append(judged)
         truths.append(truth[scored])
         scores.append(slide.probability[scored])
+        labels, probabilities = truths[-1], scores[-1]
         rows.append(
             SlideEvaluation(
                 slide=slide.name,
                 annotations=str(source) if source else None,
                 scored_cells=int(scored.sum()),
-                tumor_cells=int(truth[scored].sum()),
-                cell_auc=auc(truth[scored], slide.probability[scored]),
+                tumor_cells=int(labels.sum()),
+                cell_auc=auc(labels, probabilities),
                 lesions=lesions.count,
                 isolated_tumor_cells=len(lesions.itc),
                 lesions_found=int((judged.lesion_scores > 0).sum()),
