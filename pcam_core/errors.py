@@ -120,6 +120,13 @@ class DependencyUnavailable(PCamError):
     KINDS = ("service-unavailable",)
 
 
+class Overloaded(PCamError):
+    """The service holds as much work as it is allowed to (admission control): refused at once, to be
+    retried after Retry-After, instead of queued behind work that would miss its deadline."""
+
+    KINDS = ("overloaded",)
+
+
 class MemberUnavailable(DependencyUnavailable):
     """Too few ensemble members answered because the model server is unavailable."""
 

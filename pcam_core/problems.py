@@ -62,6 +62,7 @@ PROBLEM_TYPES: Final[dict[str, ProblemType]] = {
     # the platform's side
     "deadline-exceeded": ProblemType(504, "Request took too long", E.DeadlineExceeded),
     "service-unavailable": ProblemType(503, "Service temporarily unavailable", E.DependencyUnavailable),
+    "overloaded": ProblemType(503, "Overloaded", E.Overloaded),
     "model-error": ProblemType(502, "Model error", E.MemberRefused),
     "bad-gateway": ProblemType(502, "Bad gateway", E.BadGateway),
     # the framework's own answers

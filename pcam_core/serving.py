@@ -26,7 +26,7 @@ from pcam_core.contract import (
     OUTPUT_SHAPES,
     TTA_VIEWS,
 )
-from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable
+from pcam_core.errors import InvalidRequest, MemberRefused, MemberUnavailable, Overloaded
 from pcam_core.explain import (
     activation_explanation,
     ensemble_map,
@@ -49,6 +49,8 @@ class MemberFailure(RuntimeError):
     """A member gave no usable answer; `transient` says whether trying again later may help."""
 
     transient: ClassVar[bool] = False
+    overloaded: ClassVar[bool] = False
+    """The model server refused the call for want of capacity: the request is refused as overloaded."""
 
     def __init__(self, member: str, detail: str) -> None:
         super().__init__(f"{member}: {detail}")
@@ -206,8 +208,8 @@ class EnsembleModel:
         every patch in the members' batch) or cam (the activation maps the same call returns).
 
         min_members: None requires every member; k allows a degraded answer from any k that answered.
-        Raises MemberUnavailable (the model server is down) or MemberRefused (a member broke the
-        contract) when fewer answered.
+        Raises MemberUnavailable (the model server is down), Overloaded (its queue refused a call) or
+        MemberRefused (a member broke the contract) when fewer answered.
         """
         if explain == "cam":
             check_maps(self.release)
@@ -245,10 +247,12 @@ class EnsembleModel:
 
     def _not_enough(
         self, failures: dict[str, MemberFailure], required: int
-    ) -> MemberUnavailable | MemberRefused:
+    ) -> MemberUnavailable | MemberRefused | Overloaded:
         everyone = len(self.release.members)
         reasons = "; ".join(map(str, failures.values()))
         detail = f"{required} of {everyone} members required, {len(failures)} failed: {reasons}"
+        if any(f.overloaded for f in failures.values()):
+            return Overloaded(f"Model server overloaded: {detail}", retry_after_s=self.retry_after_s)
         if not failures or any(f.transient for f in failures.values()):
             return MemberUnavailable(f"Model server unavailable: {detail}", retry_after_s=self.retry_after_s)
         # Not down: a member refused the call or answered outside the contract; a retry would not help.

@@ -185,6 +185,18 @@ class TritonConfig(_Strict):
 
     max_batch_size: int = Field(64, ge=1)
     max_queue_delay_microseconds: int = Field(2000, ge=0)
+    max_queue_size: int = Field(
+        64,
+        ge=0,
+        description="Requests each member's dynamic batcher holds waiting; one more is rejected at once "
+        "(UNAVAILABLE) and the ensemble answers 503 overloaded instead of queueing it. 0: unbounded.",
+    )
+    queue_timeout_microseconds: int = Field(
+        5_000_000,
+        ge=0,
+        description="A request still queued after this long is rejected rather than run for a caller that "
+        "has given up (keep it under the ensemble's triton_timeout_s). 0: never.",
+    )
     instance_count: int = Field(1, ge=1, description="cpu target: model instances (KIND_CPU).")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads; 0 lets it decide.")
     gpu_instance_count: int = Field(1, ge=1, description="gpu target: model instances per GPU (KIND_GPU).")

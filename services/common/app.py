@@ -6,10 +6,12 @@ from contextlib import AbstractAsyncContextManager
 from fastapi import FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from services.common.admission import Admission, AdmissionMiddleware
 from services.common.logging_setup import AccessLogMiddleware
 from services.common.metrics import HttpMetricsMiddleware
 from services.common.problems import UnhandledErrorMiddleware, install_problem_handlers
 from services.common.request_id import RequestIdMiddleware
+from services.common.settings import ServiceSettings
 from services.common.tracing import flush_on_shutdown, instrument_app, setup_tracing
 from services.common.uploads import BodyLimitMiddleware
 
@@ -19,9 +21,15 @@ Lifespan = Callable[[FastAPI], AbstractAsyncContextManager[None] | AsyncIterator
 
 
 def create_service_app(
-    service: str, title: str, description: str, lifespan: Lifespan, max_body_bytes: int
+    service: str,
+    title: str,
+    description: str,
+    lifespan: Lifespan,
+    max_body_bytes: int,
+    settings: ServiceSettings,
 ) -> FastAPI:
-    """A FastAPI app with the shared middleware, error model, body cap, `/healthz` and `/metrics`."""
+    """A FastAPI app with the shared middleware, error model, body cap, bound on requests in flight,
+    `/healthz` and `/metrics`."""
     tracer_provider = setup_tracing(service)  # None unless OTEL_* asks for traces
     app = FastAPI(
         title=title,
@@ -30,8 +38,12 @@ def create_service_app(
         lifespan=flush_on_shutdown(lifespan, tracer_provider),
     )
     # Added innermost first; from the outside in: (trace span when tracing is on,) request id, access
-    # log, 500 catch-all, metrics, body cap.
+    # log, 500 catch-all, metrics, admission (refusals are logged and counted), body cap.
     app.add_middleware(BodyLimitMiddleware, max_bytes=max_body_bytes)
+    requests = Admission(
+        service, "requests", settings.max_in_flight_requests, settings.overload_retry_after_s
+    )
+    app.add_middleware(AdmissionMiddleware, admission=requests, router=app.router)
     app.add_middleware(HttpMetricsMiddleware, service=service)
     app.add_middleware(UnhandledErrorMiddleware)
     app.add_middleware(AccessLogMiddleware)

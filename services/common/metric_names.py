@@ -57,6 +57,28 @@ METRICS: tuple[MetricSpec, ...] = (
         ALL_SERVICES,
     ),
     MetricSpec(
+        "pcam_admission_in_flight",
+        "gauge",
+        ("service", "scope"),
+        "Work this process holds now, by scope: requests (POSTs being handled), patches (the gateway's "
+        "uncached patches queued for or inside a downstream batch).",
+        ALL_SERVICES,
+    ),
+    MetricSpec(
+        "pcam_admission_limit",
+        "gauge",
+        ("service", "scope"),
+        "The bound on pcam_admission_in_flight (a setting); saturation is in flight over limit.",
+        ALL_SERVICES,
+    ),
+    MetricSpec(
+        "pcam_admission_refused_total",
+        "counter",
+        ("service", "scope"),
+        "Requests refused at once with 503 overloaded (Retry-After) because the scope was at its limit.",
+        ALL_SERVICES,
+    ),
+    MetricSpec(
         "pcam_release_info",
         "gauge",
         ("service", "release"),

@@ -35,6 +35,7 @@ EXAMPLE_DETAILS: dict[str, str] = {
     "rate-limited": "At most 1200 requests per minute; retry in 17 s.",
     "bad-gateway": "The ensemble service answered unexpectedly: ...",
     "service-unavailable": "The ensemble service is unavailable: ConnectError",
+    "overloaded": "The gateway holds 512 patches in flight, its limit; retry after 1 s.",
     "deadline-exceeded": "No answer within the request deadline of 60 s; retry, or send fewer images.",
 }
 """An example detail per problem kind, shown in the API descriptions under the kind's status."""
@@ -59,7 +60,8 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     _status_of("rate-limited"): "Too many requests for this API key (or client address); retry after "
     "Retry-After seconds.",
     _status_of("bad-gateway"): "A dependency answered unexpectedly.",
-    _status_of("service-unavailable"): "A dependency is down; retry after Retry-After seconds.",
+    _status_of("service-unavailable"): "A dependency is down, or the service is at its limit of work in "
+    "flight (overloaded); retry after Retry-After seconds.",
     _status_of("deadline-exceeded"): "The request deadline passed; retry after Retry-After seconds, or send "
     "fewer images.",
 }

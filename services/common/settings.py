@@ -50,6 +50,13 @@ class ServiceSettings(BaseSettings):
     graceful_shutdown_s: float = Field(
         20.0, gt=0, description="In-flight requests get this long after SIGTERM."
     )
+    max_in_flight_requests: int = Field(
+        64,
+        ge=1,
+        description="POST requests handled at once; one more is answered at once with 503 overloaded "
+        "and Retry-After instead of queueing (probes, metrics and GETs are never refused).",
+    )
+    overload_retry_after_s: int = Field(1, ge=1, description="Retry-After of an overloaded answer.")
 
 
 class AgreedSettings(BaseSettings):

@@ -62,6 +62,7 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
         "takes the binary `application/vnd.pcam.batch`.",
         lifespan,
         max_body_bytes=wire.max_frame_bytes(settings.max_images),
+        settings=settings,
     )
     app.include_router(router(settings))
     return app

@@ -3,7 +3,10 @@
 Inference is idempotent, so a repeated request is safe; what decides a retry is whether a repeat can
 succeed and what it costs:
 - UNAVAILABLE is retried: gRPC fails fast with it when no connection can be made (server down or
-  restarting), and Triton answers it for a model not (yet) loaded or a full queue; all transient.
+  restarting), and Triton answers it for a model not (yet) loaded; all transient.
+- UNAVAILABLE from the dynamic batcher's queue policy (queue full, or a request queued past its
+  timeout) is not retried: the server is overloaded, and a repeat would add load where there is too
+  much. The ensemble answers 503 overloaded with Retry-After instead.
 - DEADLINE_EXCEEDED is not retried by default: the attempt spent its whole deadline, the server may
   still be running it (overload), and a repeat would add load at the worst moment and cost another
   full deadline. `retry_deadline_exceeded` opts in.
@@ -29,6 +32,14 @@ logger = logging.getLogger(__name__)
 # tritonclient puts str(grpc.StatusCode.X) ("StatusCode.X") into InferenceServerException.status().
 UNAVAILABLE = str(grpc.StatusCode.UNAVAILABLE)
 DEADLINE_EXCEEDED = str(grpc.StatusCode.DEADLINE_EXCEEDED)
+QUEUE_REJECTIONS = ("Exceeds maximum queue size", "Request timeout expired")
+"""Triton's messages for a request its queue policy refused (max_queue_size, timeout_action REJECT)."""
+
+
+def rejected_by_queue(error: InferenceServerException) -> bool:
+    """Whether Triton refused the request because the model's queue was full or it waited too long."""
+    message = error.message() or ""
+    return error.status() == UNAVAILABLE and any(reason in message for reason in QUEUE_REJECTIONS)
 
 
 @dataclass(frozen=True)
@@ -51,7 +62,9 @@ class RetryPolicy:
     def retryable(self, error: InferenceServerException) -> bool:
         """True for the transient statuses only (see the module docstring)."""
         status = error.status()
-        return status == UNAVAILABLE or (self.retry_deadline_exceeded and status == DEADLINE_EXCEEDED)
+        if status == UNAVAILABLE:
+            return not rejected_by_queue(error)
+        return self.retry_deadline_exceeded and status == DEADLINE_EXCEEDED
 
     def backoff(self, retry: int, rng: random.Random | None = None) -> float:
         """Seconds to wait before retry `retry` (1-based): full jitter, so callers that failed together spread out."""
@@ -70,6 +83,11 @@ class CallFailed(RuntimeError):
     def transient(self) -> bool:
         """Whether the server was unreachable or too slow (worth a later try), not refusing the call."""
         return self.error.status() in (UNAVAILABLE, DEADLINE_EXCEEDED)
+
+    @property
+    def overloaded(self) -> bool:
+        """Whether the server refused the call for want of capacity (its queue policy)."""
+        return rejected_by_queue(self.error)
 
 
 async def call_with_retry(

@@ -26,12 +26,21 @@ class TritonUnavailable(MemberFailure):
     transient = True
 
 
+class TritonOverloaded(MemberFailure):
+    """Triton's queue policy refused a member's call (queue full, or queued past its timeout)."""
+
+    transient = True
+    overloaded = True
+
+
 class TritonRefused(MemberFailure):
     """Triton answered a member's call with an error a retry would not change (e.g. INVALID_ARGUMENT)."""
 
 
 def member_failure(member: str, failed: CallFailed) -> MemberFailure:
-    """The member failure a failed call stands for: unavailable (retry later) or refused."""
+    """The member failure a failed call stands for: overloaded or unavailable (retry later), or refused."""
+    if failed.overloaded:
+        return TritonOverloaded(member, str(failed))
     return (TritonUnavailable if failed.transient else TritonRefused)(member, str(failed))
 
 

@@ -10,6 +10,7 @@ from httpx_aiohttp import AiohttpTransport
 from redis.asyncio import Redis
 
 from pcam_core.schemas import PatchResult
+from services.common.admission import Admission
 from services.common.app import create_service_app
 from services.common.tracing import instrument_httpx, instrument_redis
 from services.common.uploads import max_multipart_bytes
@@ -61,7 +62,10 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
                 settings.release_refresh_s,
                 settings.retry_after_s,
             )
-            predictor = Predictor(app.state.cache, app.state.downstream, settings.batching())
+            pending = Admission(
+                "gateway", "patches", settings.max_pending_patches, settings.overload_retry_after_s
+            )
+            predictor = Predictor(app.state.cache, app.state.downstream, settings.batching(), pending)
             app.state.predictor = predictor
             app.state.limiter = (
                 RateLimiter(redis, settings.rate_limit_per_minute, breaker)
@@ -80,6 +84,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         api_description(settings, keys.enabled),
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
+        settings=settings,
     )
     for routes in (*routers(settings, keys), routes_v2.router(settings, keys)):
         app.include_router(routes)

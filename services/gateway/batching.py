@@ -21,6 +21,9 @@ G = TypeVar("G", bound=Hashable)  # a group: what makes results differ
 T = TypeVar("T")  # an item
 R = TypeVar("R")  # its result
 
+DEFAULT_MAX_PENDING_PATCHES = 512
+"""Uncached patches the gateway holds queued or downstream before it refuses more (admission control)."""
+
 
 @dataclass(frozen=True)
 class Batching:

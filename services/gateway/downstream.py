@@ -11,8 +11,8 @@ import numpy as np
 from pydantic import ValidationError
 
 from pcam_core import wire
-from pcam_core.errors import BadGateway, DependencyUnavailable, PCamError
-from pcam_core.problems import PROBLEM_MEDIA_TYPE, domain_error
+from pcam_core.errors import BadGateway, DependencyUnavailable, Overloaded, PCamError
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, domain_error
 from pcam_core.release import ReleaseSummary
 from pcam_core.schemas import InferOptions, InferResponse
 from services.common.request_id import REQUEST_ID_HEADER, current_request_id
@@ -20,6 +20,7 @@ from services.gateway.metrics import EXPECTED_FLAGGED
 
 logger = logging.getLogger(__name__)
 READINESS_TIMEOUT_S = 2.0
+OVERLOADED = PROBLEM_TYPE_BASE + "overloaded"
 T = TypeVar("T")
 
 
@@ -157,6 +158,13 @@ class Downstream:
         if response.status_code == httpx.codes.OK:
             return response
         body = _problem_body(response)
+        if response.status_code == httpx.codes.SERVICE_UNAVAILABLE and body.get("type") == OVERLOADED:
+            # Passed on with the dependency's own Retry-After, never retried here: a retry would add
+            # load where there is too much.
+            raise Overloaded(
+                f"The {service} service is overloaded: {body.get('detail', '')}",
+                retry_after_s=_retry_after(response) or self.retry_after_s,
+            )
         if response.status_code == httpx.codes.SERVICE_UNAVAILABLE:
             raise DependencyUnavailable(
                 f"The {service} service is unavailable: {body.get('detail', '')}",
@@ -188,3 +196,9 @@ def _problem_body(response: httpx.Response) -> dict[str, Any]:
     except ValueError:
         return {}
     return body if isinstance(body, dict) and isinstance(body.get("status"), int) and "title" in body else {}
+
+
+def _retry_after(response: httpx.Response) -> int | None:
+    """The Retry-After of an answer in whole seconds, or None when absent or not a number of seconds."""
+    value = response.headers.get("retry-after", "")
+    return int(value) if value.isdigit() else None

@@ -17,7 +17,8 @@ from pcam_core.schemas import (
     PatchResult,
 )
 from pcam_core.wire import AcceptedItem
-from services.gateway.batching import Batching, MicroBatcher
+from services.common.admission import Admission
+from services.gateway.batching import DEFAULT_MAX_PENDING_PATCHES, Batching, MicroBatcher
 from services.gateway.cache import ResultCache, result_key
 from services.gateway.downstream import Downstream
 from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT, cache_lookups, record_reviews
@@ -56,9 +57,17 @@ class Predictor:
     batches formed with the uncached patches of concurrent requests."""
 
     def __init__(
-        self, cache: ResultCache[PatchResult], downstream: Downstream, batching: Batching | None = None
+        self,
+        cache: ResultCache[PatchResult],
+        downstream: Downstream,
+        batching: Batching | None = None,
+        pending: Admission | None = None,
     ) -> None:
+        """`pending` bounds the uncached patches queued for or inside downstream batches."""
         self.cache, self.downstream = cache, downstream
+        self.pending = pending or Admission(
+            "gateway", "patches", DEFAULT_MAX_PENDING_PATCHES, retry_after_s=1
+        )
         self.flights: SingleFlight[str, Outcome] = SingleFlight()
         policy = batching or Batching()
         self.batches: MicroBatcher[Group, Work, Outcome] = MicroBatcher(
@@ -110,7 +119,9 @@ class Predictor:
             )
 
             async def compute(todo: list[str]) -> dict[str, Outcome]:
-                outcomes = await self.batches.submit(group, [unique[k] for k in todo])
+                # Only patches no other request is computing count: a refusal is at once, before queueing.
+                with self.pending.admit(len(todo)):
+                    outcomes = await self.batches.submit(group, [unique[k] for k in todo])
                 return dict(zip(todo, outcomes, strict=True))
 
             computed = await self.flights.run(missing, compute)

@@ -9,7 +9,7 @@ from pydantic_settings import NoDecode, SettingsConfigDict
 
 from services.common import ports
 from services.common.settings import ExplainsImages, ServiceSettings, TakesUploads
-from services.gateway.batching import Batching
+from services.gateway.batching import DEFAULT_MAX_PENDING_PATCHES, Batching
 
 DEFAULT_BATCHING = Batching()
 
@@ -58,6 +58,20 @@ class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
     )
     rate_limit_per_minute: int = Field(
         1200, ge=0, description="Requests per minute per API key (per client IP without keys); 0: off."
+    )
+    max_in_flight_requests: int = Field(
+        256,
+        ge=1,
+        description="POST requests handled at once (cache hits included: they cost little); one more is "
+        "answered at once with 503 overloaded and Retry-After.",
+    )
+    max_pending_patches: int = Field(
+        DEFAULT_MAX_PENDING_PATCHES,
+        ge=1,
+        description="Uncached patches queued for or inside downstream batches. A request whose uncached "
+        "patches would pass it is answered at once with 503 overloaded and Retry-After (cache hits never "
+        "count; a request larger than the limit runs when nothing else is pending). Size it as the "
+        "downstream's patches per second times the queueing delay you accept.",
     )
     batch_max_size: int = Field(
         DEFAULT_BATCHING.max_size,

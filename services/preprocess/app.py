@@ -42,6 +42,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
         "reference. Internal: returns the batch in the binary `application/vnd.pcam.batch` format.",
         lifespan,
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
+        settings=settings,
     )
     app.include_router(router(settings))
     return app

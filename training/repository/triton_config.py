@@ -104,7 +104,13 @@ def _common_config(pb: ModuleType, name: str, target: ServingTarget, triton: Tri
         version_policy=pb.ModelVersionPolicy(latest=pb.ModelVersionPolicy.Latest(num_versions=KEPT_VERSIONS)),
         # Set even with a zero delay: the message's presence is what turns dynamic batching on.
         dynamic_batching=pb.ModelDynamicBatching(
-            max_queue_delay_microseconds=triton.max_queue_delay_microseconds
+            max_queue_delay_microseconds=triton.max_queue_delay_microseconds,
+            # Admission control at the model: a bounded queue, and no work for callers long gone.
+            default_queue_policy=pb.ModelQueuePolicy(
+                max_queue_size=triton.max_queue_size,
+                default_timeout_microseconds=triton.queue_timeout_microseconds,
+                timeout_action=pb.ModelQueuePolicy.REJECT,
+            ),
         ),
         parameters={
             "intra_op_thread_count": pb.ModelParameter(string_value=str(triton.intra_op_threads)),

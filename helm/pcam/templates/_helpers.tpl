@@ -267,7 +267,14 @@ OTEL_RESOURCE_ATTRIBUTES: {{ printf "service.namespace=pcam,deployment.environme
 OTEL_TRACES_SAMPLER: parentbased_traceidratio
 OTEL_TRACES_SAMPLER_ARG: {{ .root.Values.tracing.sampleRatio | toString | quote }}
 {{- end }}
-{{- range $name, $value := index .root.Values .component "env" }}
+{{- $values := index .root.Values .component }}
+{{- with $values.maxInFlightRequests }}
+{{ $prefix }}MAX_IN_FLIGHT_REQUESTS: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- with $values.maxPendingPatches }}
+{{ $prefix }}MAX_PENDING_PATCHES: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- range $name, $value := $values.env }}
 {{ $name }}: {{ $value | toString | quote }}
 {{- end }}
 {{- end }}

@@ -6,6 +6,9 @@ from fastapi.testclient import TestClient
 from pcam_core.errors import ImageRejected, RateLimited
 from pcam_core.problems import PROBLEM_MEDIA_TYPE, domain_error, problem_body
 from services.common.app import create_service_app
+from services.common.settings import ServiceSettings
+
+SETTINGS = ServiceSettings(port=8000)
 
 
 @asynccontextmanager
@@ -14,7 +17,7 @@ async def _noop(_app):
 
 
 def _client() -> TestClient:
-    app = create_service_app("test", "t", "d", _noop, max_body_bytes=1024)
+    app = create_service_app("test", "t", "d", _noop, max_body_bytes=1024, settings=SETTINGS)
 
     @app.get("/teapot")
     async def teapot() -> None:
@@ -72,7 +75,7 @@ def test_problem_survives_a_hop() -> None:
 
 
 def test_chunked_bodies_are_capped_without_content_length() -> None:
-    app = create_service_app("test", "t", "d", _noop, max_body_bytes=1000)
+    app = create_service_app("test", "t", "d", _noop, max_body_bytes=1000, settings=SETTINGS)
 
     @app.post("/echo")
     async def echo(request: Request) -> int:

@@ -533,6 +533,31 @@ def test_hpas_and_pdbs_follow_replicas_and_autoscaling(rendered: Callable) -> No
     assert find(default, "Deployment", full("triton"))["spec"]["replicas"] == 1
 
 
+def test_services_can_also_scale_on_admission_saturation_and_take_their_limits(helm: str) -> None:
+    saturation = {"enabled": True, "metricName": "pcam_admission_saturation", "targetAverageValue": "0.7"}
+    objects = render_with(
+        helm,
+        {
+            "gateway": {
+                "autoscaling": {"enabled": True, "saturation": saturation},
+                "maxPendingPatches": 128,
+                "maxInFlightRequests": 300,
+            },
+            "ensemble": {"maxInFlightRequests": 16},
+        },
+    )
+    (hpa,) = k8s_policy.by_kind(objects, "HorizontalPodAutoscaler")
+    cpu, pods = hpa["spec"]["metrics"]
+    assert cpu["resource"]["name"] == "cpu"
+    assert pods["pods"]["metric"]["name"] == "pcam_admission_saturation"
+    assert pods["pods"]["target"] == {"type": "AverageValue", "averageValue": "0.7"}
+    gateway, ensemble = config(objects, "gateway"), config(objects, "ensemble")
+    assert gateway["PCAM_GATEWAY_MAX_PENDING_PATCHES"] == "128"
+    assert gateway["PCAM_GATEWAY_MAX_IN_FLIGHT_REQUESTS"] == "300"
+    assert ensemble["PCAM_ENSEMBLE_MAX_IN_FLIGHT_REQUESTS"] == "16"
+    assert "PCAM_PREPROCESS_MAX_IN_FLIGHT_REQUESTS" not in config(objects, "preprocess")  # its default
+
+
 def pdb_names(objects: list[Obj]) -> set[str]:
     return {p["metadata"]["name"] for p in k8s_policy.by_kind(objects, "PodDisruptionBudget")}
 

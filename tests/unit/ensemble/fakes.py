@@ -27,14 +27,15 @@ class FakeResult:
 
 
 class FakeTriton:
-    """Answers each member with its logit function; `failures[name] = (status, times)` fails that member's
-    first `times` infer calls with that gRPC status (times < 0: always). Records every infer call."""
+    """Answers each member with its logit function; `failures[name] = (status, times[, message])` fails
+    that member's first `times` infer calls with that gRPC status (times < 0: always), the message
+    appended to "<name> failed". Records every infer call."""
 
     def __init__(
         self,
         members: dict[str, LogitFn],
         max_batch_size: int = 256,
-        failures: dict[str, tuple[str | None, int]] | None = None,
+        failures: dict[str, tuple] | None = None,
         bad_output: set[str] = frozenset(),
         maps: dict[str, MapFn] | None = None,
     ) -> None:
@@ -62,10 +63,10 @@ class FakeTriton:
         self.timeouts.append(client_timeout)
         self.headers.append(headers)
         self.outputs.append([output.name() for output in outputs])
-        status, times = self.failures.get(name, (None, 0))
+        status, times, *message = self.failures.get(name, (None, 0))
         if times != 0:
-            self.failures[name] = (status, times - 1)
-            raise InferenceServerException(f"{name} failed", status=status)
+            self.failures[name] = (status, times - 1, *message)
+            raise InferenceServerException(f"{name} failed{''.join(message)}", status=status)
         # Exactly the bytes Triton would receive.
         images = np.frombuffer(inputs[0]._raw_content, np.uint8).reshape(shape)
         logits = np.asarray(self.members[name](images), dtype=np.float32).reshape(-1, 1)

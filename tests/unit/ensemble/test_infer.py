@@ -17,7 +17,7 @@ from pcam_core.tta import dihedral_views
 from services.common.release_watch import ReleaseWatcher
 from services.ensemble.app import create_app
 from services.ensemble.releases import ReleaseRegistry
-from services.ensemble.retry import UNAVAILABLE, RetryPolicy
+from services.ensemble.retry import QUEUE_REJECTIONS, UNAVAILABLE, RetryPolicy
 from services.ensemble.settings import EnsembleSettings
 from services.ensemble.triton import TritonMembers
 from tests.unit.ensemble.fakes import FakeTriton, LogitFn, mean_pixel, release_with
@@ -117,6 +117,17 @@ async def test_fewer_than_min_members_is_503(three, tmp_path) -> None:
         response.status_code == 503
         and "2 of 3 members required, 2 failed: a: a failed (2 attempts); c: " in response.json()["detail"]
     )
+
+
+@pytest.mark.parametrize("rejection", QUEUE_REJECTIONS)
+async def test_a_member_queue_refusing_the_call_is_503_overloaded_not_retried(
+    three, tmp_path, rejection
+) -> None:
+    client = members_abc(b=(UNAVAILABLE, -1, f": {rejection}"))
+    response = await post(make_app(three, client, tmp_path, retry_after_s=4), patches(2))
+    assert response.status_code == 503 and response.headers["retry-after"] == "4"
+    assert response.json()["type"].endswith("/overloaded") and rejection in response.json()["detail"]
+    assert len(client.requests("b")) == 1  # a repeat would add load where there is too much
 
 
 async def test_a_member_with_malformed_output_is_502(three, tmp_path) -> None:

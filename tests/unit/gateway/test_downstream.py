@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from pcam_core import wire
-from pcam_core.errors import PCamError
+from pcam_core.errors import Overloaded, PCamError
 from pcam_core.problems import PROBLEM_MEDIA_TYPE, status_of
 from pcam_core.schemas import InferOptions
 from services.common.problems import problem_response
@@ -47,6 +47,22 @@ async def test_no_release_known_and_ensemble_down_is_503() -> None:
     with pytest.raises(PCamError) as info:
         await downstream(handler).release()
     assert status_of(info.value) == 503 and problem_response(info.value).headers["Retry-After"] == "9"
+
+
+async def test_an_overloaded_dependency_is_passed_on_with_its_retry_after_and_not_retried() -> None:
+    calls = []
+    problem = {"type": "https://pcam.example/problems/overloaded", "title": "Overloaded", "status": 503}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        body = {**problem, "detail": "This service holds 64 requests in flight and may hold 64."}
+        return httpx.Response(
+            503, json=body, headers={"content-type": PROBLEM_MEDIA_TYPE, "retry-after": "2"}
+        )
+
+    with pytest.raises(Overloaded, match="preprocess service is overloaded: This service holds 64") as info:
+        await downstream(handler).preprocess([b"x"])
+    assert problem_response(info.value).headers["Retry-After"] == "2" and calls == ["/v1/preprocess"]
 
 
 async def test_a_client_fault_judged_downstream_passes_through() -> None:

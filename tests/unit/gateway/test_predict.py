@@ -8,10 +8,11 @@ from prometheus_client import REGISTRY
 from pydantic import ValidationError
 
 from pcam_core import wire
-from pcam_core.errors import DependencyUnavailable, ImageRejected, PCamError, ReleaseMismatch
+from pcam_core.errors import DependencyUnavailable, ImageRejected, Overloaded, PCamError, ReleaseMismatch
 from pcam_core.flags import FEATURE_OUTLIER, OFF_STAIN_COLOUR
 from pcam_core.problems import ItemError, item_error, status_of
 from pcam_core.schemas import EnsemblePrediction, Explanation, InferOptions, InferResponse, PatchResult
+from services.common.admission import Admission
 from services.gateway.batching import Batching
 from services.gateway.cache import CacheRead
 from services.gateway.predict import Predictor
@@ -269,6 +270,26 @@ async def test_concurrent_requests_share_a_batch_and_each_gets_its_own_outcomes(
     assert downstream.preprocessed == [1, 3] and downstream.inferred == [1, 2]
     assert [one.probability, two.probability, three.probability] == pytest.approx([4 / 255, 5 / 255, 6 / 255])
     assert isinstance(rejected, ItemError) and rejected.status == 422
+
+
+async def test_uncached_patches_beyond_the_pending_limit_are_refused_at_once_and_cache_hits_are_not() -> None:
+    cache, downstream = MemoryCache(), FakeDownstream()
+    await Predictor(cache, downstream).predict([b"ok-cached"], BALANCED)
+    downstream.gate = asyncio.Event()
+    predictor = Predictor(cache, downstream, pending=Admission("gateway-test", "patches", 3, retry_after_s=1))
+    first = asyncio.create_task(predictor.predict([b"ok-1", b"ok-22"], BALANCED))
+    await settle()  # two patches pending downstream
+    joined = asyncio.create_task(predictor.predict([b"ok-1"], BALANCED))  # the same patch: adds no work
+    with pytest.raises(Overloaded):
+        await predictor.predict([b"ok-333", b"ok-4444"], BALANCED)
+    (hit,), cached = await predictor.predict([b"ok-cached"], BALANCED)
+    assert cached == [True] and hit.probability == pytest.approx(9 / 255)
+    fits = asyncio.create_task(predictor.predict([b"ok-333"], BALANCED))
+    await settle()
+    assert predictor.pending.held == 3
+    downstream.gate.set()
+    await asyncio.gather(first, joined, fits)
+    assert predictor.pending.held == 0 and downstream.preprocessed == [1, 2, 1]
 
 
 async def test_requests_with_different_options_never_share_a_batch() -> None:

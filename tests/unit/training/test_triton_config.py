@@ -14,7 +14,12 @@ from training.repository import MemberArtifact, config_pbtxt, write_member
 from training.repository.triton_config import BACKENDS, KEPT_VERSIONS, same_config, serving_target_of
 
 TRITON = TritonConfig(
-    max_batch_size=16, max_queue_delay_microseconds=0, instance_count=2, gpu_instance_count=3
+    max_batch_size=16,
+    max_queue_delay_microseconds=0,
+    instance_count=2,
+    gpu_instance_count=3,
+    max_queue_size=24,
+    queue_timeout_microseconds=750_000,
 )
 SHA = "fedcba9876543210" * 4
 
@@ -44,6 +49,10 @@ def test_config_pbtxt_states_the_model_io_contract(target: str):
     assert config.version_policy.latest.num_versions == KEPT_VERSIONS
     # A zero delay still batches dynamically: the message is there, only its field is at the default.
     assert config.HasField("dynamic_batching") and config.dynamic_batching.max_queue_delay_microseconds == 0
+    # Admission control at the model, on both targets: a bounded queue, stale requests rejected.
+    policy = config.dynamic_batching.default_queue_policy
+    assert (policy.max_queue_size, policy.default_timeout_microseconds) == (24, 750_000)
+    assert policy.timeout_action == pb.ModelQueuePolicy.REJECT
     assert serving_target_of(config_pbtxt("member", TRITON, target, SHA)) == target
     if target == "gpu":
         assert [w.inputs[contract.INPUT_NAME].zero_data for w in config.model_warmup] == [True, True]
