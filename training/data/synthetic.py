@@ -35,6 +35,8 @@ CENTER_HI = CENTER_LO + CENTER_SIZE  # exclusive: rows/cols 32..63
 KIND_SHARES = (0.5, 0.12, 0.38)
 """Shares of positives, periphery-only decoys, plain negatives: decoys are ~24 % of negatives."""
 BACKGROUND_HEAVY_SHARE = 0.12
+SHEET_SHARE = 0.25
+"""Positives that lie inside a tumor sheet wider than the patch (a slide's lesion interior), not a cluster."""
 INFLAMMATION_SHARE = 0.2
 
 
@@ -204,7 +206,9 @@ def _scatter_in_disks(rng: np.random.Generator, centers: np.ndarray, radii: np.n
 
 
 def _tumor_clusters(rng: np.random.Generator, kinds: np.ndarray, bank: StampBank) -> tuple[np.ndarray, ...]:
-    """Tumor nuclei of positives (one anchored in the center) and decoys (kept clear of it).
+    """Tumor nuclei of positives (one anchored in the center) and decoys (kept clear of it). A positive's
+    cluster has a radius of 3-30 px, or (SHEET_SHARE of them) is a sheet of radius 48-96 px filling much
+    of the patch.
 
     Returns the nuclei (patch, integer center, stamp) and the tumor patches with their cluster
     disks (row, col, radius).
@@ -212,7 +216,9 @@ def _tumor_clusters(rng: np.random.Generator, kinds: np.ndarray, bank: StampBank
     has_tumor = np.flatnonzero(kinds != Kind.NEGATIVE)
     positive = kinds[has_tumor] == Kind.POSITIVE
     m = len(has_tumor)
+    sheet = positive & (rng.uniform(size=m) < SHEET_SHARE)
     radius = np.where(positive, rng.uniform(3, 30, m), rng.uniform(6, 22, m))
+    radius = np.where(sheet, rng.uniform(48, 96, m), radius)
     # Positives: one nucleus sits at an anchor inside the center region, the cluster around it.
     anchor = rng.uniform(CENTER_LO + 2, CENTER_HI - 3, size=(m, 2))
     offset_angle = rng.uniform(0, 2 * np.pi, m)
@@ -226,7 +232,7 @@ def _tumor_clusters(rng: np.random.Generator, kinds: np.ndarray, bank: StampBank
     decoy_center = np.where((side < 2)[:, None], np.stack([across, along], 1), np.stack([along, across], 1))
     centers = np.where(positive[:, None], pos_center, decoy_center)
     # Crowded: about one nucleus per 7-pixel-wide cell of the cluster disk, overlapping.
-    counts = np.clip((np.pi * radius**2 / rng.uniform(40, 70, m)).astype(int), 1, 90)
+    counts = np.maximum((np.pi * radius**2 / rng.uniform(40, 70, m)).astype(int), 1)
     owner, points = _scatter_in_disks(rng, centers, radius, counts)
     first = np.cumsum(counts) - counts
     points[first[positive]] = anchor[positive]
