@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools k8s-base audit soak bench loadtest run test test-unit test-integration test-slow lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base audit soak chaos bench loadtest run test test-unit test-integration test-slow lint format repository system-deps lock clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -89,6 +89,10 @@ loadtest: venv $(if $(HOST),,system-deps triton-env repository) ## Locust scenar
 
 soak: system-deps venv triton-env repository ## 10 minutes of mixed load: no errors, resident memory growth under 10 % (build/soak/)
 	$(BIN)/python -m loadtests.soak --duration $(SOAK_DURATION)
+
+chaos: system-deps venv triton-env repository ## resilience scenarios on the local stack (overload at 3x capacity, slow Redis), figures and verdicts in build/chaos/
+	$(BIN)/python -m resilience.overload
+	$(BIN)/python -m resilience.slow_redis
 
 audit: venv ## known vulnerabilities of every pinned dependency (pip-audit); says which pins it could not audit
 	$(BIN)/python deploy/tools/audit.py $(AUDIT_ARGS)

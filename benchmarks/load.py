@@ -90,15 +90,49 @@ def gets(path: str, count: int) -> list[Request]:
     return [("GET", path, None, "", {})] * count
 
 
+@dataclass(frozen=True)
+class OpenLoopRun:
+    """Every request of an open-loop run: when it was due, its latency from then, status, Retry-After."""
+
+    due_s: np.ndarray
+    seconds: np.ndarray
+    status: np.ndarray
+    retry_after: list[str]
+    wall_s: float
+    client_cpu_s: float
+
+
 def http_load(url: str, requests: list[Request], concurrency: int, cached: bool | None = None) -> Latencies:
     """Send `requests` from `concurrency` closed-loop clients (benchmarks.client, its own process); fail
     on any non-200 answer, or on a prediction whose `cached` flag is not `cached` (None: not checked)."""
+    flags = ["--concurrency", str(concurrency)]
+    if cached is not None:
+        flags += ["--expect-cached", str(cached).lower()]
+    result = _client(url, requests, flags)
+    return Latencies(np.asarray(result["seconds"]), result["wall_s"], result["cpu_s"])
+
+
+def open_loop_load(
+    url: str, requests: list[Request], rate: float, duration_s: float, connections: int
+) -> OpenLoopRun:
+    """Send `requests` (cycled) at `rate` per second for `duration_s` whatever the answers (benchmarks.client's
+    open loop, its own process), recording every outcome."""
+    flags = ["--rate", str(rate), "--duration", str(duration_s), "--concurrency", str(connections)]
+    result = _client(url, requests, flags)
+    return OpenLoopRun(
+        np.asarray(result["due_s"]),
+        np.asarray(result["seconds"]),
+        np.asarray(result["status"]),
+        result["retry_after"],
+        result["wall_s"],
+        result["cpu_s"],
+    )
+
+
+def _client(url: str, requests: list[Request], flags: list[str]) -> dict:
     with tempfile.TemporaryDirectory(prefix="pcam-load-") as folder:
         path = Path(folder) / "requests.pickle"
         path.write_bytes(pickle.dumps(requests))
-        flags = ["--concurrency", str(concurrency)]
-        if cached is not None:
-            flags += ["--expect-cached", str(cached).lower()]
         done = subprocess.run(
             [sys.executable, "-m", "benchmarks.client", url, str(path), *flags],
             capture_output=True,
@@ -107,5 +141,4 @@ def http_load(url: str, requests: list[Request], concurrency: int, cached: bool 
         )
     if done.returncode != 0:
         raise RuntimeError(f"load client failed:\n{done.stderr[-2000:]}")
-    result = json.loads(done.stdout)
-    return Latencies(np.asarray(result["seconds"]), result["wall_s"], result["cpu_s"])
+    return json.loads(done.stdout)

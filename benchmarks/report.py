@@ -35,16 +35,23 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def write(name: str, title: str, columns: list[str], rows: list[list[Any]], details: dict[str, Any]) -> Path:
-    """Print the table and write `build/bench/<name>.json`; return the JSON path."""
+def write(
+    name: str,
+    title: str,
+    columns: list[str],
+    rows: list[list[Any]],
+    details: dict[str, Any],
+    directory: Path = OUTPUT_DIR,
+) -> Path:
+    """Print the table and write `<directory>/<name>.json` (build/bench/ by default); return its path."""
     table = Table(title=title)
     for column in columns:
         table.add_column(column, justify="right")
     for row in rows:
         table.add_row(*(_cell(v) for v in row))
     Console().print(table)
-    OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
-    path = OUTPUT_DIR / f"{name}.json"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{name}.json"
     body = {
         "benchmark": name,
         "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),

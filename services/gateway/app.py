@@ -46,6 +46,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
             password=redis_password,
             socket_timeout=settings.redis_timeout_s,
             socket_connect_timeout=settings.redis_timeout_s,
+            max_connections=settings.redis_max_connections,
         )
         # One breaker for both uses of Redis: if the cache cannot reach it, neither can the limiter.
         breaker = CircuitBreaker("redis", settings.redis_breaker_failures, settings.redis_breaker_reset_s)

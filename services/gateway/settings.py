@@ -38,6 +38,12 @@ class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
         "entries never change (the key binds release, options and upload), so none can be stale.",
     )
     redis_timeout_s: float = Field(0.25, gt=0, description="Redis calls slower than this count as misses.")
+    redis_max_connections: int = Field(
+        64,
+        ge=1,
+        description="Connections to Redis at most; a call finding them all busy (a slow Redis) fails at "
+        "once as a miss instead of opening one more.",
+    )
     redis_breaker_failures: int = Field(
         3, ge=1, description="After this many consecutive Redis failures, skip Redis (cache, rate limit)..."
     )

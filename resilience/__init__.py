@@ -1,0 +1,1 @@
+"""Resilience scenarios on the real local stack (`make chaos`): overload, slow dependencies, chaos."""

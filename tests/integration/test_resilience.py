@@ -1,0 +1,39 @@
+"""Resilience on the real stack, `make chaos`'s scenarios (resilience/) run for seconds instead of
+minutes and judged on what the answers are, not on their timing (that is `make chaos`'s verdict):
+
+- open-loop load at three times the capacity measured in the same run: the excess refused at once with
+  503 and Retry-After, nothing else failing;
+- a slow Redis, behind a TCP proxy adding latency: every answer still a 200, Redis never holding more
+  connections from the gateway than its bound.
+"""
+
+import pytest
+
+from benchmarks.serving import UniqueBodies
+from resilience.overload import MAX_PENDING_PATCHES, measure, stack_environment
+from resilience.slow_redis import REDIS_MAX_CONNECTIONS, run_phases, stack_behind_proxy
+from tests.integration.conftest import TRITON_VENV, own_stack
+
+pytestmark = pytest.mark.integration
+
+
+def test_load_past_capacity_is_refused_with_retry_after_and_never_fails(model_repository, tmp_path) -> None:
+    environment = {**stack_environment(), "PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE": "0"}
+    with own_stack(model_repository, tmp_path, environment) as stack:
+        pids = {name: process.popen.pid for name, process in stack.processes.items()}
+        result = measure(stack.config.url("gateway"), pids, 8.0, 3.0, UniqueBodies(), MAX_PENDING_PATCHES)
+    assert result.refusal_faults() == []  # 200, or 503/429 with Retry-After: nothing else
+    assert result.refused.sum() > 0, "three times capacity was never refused: admission did not engage"
+    assert result.accepted.sum() > 0
+
+
+def test_a_slow_redis_slows_answers_without_failing_them_or_piling_up_connections(
+    model_repository, tmp_path
+) -> None:
+    delay_file = tmp_path / "delay-ms"
+    delay_file.write_text("0")
+    with stack_behind_proxy(model_repository, TRITON_VENV, tmp_path, delay_file) as stack:
+        phases = run_phases(stack, delay_file, 40, UniqueBodies())  # any answer but a 200 raises
+    assert [p.delay_ms for p in phases] == [0, 200, 1000]
+    assert all(p.redis_clients <= REDIS_MAX_CONNECTIONS for p in phases)
+    assert all(len(p.load.seconds) == 40 for p in phases)
