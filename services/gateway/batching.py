@@ -16,6 +16,7 @@ from typing import Generic, TypeVar
 from prometheus_client import Histogram
 
 from pcam_core import limits
+from services.common.admission import Admission
 
 G = TypeVar("G", bound=Hashable)  # a group: what makes results differ
 T = TypeVar("T")  # an item
@@ -61,8 +62,11 @@ class MicroBatcher(Generic[G, T, R]):
         batch_limit: Callable[[G], int] | None = None,
         sizes: Histogram | None = None,
         waits: Histogram | None = None,
+        admission: Admission | None = None,
     ) -> None:
-        """`sizes` and `waits`, when given, observe each batch's size and each item's wait."""
+        """`sizes` and `waits`, when given, observe each batch's size and each item's wait. `admission`
+        bounds the items held, queued or downstream: an item counts from `submit` until its batch comes
+        back (or, its caller gone, it leaves the queue unsent), whether or not its caller still waits."""
         self._run, self.max_batch, self.max_in_flight, self.max_wait_s = (
             run,
             max_batch,
@@ -70,7 +74,7 @@ class MicroBatcher(Generic[G, T, R]):
             max_wait_s,
         )
         self._batch_limit = batch_limit or (lambda _: max_batch)
-        self._sizes, self._waits = sizes, waits
+        self._sizes, self._waits, self._admission = sizes, waits, admission
         self._queues: dict[G, list[_Queued[T, R]]] = {}
         self._in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,6 +82,8 @@ class MicroBatcher(Generic[G, T, R]):
 
     async def submit(self, group: G, items: Sequence[T]) -> list[R]:
         """The outputs of `items`, computed in whatever batches form while they wait."""
+        if self._admission is not None:
+            self._admission.acquire(len(items))  # Overloaded at once, before anything is queued
         loop = asyncio.get_running_loop()
         queued = [_Queued[T, R](item, loop.create_future()) for item in items]
         for entry in queued:
@@ -97,6 +103,7 @@ class MicroBatcher(Generic[G, T, R]):
         for queue in self._queues.values():
             for entry in queue:
                 entry.future.cancel()
+            self._release(len(queue))
         self._queues.clear()
         tasks = list(self._tasks)
         for task in tasks:
@@ -106,6 +113,7 @@ class MicroBatcher(Generic[G, T, R]):
     def _dispatch(self) -> None:
         """Send batches while the downstream has room, or while a queued item is overdue."""
         now = time.monotonic()
+        self._forget_abandoned()
         while self._queues:
             group, queue = min(self._queues.items(), key=lambda pair: pair[1][0].since)
             if self._in_flight >= self.max_in_flight and now - queue[0].since < self.max_wait_s:
@@ -118,6 +126,21 @@ class MicroBatcher(Generic[G, T, R]):
                 del self._queues[group]
             self._start(group, batch, now)
         self._arm_timer()
+
+    def _forget_abandoned(self) -> None:
+        """Drop queued items whose callers have gone (a deadline passed): no one would read their results."""
+        for group, queue in list(self._queues.items()):
+            kept = [entry for entry in queue if not entry.future.cancelled()]
+            if len(kept) < len(queue):
+                self._release(len(queue) - len(kept))
+                if kept:
+                    self._queues[group] = kept
+                else:
+                    del self._queues[group]
+
+    def _release(self, count: int) -> None:
+        if self._admission is not None and count:
+            self._admission.release(count)
 
     def _start(self, group: G, batch: list[_Queued[T, R]], now: float) -> None:
         if self._sizes is not None:
@@ -149,6 +172,7 @@ class MicroBatcher(Generic[G, T, R]):
                     entry.future.set_result(output)
         finally:
             self._in_flight -= 1
+            self._release(len(batch))
             self._dispatch()
 
     def _arm_timer(self) -> None:

@@ -63,7 +63,8 @@ class Predictor:
         batching: Batching | None = None,
         pending: Admission | None = None,
     ) -> None:
-        """`pending` bounds the uncached patches queued for or inside downstream batches."""
+        """`pending` bounds the uncached patches queued for or inside downstream batches (held until their
+        batch comes back, even when the caller's deadline passed first)."""
         self.cache, self.downstream = cache, downstream
         self.pending = pending or Admission(
             "gateway", "patches", DEFAULT_MAX_PENDING_PATCHES, retry_after_s=1
@@ -80,6 +81,7 @@ class Predictor:
             batch_limit=lambda group: policy.max_explain if group.explain == "occlusion" else policy.max_size,
             sizes=BATCH_SIZE,
             waits=BATCH_WAIT,
+            admission=self.pending,
         )
 
     async def drain(self) -> None:
@@ -119,9 +121,8 @@ class Predictor:
             )
 
             async def compute(todo: list[str]) -> dict[str, Outcome]:
-                # Only patches no other request is computing count: a refusal is at once, before queueing.
-                with self.pending.admit(len(todo)):
-                    outcomes = await self.batches.submit(group, [unique[k] for k in todo])
+                # Only patches no other request is computing count (the batcher's admission).
+                outcomes = await self.batches.submit(group, [unique[k] for k in todo])
                 return dict(zip(todo, outcomes, strict=True))
 
             computed = await self.flights.run(missing, compute)

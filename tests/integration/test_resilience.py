@@ -4,12 +4,15 @@ minutes and judged on what the answers are, not on their timing (that is `make c
 - open-loop load at three times the capacity measured in the same run: the excess refused at once with
   503 and Retry-After, nothing else failing;
 - a slow Redis, behind a TCP proxy adding latency: every answer still a 200, Redis never holding more
-  connections from the gateway than its bound.
+  connections from the gateway than its bound;
+- one member 20x slower inside Triton: answers or refusals with Retry-After, never a 500, 502 or hang,
+  and once the load drains the gateway and ensemble hold no more connections than they started with.
 """
 
 import pytest
 
 from benchmarks.serving import UniqueBodies
+from resilience import slow_member
 from resilience.overload import MAX_PENDING_PATCHES, measure, stack_environment
 from resilience.slow_redis import REDIS_MAX_CONNECTIONS, run_phases, stack_behind_proxy
 from tests.integration.conftest import TRITON_VENV, own_stack
@@ -37,3 +40,16 @@ def test_a_slow_redis_slows_answers_without_failing_them_or_piling_up_connection
     assert [p.delay_ms for p in phases] == [0, 200, 1000]
     assert all(p.redis_clients <= REDIS_MAX_CONNECTIONS for p in phases)
     assert all(len(p.load.seconds) == 40 for p in phases)
+
+
+def test_a_member_made_20x_slower_in_triton_is_answered_or_refused_and_nothing_piles_up(
+    model_repository, tmp_path
+) -> None:
+    repository = tmp_path / "model_repository"
+    slow_member.slowed_member(model_repository, repository)
+    with own_stack(repository, tmp_path / "stack", slow_member.environment()) as stack:
+        result = slow_member.measure(stack, rate=6.0, duration_s=10.0, bodies=UniqueBodies())
+    assert result.faults() == []  # 200, or 503/504 with Retry-After
+    assert (result.run.status == 200).any()
+    for name, (before, after) in result.fds.items():
+        assert after <= before + slow_member.KEPT_ALIVE, f"{name}: {before} -> {after} open files"

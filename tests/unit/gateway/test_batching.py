@@ -6,6 +6,8 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import REGISTRY
 
+from pcam_core.errors import Overloaded
+from services.common.admission import Admission
 from services.gateway.batching import MicroBatcher
 from services.gateway.metrics import BATCH_SIZE, BATCH_WAIT
 from tests.unit.gateway.tasks import settle
@@ -143,7 +145,7 @@ async def test_a_caller_that_leaves_does_not_cancel_the_batch_of_the_others() ->
     downstream.hold.set()
     await busy
     assert await staying == ["a:2"]
-    assert downstream.batches == [("a", [0]), ("a", [1, 2])]
+    assert downstream.batches == [("a", [0]), ("a", [2])]  # the leaver's queued item is not sent
 
 
 async def test_drain_cancels_what_is_queued_and_downstream() -> None:
@@ -177,3 +179,38 @@ async def test_formed_batch_sizes_and_waits_are_metrics() -> None:
     assert count("pcam_gateway_batch_size_count") - sizes == 2  # [0, 10], then [1, 11, 2, 12]
     assert count("pcam_gateway_batch_size_sum") - patches == 6
     assert count("pcam_gateway_batch_wait_seconds_count") - waits == 6  # one per patch
+
+
+async def test_admitted_items_count_until_their_batch_returns_even_when_their_caller_left() -> None:
+    downstream = Downstream()
+    pending = Admission("batching-test", "patches", limit=3, retry_after_s=1)
+    batches = batcher(downstream, admission=pending)
+    downstream.hold.clear()
+    sent = asyncio.create_task(batches.submit("a", [1, 2]))
+    await settle()
+    sent.cancel()  # its deadline passed: the batch it is in still runs downstream
+    await settle()
+    assert downstream.batches == [("a", [1, 2])] and pending.held == 2
+    with pytest.raises(Overloaded):
+        await batches.submit("a", [3, 4])
+    downstream.hold.set()
+    await settle()
+    assert pending.held == 0
+
+
+async def test_queued_items_of_a_caller_that_left_are_dropped_unsent_and_released() -> None:
+    downstream = Downstream()
+    pending = Admission("batching-test", "patches", limit=8, retry_after_s=1)
+    batches = batcher(downstream, admission=pending)
+    downstream.hold.clear()
+    first = asyncio.create_task(batches.submit("a", [1]))
+    await settle()
+    abandoned = asyncio.create_task(batches.submit("a", [2, 3]))
+    kept = asyncio.create_task(batches.submit("a", [4]))
+    await settle()
+    assert pending.held == 4
+    abandoned.cancel()
+    await settle()
+    downstream.hold.set()
+    assert await first == ["a:1"] and await kept == ["a:4"]
+    assert downstream.batches == [("a", [1]), ("a", [4])] and pending.held == 0
