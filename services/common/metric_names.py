@@ -79,6 +79,15 @@ METRICS: tuple[MetricSpec, ...] = (
         ALL_SERVICES,
     ),
     MetricSpec(
+        "pcam_release_rejected_total",
+        "counter",
+        ("service", "reason"),
+        "Looks at a new release.json that did not change the serving release, by reason: unreadable (not "
+        "a valid manifest) or not_taken_up (its models did not become ready, e.g. a corrupt model file; "
+        "tried again every 10 s). The previous release keeps serving.",
+        ("preprocess", "ensemble"),
+    ),
+    MetricSpec(
         "pcam_release_info",
         "gauge",
         ("service", "release"),

@@ -15,8 +15,11 @@ from typing import Generic, TypeVar
 from pydantic import ValidationError
 
 from pcam_core.release import RELEASE_FILENAME, ReleaseManifest, load_release
+from services.common.metric_names import counter
 
 log = logging.getLogger(__name__)
+REJECTED = counter("pcam_release_rejected_total")
+REJECTION_REASONS = ("unreadable", "not_taken_up")
 Fingerprint = tuple[int, int, int]
 T = TypeVar("T")
 
@@ -32,7 +35,9 @@ def _fingerprint(path: Path) -> Fingerprint | None:
 class ReleaseWatcher:
     """Polls <repository>/release.json and calls on_change with each new, valid release.
 
-    A file that is missing or does not validate is logged and skipped: the serving release stays.
+    A file that is missing or does not validate is logged and skipped: the serving release stays. So
+    does a release on_change fails on (its models do not load), tried again after retry_failed_s;
+    both are counted in pcam_release_rejected_total.
     """
 
     def __init__(
@@ -42,8 +47,12 @@ class ReleaseWatcher:
         on_change: Callable[[ReleaseManifest], Awaitable[None]],
         interval_s: float = 2.0,
         retry_failed_s: float = 10.0,
+        *,
+        service: str,
     ) -> None:
+        """`service` labels pcam_release_rejected_total."""
         self.path = repository / RELEASE_FILENAME
+        self._rejected = {reason: REJECTED.labels(service, reason) for reason in REJECTION_REASONS}
         self.release_id = current.release_id
         self._on_change = on_change
         self._interval_s = interval_s
@@ -69,6 +78,7 @@ class ReleaseWatcher:
                 manifest = await asyncio.to_thread(load_release, self.path)
             except (OSError, ValueError, ValidationError) as exc:
                 log.warning("ignoring unreadable %s: %s", self.path, exc)
+                self._rejected["unreadable"].inc()
                 self._seen = seen
                 return False
             if manifest.release_id == self.release_id:
@@ -80,6 +90,7 @@ class ReleaseWatcher:
                 log.exception(
                     "release %s not taken up; still serving %s", manifest.release_id, self.release_id
                 )
+                self._rejected["not_taken_up"].inc()
                 self._failed = (seen, time.monotonic())  # _seen unchanged: tried again after retry_failed_s
                 return False
             log.info("release %s now serving (was %s)", manifest.release_id, self.release_id)

@@ -44,7 +44,7 @@ def create_app(settings: EnsembleSettings | None = None) -> FastAPI:
             release, members_ready, settings.release_ready_timeout_s
         )
         watcher = app.state.watcher = ReleaseWatcher(
-            settings.model_repository, release, registry.take_up, settings.release_poll_s
+            settings.model_repository, release, registry.take_up, settings.release_poll_s, service="ensemble"
         )
         try:
             async with watching(watcher):

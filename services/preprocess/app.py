@@ -30,7 +30,7 @@ def create_app(settings: PreprocessSettings | None = None) -> FastAPI:
             RELEASE.set(new.release_id)
 
         watcher = app.state.watcher = ReleaseWatcher(
-            settings.model_repository, release, take_up, settings.release_poll_s
+            settings.model_repository, release, take_up, settings.release_poll_s, service="preprocess"
         )
         async with watching(watcher):
             yield

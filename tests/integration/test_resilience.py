@@ -6,13 +6,17 @@ minutes and judged on what the answers are, not on their timing (that is `make c
 - a slow Redis, behind a TCP proxy adding latency: every answer still a 200, Redis never holding more
   connections from the gateway than its bound;
 - one member 20x slower inside Triton: answers or refusals with Retry-After, never a 500, 502 or hang,
-  and once the load drains the gateway and ensemble hold no more connections than they started with.
+  and once the load drains the gateway and ensemble hold no more connections than they started with;
+- a poison release (a corrupt model file) published under load: refused and counted, the previous
+  release answering every request.
 """
+
+import shutil
 
 import pytest
 
 from benchmarks.serving import UniqueBodies
-from resilience import slow_member
+from resilience import poison_release, slow_member
 from resilience.overload import MAX_PENDING_PATCHES, measure, stack_environment
 from resilience.slow_redis import REDIS_MAX_CONNECTIONS, run_phases, stack_behind_proxy
 from tests.integration.conftest import TRITON_VENV, own_stack
@@ -53,3 +57,14 @@ def test_a_member_made_20x_slower_in_triton_is_answered_or_refused_and_nothing_p
     assert (result.run.status == 200).any()
     for name, (before, after) in result.fds.items():
         assert after <= before + slow_member.KEPT_ALIVE, f"{name}: {before} -> {after} open files"
+
+
+def test_a_poison_release_under_load_is_refused_and_counted_while_the_previous_one_serves_everyone(
+    model_repository, tmp_path
+) -> None:
+    repository = tmp_path / "model_repository"
+    shutil.copytree(model_repository, repository)
+    environment = {"PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE": "0", "PCAM_ENSEMBLE_RELEASE_READY_TIMEOUT_S": "4"}
+    with own_stack(repository, tmp_path / "stack", environment) as stack:
+        result = poison_release.run(stack, clients=2, bodies=UniqueBodies(), watch_s=12.0)
+    assert result.verdict().missed == []  # every answer a 200 of the serving release; the refusal counted

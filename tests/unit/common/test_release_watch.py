@@ -6,10 +6,17 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 
 from pcam_core.release import RELEASE_FILENAME, ReleaseManifest, load_release
 from services.common.release_watch import ReleaseWatcher, watching
 from tests.unit.common.release_fixture import write_test_release
+
+
+def rejected(reason: str) -> float:
+    return (
+        REGISTRY.get_sample_value("pcam_release_rejected_total", {"service": "test", "reason": reason}) or 0.0
+    )
 
 
 class Recorder:
@@ -26,7 +33,7 @@ class Recorder:
 
 async def test_a_new_release_is_handed_over_once(tmp_path: Path):
     recorder = Recorder()
-    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder)
+    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder, service="test")
     assert not await watcher.check()
     write_test_release(tmp_path, "r2")
     assert await watcher.check() and recorder.seen == ["r2"] and watcher.release_id == "r2"
@@ -37,9 +44,12 @@ async def test_a_new_release_is_handed_over_once(tmp_path: Path):
 
 async def test_an_unreadable_release_keeps_the_current(tmp_path: Path):
     recorder = Recorder()
-    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder)
+    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder, service="test")
+    before = rejected("unreadable")
     (tmp_path / RELEASE_FILENAME).write_text("{not json")
     assert not await watcher.check()
+    assert rejected("unreadable") == before + 1  # counted once, not at every look
+    assert not await watcher.check() and rejected("unreadable") == before + 1
     (tmp_path / RELEASE_FILENAME).unlink()
     assert not await watcher.check()
     assert recorder.seen == [] and watcher.release_id == "r1"
@@ -47,9 +57,13 @@ async def test_an_unreadable_release_keeps_the_current(tmp_path: Path):
 
 async def test_a_release_that_fails_to_load_is_tried_again_after_a_pause(tmp_path: Path):
     recorder = Recorder(fail=1)
-    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder, retry_failed_s=0.2)
+    watcher = ReleaseWatcher(
+        tmp_path, write_test_release(tmp_path, "r1"), recorder, retry_failed_s=0.2, service="test"
+    )
+    before = rejected("not_taken_up")
     write_test_release(tmp_path, "r2")
     assert not await watcher.check() and watcher.release_id == "r1"
+    assert rejected("not_taken_up") == before + 1
     assert not await watcher.check() and recorder.fail == 0 and recorder.seen == []  # not tried again yet
     await asyncio.sleep(0.25)
     assert await watcher.check() and recorder.seen == ["r2"]
@@ -57,7 +71,9 @@ async def test_a_release_that_fails_to_load_is_tried_again_after_a_pause(tmp_pat
 
 async def test_the_poll_loop_runs_for_the_block_only(tmp_path: Path):
     recorder = Recorder()
-    watcher = ReleaseWatcher(tmp_path, write_test_release(tmp_path, "r1"), recorder, interval_s=0.01)
+    watcher = ReleaseWatcher(
+        tmp_path, write_test_release(tmp_path, "r1"), recorder, interval_s=0.01, service="test"
+    )
     async with watching(watcher):
         write_test_release(tmp_path, "r2")
         for _ in range(200):
@@ -75,7 +91,7 @@ def test_a_repository_replaced_by_a_rename_is_noticed(tmp_path: Path):
     first = write_test_release(serving, "r1")
     write_test_release(staged, "r2")
     recorder = Recorder()
-    watcher = ReleaseWatcher(serving, first, recorder)
+    watcher = ReleaseWatcher(serving, first, recorder, service="test")
     serving.rename(tmp_path / "old")
     staged.rename(serving)
     assert asyncio.run(watcher.check()) and recorder.seen == ["r2"]

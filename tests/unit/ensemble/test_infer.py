@@ -35,7 +35,7 @@ def make_app(release: ReleaseManifest, client: FakeTriton, tmp_path, **settings)
         return True
 
     app.state.releases = ReleaseRegistry(release, members_ready)
-    app.state.watcher = ReleaseWatcher(tmp_path, release, app.state.releases.take_up)
+    app.state.watcher = ReleaseWatcher(tmp_path, release, app.state.releases.take_up, service="test")
     return app
 
 
