@@ -90,11 +90,12 @@ loadtest: venv $(if $(HOST),,system-deps triton-env repository) ## Locust scenar
 soak: system-deps venv triton-env repository ## 10 minutes of mixed load: no errors, resident memory growth under 10 % (build/soak/)
 	$(BIN)/python -m loadtests.soak --duration $(SOAK_DURATION)
 
-chaos: system-deps venv triton-env repository ## resilience scenarios on the local stack (overload at 3x capacity, slow Redis, a member 20x slower, a poison release), figures and verdicts in build/chaos/
+chaos: system-deps venv triton-env repository ## resilience scenarios on the local stack (overload at 3x capacity, slow Redis, a member 20x slower, a poison release, a random process killed every 10 s under Locust), figures and verdicts in build/chaos/
 	$(BIN)/python -m resilience.overload
 	$(BIN)/python -m resilience.slow_redis
 	$(BIN)/python -m resilience.slow_member
 	$(BIN)/python -m resilience.poison_release
+	$(BIN)/python -m resilience.chaos
 
 audit: venv ## known vulnerabilities of every pinned dependency (pip-audit); says which pins it could not audit
 	$(BIN)/python deploy/tools/audit.py $(AUDIT_ARGS)

@@ -8,7 +8,9 @@ minutes and judged on what the answers are, not on their timing (that is `make c
 - one member 20x slower inside Triton: answers or refusals with Retry-After, never a 500, 502 or hang,
   and once the load drains the gateway and ensemble hold no more connections than they started with;
 - a poison release (a corrupt model file) published under load: refused and counted, the previous
-  release answering every request.
+  release answering every request;
+- a random process of the supervised stack killed every few seconds under Locust: every process back
+  and the gateway ready at the end, no answer slower than the request deadline.
 """
 
 import shutil
@@ -16,7 +18,7 @@ import shutil
 import pytest
 
 from benchmarks.serving import UniqueBodies
-from resilience import poison_release, slow_member
+from resilience import chaos, poison_release, slow_member
 from resilience.overload import MAX_PENDING_PATCHES, measure, stack_environment
 from resilience.slow_redis import REDIS_MAX_CONNECTIONS, run_phases, stack_behind_proxy
 from tests.integration.conftest import TRITON_VENV, own_stack
@@ -68,3 +70,13 @@ def test_a_poison_release_under_load_is_refused_and_counted_while_the_previous_o
     with own_stack(repository, tmp_path / "stack", environment) as stack:
         result = poison_release.run(stack, clients=2, bodies=UniqueBodies(), watch_s=12.0)
     assert result.verdict().missed == []  # every answer a 200 of the serving release; the refusal counted
+
+
+def test_processes_killed_at_random_under_locust_all_come_back_and_no_request_outlives_its_deadline(
+    model_repository, tmp_path
+) -> None:
+    environment = {"PCAM_GATEWAY_REQUEST_TIMEOUT_S": str(chaos.REQUEST_TIMEOUT_S)}
+    with own_stack(model_repository, tmp_path / "stack", environment) as stack:
+        result = chaos.run(stack, duration_s=24.0, every_s=8.0, seed=1, out=tmp_path / "locust")
+    assert len(result.kills) == 3 and result.requests > 0
+    assert result.verdict().missed == []  # every process back and ready; nothing past its deadline
