@@ -16,7 +16,6 @@ a second).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import os
 import random
@@ -34,9 +33,8 @@ from benchmarks.report import write
 from devstack.stack import LocalStack
 from devstack.supervisor import Supervisor
 from loadtests.run_local import local_stack, locust_command
-from resilience.report import OUTPUT_DIR, Verdict
+from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 
-ROOT = Path(__file__).resolve().parents[1]
 REQUEST_TIMEOUT_S = 10.0
 RECOVERY_S = 120.0
 """How long the stack gets, after the last kill, to have every process back and the gateway ready."""
@@ -158,11 +156,7 @@ def report(result: Chaos) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--triton-venv", type=Path, default=ROOT / ".venv-triton")
+    parser = scenario_parser(__doc__)
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--every", type=float, default=10.0)
     parser.add_argument("--seed", type=int, default=0)

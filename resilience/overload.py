@@ -17,7 +17,6 @@ within the same bar; no other status; no process's resident memory grown by more
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,9 +29,8 @@ from benchmarks.report import write
 from benchmarks.serving import UniqueBodies
 from loadtests.run_local import local_stack
 from loadtests.soak import growth_violations, resident_bytes
-from resilience.report import OUTPUT_DIR, Verdict
+from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 
-ROOT = Path(__file__).resolve().parents[1]
 MAX_PENDING_PATCHES = 3
 """The gateway's admission bound in this scenario. An accepted patch waits about pending / throughput
 (Little's law): a CPU Triton answers some 50 patches/s, so 3 pending patches are already 60 ms, about
@@ -161,11 +159,7 @@ def report(result: Overload) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--triton-venv", type=Path, default=ROOT / ".venv-triton")
+    parser = scenario_parser(__doc__)
     parser.add_argument("--duration", type=float, default=60.0)
     parser.add_argument("--factor", type=float, default=3.0)
     parser.add_argument("--max-pending", type=int, default=MAX_PENDING_PATCHES, help="the gateway's bound")

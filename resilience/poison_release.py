@@ -15,7 +15,6 @@ deploy/prometheus/pcam-rules.yml fires on it, tested by promtool).
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import threading
@@ -31,9 +30,8 @@ from benchmarks.serving import UniqueBodies
 from devstack.stack import LocalStack
 from loadtests.run_local import local_stack
 from pcam_core.release import ReleaseManifest, load_release, write_release
-from resilience.report import OUTPUT_DIR, Verdict
+from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 
-ROOT = Path(__file__).resolve().parents[1]
 WATCH_S = 45.0
 """How long answers are watched after publishing: past the ensemble's 20 s wait for the new models,
 and a retry."""
@@ -140,11 +138,7 @@ def report(result: PoisonRelease) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--triton-venv", type=Path, default=ROOT / ".venv-triton")
+    parser = scenario_parser(__doc__)
     parser.add_argument("--clients", type=int, default=3)
     args = parser.parse_args(argv)
     work = ROOT / "build" / "chaos" / "poison-release"

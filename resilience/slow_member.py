@@ -15,7 +15,6 @@ gateway's and ensemble's open file descriptors back near where they started and 
 
 from __future__ import annotations
 
-import argparse
 import re
 import shutil
 import time
@@ -34,10 +33,9 @@ from loadtests.run_local import local_stack
 from loadtests.soak import resident_bytes
 from pcam_core.release import load_release
 from resilience.overload import stack_environment
-from resilience.report import OUTPUT_DIR, Verdict
+from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 from resilience.slow_redis import open_fds
 
-ROOT = Path(__file__).resolve().parents[1]
 SLOWDOWN = 20
 REQUEST_TIMEOUT_S = 8.0
 ANSWERED = (200, 503, 504)
@@ -174,11 +172,7 @@ def report(result: SlowMember, member: str) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--triton-venv", type=Path, default=ROOT / ".venv-triton")
+    parser = scenario_parser(__doc__)
     parser.add_argument("--rate", type=float, default=6.0, help="requests per second")
     parser.add_argument("--duration", type=float, default=40.0)
     args = parser.parse_args(argv)

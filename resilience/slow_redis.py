@@ -15,7 +15,6 @@ redis_max_connections; the gateway's open file descriptors and resident memory n
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Iterator, Sequence
@@ -31,9 +30,8 @@ from benchmarks.serving import UniqueBodies
 from devstack.processes import ManagedProcess, free_port, group_members
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from loadtests.soak import resident_bytes
-from resilience.report import OUTPUT_DIR, Verdict
+from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 
-ROOT = Path(__file__).resolve().parents[1]
 REDIS_TIMEOUT_S = 0.25
 REDIS_MAX_CONNECTIONS = 16
 DELAYS_MS = (0, 200, 1000)
@@ -142,11 +140,7 @@ def report(phases: list[Phase]) -> Path:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--repository", type=Path, default=ROOT / "model_repository")
-    parser.add_argument("--triton-venv", type=Path, default=ROOT / ".venv-triton")
+    parser = scenario_parser(__doc__)
     parser.add_argument("--requests", type=int, default=400, help="per phase")
     args = parser.parse_args(argv)
     work = ROOT / "build" / "chaos" / "slow-redis-stack"

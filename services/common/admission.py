@@ -5,9 +5,6 @@ A queue in front of a saturated server grows with the overload and delays everyo
 refused client one round trip and keeps the accepted ones' latency near the unloaded latency.
 """
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -52,15 +49,6 @@ class Admission:
     def release(self, units: int = 1) -> None:
         self.held -= units
         self._gauge.set(self.held)
-
-    @contextmanager
-    def admit(self, units: int = 1) -> Iterator[None]:
-        """Hold `units` for the duration of the block (Overloaded at once when they do not fit)."""
-        self.acquire(units)
-        try:
-            yield
-        finally:
-            self.release(units)
 
 
 class AdmissionMiddleware(HttpMiddleware):

@@ -35,7 +35,7 @@ EXAMPLE_DETAILS: dict[str, str] = {
     "rate-limited": "At most 1200 requests per minute; retry in 17 s.",
     "bad-gateway": "The ensemble service answered unexpectedly: ...",
     "service-unavailable": "The ensemble service is unavailable: ConnectError",
-    "overloaded": "The gateway holds 512 patches in flight, its limit; retry after 1 s.",
+    "overloaded": "This service holds 510 patches in flight and may hold 512; retry after 1 s.",
     "deadline-exceeded": "No answer within the request deadline of 60 s; retry, or send fewer images.",
 }
 """An example detail per problem kind, shown in the API descriptions under the kind's status."""
