@@ -38,7 +38,10 @@ logits in the hundreds (measured: 2.7e-4 at |logit| 69, i.e. 4e-6 relative). A b
 
 FEATURE_PARITY_RTOL = 1e-3
 """The feature distance is a quadratic form over up to 2048 features with a precision matrix's
-entries: float32 accumulation differs by more than for the logit, still far below what a wrong graph gives."""
+entries: float32 accumulation differs by more than for the logit, still far below what a wrong graph
+gives. Held to PARITY_ATOL + FEATURE_PARITY_RTOL * the batch's largest distance: a small distance is a
+sum of large terms that cancel, so its rounding error is the size of theirs, not of the result
+(measured: 4.7e-4 at a distance of 0.27 in a batch of trivial members, 2026-12-04)."""
 MAP_PARITY_RTOL = 1e-3
 """The activation map is held to PARITY_ATOL + MAP_PARITY_RTOL * the patch's largest |value|: a map's
 cells near zero are differences of near-equal head outputs, so a tolerance relative to each value
@@ -149,8 +152,9 @@ def _torch_outputs(module: torch.nn.Module, images: np.ndarray) -> list[np.ndarr
 
 def _check_close(name: str, got: np.ndarray, expected: np.ndarray, what: str) -> float:
     """Max |got - expected| of one output; ParityError past its tolerance (NaN fails too)."""
-    rtol = FEATURE_PARITY_RTOL if name == FEATURE_DISTANCE_NAME else PARITY_RTOL
-    scale = np.abs(expected)
+    rtol, scale = PARITY_RTOL, np.abs(expected)
+    if name == FEATURE_DISTANCE_NAME:
+        rtol, scale = FEATURE_PARITY_RTOL, np.broadcast_to(scale.max(), scale.shape)
     if name == ACTIVATION_MAP_NAME:
         rtol, scale = MAP_PARITY_RTOL, np.broadcast_to(scale.max(axis=1, keepdims=True), scale.shape)
     diff = np.abs(got - expected)
