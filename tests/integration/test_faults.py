@@ -42,6 +42,9 @@ SETTINGS = {
     "PCAM_GATEWAY_REDIS_BREAKER_FAILURES": "2",
     "PCAM_GATEWAY_REDIS_BREAKER_RESET_S": "1",
     "PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE": "0",  # hundreds of requests from one address
+    # The drain loads hold up to 512 patches in flight: a request after them is to meet the dependency's
+    # shutdown, not the gateway's admission bound (tests/integration/test_resilience.py tests that).
+    "PCAM_GATEWAY_MAX_PENDING_PATCHES": "2048",
     "PCAM_GATEWAY_RELEASE_REFRESH_S": "1",  # re-read (and fails to, the ensemble down) within a test
     "PCAM_ENSEMBLE_TRITON_TIMEOUT_S": "5",
     "PCAM_ENSEMBLE_RETRY_BUDGET_S": "6",  # below the gateway's downstream timeout

@@ -68,7 +68,8 @@ def test_report_fields(built, evaluated):
     assert 0.0 <= report["brier"] <= 1.0
     for key in ("auc", "brier", "ece"):
         low, high = report[f"{key}_ci"]
-        assert low <= report[key] <= high
+        # An interval can end at the estimate itself, computed along another path: equal to rounding.
+        assert low - 1e-12 <= report[key] <= high + 1e-12
     assert report["roc"]["fpr"][0] == 0.0 and report["roc"]["tpr"][-1] == 1.0
     assert sum(b["patches"] for b in report["reliability"]) == len(labels)
 

@@ -62,7 +62,9 @@ def test_config_pbtxt_states_the_contract_and_the_serving_settings():
     ]
     assert list(config.instance_group) == [_message("kind: KIND_CPU count: 2", pb.ModelInstanceGroup())]
     assert config.dynamic_batching == _message(
-        "max_queue_delay_microseconds: 1500", pb.ModelDynamicBatching()
+        "max_queue_delay_microseconds: 1500 "
+        "default_queue_policy { max_queue_size: 64 default_timeout_microseconds: 5000000 }",
+        pb.ModelDynamicBatching(),
     )
     assert config.parameters["intra_op_thread_count"] == _message('string_value: "3"', pb.ModelParameter())
 
@@ -165,7 +167,9 @@ def test_gpu_config_pbtxt_shares_the_contract_and_adds_tensorrt_and_warmup():
     assert {f: getattr(config, f) for f in shared} == {f: getattr(cpu, f) for f in shared}
     assert list(config.instance_group) == [_message("kind: KIND_GPU count: 1", pb.ModelInstanceGroup())]
     assert config.dynamic_batching == _message(
-        "max_queue_delay_microseconds: 1500", pb.ModelDynamicBatching()
+        "max_queue_delay_microseconds: 1500 "
+        "default_queue_policy { max_queue_size: 64 default_timeout_microseconds: 5000000 }",
+        pb.ModelDynamicBatching(),
     )
     (accelerator,) = config.optimization.execution_accelerators.gpu_execution_accelerator
     assert accelerator.name == "tensorrt"
