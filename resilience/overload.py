@@ -17,7 +17,6 @@ within the same bar; no other status; no process's resident memory grown by more
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,5 +174,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PCAM_GATEWAY_RATE_LIMIT_PER_MINUTE", "0")
     raise SystemExit(main())
