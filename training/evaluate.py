@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
+from sklearn.metrics import roc_curve
 
 from pcam_core.conformal import prediction_sets
 from pcam_core.release import ConformalRule, OperatingPoint, ReleaseManifest, load_release
@@ -248,7 +249,7 @@ def summarize(
     both_classes = len(np.unique(labels)) == 2
     roc = None
     if both_classes:
-        fpr, tpr, _ = metrics.roc_curve(labels, p)
+        fpr, tpr, _ = roc_curve(labels, p)  # the curve calibration chose the operating points on
         roc = RocCurve(fpr=fpr.tolist(), tpr=tpr.tolist())
     return EvaluationReport(
         release_id=manifest.release_id,

@@ -1,17 +1,21 @@
-"""Binary classification metrics and their bootstrap intervals, in numpy only.
+"""Binary classification metrics (scikit-learn's) and their slide-clustered bootstrap intervals.
 
-The one implementation behind `pcam evaluate` and `pcam validate` and calibration's ECE and
-bootstrap (its threshold search walks scikit-learn's ROC curve): a point estimate and its bootstrap
-resamples go through the same formula. Undefined values (a rate over an empty
-denominator) are NaN inside arrays and None in results, never NaN in JSON. Research use only.
+The one implementation behind `pcam evaluate`, `pcam validate` and calibration: point estimates are
+scikit-learn's; the bootstrap (which neither scikit-learn nor scipy offers clustered by slide) draws
+resamples of slides or patches once and measures every statistic on the same draws. Undefined values
+(a rate over an empty denominator) are NaN inside arrays and None in results, never NaN in JSON.
+Research use only.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from sklearn import metrics as sk
+from sklearn.exceptions import UndefinedMetricWarning
 
 BOOTSTRAP_ROUNDS = 1000
 ECE_BINS = 15
@@ -52,20 +56,17 @@ class Confusion:
 def confusion(labels: np.ndarray, scores: np.ndarray, threshold: float) -> Confusion:
     """Confusion counts of the rule score >= threshold (the serving rule)."""
     y, predicted = _labels(labels), _scores(scores) >= threshold
-    return Confusion(
-        tp=int((predicted & y).sum()),
-        fp=int((predicted & ~y).sum()),
-        tn=int((~predicted & ~y).sum()),
-        fn=int((~predicted & y).sum()),
-    )
+    tn, fp, fn, tp = sk.confusion_matrix(y, predicted, labels=[False, True]).ravel()
+    return Confusion(tp=int(tp), fp=int(fp), tn=int(tn), fn=int(fn))
 
 
 def rates_from_counts(
     tp: np.ndarray | float, fp: np.ndarray | float, tn: np.ndarray | float, fn: np.ndarray | float
 ) -> dict[str, np.ndarray]:
-    """Sensitivity, specificity, PPV, NPV, accuracy and Cohen's kappa from confusion counts.
+    """Sensitivity, specificity, PPV, NPV, accuracy and Cohen's kappa of each resample's confusion counts.
 
-    Counts may be arrays (one entry per bootstrap resample); undefined entries are NaN.
+    Vectorized over the bootstrap's resamples (arrays of counts); undefined entries are NaN. The point
+    estimates are scikit-learn's (`binary_metrics`); a test holds these formulas to them.
     """
     tp, fp, tn, fn = (np.asarray(c, np.float64) for c in (tp, fp, tn, fn))
     n = tp + fp + tn + fn
@@ -87,13 +88,25 @@ def rates_from_counts(
 
 def binary_metrics(labels: np.ndarray, scores: np.ndarray, threshold: float) -> dict[str, float | None]:
     """BINARY_METRICS of the rule score >= threshold; None where undefined (e.g. PPV, nothing called)."""
-    c = confusion(labels, scores, threshold)
-    return {k: _float(v) for k, v in rates_from_counts(c.tp, c.fp, c.tn, c.fn).items()}
+    y, predicted = _labels(labels), _scores(scores) >= threshold
+    with warnings.catch_warnings():
+        # Undefined metrics are answered as None below; scikit-learn's warnings about them are noise.
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # kappa of one class: 0/0
+        values = {
+            "sensitivity": sk.recall_score(y, predicted, zero_division=np.nan),
+            "specificity": sk.recall_score(y, predicted, pos_label=False, zero_division=np.nan),
+            "ppv": sk.precision_score(y, predicted, zero_division=np.nan),
+            "npv": sk.precision_score(y, predicted, pos_label=False, zero_division=np.nan),
+            "accuracy": sk.accuracy_score(y, predicted),
+            "kappa": sk.cohen_kappa_score(y, predicted),
+        }
+    return {k: _float(v) for k, v in values.items()}
 
 
 def brier(probabilities: np.ndarray, labels: np.ndarray) -> float:
     """Brier score: mean squared difference between probability and label."""
-    return float(np.mean((_scores(probabilities) - _labels(labels)) ** 2))
+    return float(sk.brier_score_loss(_labels(labels), _scores(probabilities)))
 
 
 def _bin_index(probabilities: np.ndarray, bins: int) -> np.ndarray:
@@ -125,49 +138,10 @@ def ece(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> 
     return float(ece_from_sums(*reliability(probabilities, labels, bins)))
 
 
-def _auc_rows(y: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """AUC per row of patch weights: P(score of a positive > score of a negative), ties counting half.
-
-    Weighted Mann-Whitney: for each positive, the weight of negatives scoring below it plus half of
-    those tied with it, from one cumulative sum over the patches in score order.
-    """
-    order = np.argsort(scores, kind="stable")
-    s, y, w = scores[order], y[order], weights[:, order]
-    negatives = np.where(y, 0.0, w)
-    below = np.concatenate([np.zeros((len(w), 1)), np.cumsum(negatives, axis=1)], axis=1)
-    first, last = np.searchsorted(s, s[y], "left"), np.searchsorted(s, s[y], "right")
-    under = below[:, first] + 0.5 * (below[:, last] - below[:, first])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (w[:, y] * under).sum(axis=1) / (w[:, y].sum(axis=1) * negatives.sum(axis=1))
-
-
 def auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
     """Area under the ROC curve; None unless both classes are present."""
     y, s = _labels(labels), _scores(scores)
-    return _float(_auc_rows(y, s, np.ones((1, len(y))))[0]) if 0 < y.sum() < len(y) else None
-
-
-def roc_curve(
-    labels: np.ndarray, scores: np.ndarray, drop_intermediate: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(fpr, tpr, thresholds) of the rule score >= threshold, as scikit-learn's `roc_curve`.
-
-    Starts at (0, 0) with threshold +inf; drop_intermediate leaves out points on a straight segment.
-    """
-    y, s = _labels(labels), _scores(scores)
-    if not 0 < y.sum() < len(y):
-        raise ValueError("a ROC curve needs both classes")
-    order = np.argsort(s, kind="stable")[::-1]
-    s, y = s[order], y[order]
-    last_of_value = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(y)[last_of_value].astype(np.float64)
-    fps = last_of_value + 1 - tps
-    thresholds = s[last_of_value]
-    if drop_intermediate and len(fps) > 2:
-        keep = np.flatnonzero(np.r_[True, np.diff(fps, 2).astype(bool) | np.diff(tps, 2).astype(bool), True])
-        fps, tps, thresholds = fps[keep], tps[keep], thresholds[keep]
-    fps, tps, thresholds = np.r_[0.0, fps], np.r_[0.0, tps], np.r_[np.inf, thresholds]
-    return fps / fps[-1], tps / tps[-1], thresholds
+    return float(sk.roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
 class Bootstrap:
@@ -276,4 +250,10 @@ def auc_interval(labels: np.ndarray, scores: np.ndarray, bootstrap: Bootstrap) -
     y, s = _labels(labels), _scores(scores)
     if not 0 < y.sum() < len(y):
         return None
-    return interval(np.concatenate([_auc_rows(y, s, w) for w in bootstrap.patch_weights()]))
+    values = []
+    for weights in bootstrap.patch_weights():
+        for w in weights:
+            drawn_positive, drawn = w[y].sum(), w.sum()
+            both = 0 < drawn_positive < drawn
+            values.append(sk.roc_auc_score(y, s, sample_weight=w) if both else np.nan)
+    return interval(np.array(values))

@@ -113,26 +113,29 @@ def test_auc_is_none_with_one_class_and_handles_ties():
         metrics.confusion(np.array([0, 2]), np.array([0.1, 0.2]), 0.5)
 
 
+def test_auc_interval_is_sklearn_auc_of_each_resample():
+    labels, scores = random_case(300, 5)
+    slides = np.arange(300) // 15
+    bootstrap = metrics.Bootstrap(300, slides, rounds=40, seed=3)
+    weights = np.concatenate(list(bootstrap.patch_weights()))
+    per_resample = [
+        sk.roc_auc_score(labels, scores, sample_weight=w)
+        for w in weights
+        if 0 < w[labels == 1].sum() < w.sum()
+    ]
+    assert metrics.auc_interval(labels, scores, bootstrap) == pytest.approx(
+        metrics.interval(np.array(per_resample))
+    )
+
+
 @pytest.mark.parametrize(("n", "seed"), CASES)
-@pytest.mark.parametrize("drop_intermediate", [True, False])
-def test_roc_curve_matches_sklearn(n: int, seed: int, drop_intermediate: bool):
+@pytest.mark.parametrize("threshold", [0.0, 0.5, 1.01])
+def test_resample_rates_from_counts_are_sklearns_metrics(n: int, seed: int, threshold: float):
     labels, scores = random_case(n, seed)
-    if len(np.unique(labels)) < 2:
-        with pytest.raises(ValueError):
-            metrics.roc_curve(labels, scores)
-        return
-    ours = metrics.roc_curve(labels, scores, drop_intermediate)
-    theirs = sk.roc_curve(labels, scores, drop_intermediate=drop_intermediate)
-    for a, b in zip(ours, theirs, strict=True):
-        np.testing.assert_allclose(a, b, atol=1e-12)
-
-
-def test_weighted_auc_of_a_resample_matches_sklearn_sample_weight():
-    labels, scores = random_case(500, 5)
-    weights = np.random.default_rng(5).multinomial(500, np.full(500, 1 / 500), size=3).astype(float)
-    ours = metrics._auc_rows(labels == 1, scores, weights)
-    for row, w in zip(ours, weights, strict=True):
-        assert row == pytest.approx(sk.roc_auc_score(labels, scores, sample_weight=w), abs=1e-12)
+    c = metrics.confusion(labels, scores, threshold)
+    vectorized = metrics.rates_from_counts(c.tp, c.fp, c.tn, c.fn)
+    for name, theirs in sklearn_metrics(labels, (scores >= threshold).astype(int)).items():
+        assert_same(metrics._float(vectorized[name]), theirs)
 
 
 def test_bootstrap_sums_are_those_of_the_resampled_data():
