@@ -22,7 +22,6 @@ Every gateway answer is checked (200, and `cached` false for the uncached runs, 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import statistics
 import tempfile
@@ -43,7 +42,7 @@ from benchmarks.load import (
     timed,
 )
 from benchmarks.report import write
-from devstack.processes import group_members
+from devstack import groups
 from devstack.stack import LocalStack
 from loadtests.patches import UniquePatches, load_sources
 from loadtests.run_local import local_stack
@@ -91,18 +90,7 @@ def triton_batches(stack: LocalStack) -> dict[str, tuple[float, float]]:
 
 def cpu_seconds(stack: LocalStack) -> dict[str, float]:
     """CPU time (user + system) so far of each stack process with its children (Triton's backend stubs)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    used = {}
-    for name, process in stack.processes.items():
-        total = 0.0
-        for pid in group_members(process.popen.pid):
-            try:
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            total += (int(fields[11]) + int(fields[12])) / tick  # utime, stime
-        used[name] = total
-    return used
+    return {name: groups.cpu_seconds(process.popen.pid) for name, process in stack.processes.items()}
 
 
 def measured_load(

@@ -18,7 +18,8 @@ import signal
 import subprocess
 import sys
 
-from devstack.processes import die_with_parent, group_members
+from devstack.groups import group_members
+from devstack.processes import die_with_parent
 from devstack.triton import remove_shared_memory
 
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from devstack.groups import group_members
+
 POLL_INTERVAL_S = 0.2
 PR_SET_PDEATHSIG = 1
 """prctl(2) option: the signal a process gets when the thread that forked it exits."""
@@ -150,20 +152,6 @@ class ManagedProcess:
     def _signal(self, signum: int) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.popen.pid, signum)
-
-
-def group_members(pgid: int) -> list[int]:
-    """Live (non-zombie) processes of process group `pgid`, read from /proc."""
-    members = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state != "Z":
-            members.append(int(stat.parent.name))
-    return members
 
 
 def http_ok(url: str) -> Callable[[], bool]:

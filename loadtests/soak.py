@@ -17,27 +17,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from devstack.processes import group_members
+from devstack.groups import resident_bytes
 from loadtests.run_local import ROOT, local_stack, locust_command
 
-KIB = 1024
 # Redis is reported but not judged: it grows by design, one entry per new result (bounded by its
 # maxmemory with LRU eviction in compose and Helm).
 JUDGED = ("gateway", "preprocess", "ensemble", "triton")
-
-
-def resident_bytes(pgid: int) -> int:
-    """VmRSS summed over a process group (bytes); processes that vanish meanwhile count 0."""
-    total = 0
-    for pid in group_members(pgid):
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-        except OSError:
-            continue
-        for line in status.splitlines():
-            if line.startswith("VmRSS:"):
-                total += int(line.split()[1]) * KIB
-    return total
 
 
 def growth_violations(before: Mapping[str, int], after: Mapping[str, int], max_growth: float) -> list[str]:

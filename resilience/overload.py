@@ -26,8 +26,9 @@ import numpy as np
 from benchmarks.load import OpenLoopRun, http_load, open_loop_load, predictions
 from benchmarks.report import write
 from benchmarks.serving import UniqueBodies
+from devstack.groups import resident_bytes
 from loadtests.run_local import local_stack
-from loadtests.soak import growth_violations, resident_bytes
+from loadtests.soak import growth_violations
 from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 
 MAX_PENDING_PATCHES = 3

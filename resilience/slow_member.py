@@ -28,13 +28,12 @@ import numpy as np
 from benchmarks.load import OpenLoopRun, open_loop_load, predictions
 from benchmarks.report import write
 from benchmarks.serving import UniqueBodies
+from devstack.groups import open_fds, resident_bytes
 from devstack.stack import LocalStack
 from loadtests.run_local import local_stack
-from loadtests.soak import resident_bytes
 from pcam_core.release import load_release
 from resilience.overload import stack_environment
 from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
-from resilience.slow_redis import open_fds
 
 SLOWDOWN = 20
 REQUEST_TIMEOUT_S = 8.0

@@ -15,7 +15,6 @@ redis_max_connections; the gateway's open file descriptors and resident memory n
 
 from __future__ import annotations
 
-import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -27,9 +26,9 @@ import redis
 from benchmarks.load import Latencies, http_load, predictions
 from benchmarks.report import write
 from benchmarks.serving import UniqueBodies
-from devstack.processes import ManagedProcess, free_port, group_members
+from devstack.groups import open_fds, resident_bytes
+from devstack.processes import ManagedProcess, free_port
 from devstack.stack import LocalStack, StackConfig, StackPorts
-from loadtests.soak import resident_bytes
 from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 
 REDIS_TIMEOUT_S = 0.25
@@ -72,17 +71,6 @@ def stack_behind_proxy(
             yield stack
     finally:
         proxy.stop()
-
-
-def open_fds(pgid: int) -> int:
-    """File descriptors open in a process group (sockets included)."""
-    total = 0
-    for pid in group_members(pgid):
-        try:
-            total += len(os.listdir(f"/proc/{pid}/fd"))
-        except OSError:
-            continue
-    return total
 
 
 def run_phases(stack: LocalStack, delay_file: Path, count: int, bodies: UniqueBodies) -> list[Phase]:

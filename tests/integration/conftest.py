@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.processes import group_members
+from devstack.groups import group_members
 from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from pcam_core.release import ReleaseManifest, load_release

@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from devstack.processes import check_ports_free, group_members
+from devstack.groups import group_members
+from devstack.processes import check_ports_free
 from devstack.stack import StackPorts
 
 pytestmark = pytest.mark.integration

@@ -23,7 +23,8 @@ import httpx
 import pytest
 import redis
 
-from devstack.processes import ManagedProcess, group_members
+from devstack.groups import group_members
+from devstack.processes import ManagedProcess
 from devstack.stack import LocalStack
 from tests.integration.conftest import SHM, own_stack
 from tests.integration.test_predict import triton_successes, unique_png

@@ -50,6 +50,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
+import psutil
 import pytest
 from PIL import Image, PngImagePlugin
 
@@ -1132,11 +1133,8 @@ EXCHANGES = [
 
 
 def rss_mib(pid: int) -> float:
-    """Resident set size of a process in MiB (VmRSS)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmRSS for {pid}")
+    """Resident set size of a process in MiB."""
+    return psutil.Process(pid).memory_info().rss / 2**20
 
 
 def measured(stack: LocalStack) -> dict[str, float]:

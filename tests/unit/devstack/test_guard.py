@@ -8,7 +8,10 @@ import time
 import uuid
 from pathlib import Path
 
-from devstack.processes import ManagedProcess, group_members
+import psutil
+
+from devstack.groups import group_members
+from devstack.processes import ManagedProcess
 
 SHM = Path("/dev/shm")
 # A command with a child of its own that ignores SIGTERM, as Triton's python-backend stubs outlive it.
@@ -21,10 +24,10 @@ PARENT_OF_A_STUBBORN_CHILD = (
 
 
 def _alive(pid: int) -> bool:
+    """Running, and not a zombie (which still answers kill(0))."""
     try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
 
 

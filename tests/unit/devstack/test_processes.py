@@ -4,19 +4,18 @@ import socket
 import sys
 import time
 
+import psutil
 import pytest
 
 from devstack.processes import ManagedProcess, PortTakenError, StartupError, check_ports_free, free_port
 
 
 def _alive(pid: int) -> bool:
+    """Running, and not a zombie (which still answers kill(0))."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    # A zombie still answers kill(0): read its state.
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(")")[-1].split()[0] != "Z"
 
 
 def test_stop_takes_down_the_whole_group(tmp_path) -> None:

@@ -8,7 +8,8 @@ import socket
 import httpx
 import pytest
 
-from devstack.processes import PortTakenError, group_members
+from devstack.groups import group_members
+from devstack.processes import PortTakenError
 from devstack.stack import LocalStack, StackConfig, StackPorts
 
 

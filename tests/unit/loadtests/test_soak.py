@@ -2,7 +2,8 @@
 
 import os
 
-from loadtests.soak import growth_violations, resident_bytes
+from devstack.groups import resident_bytes
+from loadtests.soak import growth_violations
 
 MIB = 2**20
 
