@@ -53,6 +53,14 @@ def read_labels(y_path: Path, key: str = Y_KEY) -> np.ndarray:
         return np.asarray(f[key][:]).reshape(-1).astype(np.uint8)
 
 
+def read_rows(dataset: h5py.Dataset, indices: np.ndarray) -> np.ndarray:
+    """Entries at increasing indices, one read each: h5py's fancy indexing (`dataset[list]`) took
+    0.29 s for 64 random patches on a 2-core machine, 70x as long as this loop."""
+    if len(indices) == 0:
+        return np.empty((0, *dataset.shape[1:]), dataset.dtype)
+    return np.stack([dataset[int(i)] for i in indices])
+
+
 def sample_patches(x_path: Path, n: int, seed: int, key: str = X_KEY) -> np.ndarray:
     """A seeded random sample of n entries (all, if the split has fewer) of a PCam-layout file; the same
     seed picks the same indices in every key, so patches and their labels can be sampled alike."""
@@ -61,7 +69,7 @@ def sample_patches(x_path: Path, n: int, seed: int, key: str = X_KEY) -> np.ndar
         count = len(values)
         # Sorted: h5py reads increasing indices only, and the order does not matter for ranges.
         chosen = np.sort(np.random.default_rng(seed).choice(count, size=min(n, count), replace=False))
-        return np.asarray(values[chosen])
+        return read_rows(values, chosen)
 
 
 def iter_images(x_path: Path, batch: int = 256, key: str = X_KEY) -> Iterator[np.ndarray]:
@@ -123,10 +131,10 @@ class PCamH5Dataset(Dataset):
         return image, torch.tensor(float(self.labels[index]))
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """Read a whole batch in one HDF5 call (h5py wants increasing unique indices)."""
+        """Read a whole batch (any order, repeats allowed) with `read_rows`."""
         order = np.asarray(indices)
         unique, inverse = np.unique(order, return_inverse=True)
-        images = np.asarray(self._images()[unique])[inverse]
+        images = read_rows(self._images(), unique)[inverse]
         return [
             (torch.from_numpy(img), torch.tensor(float(self.labels[i])))
             for img, i in zip(images, order, strict=True)
