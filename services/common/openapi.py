@@ -58,7 +58,8 @@ STATUS_DESCRIPTIONS: dict[int, str] = {
     _status_of("unsupported-image"): "Not a supported image, or not multipart/an image content type.",
     _status_of("wrong-size"): "Wrong image size or mode, or invalid options.",
     _status_of("rate-limited"): "Too many requests for this API key (or client address); retry after "
-    "Retry-After seconds.",
+    "Retry-After seconds. Every counted answer states the quota in the IETF RateLimit-Policy and "
+    "RateLimit fields.",
     _status_of("bad-gateway"): "A dependency answered unexpectedly.",
     _status_of("service-unavailable"): "A dependency is down, or the service is at its limit of work in "
     "flight (overloaded); retry after Retry-After seconds.",

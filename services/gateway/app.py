@@ -21,7 +21,7 @@ from services.gateway.cache import ResultCache
 from services.gateway.deps import API_KEY_HEADER
 from services.gateway.downstream import Downstream
 from services.gateway.predict import Predictor
-from services.gateway.ratelimit import RateLimiter
+from services.gateway.ratelimit import RateLimiter, RateLimitFieldsMiddleware
 from services.gateway.routes import routers
 from services.gateway.settings import GatewaySettings
 
@@ -89,6 +89,7 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     )
     for routes in (*routers(settings, keys), routes_v2.router(settings, keys)):
         app.include_router(routes)
+    app.add_middleware(RateLimitFieldsMiddleware)
     return app
 
 
@@ -105,7 +106,7 @@ def api_description(settings: GatewaySettings, keys_enabled: bool) -> str:
         )
         + (
             f"Rate limit: {settings.rate_limit_per_minute} requests per minute per "
-            f"{'API key' if keys_enabled else 'client address'} (429 with Retry-After). "
+            f"{'API key' if keys_enabled else 'client address'} (429 with Retry-After; each counted answer carries the IETF `RateLimit` and `RateLimit-Policy` fields). "
             if settings.rate_limit_per_minute
             else ""
         )

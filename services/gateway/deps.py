@@ -65,10 +65,10 @@ def guard(keys: ApiKeys) -> Callable[..., Awaitable[None]]:
             except (NotAuthenticated, InvalidCredentials) as error:
                 AUTH_FAILURES.labels(error.kind).inc()
                 if limits is not None:  # failed attempts count too: guessing keys is rate limited
-                    await limits.admit("unauthenticated:" + _address(request))
+                    await limits.admit("unauthenticated:" + _address(request), request.state)
                 raise
             if limits is not None:
-                await limits.admit(client)
+                await limits.admit(client, request.state)
 
         return authenticated
 
@@ -77,7 +77,7 @@ def guard(keys: ApiKeys) -> Callable[..., Awaitable[None]]:
         address (the proxy's, behind a proxy)."""
         limits = _limiter(request)
         if limits is not None:
-            await limits.admit("ip:" + _address(request))
+            await limits.admit("ip:" + _address(request), request.state)
 
     return admitted
 

@@ -133,11 +133,16 @@ def test_the_request_deadline_answers_504_with_retry_after() -> None:
 def test_rate_limit_is_429_with_retry_after_per_client_address(client) -> None:
     client.app.state.limiter = RateLimiter(FakeRedis(), 2, CircuitBreaker("redis-app-test", 3, 10))
     assert [client.get("/healthz").status_code for _ in range(3)] == [200] * 3  # not limited
-    statuses = [client.post("/v1/predict", files={"file": ("a.png", b"x")}).status_code for _ in range(2)]
-    assert statuses == [503, 503]  # counted, then answered (dependencies are down)
+    answers = [client.post("/v1/predict", files={"file": ("a.png", b"x")}) for _ in range(2)]
+    assert [a.status_code for a in answers] == [503, 503]  # counted, then answered (dependencies are down)
+    assert [a.headers["ratelimit"].split(";")[1] for a in answers] == ["r=1", "r=0"]
     refused = client.get("/v1/models")
     assert refused.status_code == 429 and refused.headers["content-type"] == PROBLEM
     assert 1 <= int(refused.headers["retry-after"]) <= 60
+    # The IETF RateLimit fields on the refusal too: none left, until the window's end.
+    assert refused.headers["ratelimit-policy"] == '"per-client";q=2;w=60'
+    assert refused.headers["ratelimit"] == f'"per-client";r=0;t={refused.headers["retry-after"]}'
+    assert "ratelimit" not in client.get("/healthz").headers  # probes are not limited
     assert refused.json()["type"].endswith("/rate-limited")
 
 

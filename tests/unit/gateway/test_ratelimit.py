@@ -35,3 +35,21 @@ async def test_redis_down_fails_open_and_the_breaker_stops_asking() -> None:
     verdicts = [await rate.hit("key:alice") for _ in range(5)]
     assert all(v.allowed and not v.counted for v in verdicts)
     assert redis.calls == 2  # two failures opened the breaker
+
+
+async def test_each_counted_verdict_states_quota_remaining_and_reset_as_ratelimit_fields() -> None:
+    clock = Clock(1_000_020.0 + 43)
+    rate, _ = limiter(3, clock)
+    verdicts = [await rate.hit("key:alice") for _ in range(4)]
+    assert [v.remaining for v in verdicts] == [2, 1, 0, 0]
+    assert dict(verdicts[0].fields()) == {
+        b"ratelimit-policy": b'"per-client";q=3;w=60',
+        b"ratelimit": b'"per-client";r=2;t=17',
+    }
+    assert dict(verdicts[3].fields())[b"ratelimit"] == b'"per-client";r=0;t=17'
+
+
+async def test_an_uncounted_request_states_no_ratelimit_fields() -> None:
+    rate, redis = limiter(1)
+    redis.down = True
+    assert (await rate.hit("key:alice")).fields() == []
