@@ -40,6 +40,11 @@ class PCamAPIError(PCamError):
         text = f"{self.status} {self.title}: {self.detail}" if self.detail else f"{self.status} {self.title}"
         return f"{text} (request {self.request_id})" if self.request_id else text
 
+    @property
+    def kind(self) -> str:
+        """The problem's short name (e.g. 'wrong-size'): the last segment of its type URI."""
+        return self.type.rsplit("/", 1)[-1]
+
     def to_problem(self) -> dict[str, Any]:
         """The problem body (type, title, status, detail), as the gateway puts it in a batch entry."""
         return {"type": self.type, "title": self.title, "status": self.status, "detail": self.detail}
@@ -56,7 +61,9 @@ class PCamAPIError(PCamError):
         request_id = body.get("request_id") or response.headers.get(REQUEST_ID_HEADER)
         return cls(
             status=response.status_code,
-            type=str(body.get("type") or "about:blank"),
+            # A relative type (the gateway's default, RFC 9457 3.1.1) resolves against the answer's URL,
+            # where the gateway serves the kind's page.
+            type=str(response.url.join(str(body["type"]))) if body.get("type") else "about:blank",
             title=str(body.get("title") or response.reason_phrase or "HTTP error"),
             detail=str(body.get("detail") or ("" if body else response.text[:200])),
             request_id=str(request_id) if request_id else None,

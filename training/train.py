@@ -282,7 +282,9 @@ def train_member(
     with deterministic(seed, device) as generator:
         # The graph's input is NHWC uint8 permuted to NCHW, channels-last in memory already; weights in
         # the same layout spare a conversion per convolution (a step of the demo's resnet: 1.37 s -> 1.22 s).
-        model = build_member_model(member).to(device, memory_format=torch.channels_last)  # same initial weights on every rank
+        model = build_member_model(member).to(
+            device, memory_format=torch.channels_last
+        )  # same initial weights on every rank
         if job.enabled:
             generator.manual_seed(seed + 7919 * job.rank)  # a distinct augmentation stream per rank
         loader = _loader(member, train_set, seed, generator, job)

@@ -9,6 +9,7 @@ from starlette.routing import Match, Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pcam_core.errors import Overloaded
+from pcam_core.problems import PROBLEM_TYPE_BASE
 from services.common.asgi import HttpMiddleware
 from services.common.metric_names import counter, gauge
 from services.common.problems import problem_response
@@ -54,9 +55,11 @@ class Admission:
 class AdmissionMiddleware(HttpMiddleware):
     """Bounds the POST requests a service handles at once; one more is answered 503 `overloaded`."""
 
-    def __init__(self, app: ASGIApp, admission: Admission, router: Router) -> None:
+    def __init__(
+        self, app: ASGIApp, admission: Admission, router: Router, problem_base: str = PROBLEM_TYPE_BASE
+    ) -> None:
         super().__init__(app)
-        self.admission, self.router = admission, router
+        self.admission, self.router, self.problem_base = admission, router, problem_base
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["method"] not in ADMITTED_METHODS:
@@ -66,7 +69,7 @@ class AdmissionMiddleware(HttpMiddleware):
             self.admission.acquire()
         except Overloaded as refused:
             self._name_route(scope)
-            await problem_response(refused, scope["path"])(scope, receive, send)
+            await problem_response(refused, scope["path"], self.problem_base)(scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)

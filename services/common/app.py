@@ -43,14 +43,15 @@ def create_service_app(
     requests = Admission(
         service, "requests", settings.max_in_flight_requests, settings.overload_retry_after_s
     )
-    app.add_middleware(AdmissionMiddleware, admission=requests, router=app.router)
+    base = settings.problem_type_base
+    app.add_middleware(AdmissionMiddleware, admission=requests, router=app.router, problem_base=base)
     app.add_middleware(HttpMetricsMiddleware, service=service)
-    app.add_middleware(UnhandledErrorMiddleware)
+    app.add_middleware(UnhandledErrorMiddleware, base=base)
     app.add_middleware(AccessLogMiddleware)
     app.add_middleware(RequestIdMiddleware)
     app.state.tracer_provider = tracer_provider  # lifespans instrument their clients with it
     instrument_app(app, tracer_provider)
-    install_problem_handlers(app)
+    install_problem_handlers(app, base)
 
     @app.get("/healthz", tags=["operations"], summary="Liveness: the process is up.")
     async def healthz() -> dict[str, str]:

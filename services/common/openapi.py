@@ -37,6 +37,7 @@ EXAMPLE_DETAILS: dict[str, str] = {
     "service-unavailable": "The ensemble service is unavailable: ConnectError",
     "overloaded": "This service holds 510 patches in flight and may hold 512; retry after 1 s.",
     "deadline-exceeded": "No answer within the request deadline of 60 s; retry, or send fewer images.",
+    "not-found": "No problem type 'teapot'; GET /problems lists them.",
 }
 """An example detail per problem kind, shown in the API descriptions under the kind's status."""
 
@@ -51,6 +52,7 @@ def _status_of(kind: str) -> int:
 
 STATUS_DESCRIPTIONS: dict[int, str] = {
     _status_of("malformed-multipart"): "Malformed request body.",
+    _status_of("not-found"): "No such resource.",
     _status_of("unauthorized"): "No API key sent (only when API keys are configured).",
     _status_of("forbidden"): "The API key is not valid.",
     _status_of("request-timeout"): "The upload did not arrive within the request deadline (a slow client).",

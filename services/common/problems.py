@@ -8,12 +8,13 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from pcam_core.errors import InvalidRequest, PCamError
 from pcam_core.problems import (
     KIND_OF_STATUS,
     PROBLEM_MEDIA_TYPE,
+    PROBLEM_TYPE_BASE,
     PROBLEM_TYPES,
     kind_body,
     problem_body,
@@ -29,13 +30,14 @@ OIP_PATHS = "/v2"
 KServe v2 clients (tritonclient) read the message from."""
 
 
-def problem_response(error: PCamError, path: str = "") -> JSONResponse:
-    """The problem+json response of a domain error, carrying the current request id."""
+def problem_response(error: PCamError, path: str = "", base: str = PROBLEM_TYPE_BASE) -> JSONResponse:
+    """The problem+json response of a domain error, carrying the current request id; its type under
+    `base` (the service's problem_type_base)."""
     spec = PROBLEM_TYPES[error.kind]
     headers = dict(spec.headers)
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
-    body = {**problem_body(error), "request_id": current_request_id(), **_oip_error(path, error.detail)}
+    body = {**problem_body(error, base), "request_id": current_request_id(), **_oip_error(path, error.detail)}
     return JSONResponse(body, status_code=spec.status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
@@ -49,24 +51,26 @@ def _framework_problem(
     title: str | None = None,
     status: int | None = None,
     headers: dict | None = None,
+    base: str = PROBLEM_TYPE_BASE,
     **extensions: str,
 ) -> JSONResponse:
     """An answer of the framework itself (routing, an unexpected error) in the same shape.
 
     `status` is the framework's own where the table's kind stands for several (http-error).
     """
-    body = kind_body(kind, detail, title, request_id=current_request_id(), **extensions)
+    body = kind_body(kind, detail, title, base, request_id=current_request_id(), **extensions)
     if status is not None:
         body["status"] = status
     return JSONResponse(body, status_code=body["status"], headers=headers, media_type=PROBLEM_MEDIA_TYPE)
 
 
-def install_problem_handlers(app: FastAPI) -> None:
-    """Turn domain and framework errors into problem+json (unexpected ones: UnhandledErrorMiddleware)."""
+def install_problem_handlers(app: FastAPI, base: str = PROBLEM_TYPE_BASE) -> None:
+    """Turn domain and framework errors into problem+json, types under `base` (unexpected errors:
+    UnhandledErrorMiddleware)."""
 
     @app.exception_handler(PCamError)
     async def _domain(request: Request, exc: PCamError) -> JSONResponse:
-        return problem_response(exc, request.url.path)
+        return problem_response(exc, request.url.path, base)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -76,7 +80,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         ]
         detail = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors)
         return problem_response(
-            InvalidRequest(detail, kind="invalid-request", errors=errors), request.url.path
+            InvalidRequest(detail, kind="invalid-request", errors=errors), request.url.path, base
         )
 
     @app.exception_handler(StarletteHTTPException)
@@ -84,7 +88,7 @@ def install_problem_handlers(app: FastAPI) -> None:
         kind = KIND_OF_STATUS.get(exc.status_code, "http-error")
         title = str(exc.detail) if isinstance(exc.detail, str) else PROBLEM_TYPES[kind].title
         return _framework_problem(
-            kind, title, title, exc.status_code, exc.headers, **_oip_error(request.url.path, title)
+            kind, title, title, exc.status_code, exc.headers, base, **_oip_error(request.url.path, title)
         )
 
 
@@ -94,6 +98,10 @@ class UnhandledErrorMiddleware(HttpMiddleware):
     Sits inside RequestIdMiddleware, so even this answer carries the request id.
     """
 
+    def __init__(self, app: ASGIApp, base: str = PROBLEM_TYPE_BASE) -> None:
+        super().__init__(app)
+        self.base = base
+
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
         recording = StatusRecordingSend(send)
         try:
@@ -101,5 +109,7 @@ class UnhandledErrorMiddleware(HttpMiddleware):
         except Exception:
             logger.exception("unhandled error")
             if not recording.started:
-                response = _framework_problem("internal-error", "An unexpected error occurred.")
+                response = _framework_problem(
+                    "internal-error", "An unexpected error occurred.", base=self.base
+                )
                 await response(scope, receive, send)

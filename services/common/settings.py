@@ -18,12 +18,30 @@ from pydantic_settings import (
 )
 
 from pcam_core import limits
+from pcam_core.problems import PROBLEM_TYPE_BASE
 
 DEFAULT_MODEL_REPOSITORY = Path("model_repository")
 AGREED_ENV_PREFIX = "PCAM_"
 
 
-class ServiceSettings(BaseSettings):
+class AgreedSettings(BaseSettings):
+    """Base of a mixin whose fields several services must agree on (set together by `PCAM_<FIELD>`)."""
+
+
+class NamesProblems(AgreedSettings):
+    """Where problem `type` URIs point: one base for every service (`PCAM_PROBLEM_TYPE_BASE`), since the
+    gateway passes its dependencies' problems on."""
+
+    problem_type_base: str = Field(
+        PROBLEM_TYPE_BASE,
+        pattern=r"^(/|https?://[^\s/]+/)(\S*/)?$",
+        description="Prefix of problem type URIs, ending in '/': the default '/problems/' resolves against "
+        "the API's address, where the gateway serves each kind's page; or an absolute URL serving the "
+        "same pages (docs, a proxy).",
+    )
+
+
+class ServiceSettings(NamesProblems):
     """Fields every service has; `PCAM_<SERVICE>_<FIELD>` sets them."""
 
     # hide_input_in_errors: a setting may hold a secret (API key hashes, or a key pasted by mistake).
@@ -57,10 +75,6 @@ class ServiceSettings(BaseSettings):
         "and Retry-After instead of queueing (probes, metrics and GETs are never refused).",
     )
     overload_retry_after_s: int = Field(1, ge=1, description="Retry-After of an overloaded answer.")
-
-
-class AgreedSettings(BaseSettings):
-    """Base of a mixin whose fields several services must agree on (set together by `PCAM_<FIELD>`)."""
 
 
 def agreed_fields(settings_cls: type[BaseSettings]) -> frozenset[str]:

@@ -14,7 +14,7 @@ from services.common.admission import Admission
 from services.common.app import create_service_app
 from services.common.tracing import instrument_httpx, instrument_redis
 from services.common.uploads import max_multipart_bytes
-from services.gateway import routes_v2
+from services.gateway import routes_problems, routes_v2
 from services.gateway.auth import ApiKeys
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import ResultCache
@@ -87,7 +87,11 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         max_body_bytes=max_multipart_bytes(settings.max_images, settings.max_image_bytes),
         settings=settings,
     )
-    for routes in (*routers(settings, keys), routes_v2.router(settings, keys)):
+    for routes in (
+        *routers(settings, keys),
+        routes_v2.router(settings, keys),
+        routes_problems.router(settings),
+    ):
         app.include_router(routes)
     app.add_middleware(RateLimitFieldsMiddleware)
     return app

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from pcam_core import wire
 from pcam_core.errors import BadGateway, DependencyUnavailable, Overloaded, PCamError
-from pcam_core.problems import PROBLEM_MEDIA_TYPE, PROBLEM_TYPE_BASE, domain_error
+from pcam_core.problems import PROBLEM_MEDIA_TYPE, domain_error, problem_kind
 from pcam_core.release import ReleaseSummary
 from pcam_core.schemas import InferOptions, InferResponse
 from services.common.request_id import REQUEST_ID_HEADER, current_request_id
@@ -20,7 +20,6 @@ from services.gateway.metrics import EXPECTED_FLAGGED
 
 logger = logging.getLogger(__name__)
 READINESS_TIMEOUT_S = 2.0
-OVERLOADED = PROBLEM_TYPE_BASE + "overloaded"
 T = TypeVar("T")
 
 
@@ -158,7 +157,10 @@ class Downstream:
         if response.status_code == httpx.codes.OK:
             return response
         body = _problem_body(response)
-        if response.status_code == httpx.codes.SERVICE_UNAVAILABLE and body.get("type") == OVERLOADED:
+        if (
+            response.status_code == httpx.codes.SERVICE_UNAVAILABLE
+            and problem_kind(str(body.get("type", ""))) == "overloaded"
+        ):
             # Passed on with the dependency's own Retry-After, never retried here: a retry would add
             # load where there is too much.
             raise Overloaded(

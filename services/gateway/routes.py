@@ -4,7 +4,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 
-from pcam_core.problems import ItemError, domain_error
+from pcam_core.problems import ItemError, domain_error, rebased
 from pcam_core.release import MODELS_EXAMPLE, ReleaseSummary, parse_operating_point
 from pcam_core.schemas import BATCH_EXAMPLE, PREDICTION_EXAMPLE, BatchResponse, Prediction, PredictOptions
 from pcam_core.serving import check_explainable
@@ -97,7 +97,7 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
             (outcome,), (hit,) = await predictor(request).predict(
                 [upload], options.infer_options(point), read_cache=options.cache
             )
-        entry = _entry(outcome, hit, current_request_id())
+        entry = _entry(outcome, hit, current_request_id(), settings.problem_type_base)
         if isinstance(entry, ItemError):
             raise domain_error(entry)  # the upload's own problem is the answer
         return _json(entry)
@@ -128,7 +128,8 @@ def routers(settings: GatewaySettings, keys: ApiKeys) -> tuple[APIRouter, APIRou
                 uploads, options.infer_options(point), read_cache=options.cache
             )
         request_id = current_request_id()
-        entries = [_entry(outcome, hit, request_id) for outcome, hit in zip(outcomes, hits, strict=True)]
+        base = settings.problem_type_base
+        entries = [_entry(o, hit, request_id, base) for o, hit in zip(outcomes, hits, strict=True)]
         return _json(BatchResponse.model_construct(results=entries, request_id=request_id))
 
     return routes, v1  # included side by side: a router nested in another costs a matching level per request
@@ -141,8 +142,9 @@ def _json(answer: BaseModel) -> Response:
     return Response(answer.model_dump_json(), media_type="application/json")
 
 
-def _entry(outcome: Outcome, hit: bool, request_id: str) -> Prediction | ItemError:
-    """A result as this request got it (cached or not), or the upload's problem as it is."""
+def _entry(outcome: Outcome, hit: bool, request_id: str, problem_base: str) -> Prediction | ItemError:
+    """A result as this request got it (cached or not), or the upload's problem under the gateway's
+    problem type base."""
     if isinstance(outcome, ItemError):
-        return outcome
+        return rebased(outcome, problem_base)
     return Prediction.model_construct(**dict(outcome), cached=hit, request_id=request_id)

@@ -250,6 +250,9 @@ PCAM_MAX_IMAGES: {{ . | int64 | toString | quote }}
 PCAM_MAX_EXPLAIN_IMAGES: {{ . | int64 | toString | quote }}
 {{- end }}
 {{- end }}
+{{- with $shared.problemTypeBase }}
+PCAM_PROBLEM_TYPE_BASE: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{- define "pcam.serviceEnv" -}}

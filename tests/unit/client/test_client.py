@@ -194,6 +194,17 @@ def test_a_problem_raises_its_fields_and_a_client_error_is_never_retried(status:
     assert len(requests) == 1 and waits == []
 
 
+def test_a_relative_problem_type_resolves_against_the_gateway_that_answered(waits: list[float]):
+    body = {**problem(422, "wrong-size", "Received 10x10."), "type": "/problems/wrong-size"}
+    transport, _ = answers(
+        httpx.Response(422, json=body, headers={"content-type": "application/problem+json"})
+    )
+    with PCamClient("http://gw:8080", transport=transport) as client, pytest.raises(PCamAPIError) as caught:
+        client.predict(PNG)
+    assert caught.value.type == "http://gw:8080/problems/wrong-size"
+    assert caught.value.kind == "wrong-size"
+
+
 def test_an_error_without_a_problem_body_still_raises_an_api_error():
     transport, _ = answers(
         httpx.Response(502, text="<html>bad gateway</html>", headers={"X-Request-ID": "p1"})

@@ -19,14 +19,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_each_service_agrees_on_the_fields_of_its_mixins() -> None:
-    uploads, release, explain = (
+    uploads, release, explain, every = (
         {"max_images", "max_image_bytes"},
         {"model_repository", "release_poll_s"},
         {"max_explain_images"},
+        {"problem_type_base"},
     )
-    assert agreed_fields(GatewaySettings) == uploads | explain
-    assert agreed_fields(PreprocessSettings) == uploads | release
-    assert agreed_fields(EnsembleSettings) == release | explain
+    assert agreed_fields(GatewaySettings) == uploads | explain | every
+    assert agreed_fields(PreprocessSettings) == uploads | release | every
+    assert agreed_fields(EnsembleSettings) == release | explain | every
 
 
 def test_one_variable_sets_an_agreed_field_in_every_service_that_has_it(

@@ -1155,9 +1155,16 @@ def test_the_settings_check_finds_misspelt_and_repeated_variables(helm: str) -> 
 
 def test_shared_settings_are_set_once_and_every_service_that_has_them_agrees(helm: str) -> None:
     """`shared` values reach each service whose settings have the field, read by the settings class."""
-    values = {"maxImageBytes": 2 << 20, "maxImages": 64, "releasePollSeconds": 2.5, "maxExplainImages": 4}
+    base = "https://docs.lab.example/pcam/problems/"
+    values = {
+        "maxImageBytes": 2 << 20, "maxImages": 64, "releasePollSeconds": 2.5, "maxExplainImages": 4,
+        "problemTypeBase": base,
+    }  # fmt: skip
     objects = render_with(helm, {"shared": values})
-    expected = {"max_image_bytes": 2 << 20, "max_images": 64, "release_poll_s": 2.5, "max_explain_images": 4}
+    expected = {
+        "max_image_bytes": 2 << 20, "max_images": 64, "release_poll_s": 2.5, "max_explain_images": 4,
+        "problem_type_base": base,
+    }  # fmt: skip
     for service, settings_class in SETTINGS.items():
         env = {k: v for k, v in env_of(objects, service).items() if k.startswith("PCAM_")}
         with pytest.MonkeyPatch.context() as patch:

@@ -303,7 +303,7 @@ def test_remote_wrong_api_key_ends_the_run(tmp_path: Path):
         }
         return httpx.Response(403, json=body)
 
-    with pytest.raises(RuntimeError, match="x/forbidden: The API key is not valid"):
+    with pytest.raises(RuntimeError, match="answered with forbidden: The API key is not valid"):
         predict_remote([path, path], "http://gw", transport=httpx.MockTransport(forbidden), api_key="nope")
     assert keys == ["nope"]  # not retried, and not file by file
 
