@@ -27,7 +27,6 @@ app = typer.Typer(
     help="PCam tumor detection, offline side: data, stain reference, training, export, calibration and "
     "the Triton model repository. Research use only, not for diagnosis.",
     no_args_is_help=True,
-    add_completion=False,
 )
 data_app = typer.Typer(help="Data sets in PCam's HDF5 layout.", no_args_is_help=True)
 app.add_typer(data_app, name="data")

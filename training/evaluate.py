@@ -23,6 +23,7 @@ from training import metrics, stain
 from training.data import pcam_h5
 from training.export import onnx_logits, session
 from training.metrics import BOOTSTRAP_ROUNDS, ECE_BINS, Confusion, Interval
+from training.progress import with_progress
 
 log = logging.getLogger(__name__)
 SYNTHETIC_NOTE = "synthetic data: not a PCam result"
@@ -146,10 +147,12 @@ def member_onnx(repository: Path, name: str, version: int = 1) -> Path:
 
 def score_split(manifest: ReleaseManifest, repository: Path, x_path: Path, threads: int = 1) -> np.ndarray:
     """(N, M) member logits of a normalized split, members in manifest order."""
+    patches = pcam_h5.count(x_path)
     return np.stack(
         [
             onnx_logits(
-                session(member_onnx(repository, m.name, m.version), threads), pcam_h5.iter_images(x_path)
+                session(member_onnx(repository, m.name, m.version), threads),
+                with_progress(pcam_h5.iter_images(x_path), patches, f"scoring ({m.name})"),
             )
             for m in manifest.members
         ],

@@ -48,6 +48,7 @@ from training.export import (
     session,
 )
 from training.models import check_architecture
+from training.progress import stage, with_progress
 from training.repository.layout import next_versions
 from training.repository.manifest import MemberArtifact, build_manifest, data_provenance, sha256_file
 from training.repository.publishing import check_target, roll_release, write_repository
@@ -276,7 +277,8 @@ def _save_valid_outputs(
 ) -> np.ndarray:
     """Save what calibration fits on: a served graph's validation logits and feature distances, and
     the logits of the 8 views of the first validation patches; return the logits."""
-    outputs = onnx_outputs(graph, pcam_h5.iter_images(valid_x), (OUTPUT_NAME, FEATURE_DISTANCE_NAME))
+    batches = with_progress(pcam_h5.iter_images(valid_x), pcam_h5.count(valid_x), f"validation ({name})")
+    outputs = onnx_outputs(graph, batches, (OUTPUT_NAME, FEATURE_DISTANCE_NAME))
     np.save(work.valid_logits(name, precision), outputs[OUTPUT_NAME])
     np.save(work.valid_output(name, "feature_distance", precision), outputs[FEATURE_DISTANCE_NAME])
     views = dihedral_views(tta_sample).reshape(-1, *tta_sample.shape[1:])  # view-major: (V * n, ...)
@@ -442,15 +444,21 @@ def build_repository(
     for member in config.members:
         check_architecture(member.architecture)
     save_config(config, work.config)
-    prepare_data(config, work)
-    fit_stain(config, work)
-    train(config, work)
     formats = config.export.formats
     if precision == "int8" and "int8" not in formats:
         formats = (*formats, "int8")
-    export(config, work, formats=formats)
-    calibrate_members(config, work, precision=precision)
-    return package(config, work, output, force, target, precision=precision)
+    with stage("[1/6] data"):
+        prepare_data(config, work)
+    with stage("[2/6] stain reference"):
+        fit_stain(config, work)
+    with stage("[3/6] training"):
+        train(config, work)
+    with stage("[4/6] export"):
+        export(config, work, formats=formats)
+    with stage("[5/6] calibration"):
+        calibrate_members(config, work, precision=precision)
+    with stage("[6/6] model repository"):
+        return package(config, work, output, force, target, precision=precision)
 
 
 def package(

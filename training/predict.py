@@ -33,6 +33,7 @@ from pcam_core.serving import EnsembleModel, MemberLogits, member_logits, reques
 from pcam_core.wire import AcceptedItem
 from services.preprocess.pipeline import Serving, preprocess_uploads
 from training import RESEARCH_USE
+from training.progress import with_progress
 from training.validate import operating_point_name
 
 if TYPE_CHECKING:
@@ -205,7 +206,7 @@ def predict_local(
     threshold = manifest.ensemble.operating_points[point_name].threshold
     common = {"operating_point": point_name, "tta": tta}
     rows: list[PredictionRow] = []
-    for chunk in _chunks(files, FILE_CHUNK):
+    for chunk in with_progress(_chunks(files, FILE_CHUNK), len(files), "predict", unit="file"):
         read = [_read(path) for path in chunk]
         uploads = [data for data in read if isinstance(data, bytes)]
         if not uploads:
@@ -274,7 +275,7 @@ def predict_remote(
         max_batch=FILE_CHUNK,
     )
     with gateway_errors(url), client:
-        for chunk in _chunks(files, FILE_CHUNK):
+        for chunk in with_progress(_chunks(files, FILE_CHUNK), len(files), "predict", unit="file"):
             read = [_read(path) for path in chunk]
             sendable = [data for data in read if isinstance(data, bytes)]
             answers = _remote_chunk(client, sendable, point_name, tta) if sendable else []

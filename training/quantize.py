@@ -82,6 +82,7 @@ from onnxruntime.quantization.shape_inference import quant_pre_process
 from sklearn.metrics import roc_auc_score
 
 from pcam_core.contract import INPUT_NAME
+from training.progress import with_progress
 from training.timing import TIMED_BATCHES, timed_in_turns
 
 log = logging.getLogger(__name__)
@@ -190,7 +191,7 @@ def quantize_int8(onnx_path: Path, out_path: Path, calibration: np.ndarray) -> Q
         quantize_static(
             str(prepared),
             str(out_path),
-            PatchReader(batches),
+            PatchReader(with_progress(batches, len(calibration), "int8 calibration")),
             quant_format=QuantFormat.QDQ,
             op_types_to_quantize=list(QUANTIZED_OPS),
             nodes_to_exclude=head,

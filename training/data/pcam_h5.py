@@ -72,6 +72,12 @@ def sample_patches(x_path: Path, n: int, seed: int, key: str = X_KEY) -> np.ndar
         return read_rows(values, chosen)
 
 
+def count(path: Path, key: str = X_KEY) -> int:
+    """Entries (patches, labels) of a PCam-layout file, without reading them."""
+    with h5py.File(path, "r") as f:
+        return len(f[key])
+
+
 def iter_images(x_path: Path, batch: int = 256, key: str = X_KEY) -> Iterator[np.ndarray]:
     """The images of a split in order, batch by batch (never the whole split in memory)."""
     with h5py.File(x_path, "r") as f:
