@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer, model_validator
 
 from pcam_core.conformal import DEFAULT_COVERAGE
 
@@ -264,10 +264,23 @@ class CalibrationConfig(_Strict):
 
 
 class TrackingConfig(_Strict):
-    """Optional MLflow tracking to a local store: <mlflow_dir>/mlflow.db (sqlite) and <mlflow_dir>/artifacts."""
+    """Optional experiment tracking (training.tracking): MLflow to a local store, or Weights & Biases."""
 
-    mlflow_dir: Path = Field(description="Directory of the local MLflow store; relative paths: from the cwd.")
-    experiment: str = Field("pcam", min_length=1, description="MLflow experiment name.")
+    backend: Literal["mlflow", "wandb"] = Field(
+        "mlflow",
+        description="mlflow: a local sqlite store; wandb: Weights & Biases runs (offline by default).",
+    )
+    dir: Path = Field(
+        validation_alias=AliasChoices("dir", "mlflow_dir"),
+        description="Where runs are written (MLflow: mlflow.db and artifacts/; W&B: wandb/); relative "
+        "paths: from the cwd. `mlflow_dir` is accepted for it too.",
+    )
+    experiment: str = Field("pcam", min_length=1, description="MLflow experiment, or W&B project.")
+    wandb_mode: Literal["offline", "online"] = Field(
+        "offline",
+        description="W&B only. offline: runs stay under dir (`wandb sync` uploads them later), no network; "
+        "online: needs the network and WANDB_API_KEY.",
+    )
 
 
 class RunConfig(_Strict):
@@ -281,7 +294,7 @@ class RunConfig(_Strict):
     export: ExportConfig = ExportConfig()
     calibration: CalibrationConfig = CalibrationConfig()
     tracking: TrackingConfig | None = Field(
-        None, description="MLflow tracking (training.tracking); null: off."
+        None, description="Experiment tracking, MLflow or W&B (training.tracking); null: off."
     )
 
     @model_validator(mode="after")

@@ -1,13 +1,18 @@
-"""Optional experiment tracking: MLflow runs in a local store, or nothing when the config has none.
+"""Optional experiment tracking: MLflow runs in a local store, Weights & Biases runs, or nothing.
 
-The store is `<mlflow_dir>/mlflow.db` (sqlite) with artifacts under `<mlflow_dir>/artifacts`; MLflow 3
-refuses its plain file store by default, and sqlite keeps everything in one local directory all the
-same. Browse it with `mlflow ui --backend-store-uri sqlite:///<mlflow_dir>/mlflow.db` (full mlflow).
+The config's `tracking.backend` chooses; both record the same parameters, metrics and files.
+- mlflow: `<dir>/mlflow.db` (sqlite) with artifacts under `<dir>/artifacts`; MLflow 3 refuses its plain
+  file store by default, and sqlite keeps everything in one local directory all the same. Browse it
+  with `mlflow ui --backend-store-uri sqlite:///<dir>/mlflow.db` (full mlflow).
+- wandb: runs under `<dir>/wandb/`, offline unless `wandb_mode: online` (then WANDB_API_KEY and the
+  network); `wandb sync <dir>/wandb/offline-run-*` uploads offline runs later. W&B has no nested runs: a
+  step's members are runs of the step's group.
 """
 
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -98,6 +103,55 @@ def _run(client: Any, experiment_id: str, name: str, tags: Mapping[str, str]) ->
         client.set_terminated(run.info.run_id, status=status)
 
 
+class WandbTracker:
+    """One W&B run; children are runs of the same group."""
+
+    def __init__(self, run: Any, options: Mapping[str, Any]) -> None:
+        self._run, self._options = run, options
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        self._run.config.update(flatten(params), allow_val_change=True)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        values = {key: float(value) for key, value in metrics.items() if value is not None}
+        if step is None:  # a run's final figures: W&B keeps them in the summary
+            self._run.summary.update(values)
+        else:
+            self._run.log(values, step=step)
+
+    def log_artifact(self, path: Path) -> None:
+        import wandb
+
+        if path.exists():
+            artifact = wandb.Artifact(_artifact_name(f"{self._run.name}-{path.name}"), type="file")
+            artifact.add_file(str(path))
+            self._run.log_artifact(artifact)
+
+    @contextmanager
+    def child(self, name: str) -> Iterator[WandbTracker]:
+        with _wandb_run(name, self._options) as tracker:
+            yield tracker
+
+
+def _artifact_name(text: str) -> str:
+    """W&B artifact names allow letters, digits, '-', '_' and '.'."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in text)
+
+
+@contextmanager
+def _wandb_run(name: str, options: Mapping[str, Any]) -> Iterator[WandbTracker]:
+    """A W&B run that finishes with exit code 0, or 1 when the block raises."""
+    import wandb
+
+    run = wandb.init(name=name, reinit="create_new", **options)
+    code = 1
+    try:
+        yield WandbTracker(run, options)
+        code = 0
+    finally:
+        run.finish(exit_code=code)
+
+
 def store_uri(directory: Path) -> str:
     """The sqlite tracking URI of a local store directory."""
     return f"sqlite:///{directory.resolve() / 'mlflow.db'}"
@@ -105,14 +159,18 @@ def store_uri(directory: Path) -> str:
 
 @contextmanager
 def tracked(config: TrackingConfig | None, name: str, enabled: bool = True) -> Iterator[Tracker]:
-    """An MLflow run named name for the block when tracking is configured (and enabled), else a no-op."""
+    """A run named name for the block in the configured backend (when enabled), else a no-op."""
     if config is None or not enabled:
         yield NullTracker()
         return
+    config.dir.mkdir(parents=True, exist_ok=True)
+    if config.backend == "wandb":
+        with _wandb_tracked(config, name) as tracker:
+            yield tracker
+        return
     from mlflow.tracking import MlflowClient
 
-    directory = config.mlflow_dir
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = config.dir
     client = MlflowClient(tracking_uri=store_uri(directory))
     experiment = client.get_experiment_by_name(config.experiment)
     experiment_id = (
@@ -124,4 +182,21 @@ def tracked(config: TrackingConfig | None, name: str, enabled: bool = True) -> I
     )
     log.info("tracking run %r in %s (experiment %r)", name, store_uri(directory), config.experiment)
     with _run(client, experiment_id, name, {}) as tracker:
+        yield tracker
+
+
+@contextmanager
+def _wandb_tracked(config: TrackingConfig, name: str) -> Iterator[WandbTracker]:
+    import wandb
+
+    options = {
+        "project": config.experiment,
+        "dir": str(config.dir.resolve()),
+        "mode": config.wandb_mode,
+        "group": f"{name}-{uuid.uuid4().hex[:8]}",  # the step's run and its members' runs
+        "job_type": name.rsplit("/", 1)[-1],
+        "settings": wandb.Settings(silent=True, console="off", save_code=False),
+    }
+    log.info("tracking W&B run %r in %s (%s, project %r)", name, config.dir / "wandb", config.wandb_mode, config.experiment)  # fmt: skip
+    with _wandb_run(name, options) as tracker:
         yield tracker

@@ -1,9 +1,14 @@
-"""dvc.yaml stays runnable: every stage is a `pcam` command the CLI parses, paths are the work-dir layout."""
+"""dvc.yaml stays runnable: every stage is a `pcam` command the CLI parses, paths are the work-dir layout,
+and DVC itself (the pipeline extra) reads it into the stage graph those paths imply."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -66,3 +71,27 @@ def test_work_dir_paths_are_the_pcam_layout_of_the_configured_members():
         if p.startswith(VARS["work"])
     }
     assert mentioned == expected
+
+
+def _dvc(cwd: Path, *args: str) -> str:
+    """Run the DVC of this virtualenv (the pipeline extra) in cwd; its output."""
+    dvc = Path(sys.executable).with_name("dvc")
+    env = {**os.environ, "DVC_NO_ANALYTICS": "1", "DVC_SITE_CACHE_DIR": str(cwd / ".dvc-site")}
+    done = subprocess.run([str(dvc), *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_dvc_itself_reads_the_pipeline_and_draws_the_stages_in_dependency_order(tmp_path: Path):
+    """`dvc dag` on dvc.yaml: DVC's own parser and graph, edges where a stage needs another's output."""
+    shutil.copy(ROOT / "dvc.yaml", tmp_path / "dvc.yaml")
+    _dvc(tmp_path, "init", "--no-scm", "--quiet")
+    edges = set(re.findall(r'"([\w-]+)" -> "([\w-]+)"', _dvc(tmp_path, "dag", "--dot")))
+    producers = {out: name for name, s in DVC["stages"].items() for out in _paths(s.get("outs", []))}
+    expected = {
+        (producers[dep], name)
+        for name, stage in DVC["stages"].items()
+        for dep in _paths(stage.get("deps", []))
+        if dep in producers
+    }
+    assert expected and edges == expected
