@@ -14,17 +14,27 @@ DEMO_CONFIG ?= training/configs/demo.yaml
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
+# One line per stage of a first run, with its elapsed time: a recipe whose lines are joined with `; \`
+# starts with `$(call started,NAME)` and ends with `$(call finished,NAME)`.
+started = echo "▶ $(1)"; t0=$$(date +%s); set -e
+finished = echo "✓ $(1) in $$(( $$(date +%s) - t0 )) s"
+
+# torch and torchvision come through pip, which finds the pinned CUDA builds on this project's machines'
+# disk (uv would download 3 GB); uv then installs every other pin in seconds rather than minutes.
 $(BIN)/.installed: pyproject.toml pcam_core/pyproject.toml pcam_client/pyproject.toml requirements/constraints.txt
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -c requirements/constraints.txt -e ./pcam_core -e ./pcam_client -e ".[serve,train,dev]"
-	touch $@
+	@$(call started,project virtualenv); \
+	$(PYTHON) -m venv $(VENV); \
+	$(BIN)/pip install --quiet -c requirements/constraints.txt uv $$(grep -E '^torch(vision)?==' requirements/constraints.txt); \
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements/constraints.txt \
+	  -e ./pcam_core -e ./pcam_client -e ".[serve,train,dev,tracking,pipeline]"; \
+	touch $@; $(call finished,project virtualenv)
 
 $(TRITON_VENV)/.installed: requirements/triton.txt
-	$(PYTHON) -m venv $(TRITON_VENV)
-	$(TRITON_VENV)/bin/pip install --quiet --upgrade pip
-	$(TRITON_VENV)/bin/pip install --quiet -r requirements/triton.txt
-	touch $@
+	@$(call started,Triton virtualenv); \
+	$(PYTHON) -m venv $(TRITON_VENV); \
+	$(TRITON_VENV)/bin/pip install --quiet -c requirements/constraints.txt uv; \
+	$(TRITON_VENV)/bin/uv pip install --quiet --python $(TRITON_VENV)/bin/python -r requirements/triton.txt; \
+	touch $@; $(call finished,Triton virtualenv)
 
 venv: $(BIN)/.installed ## the project virtualenv (services, training, dev tools)
 triton-env: $(TRITON_VENV)/.installed ## Triton's own virtualenv (tritonserver, numpy<2, onnxruntime)
@@ -47,13 +57,20 @@ system-deps: ## redis-server and promtool (Debian: redis-server, prometheus), ap
 	  else echo "needed: $$missing (Debian/Ubuntu: sudo apt-get install $$missing)"; exit 1; fi; fi
 
 repository: venv ## build the demo model repository (synthetic data) if there is none
-	@test -f $(MODEL_REPOSITORY)/release.json || $(BIN)/pcam build-repository --config $(DEMO_CONFIG) --output $(MODEL_REPOSITORY)
+	@test -f $(MODEL_REPOSITORY)/release.json || { \
+	  $(call started,demo model repository: synthetic data and two small members (about 3 min on 2 cores)); \
+	  $(BIN)/pcam build-repository --config $(DEMO_CONFIG) --output $(MODEL_REPOSITORY); \
+	  $(call finished,demo model repository); }
 
-run: system-deps venv triton-env repository ## start the local stack (gateway on :8080); Ctrl-C stops it
+# What a first run needs is made side by side: the Triton virtualenv and the system packages install
+# while the project's virtualenv installs and the demo trains.
+run: ## start the local stack (gateway on :8080); Ctrl-C stops it
+	@$(MAKE) --no-print-directory -j3 system-deps triton-env repository
 	$(BIN)/python -m devstack --model-repository $(MODEL_REPOSITORY) --triton-venv $(TRITON_VENV)
 
-test: system-deps venv triton-env deploy-tools lint ## lint + the whole test suite (unit + integration with real processes)
-	$(BIN)/python -m pytest
+test: ## lint + the whole test suite (unit + integration with real processes), with coverage per package
+	@$(MAKE) --no-print-directory -j3 system-deps triton-env deploy-tools lint
+	$(BIN)/python -m pytest --cov --cov-report=json:build/coverage/coverage.json
 
 test-unit: system-deps venv deploy-tools ## unit tests only
 	$(BIN)/python -m pytest tests/unit
@@ -61,7 +78,7 @@ test-unit: system-deps venv deploy-tools ## unit tests only
 test-integration: system-deps venv triton-env ## integration tests only
 	$(BIN)/python -m pytest tests/integration
 
-test-slow: system-deps venv triton-env ## the slow tests `make test` leaves out (the demo release built and held to its quality bars, the production members built and served, a ViT release's attention rollout: minutes)
+test-slow: system-deps venv triton-env ## the slow tests `make test` leaves out (the demo release built and held to its quality bars, the production members built and served, a ViT release's attention rollout, the chaos and benchmark runs: minutes)
 	$(BIN)/python -m pytest -m slow
 
 bench: system-deps venv triton-env repository ## benchmarks (ratios measured side by side in one run), JSON in build/bench/
@@ -111,6 +128,7 @@ lock: venv triton-env ## re-pin requirements/ from the current virtualenvs
 	  $(BIN)/pip freeze --exclude-editable; } > requirements/constraints.txt
 	{ echo "# Triton's own virtualenv (python backend stub): numpy<2 is required by Triton 2.51's stub. Regenerate with: make lock"; \
 	  $(TRITON_VENV)/bin/pip freeze; } > requirements/triton.txt
+	$(BIN)/uv pip install --quiet --python $(BIN)/python setuptools wheel  # the build backend, newest
 	{ echo "# Build backend of the project's own wheel (pyproject.toml [build-system]), pinned for the images' --no-build-isolation installs. Regenerate with: make lock"; \
 	  $(BIN)/pip freeze --all | grep -E '^(setuptools|wheel)=='; } > requirements/build.txt
 

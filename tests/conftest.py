@@ -1,10 +1,12 @@
-"""Fixtures every test may use."""
+"""Fixtures every test may use, and the coverage per package at the end of a run with --cov."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from tests.coverage_summary import measured_packages, package_percentages, summary_lines
 
 PATCHES_DIR = Path(__file__).parent / "data" / "he" / "patches"
 
@@ -23,3 +25,16 @@ def tissue_patches(patch_paths: list[Path]) -> np.ndarray:
     return np.stack(
         [np.asarray(Image.open(p).convert("RGB")) for p in patch_paths if p.name.startswith(("src", "tgt"))]
     )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
+    """After pytest-cov's total (and its fail-under verdict): a line per package, worst first."""
+    plugin = config.pluginmanager.getplugin("_cov")
+    controller = getattr(plugin, "cov_controller", None)
+    if controller is None or getattr(plugin, "cov_total", None) is None:
+        return
+    percentages = package_percentages(Path(controller.cov.config.data_file), measured_packages())
+    terminalreporter.write_sep("=", f"coverage per package (total {plugin.cov_total:.1f} %)")
+    for line in summary_lines(percentages):
+        terminalreporter.write_line(line)

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+# About two minutes of load on 2 cores: `make test-slow` runs them (CI runs both).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 MEASURES = [
     "overhead p50 (ms)",

@@ -23,7 +23,9 @@ from resilience.overload import MAX_PENDING_PATCHES, measure, stack_environment
 from resilience.slow_redis import REDIS_MAX_CONNECTIONS, run_phases, stack_behind_proxy
 from tests.integration.conftest import TRITON_VENV, own_stack
 
-pytestmark = pytest.mark.integration
+# Load runs, like `make bench`'s: two and a half minutes of `make test` on 2 cores, so `make test-slow`
+# runs them (CI runs both).
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 def test_load_past_capacity_is_refused_with_retry_after_and_never_fails(model_repository, tmp_path) -> None:
