@@ -19,21 +19,29 @@ help: ## list targets
 started = echo "▶ $(1)"; t0=$$(date +%s); set -e
 finished = echo "✓ $(1) in $$(( $$(date +%s) - t0 )) s"
 
-# torch and torchvision come through pip, which finds the pinned CUDA builds on this project's machines'
-# disk (uv would download 3 GB); uv then installs every other pin in seconds rather than minutes.
-$(BIN)/.installed: pyproject.toml pcam_core/pyproject.toml pcam_client/pyproject.toml requirements/constraints.txt
+# The pins are the whole environment (requirements/*.txt list every package of every extra), so uv
+# installs them as they are (--no-deps), in parallel, then `uv pip check` proves the set complete and
+# consistent. uv does not read pip's configuration: the indexes pip is configured with (this project's
+# machines keep torch's CUDA wheels on disk behind one) are handed on, and the best match is taken
+# across them and PyPI.
+PIP_INDEXES := $(shell $(PYTHON) -m pip config get global.extra-index-url 2>/dev/null)
+UV_INSTALL = uv pip install --quiet --no-deps --index-strategy unsafe-best-match $(foreach index,$(PIP_INDEXES),--extra-index-url $(index))
+
+$(BIN)/.installed: pyproject.toml pcam_core/pyproject.toml pcam_client/pyproject.toml requirements/constraints.txt requirements/build.txt
 	@$(call started,project virtualenv); \
 	$(PYTHON) -m venv $(VENV); \
-	$(BIN)/pip install --quiet -c requirements/constraints.txt uv $$(grep -E '^torch(vision)?==' requirements/constraints.txt); \
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -c requirements/constraints.txt \
-	  -e ./pcam_core -e ./pcam_client -e ".[serve,train,dev,tracking,pipeline]"; \
+	$(BIN)/pip install --quiet -c requirements/constraints.txt uv; \
+	$(BIN)/$(UV_INSTALL) --python $(BIN)/python -r requirements/constraints.txt -r requirements/build.txt; \
+	$(BIN)/$(UV_INSTALL) --python $(BIN)/python -e ./pcam_core -e ./pcam_client -e .; \
+	$(BIN)/uv pip check --quiet --python $(BIN)/python; \
 	touch $@; $(call finished,project virtualenv)
 
 $(TRITON_VENV)/.installed: requirements/triton.txt
 	@$(call started,Triton virtualenv); \
 	$(PYTHON) -m venv $(TRITON_VENV); \
 	$(TRITON_VENV)/bin/pip install --quiet -c requirements/constraints.txt uv; \
-	$(TRITON_VENV)/bin/uv pip install --quiet --python $(TRITON_VENV)/bin/python -r requirements/triton.txt; \
+	$(TRITON_VENV)/bin/$(UV_INSTALL) --python $(TRITON_VENV)/bin/python -r requirements/triton.txt; \
+	$(TRITON_VENV)/bin/uv pip check --quiet --python $(TRITON_VENV)/bin/python; \
 	touch $@; $(call finished,Triton virtualenv)
 
 venv: $(BIN)/.installed ## the project virtualenv (services, training, dev tools)

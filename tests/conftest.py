@@ -6,9 +6,21 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from devstack.repository import build_repository
 from tests.coverage_summary import measured_packages, package_percentages, summary_lines
 
 PATCHES_DIR = Path(__file__).parent / "data" / "he" / "patches"
+SMOKE_CONFIG = Path(__file__).parents[1] / "training" / "configs" / "smoke.yaml"
+
+
+@pytest.fixture(scope="session")
+def smoke_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(model repository, work dir) of one `pcam build-repository --config smoke` run as a user runs it
+    (a child process), built once for the unit and the integration tests: read it, copy it to change it."""
+    root = tmp_path_factory.mktemp("smoke")
+    repository, work = root / "model_repository", root / "run"
+    build_repository(SMOKE_CONFIG, repository, work)
+    return repository, work
 
 
 @pytest.fixture(scope="session")

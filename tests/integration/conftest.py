@@ -13,12 +13,10 @@ import httpx
 import pytest
 
 from devstack.groups import group_members
-from devstack.repository import build_repository
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from pcam_core.release import ReleaseManifest, load_release
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE_CONFIG = ROOT / "training" / "configs" / "smoke.yaml"
 TRITON_VENV = ROOT / ".venv-triton"
 SHM = Path("/dev/shm")
 
@@ -26,12 +24,10 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="session")
-def model_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A freshly trained and exported smoke ensemble in a Triton repository."""
-    work = tmp_path_factory.mktemp("training")
-    repository = work / "model_repository"
-    build_repository(SMOKE_CONFIG, repository, work / "run")
-    return repository
+def model_repository(smoke_build: tuple[Path, Path]) -> Path:
+    """The session's freshly trained and exported smoke ensemble (tests/conftest.py); its build's work
+    dir is `model_repository.parent / "run"`."""
+    return smoke_build[0]
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,8 @@ from typer.testing import CliRunner
 
 from devstack.stack import LocalStack
 from pcam_core.release import load_release
-from tests.integration.conftest import SMOKE_CONFIG, own_stack
+from tests.conftest import SMOKE_CONFIG
+from tests.integration.conftest import own_stack
 from tests.integration.test_predict import unique_png
 from training.cli import app as pcam
 

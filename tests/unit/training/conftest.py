@@ -21,18 +21,9 @@ def tiny_pcam(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(repository, work dir) of one `pcam build-repository --config smoke`, shared read-only."""
-    from typer.testing import CliRunner
-
-    from training.cli import app
-
-    root = tmp_path_factory.mktemp("build")
-    repo, work = root / "model_repository", root / "work"
-    args = ["build-repository", "--config", "smoke", "--output", str(repo), "--workdir", str(work)]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return repo, work
+def built(smoke_build: tuple[Path, Path]) -> tuple[Path, Path]:
+    """(repository, work dir) of the session's one smoke build (tests/conftest.py), shared read-only."""
+    return smoke_build
 
 
 def _tiny_config(prefix: str, train: int, seed: int = 0, **changes) -> dict:
