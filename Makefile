@@ -78,7 +78,7 @@ run: ## start the local stack (gateway on :8080); Ctrl-C stops it
 
 test: ## lint + the whole test suite (unit + integration with real processes), with coverage per package
 	@$(MAKE) --no-print-directory -j3 system-deps triton-env deploy-tools lint
-	$(BIN)/python -m pytest --cov --cov-report=json:build/coverage/coverage.json
+	$(BIN)/python -m pytest -n auto --dist loadfile --cov --cov-report=json:build/coverage/coverage.json
 
 test-unit: system-deps venv deploy-tools ## unit tests only
 	$(BIN)/python -m pytest tests/unit

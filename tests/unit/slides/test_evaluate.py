@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from training import cli
 from training.cli import app
 from training.slides.annotations import read_annotations
 from training.slides.evaluate import (
@@ -123,12 +124,14 @@ def test_heatmaps_against_their_outlines(scored_dir: Path) -> None:
     assert report.froc_score == pytest.approx(1.0)
 
 
-def test_the_command_prints_and_writes_the_report(scored_dir: Path) -> None:
+def test_the_command_prints_and_writes_the_report(scored_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     report = scored_dir / "report.json"
+    # The consoles took their width when training.cli was imported (80 columns without a terminal).
+    for console in (cli.out, cli.console):
+        monkeypatch.setattr(console, "width", 200)
     done = CliRunner().invoke(
         app,
         ["slide", "evaluate", str(scored_dir / "out"), "-a", str(scored_dir / "annotations"), "--report", str(report)],
-        env={"COLUMNS": "200"},
     )  # fmt: skip
     assert done.exit_code == 0, done.output
     assert "FROC score 1.0000" in done.output and "none: no tumor" in done.output

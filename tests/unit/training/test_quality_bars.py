@@ -1,6 +1,6 @@
 """Quality bars of the demo ensemble on held-out synthetic data (issue 4, item 10), on the CPU.
 
-One real `pcam build-repository --config demo` (four to eleven minutes on the 2-core machines seen), then a fresh
+One real `pcam build-repository --config demo` (about three minutes on 2 cores), then a fresh
 synthetic set from another seed (new slides, new stains), normalized and scored exactly as served.
 8192 patches, so that the ECE comparison is not noise (a paired bootstrap of the ECE difference was
 negative in 200 of 200 resamples at this size). Synthetic data: these bars say the pipeline learns
@@ -32,8 +32,9 @@ from training.slides.run import predict_slide
 from training.slides.scorers import LocalScorer
 from training.slides.synthetic import write_synthetic_slide
 
-# The demo build happens in the first test's setup: 677-928 s on 2-core machines (2026-12-03/04), past
-# the suite's 600 s default, and half of `make test`'s time: `make test-slow` runs them (CI does both).
+# The demo build happens in the first test's setup (163-208 s on 2 cores since 2026-12-04; 677-928 s
+# before the demo's members were halved), and then 8192 held-out patches and three slides are scored:
+# `make test-slow` runs them (CI does both).
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 
 DEMO_AUC = 0.98
