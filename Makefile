@@ -86,7 +86,7 @@ test-unit: system-deps venv deploy-tools ## unit tests only
 test-integration: system-deps venv triton-env ## integration tests only
 	$(BIN)/python -m pytest tests/integration
 
-test-slow: system-deps venv triton-env ## the slow tests `make test` leaves out (the demo release built and held to its quality bars, the production members built and served, a ViT release's attention rollout, the chaos and benchmark runs: minutes)
+test-slow: system-deps venv triton-env ## the slow tests `make test` leaves out (the demo release built and held to its quality bars, the production members built and served, a ViT release's attention rollout, the chaos and benchmark runs, two-process torchrun training: minutes)
 	$(BIN)/python -m pytest -m slow
 
 bench: system-deps venv triton-env repository ## benchmarks (ratios measured side by side in one run), JSON in build/bench/

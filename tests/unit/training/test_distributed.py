@@ -40,6 +40,8 @@ def _torchrun(config: Path, work: Path, *args: str) -> subprocess.CompletedProce
     return done
 
 
+# Two torchrun jobs of two training processes each: 46 s of make test on 2 cores; make test-slow runs them.
+@pytest.mark.slow
 def test_torchrun_gloo_trains_two_ranks_reproducibly(ddp_work: tuple[Path, Path]):
     config, work = ddp_work
     first = _torchrun(config, work)
@@ -56,6 +58,7 @@ def test_torchrun_gloo_trains_two_ranks_reproducibly(ddp_work: tuple[Path, Path]
     assert len(load_checkpoint(checkpoint).state_dict()) == len(a)
 
 
+@pytest.mark.slow
 def test_a_resume_state_of_a_two_rank_run_is_not_used_by_one_process(
     ddp_work: tuple[Path, Path], caplog: pytest.LogCaptureFixture
 ):
