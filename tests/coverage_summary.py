@@ -16,12 +16,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def measured_packages(root: Path = ROOT) -> list[str]:
-    """The project's packages as reported: each service on its own, every other top-level package."""
-    services = sorted(p.name for p in (root / "services").iterdir() if (p / "__init__.py").exists())
-    top = sorted(
-        p.name for p in root.iterdir() if (p / "__init__.py").exists() and p.name not in ("services", "tests")
-    )
-    return [f"services/{name}" for name in services] + top
+    """The packages coverage measures (its `source` setting, pyproject.toml), each service on its own."""
+    sources = coverage.Coverage(config_file=str(root / "pyproject.toml")).config.source or []
+    packages = []
+    for source in sorted(sources):
+        if source == "services":
+            packages += sorted(
+                f"services/{p.name}" for p in (root / "services").iterdir() if (p / "__init__.py").exists()
+            )
+        else:
+            packages.append(source)
+    return packages
 
 
 def package_percentages(data_file: Path, packages: list[str], root: Path = ROOT) -> dict[str, float | None]:

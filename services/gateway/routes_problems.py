@@ -13,11 +13,11 @@ VARY = {"Vary": "Accept"}  # one URL, two representations: caches must keep them
 NOT_FOUND = PROBLEM_TYPES["not-found"].status
 
 
-def _answer(request: Request, pages: list[ProblemPage], heading: str, one: bool) -> Response:
+def _answer(request: Request, pages: list[ProblemPage], heading: str, json: object) -> Response:
+    """The pages as HTML for a browser, else `json`."""
     if prefers_html(request.headers.get("accept")):
         return HTMLResponse(render_html(pages, heading), headers=VARY)
-    content = pages[0].model_dump() if one else [page.model_dump() for page in pages]
-    return JSONResponse(content, headers=VARY)
+    return JSONResponse(json, headers=VARY)
 
 
 def router(settings: GatewaySettings) -> APIRouter:
@@ -31,7 +31,8 @@ def router(settings: GatewaySettings) -> APIRouter:
         response_model=list[ProblemPage],
     )
     async def every_problem(request: Request) -> Response:
-        return _answer(request, problem_pages(base), "PCam API problem types", one=False)
+        pages = problem_pages(base)
+        return _answer(request, pages, "PCam API problem types", [page.model_dump() for page in pages])
 
     @routes.get(
         "/{kind}",
@@ -43,6 +44,6 @@ def router(settings: GatewaySettings) -> APIRouter:
         if kind not in PROBLEM_TYPES:
             raise HTTPException(NOT_FOUND, f"No problem type {kind!r}; GET /problems lists them.")
         page = problem_page(kind, base)
-        return _answer(request, [page], f"{page.title} ({page.status})", one=True)
+        return _answer(request, [page], f"{page.title} ({page.status})", page.model_dump())
 
     return routes
