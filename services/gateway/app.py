@@ -93,7 +93,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         routes_problems.router(settings),
     ):
         app.include_router(routes)
-    app.add_middleware(RateLimitFieldsMiddleware)
+    if settings.rate_limit_per_minute:  # no limit, no fields: no layer on the hot path
+        app.add_middleware(RateLimitFieldsMiddleware)
     return app
 
 
