@@ -250,10 +250,24 @@ def auc_interval(labels: np.ndarray, scores: np.ndarray, bootstrap: Bootstrap) -
     y, s = _labels(labels), _scores(scores)
     if not 0 < y.sum() < len(y):
         return None
-    values = []
-    for weights in bootstrap.patch_weights():
-        for w in weights:
-            drawn_positive, drawn = w[y].sum(), w.sum()
-            both = 0 < drawn_positive < drawn
-            values.append(sk.roc_auc_score(y, s, sample_weight=w) if both else np.nan)
-    return interval(np.array(values))
+    return interval(np.concatenate([weighted_aucs(y, s, w) for w in bootstrap.patch_weights()]))
+
+
+def weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """sklearn's `roc_auc_score(labels, scores, sample_weight=w)` for each row w of `weights`, at once.
+
+    The weighted Mann-Whitney statistic (ties count half), which is what the area under the weighted
+    ROC curve equals: one sort for every resample instead of a thousand sklearn calls (4 ms each, the
+    bulk of an evaluation). NaN where a row weighs no positive or no negative.
+    """
+    y, s = _labels(labels), _scores(scores)
+    order = np.argsort(s, kind="stable")
+    tie_groups = np.flatnonzero(np.r_[True, np.diff(s[order]) != 0])
+    w = np.asarray(weights, np.float64)[:, order]
+    positive = np.add.reduceat(w * y[order], tie_groups, axis=1)
+    negative = np.add.reduceat(w * ~y[order], tie_groups, axis=1)
+    negative_below = np.cumsum(negative, axis=1) - negative
+    pairs = positive.sum(axis=1) * negative.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        aucs = (positive * (negative_below + 0.5 * negative)).sum(axis=1) / pairs
+    return np.where(pairs > 0, aucs, np.nan)

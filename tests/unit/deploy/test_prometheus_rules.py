@@ -13,7 +13,11 @@ import yaml
 from services.common.metric_names import TRITON_SERIES, series_names
 
 DEPLOY = Path(__file__).parents[3] / "deploy" / "prometheus"
-RULES, RULE_TESTS = DEPLOY / "pcam-rules.yml", DEPLOY / "pcam-rules.test.yml"
+RULES = DEPLOY / "pcam-rules.yml"
+RULE_TESTS = [
+    DEPLOY / "pcam-rules.test.yml",
+    DEPLOY / "pcam-rules.weekly.test.yml",
+]  # 1-minute, 10-minute steps
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +40,11 @@ def test_promtool_accepts_the_rules(promtool: str) -> None:
 
 def test_every_alert_passes_its_promtool_unit_tests(promtool: str) -> None:
     done = subprocess.run(
-        [promtool, "test", "rules", str(RULE_TESTS)], capture_output=True, text=True, check=False, timeout=300
+        [promtool, "test", "rules", *map(str, RULE_TESTS)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
     )
     assert done.returncode == 0, done.stdout + done.stderr
 
@@ -44,7 +52,10 @@ def test_every_alert_passes_its_promtool_unit_tests(promtool: str) -> None:
 def test_every_alert_has_a_firing_and_a_quiet_case() -> None:
     alerts = {rule["alert"] for rule in _rules() if "alert" in rule}
     cases = [
-        case for test in yaml.safe_load(RULE_TESTS.read_text())["tests"] for case in test["alert_rule_test"]
+        case
+        for path in RULE_TESTS
+        for test in yaml.safe_load(path.read_text())["tests"]
+        for case in test["alert_rule_test"]
     ]
     firing = {case["alertname"] for case in cases if case["exp_alerts"]}
     quiet = {case["alertname"] for case in cases if not case["exp_alerts"]}

@@ -129,6 +129,20 @@ def test_auc_interval_is_sklearn_auc_of_each_resample():
 
 
 @pytest.mark.parametrize(("n", "seed"), CASES)
+def test_weighted_aucs_are_sklearns_per_row_ties_and_one_class_rows_included(n: int, seed: int):
+    labels, scores = random_case(n, seed, decimals=1)  # one decimal: many ties
+    rng = np.random.default_rng(seed)
+    weights = rng.integers(0, 3, size=(25, n)).astype(float)
+    weights[0] = labels  # positives only: undefined
+    got = metrics.weighted_aucs(labels, scores, weights)
+    for w, value in zip(weights, got, strict=True):
+        if 0 < w[labels == 1].sum() < w.sum():
+            assert value == pytest.approx(sk.roc_auc_score(labels, scores, sample_weight=w), abs=1e-12)
+        else:
+            assert np.isnan(value)
+
+
+@pytest.mark.parametrize(("n", "seed"), CASES)
 @pytest.mark.parametrize("threshold", [0.0, 0.5, 1.01])
 def test_resample_rates_from_counts_are_sklearns_metrics(n: int, seed: int, threshold: float):
     labels, scores = random_case(n, seed)
