@@ -175,15 +175,21 @@ class Bootstrap:
             dtype = np.min_scalar_type(self.n_units)
             chunk = max(1, _CELLS_PER_CHUNK // max(self.n_units, 1))
             rng = np.random.default_rng(self.seed)
-            share = np.full(self.n_units, 1.0 / self.n_units)
-            # Successive multinomial calls continue one stream: chunking never changes the draws.
+            # Successive calls continue one stream: chunking never changes the draws.
             self._cached = np.concatenate(
                 [
-                    rng.multinomial(self.n_units, share, size=min(chunk, self.rounds - start)).astype(dtype)
+                    self._drawn(rng, min(chunk, self.rounds - start)).astype(dtype)
                     for start in range(0, self.rounds, chunk)
                 ]
             )
         return self._cached
+
+    def _drawn(self, rng: np.random.Generator, rounds: int) -> np.ndarray:
+        """(rounds, units) counts of `units` draws with replacement: the multinomial with equal shares,
+        counted from uniform draws (numpy's multinomial draws one binomial per unit: 20x slower)."""
+        picks = rng.integers(0, self.n_units, size=(rounds, self.n_units))
+        picks += np.arange(rounds)[:, None] * self.n_units  # row r counts in its own n_units bins
+        return np.bincount(picks.ravel(), minlength=rounds * self.n_units).reshape(rounds, self.n_units)
 
     def draws(self, chunk: int | None = None) -> Iterator[np.ndarray]:
         """(rounds_in_chunk, units) float64 counts: how often each unit is drawn, chunk by chunk."""
