@@ -93,7 +93,9 @@ def _lower_bound_by_hand(labels, s, groups, threshold, positive, rounds=200, see
     units = np.unique(groups, return_inverse=True)[1]
     n = units.max() + 1
     rng = np.random.default_rng(seed)
-    draws = [np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(rounds)]  # n units with replacement
+    draws = [
+        np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(rounds)
+    ]  # n units with replacement
     cls = labels == (1 if positive else 0)
     hit = (s >= threshold) if positive else (s < threshold)
     values = [(w[units] * (cls & hit)).sum() / (w[units] * cls).sum() for w in draws]
