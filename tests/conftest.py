@@ -1,9 +1,11 @@
 """Fixtures every test may use, and the coverage per package at the end of a run with --cov."""
 
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 from PIL import Image
 
 from devstack.repository import build_repository
@@ -14,12 +16,21 @@ SMOKE_CONFIG = Path(__file__).parents[1] / "training" / "configs" / "smoke.yaml"
 
 
 @pytest.fixture(scope="session")
-def smoke_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+def smoke_build(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> tuple[Path, Path]:
     """(model repository, work dir) of one `pcam build-repository --config smoke` run as a user runs it
-    (a child process), built once for the unit and the integration tests: read it, copy it to change it."""
-    root = tmp_path_factory.mktemp("smoke")
+    (a child process), built once per run for every test and xdist worker: read it, copy it to change it."""
+    # Under xdist the workers share the run's base directory: the first builds, the others wait on the lock
+    # (pytest-xdist's recipe for a session fixture run once).
+    shared = (
+        tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    )
+    root, built = shared / "smoke", shared / "smoke.built"
     repository, work = root / "model_repository", root / "run"
-    build_repository(SMOKE_CONFIG, repository, work)
+    with FileLock(shared / "smoke.lock"):
+        if not built.exists():
+            shutil.rmtree(root, ignore_errors=True)  # what a failed build left
+            build_repository(SMOKE_CONFIG, repository, work)
+            built.touch()
     return repository, work
 
 
