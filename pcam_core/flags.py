@@ -50,7 +50,7 @@ class FlagRule(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    threshold: float
+    threshold: float = Field(description="The fitted score threshold the flag compares against (see above).")
     above: bool = Field(description="True: fires when the score exceeds the threshold; False: when below.")
     target_rate: float = Field(ge=0, le=1, description="Share of validation patches it was fitted to flag.")
     validation_rate: float = Field(ge=0, le=1, description="Share of validation patches it flags.")

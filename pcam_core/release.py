@@ -35,27 +35,31 @@ class _Frozen(BaseModel):
 class StainReference(_Frozen):
     """Macenko target: stain vectors (columns H, E in optical density), 99th-pct concentrations."""
 
-    stain_matrix: tuple[tuple[float, float], tuple[float, float], tuple[float, float]]
-    max_concentrations: tuple[float, float]
+    stain_matrix: tuple[tuple[float, float], tuple[float, float], tuple[float, float]] = Field(
+        description="Stain vectors in optical density: rows R, G, B; columns hematoxylin, eosin."
+    )
+    max_concentrations: tuple[float, float] = Field(
+        description="99th-percentile concentrations of hematoxylin and eosin."
+    )
     io: float = Field(240.0, gt=0, description="Transmitted light intensity.")
     alpha: float = Field(1.0, gt=0, lt=50, description="Percentile for the robust stain angles.")
     beta: float = Field(0.15, gt=0, description="Optical-density threshold for tissue pixels.")
 
 
 class DataProvenance(_Frozen):
-    source: Literal["pcam", "synthetic"]
+    source: Literal["pcam", "synthetic"] = Field(description="The data set the members were trained on.")
     checksums: dict[str, str] = Field(default_factory=dict, description="File name -> sha256.")
-    description: str = ""
+    description: str = Field("", description="Free text about the data.")
 
 
 class Member(_Frozen):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$")
-    architecture: str
-    version: int = Field(1, ge=1)
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_\-]*$", description="The member's model name in Triton.")
+    architecture: str = Field(description="The network (a timm model name).")
+    version: int = Field(1, ge=1, description="The member's model version in Triton.")
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="sha256 of the served model file.")
-    temperature: float = Field(gt=0)
-    weight: float = Field(1.0, gt=0)
-    metrics: dict[str, float] = Field(default_factory=dict)
+    temperature: float = Field(gt=0, description="Temperature dividing the member's logit (calibration).")
+    weight: float = Field(1.0, gt=0, description="The member's weight in the ensemble's weighted mean.")
+    metrics: dict[str, float] = Field(default_factory=dict, description="Validation metrics, by name.")
     # Defaulted: release.json files written before the field existed served the fp32 graphs.
     precision: Precision = Field("fp32", description="fp32, or int8 (the static-QDQ INT8 graph, cpu target).")
     # Defaulted: graphs exported before the output existed have no activation map.
@@ -66,10 +70,14 @@ class Member(_Frozen):
 
 
 class OperatingPoint(_Frozen):
-    threshold: float = Field(ge=0, le=1)
-    sensitivity: float = Field(ge=0, le=1)
-    specificity: float = Field(ge=0, le=1)
-    criterion: str
+    threshold: float = Field(ge=0, le=1, description="Label 1 at an ensemble probability >= this.")
+    sensitivity: float = Field(
+        ge=0, le=1, description="Sensitivity at the threshold on the validation split."
+    )
+    specificity: float = Field(
+        ge=0, le=1, description="Specificity at the threshold on the validation split."
+    )
+    criterion: str = Field(description="How the threshold was chosen.")
 
 
 class ConformalRule(_Frozen):
@@ -78,20 +86,24 @@ class ConformalRule(_Frozen):
     score: Literal["lac"] = Field("lac", description="Nonconformity 1 - p_label; sets are never empty.")
     coverage: float = Field(gt=0, lt=1, description="The share of true labels the sets are fitted to hold.")
     quantile: float = Field(ge=0, le=1, description="A label is in the set iff 1 - p_label <= quantile.")
-    calibration_patches: int = Field(ge=1)
+    calibration_patches: int = Field(ge=1, description="Patches of the split it was fitted on.")
     calibration_coverage: float = Field(ge=0, le=1, description="Share of true labels held on that split.")
     both_labels_share: float = Field(ge=0, le=1, description="Share of sets holding both labels there.")
 
 
 class EnsembleRule(_Frozen):
-    rule: Literal["weighted_mean"] = "weighted_mean"
+    rule: Literal["weighted_mean"] = Field(
+        "weighted_mean", description="How member probabilities combine: the weighted mean of the members'."
+    )
     temperature: float = Field(
         1.0, gt=0, description="Ensemble temperature applied to the logit of the weighted mean (1: none)."
     )
-    operating_points: dict[str, OperatingPoint]
-    metrics: dict[str, float] = Field(default_factory=dict)
+    operating_points: dict[str, OperatingPoint] = Field(
+        description="By name: screening, balanced and high_specificity (all three required)."
+    )
+    metrics: dict[str, float] = Field(default_factory=dict, description="Validation metrics, by name.")
     # Defaulted: release.json files written before the field existed have no prediction sets.
-    conformal: ConformalRule | None = None
+    conformal: ConformalRule | None = Field(None, description="Prediction sets; null: none.")
 
     @model_validator(mode="after")
     def _all_operating_points(self) -> EnsembleRule:
@@ -108,37 +120,42 @@ class StainDistribution(_Frozen):
     99th-percentile concentrations; a patch's distance is Mahalanobis's under this mean and precision.
     """
 
-    mean: tuple[float, ...] = Field(min_length=8, max_length=8)
-    precision: tuple[tuple[float, ...], ...] = Field(min_length=8, max_length=8)
+    mean: tuple[float, ...] = Field(min_length=8, max_length=8, description="Mean of the 8 features.")
+    precision: tuple[tuple[float, ...], ...] = Field(
+        min_length=8, max_length=8, description="Inverse covariance of the 8 features (8 rows of 8)."
+    )
     patches: int = Field(ge=1, description="Training patches with a stain estimate it was fitted on.")
 
 
 class ReviewRules(_Frozen):
     """The review flags' rules (pcam_core.flags), fitted on the validation split by `pcam calibrate`."""
 
-    stain: StainDistribution
+    stain: StainDistribution = Field(description="The training patches' stain estimates.")
     feature_scales: dict[str, float] = Field(
         description="Per member, the median validation feature distance: each member's distance is "
         "divided by it before the ensemble's feature score averages them."
     )
-    flags: dict[str, FlagRule]
-    validation_patches: int = Field(ge=1)
+    flags: dict[str, FlagRule] = Field(description="Each flag's rule, by flag name.")
+    validation_patches: int = Field(ge=1, description="Validation patches the rules were fitted on.")
     validation_flagged: float = Field(
         ge=0, le=1, description="Share of validation patches with at least one flag (without tta)."
     )
 
 
 class ReleaseManifest(_Frozen):
-    schema_version: Literal[1] = MANIFEST_SCHEMA_VERSION
-    release_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$")
-    created_at: str
-    research_use_only: Literal[True] = True
-    data: DataProvenance
-    stain_reference: StainReference
-    members: tuple[Member, ...] = Field(min_length=1)
-    ensemble: EnsembleRule
+    schema_version: Literal[1] = Field(MANIFEST_SCHEMA_VERSION, description="Version of this layout.")
+    release_id: str = Field(
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._\-]*$",
+        description="The release's id: in every answer and in every gateway cache key.",
+    )
+    created_at: str = Field(description="When the release was written (ISO 8601, UTC).")
+    research_use_only: Literal[True] = Field(True, description="Research use only, not for diagnosis.")
+    data: DataProvenance = Field(description="The data the members were trained on.")
+    stain_reference: StainReference = Field(description="Preprocess's stain-normalization target.")
+    members: tuple[Member, ...] = Field(min_length=1, description="The ensemble's models.")
+    ensemble: EnsembleRule = Field(description="How the members' answers combine into a decision.")
     # Defaulted: release.json files written before the field existed raise no review flags.
-    review: ReviewRules | None = None
+    review: ReviewRules | None = Field(None, description="The review flags' rules; null: no flags.")
 
 
 def resolve_operating_point(name: str) -> str:

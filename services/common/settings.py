@@ -62,9 +62,11 @@ class ServiceSettings(NamesProblems):
         agreed = AgreedEnvSource(settings_cls)
         return init_settings, env_settings, agreed, dotenv_settings, file_secret_settings
 
-    host: str = "127.0.0.1"
-    port: int = Field(ge=1, le=65535)
-    log_level: str = "info"
+    host: str = Field("127.0.0.1", description="Address the server listens on (0.0.0.0: every address).")
+    port: int = Field(ge=1, le=65535, description="Port the server listens on.")
+    log_level: str = Field(
+        "info", description="Log level of the service and uvicorn: debug, info, warning, error or critical."
+    )
     graceful_shutdown_s: float = Field(
         20.0, gt=0, description="In-flight requests get this long after SIGTERM."
     )

@@ -12,8 +12,10 @@ from services.ensemble.retry import RetryPolicy
 class EnsembleSettings(ReadsRelease, ExplainsImages, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_ENSEMBLE_", frozen=True)
 
-    port: int = ports.ENSEMBLE
-    triton_grpc_url: str = f"127.0.0.1:{ports.TRITON_GRPC}"
+    port: int = Field(ports.ENSEMBLE, description="Port the server listens on.")
+    triton_grpc_url: str = Field(
+        f"127.0.0.1:{ports.TRITON_GRPC}", description="Triton's gRPC endpoint, host:port (no scheme)."
+    )
     triton_timeout_s: float = Field(10.0, gt=0, description="Deadline of each Triton call attempt.")
     max_images: int = Field(1024, ge=1, description="Patches per request.")
     retry_after_s: int = Field(5, ge=1, description="Retry-After sent when Triton is unavailable.")

@@ -17,9 +17,9 @@ DEFAULT_BATCHING = Batching()
 class GatewaySettings(TakesUploads, ExplainsImages, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_GATEWAY_", frozen=True)
 
-    port: int = ports.GATEWAY
-    preprocess_url: str = f"http://127.0.0.1:{ports.PREPROCESS}"
-    ensemble_url: str = f"http://127.0.0.1:{ports.ENSEMBLE}"
+    port: int = Field(ports.GATEWAY, description="Port the server listens on.")
+    preprocess_url: str = Field(f"http://127.0.0.1:{ports.PREPROCESS}", description="Base URL of preprocess.")
+    ensemble_url: str = Field(f"http://127.0.0.1:{ports.ENSEMBLE}", description="Base URL of the ensemble.")
     redis_url: str = Field(
         f"redis://127.0.0.1:{ports.REDIS}/0",
         description="redis:// or rediss:// (TLS); keep the password out of it: redis_password(_file).",

@@ -1,5 +1,6 @@
 """Preprocess settings (`PCAM_PREPROCESS_*`)."""
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from services.common import ports
@@ -9,4 +10,4 @@ from services.common.settings import ReadsRelease, ServiceSettings, TakesUploads
 class PreprocessSettings(ReadsRelease, TakesUploads, ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="PCAM_PREPROCESS_", frozen=True)
 
-    port: int = ports.PREPROCESS
+    port: int = Field(ports.PREPROCESS, description="Port the server listens on.")
