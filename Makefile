@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 MODEL_REPOSITORY ?= model_repository
 DEMO_CONFIG ?= training/configs/demo.yaml
 
-.PHONY: help venv triton-env deploy-tools k8s-base audit soak chaos bench loadtest run test test-unit test-integration test-slow lint format repository system-deps lock clean
+.PHONY: help venv triton-env deploy-tools k8s-base audit soak chaos bench loadtest run test test-unit test-integration test-slow lint format repository system-deps lock clean docs docs-serve docs-reference
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -56,6 +56,16 @@ deploy-tools: venv $(BIN)/helm ## offline checkers of the deployment artifacts (
 k8s-base: deploy-tools ## re-render the kustomize base (k8s/base/pcam.yaml) from the Helm chart after changing either
 	$(BIN)/python deploy/tools/render_k8s_base.py --helm $(BIN)/helm
 
+# The documentation site (mkdocs.yml): strict, so a broken internal link or anchor fails the build.
+docs: venv ## build the documentation site into build/site (open build/site/index.html)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build
+
+docs-serve: venv ## preview the documentation site on http://127.0.0.1:8090 (not 8000: Triton's), rebuilt on every change
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --dev-addr 127.0.0.1:8090
+
+docs-reference: venv ## regenerate docs/reference/ (and the chart README's values table) from the code
+	$(BIN)/python -m docgen
+
 system-deps: ## redis-server and promtool (Debian: redis-server, prometheus), apt-get when missing and root
 	@missing=""; command -v redis-server >/dev/null || missing="redis-server"; \
 	command -v promtool >/dev/null || missing="$$missing prometheus"; \
@@ -98,7 +108,7 @@ bench: system-deps venv triton-env repository ## benchmarks (ratios measured sid
 
 # make loadtest [SCENARIO=cold|hot|mixed|batch|all, comma-separated] [USERS=8] [DURATION=30s] [SPAWN_RATE=]
 #   [SLO_P95_MS=] [SLO_P99_MS=] [SLO_ERROR_RATIO=] (empty: the locustfile's defaults) [LOCUST_ARGS=...]
-#   [HOST=https://pcam.example.org: that gateway, no local stack]. See loadtests/README.md.
+#   [HOST=https://pcam.example.org: that gateway, no local stack]. See docs/loadtests.md.
 SCENARIO ?= all
 USERS ?= 8
 SPAWN_RATE ?= 0

@@ -1,1 +1,1 @@
-"""Load tests of the gateway (Locust scenarios, an SLO gate, `make loadtest`): see loadtests/README.md."""
+"""Load tests of the gateway (Locust scenarios, an SLO gate, `make loadtest`): see docs/loadtests.md."""

@@ -12,7 +12,7 @@ Pick a scenario by user class (positional arguments of `locust`; none given runs
     locust -f loadtests/locustfile.py --headless -u 8 -r 8 -t 60s --host http://127.0.0.1:8080 ColdUser
 
 Options (custom arguments, each also read from an environment variable; `locust --help` does not
-show them) and the SLO gate: loadtests/README.md. This file only wires Locust; the logic lives in
+show them) and the SLO gate: docs/loadtests.md. This file only wires Locust; the logic lives in
 `loadtests.patches`, `loadtests.checks` and `loadtests.slo`.
 """
 

@@ -3,7 +3,7 @@ pcam_core.contract), driven by one explicit torch.Generator so a run is reproduc
 
 Used: the 8 dihedral transforms (rotations by 90 degrees and flips), HED stain jitter (Tellez et al.
 2018) and brightness/contrast/saturation jitter. Not used, on purpose: blur, elastic deformation and
-CutMix, because each can change or erase what decides PCam's label (see training/README.md).
+CutMix, because each can change or erase what decides PCam's label (see docs/training.md).
 
 Every function takes uint8 (N, H, W, 3) and returns a new uint8 tensor of the same shape; the random
 draws come only from the generator given, in a fixed order (dihedral, HED, color), one draw per image.
