@@ -1208,7 +1208,7 @@ def test_the_model_repository_from_a_pvc(rendered: Callable) -> None:
         assert "initContainers" not in pod_spec(default, component)
         (volume,) = [v for v in pod_spec(gpu, component)["volumes"] if v["name"] == "models"]
         assert volume["persistentVolumeClaim"] == {"claimName": "pcam-models", "readOnly": True}
-        assert mounts(container(gpu, component))["/models"]["subPath"] == "releases/current"
+        assert mounts(container(gpu, component))["/models"]["subPath"] == "releases/2024-06-01"
     assert [
         o for o in k8s_policy.by_kind(gpu, "PersistentVolumeClaim") if o["metadata"]["name"] == full("models")
     ] == []
