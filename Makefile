@@ -76,7 +76,7 @@ system-deps: ## redis-server and promtool (Debian: redis-server, prometheus), ap
 
 repository: venv ## build the demo model repository (synthetic data) if there is none
 	@test -f $(MODEL_REPOSITORY)/release.json || { \
-	  $(call started,demo model repository: synthetic data and two small members (about 3 min on 2 cores)); \
+	  $(call started,demo model repository: synthetic data and two small members (a few minutes on 2 cores)); \
 	  $(BIN)/pcam build-repository --config $(DEMO_CONFIG) --output $(MODEL_REPOSITORY); \
 	  $(call finished,demo model repository); }
 
