@@ -4,6 +4,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from docgen.api import api_markdown
 from docgen.chart_values import README, chart_values_markdown, readme_with_values
 from docgen.cli import cli_markdown
 from docgen.metrics import metrics_markdown
@@ -34,6 +35,7 @@ def _readme(current: str | None) -> str:
 
 
 PAGES = (
+    Page(REFERENCE / "api.md", _whole(api_markdown)),
     Page(REFERENCE / "settings.md", _whole(settings_markdown)),
     Page(REFERENCE / "metrics.md", _whole(metrics_markdown)),
     Page(REFERENCE / "cli.md", _whole(cli_markdown)),
