@@ -31,7 +31,7 @@ from devstack.repository import ensure_repository
 from pcam_core.contract import FEATURE_DISTANCE_NAME, INPUT_NAME, OUTPUT_NAME
 from pcam_core.release import ReleaseManifest, load_release
 from training.config import resolve_config
-from training.export import session
+from training.graphs import session
 from training.timing import timed_in_turns
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -21,7 +21,7 @@ from pcam_core.release import ConformalRule, OperatingPoint, ReleaseManifest, lo
 from pcam_core.rule import combine_release
 from training import metrics, stain
 from training.data import pcam_h5
-from training.export import onnx_logits, session
+from training.graphs import member_onnx, onnx_logits, session
 from training.metrics import BOOTSTRAP_ROUNDS, ECE_BINS, Confusion, Interval
 from training.progress import with_progress
 
@@ -138,11 +138,6 @@ class EvaluationReport(BaseModel):
     reliability: list[ReliabilityBin]
     conformal: ConformalResult | None = None
     """None when the release has no conformal rule."""
-
-
-def member_onnx(repository: Path, name: str, version: int = 1) -> Path:
-    """Where a member's ONNX graph lives in a model repository."""
-    return repository / name / str(version) / "model.onnx"
 
 
 def score_split(manifest: ReleaseManifest, repository: Path, x_path: Path, threads: int = 1) -> np.ndarray:

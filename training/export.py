@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import torch
 
 from pcam_core.contract import (
@@ -20,7 +19,7 @@ from pcam_core.contract import (
     MEMBER_OUTPUTS,
     OUTPUT_NAME,
 )
-from pcam_core.serving import per_patch
+from training.graphs import onnx_outputs, session
 from training.models import ContractModel
 from training.served import ServedModel
 
@@ -115,33 +114,6 @@ def load_torchscript(path: Path) -> torch.jit.ScriptModule:
     """A saved TorchScript model on the CPU, in eval mode."""
     with _quiet_tracing():
         return torch.jit.load(str(path), map_location="cpu").eval()
-
-
-def session(path: Path, threads: int = 1) -> ort.InferenceSession:
-    """A CPU onnxruntime session configured as the Triton python backend model configures it."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
-def onnx_logits(sess: ort.InferenceSession, batches: Iterable[np.ndarray]) -> np.ndarray:
-    """Logits (N,) of uint8 (B, 96, 96, 3) batches through the exported graph."""
-    return onnx_outputs(sess, batches, (OUTPUT_NAME,))[OUTPUT_NAME]
-
-
-def onnx_outputs(
-    sess: ort.InferenceSession, batches: Iterable[np.ndarray], names: Sequence[str]
-) -> dict[str, np.ndarray]:
-    """The named outputs of uint8 (B, 96, 96, 3) batches through the exported graph: (N,) for the
-    contract's one-value outputs, (N, *shape) for the others."""
-    parts: list[list[np.ndarray]] = [[] for _ in names]
-    for batch in batches:
-        for part, value in zip(
-            parts, sess.run(list(names), {INPUT_NAME: np.ascontiguousarray(batch)}), strict=True
-        ):
-            part.append(value)
-    return {name: per_patch(name, np.concatenate(part)) for name, part in zip(names, parts, strict=True)}
 
 
 def _torch_outputs(module: torch.nn.Module, images: np.ndarray) -> list[np.ndarray]:

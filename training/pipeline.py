@@ -43,10 +43,8 @@ from training.export import (
     check_torchscript_parity,
     export_onnx,
     export_torchscript,
-    onnx_logits,
-    onnx_outputs,
-    session,
 )
+from training.graphs import onnx_logits, onnx_outputs, session
 from training.models import check_architecture
 from training.progress import stage, with_progress
 from training.repository.layout import next_versions

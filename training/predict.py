@@ -148,8 +148,7 @@ class OnnxMembers:
     """A release's members as ONNX graphs in onnxruntime: the MemberRunner of in-process scoring."""
 
     def __init__(self, repository: Path, manifest: ReleaseManifest, threads: int = 1) -> None:
-        from training.evaluate import member_onnx
-        from training.export import session
+        from training.graphs import member_onnx, session
 
         self.sessions: dict[str, ort.InferenceSession] = {
             m.name: session(member_onnx(repository, m.name, m.version), threads) for m in manifest.members
@@ -165,7 +164,7 @@ class OnnxMembers:
     ) -> MemberLogits:
         """(B,) logits (with features, and feature distances; with maps, and activation maps) of every
         member for normalized uint8 (B, 96, 96, 3); a failure here is a bug."""
-        from training.export import onnx_outputs
+        from training.graphs import onnx_outputs
 
         names = requested_outputs(features, maps)
         batches = [images[i : i + SCORE_BATCH] for i in range(0, len(images), SCORE_BATCH)]

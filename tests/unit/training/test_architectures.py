@@ -8,7 +8,8 @@ import timm
 import torch
 
 from training.config import load_config
-from training.export import check_parity, export_onnx, onnx_logits, session
+from training.export import check_parity, export_onnx
+from training.graphs import onnx_logits, session
 from training.models import build_model
 
 ROOT = Path(__file__).resolve().parents[3]

@@ -15,7 +15,7 @@ from pcam_core.rule import combine_release
 from training.cli import app
 from training.config import load_config
 from training.data.pcam_h5 import data_files, iter_images, read_labels
-from training.export import onnx_logits, session
+from training.graphs import onnx_logits, session
 from training.repository import BACKEND_SOURCE, config_pbtxt, sha256_file
 
 runner = CliRunner()
@@ -114,7 +114,7 @@ def test_review_flags_are_fitted_on_validation_as_served(built):
     from pcam_core.rule import feature_score
     from services.preprocess.quality import input_scores
     from training.data.pcam_h5 import split_files
-    from training.export import onnx_outputs
+    from training.graphs import onnx_outputs
     from training.review import measure_split
 
     repo, work = built

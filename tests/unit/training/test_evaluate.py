@@ -18,7 +18,7 @@ from training import stain
 from training.cli import app
 from training.data.pcam_h5 import iter_images, read_labels, split_files
 from training.evaluate import SYNTHETIC_NOTE, EvaluationReport
-from training.export import onnx_logits, session
+from training.graphs import onnx_logits, session
 
 runner = CliRunner()
 

@@ -20,7 +20,7 @@ from training.calibrate import Calibration, fit_temperature
 from training.cli import app
 from training.config import load_config
 from training.data.pcam_h5 import iter_images, read_labels
-from training.export import onnx_logits, session
+from training.graphs import onnx_logits, session
 from training.repository import BACKEND_SOURCE, config_pbtxt, sha256_file
 
 runner = CliRunner()

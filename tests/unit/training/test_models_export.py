@@ -24,9 +24,8 @@ from training.export import (
     export_onnx,
     export_torchscript,
     load_torchscript,
-    onnx_logits,
-    session,
 )
+from training.graphs import onnx_logits, session
 from training.models import ContractModel, build_model, create_backbone
 from training.quantize import MAX_AUC_LOSS, Quantized, auc_change, float_head, int8_concerns, quantize_int8
 

@@ -10,7 +10,8 @@ import torch
 
 from pcam_core.contract import ACTIVATION_MAP_NAME, FEATURE_DISTANCE_NAME, MEMBER_OUTPUTS, OUTPUT_NAME
 from training.data.synthetic import generate_split
-from training.export import ParityError, check_parity, export_onnx, onnx_outputs, session
+from training.export import ParityError, check_parity, export_onnx
+from training.graphs import onnx_outputs, session
 from training.models import build_model
 from training.served import ServedModel, fit_feature_density
 

@@ -16,7 +16,8 @@ import torch
 
 from pcam_core.contract import OUTPUT_SHAPES
 from training.config import TritonConfig
-from training.export import export_onnx, onnx_outputs, session
+from training.export import export_onnx
+from training.graphs import onnx_outputs, session
 from training.models import build_model
 from training.repository import BACKEND_SOURCE, config_pbtxt
 from training.served import ServedModel, fit_feature_density
