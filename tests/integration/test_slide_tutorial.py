@@ -17,7 +17,6 @@ import csv
 import json
 import os
 import re
-import shlex
 import signal
 import subprocess
 import sys
@@ -27,12 +26,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tiffslide
-import typer.main
 from PIL import Image
 
 from devstack.stack import LocalStack
-from tests.unit.deploy.walkthrough import Block, block, blocks
-from training.cli import app
+from tests.unit.deploy.walkthrough import Block, block, blocks, parse_pcam
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -269,23 +266,12 @@ def test_through_the_stack_the_heatmap_is_the_one_in_process(
         )
 
 
-def parse(line: str) -> dict:
-    """A `.venv/bin/pcam ...` line's parameters, as the real CLI parses them (not run)."""
-    words = shlex.split(line)
-    assert words[0] == ".venv/bin/pcam", line
-    cli, args = typer.main.get_command(app), words[1:]
-    while hasattr(cli, "get_command"):  # a group (typer's own click: not a click.Group)
-        cli, args = cli.get_command(cli.context_class(cli), args[0]), args[1:]
-        assert cli is not None, f"no such command: {line}"
-    return cli.make_context("pcam", args).params
-
-
 @pytest.mark.parametrize("name", PARSED_ONLY)
 def test_the_commands_for_real_scans_parse(name: str) -> None:
     lines = [line for line in step(name).code.splitlines() if line.strip()]
     assert lines
     for line in lines:
-        params = parse(line)
+        params = parse_pcam(line)
         assert params["slides"] and params["output"] == Path("scans/heatmaps")
         assert (params["repository"] is None) != (params["url"] is None), line
 

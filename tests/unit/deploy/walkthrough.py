@@ -111,6 +111,24 @@ def block(doc: Path, name: str) -> Block:
     return matches[0]
 
 
+def parse_pcam(line: str) -> dict[str, Any]:
+    """A `.venv/bin/pcam ...` line's parameters, as the real CLI parses them (nothing runs); a misspelt
+    command or option raises."""
+    import shlex
+
+    import typer.main
+
+    from training.cli import app
+
+    words = shlex.split(line, comments=True)
+    assert words and words[0] == ".venv/bin/pcam", line
+    cli, args = typer.main.get_command(app), words[1:]
+    while hasattr(cli, "get_command"):  # a group (typer's own click: not a click.Group)
+        cli, args = cli.get_command(cli.context_class(cli), args[0]), args[1:]
+        assert cli is not None, f"no such command: {line}"
+    return cli.make_context("pcam", args).params
+
+
 @dataclass
 class Call:
     """One call of a stand-in: the tool, its arguments, and what the stand-in made of it."""
