@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = load_config(resolve_config(args.config))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    timings = [time_member(member, device, args.steps, args.batch) for member in config.members]
+    timings = [time_member(member, device, args.steps, args.batch) for member in config.trained_members]
     write(
         "training",
         f"Training step on {torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'} vs CPU augmentation",

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_serializer, model_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    model_serializer,
+    model_validator,
+)
 
 from pcam_core.conformal import DEFAULT_COVERAGE
 
@@ -79,6 +88,43 @@ class PretrainedConfig(_Strict):
         if self.registry is not None and (self.name is None or self.sha256 is not None):
             raise ValueError("pretrained 'registry' needs 'name'; the sha256 comes from the registry")
         return self
+
+
+class ImportedInput(_Strict):
+    """What an imported graph expects as input, so the platform's uint8 RGB patches can be turned into it:
+    float32 pixels divided by `scale`, then (x - mean) / std per channel, in the graph's layout."""
+
+    layout: Literal["NCHW", "NHWC"] = Field("NCHW", description="The graph's input layout (96x96 RGB).")
+    scale: float = Field(255.0, gt=0, description="Pixels are divided by this first (255: to [0, 1]).")
+    mean: tuple[float, float, float] = Field((0.0, 0.0, 0.0), description="Per RGB channel, after scaling.")
+    std: tuple[float, float, float] = Field((1.0, 1.0, 1.0), description="Per RGB channel, after scaling.")
+
+
+class ImportedGraph(_Strict):
+    """An ONNX graph trained outside `pcam`: a local file with its sha256, its input and its output."""
+
+    path: Path = Field(description="The .onnx file (relative to where pcam runs).")
+    sha256: str = Field(pattern=SHA256_PATTERN, description="Its expected SHA-256 (always verified).")
+    input: ImportedInput = Field(ImportedInput(), description="How the graph expects its input.")
+    output: Literal["logit", "two_class_logits"] = Field(
+        "logit",
+        description="logit: one tumor logit per patch ([N] or [N, 1]); two_class_logits: [N, 2] logits of "
+        "(normal, tumor), whose difference is the tumor logit.",
+    )
+
+
+class ImportedMemberConfig(_Strict):
+    """One ensemble member brought as an ONNX graph: `pcam train` skips it, `pcam export` wraps it into the
+    member contract, and calibration fits its temperature like any other's."""
+
+    name: str = Field(pattern=MEMBER_NAME_PATTERN)
+    onnx: ImportedGraph
+    weight: float = Field(1.0, gt=0, description="Weight of this member in the ensemble mean.")
+
+    @property
+    def architecture(self) -> str:
+        """What release.json records as the member's architecture."""
+        return f"onnx:{self.onnx.path.name}"
 
 
 class HedJitterConfig(_Strict):
@@ -283,13 +329,26 @@ class TrackingConfig(_Strict):
     )
 
 
+AnyMember = Annotated[
+    Annotated[MemberConfig, Tag("trained")] | Annotated[ImportedMemberConfig, Tag("imported")],
+    Discriminator(
+        lambda value: (
+            "imported"
+            if (value.get("onnx") if isinstance(value, dict) else getattr(value, "onnx", None))
+            else "trained"
+        )
+    ),
+]
+"""A member trained by `pcam train` (a timm architecture), or one imported as an ONNX graph (`onnx:`)."""
+
+
 class RunConfig(_Strict):
     release_prefix: str = Field(pattern=RELEASE_PREFIX_PATTERN)
     seed: int = 0
     threads: int = Field(2, ge=1, description="torch / onnxruntime threads while training and exporting.")
     data: DataConfig
     stain: StainConfig = StainConfig()
-    members: tuple[MemberConfig, ...] = Field(min_length=1)
+    members: tuple[AnyMember, ...] = Field(min_length=1)
     triton: TritonConfig = TritonConfig()
     export: ExportConfig = ExportConfig()
     calibration: CalibrationConfig = CalibrationConfig()
@@ -304,7 +363,12 @@ class RunConfig(_Strict):
             raise ValueError(f"member names must be unique: {names}")
         return self
 
-    def member(self, name: str) -> MemberConfig:
+    @property
+    def trained_members(self) -> tuple[MemberConfig, ...]:
+        """The members `pcam train` trains (imported ones come trained)."""
+        return tuple(m for m in self.members if isinstance(m, MemberConfig))
+
+    def member(self, name: str) -> AnyMember:
         for member in self.members:
             if member.name == name:
                 return member

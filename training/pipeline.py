@@ -31,14 +31,16 @@ from pcam_core.release import (
     StainReference,
 )
 from pcam_core.tta import dihedral_views
-from training import distributed, quantize, stain, trt
+from training import distributed, imported, quantize, stain, trt
 from training.calibrate import Calibration, calibrate
-from training.config import ExportFormat, RunConfig, save_config
+from training.config import ExportFormat, ImportedMemberConfig, MemberConfig, RunConfig, save_config
 from training.cv import CVReport, cross_validate_member, fold_indices
 from training.data import pcam_h5
 from training.data.synthetic import synthesize
 from training.export import (
     OPSET,
+    PARITY_ATOL,
+    PARITY_RTOL,
     check_parity,
     check_torchscript_parity,
     export_onnx,
@@ -113,6 +115,15 @@ def _selected(config: RunConfig, names: list[str] | None):
     return [config.member(n) for n in names] if names else list(config.members)
 
 
+def _trained(config: RunConfig, names: list[str] | None) -> list[MemberConfig]:
+    """The selected members that `pcam train` trains; an imported one is said to come trained."""
+    selected = _selected(config, names)
+    for member in selected:
+        if isinstance(member, ImportedMemberConfig):
+            log.info("%s: imported as an ONNX graph (%s), nothing to train", member.name, member.onnx.path)
+    return [m for m in selected if isinstance(m, MemberConfig)]
+
+
 def member_seed(config: RunConfig, name: str) -> int:
     """Each member its own seed, stable whether trained alone or with the others."""
     return config.seed + [m.name for m in config.members].index(name)
@@ -134,7 +145,7 @@ def train(
     train_set, valid_set = _normalized(work, "train"), _normalized(work, "valid")
     results = {}
     with distributed.process_group() as job:
-        for member in _selected(config, names):
+        for member in _trained(config, names):
             seed = member_seed(config, member.name)
             with tracker.child(member.name) as run:
                 run.log_params({**member.model_dump(mode="json"), "seed": seed, "world_size": job.world_size})
@@ -161,7 +172,7 @@ def cross_validate(
             m.name: cross_validate_member(
                 m, train_set, valid_set, folds, member_seed(config, m.name), work.cv(m.name), tracker, job
             )
-            for m in _selected(config, names)
+            for m in _trained(config, names)
         }
     report = CVReport(
         data_source=config.data.source,
@@ -226,6 +237,9 @@ def export(
     reports = {}
     for member in _selected(config, names):
         name = member.name
+        if isinstance(member, ImportedMemberConfig):
+            reports[name] = _export_imported(config, work, member, valid_x, sample, tta_sample, wanted)
+            continue
         optional = {
             "torchscript": work.torchscript(name),
             "int8": work.int8(name),
@@ -263,6 +277,40 @@ def export(
         reports[name] = {"member": name, "architecture": member.architecture, "formats": done}
         work.export_report(name).write_text(json.dumps(reports[name], indent=2) + "\n")
     return reports
+
+
+def _export_imported(
+    config: RunConfig,
+    work: WorkDir,
+    member: ImportedMemberConfig,
+    valid_x: Path,
+    sample: np.ndarray,
+    tta_sample: np.ndarray,
+    wanted: set[str],
+) -> dict[str, Any]:
+    """An imported member's graph wrapped into the contract (training.imported), checked against the
+    original on the same patches, and its validation outputs saved as an exported member's are."""
+    name, source = member.name, member.onnx
+    for fmt in wanted - {"onnx"}:
+        log.warning("%s: imported as ONNX, so no %s export", name, fmt)
+    for stale in (work.torchscript(name), work.int8(name), work.plan(name)):
+        stale.unlink(missing_ok=True)
+    path = imported.wrap(source, work.onnx(name))
+    theirs = session(source.path, config.threads)
+    expected = theirs.run(None, {theirs.get_inputs()[0].name: imported.preprocess(sample, source.input)})[0]
+    if source.output == "two_class_logits":
+        expected = expected[:, 1] - expected[:, 0]
+    graph = session(path, config.threads)
+    got = onnx_logits(graph, [sample])
+    difference = float(np.max(np.abs(got - np.asarray(expected, np.float32).reshape(-1))))
+    if not difference <= PARITY_ATOL + PARITY_RTOL * float(np.max(np.abs(expected))):
+        raise ValueError(f"{name}: the wrapped graph differs from {source.path} by {difference:.3g}")
+    _save_valid_outputs(work, name, "fp32", graph, valid_x, tta_sample)
+    onnx_entry = _artifact(path, opset=OPSET, parity_max_abs_diff=difference, activation_map=None)
+    report = {"member": name, "architecture": member.architecture, "imported_from": _artifact(source.path),
+              "formats": {"onnx": onnx_entry}}  # fmt: skip
+    work.export_report(name).write_text(json.dumps(report, indent=2) + "\n")
+    return report
 
 
 def _save_valid_outputs(
@@ -439,7 +487,7 @@ def build_repository(
     """
     check_serving(target, precision)
     check_target(output, force)  # fail before minutes of training, not after
-    for member in config.members:
+    for member in config.trained_members:
         check_architecture(member.architecture)
     save_config(config, work.config)
     formats = config.export.formats
@@ -504,7 +552,12 @@ def package(
                 _warn_int8(m.name, entry)
     members = []
     for m in config.members:
-        history = json.loads(require(work.checkpoint(m.name).with_name("history.json"), "train").read_text())
+        trained = {}
+        if isinstance(m, MemberConfig):
+            history = json.loads(
+                require(work.checkpoint(m.name).with_name("history.json"), "train").read_text()
+            )
+            trained = {"best_epoch": float(history["best_epoch"])}
         members.append(
             MemberArtifact(
                 name=m.name,
@@ -512,7 +565,7 @@ def package(
                 onnx=served[m.name],
                 temperature=calibration.members[m.name].temperature,
                 weight=calibration.members[m.name].weight,  # the operating points were chosen with it
-                metrics={**calibration.members[m.name].metrics, "best_epoch": float(history["best_epoch"])},
+                metrics={**calibration.members[m.name].metrics, **trained},
                 precision=precision,
                 activation_map=_activation_map(work, m.name),
             )

@@ -54,14 +54,20 @@ def fit_review(
     names = list(logits)
     t = [temperatures[m] for m in names]
     w = [weights[m] for m in names]
-    scales = {m: float(np.median(feature_distances[m])) for m in names}
-    if min(scales.values()) <= 0:
+    # An imported member's graph has no features the platform knows (NaN distances): the flag would
+    # judge the others alone, so a release with one has no feature_outlier flag.
+    without = [m for m in names if not np.isfinite(feature_distances[m]).any()]
+    scales = {m: float(np.median(feature_distances[m])) for m in names if m not in without}
+    if scales and min(scales.values()) <= 0:
         raise ValueError(f"feature distances must be positive; validation medians: {scales}")
     output = combine(np.stack([logits[m] for m in names], axis=1), t, w, ensemble_temperature)
     scores = input_scores(measures)  # a fresh dict: the model scores join it
-    scores[FEATURE_OUTLIER] = feature_score(
-        np.stack([feature_distances[m] for m in names], axis=1), list(scales.values()), w
-    )
+    if without:
+        log.info("flag %s left out: %s have no feature distance (imported graphs)", FEATURE_OUTLIER, without)
+    else:
+        scores[FEATURE_OUTLIER] = feature_score(
+            np.stack([feature_distances[m] for m in names], axis=1), list(scales.values()), w
+        )
     if len(names) > 1:  # one member cannot disagree with itself
         scores[MEMBER_DISAGREEMENT] = output.uncertainty
     rules: dict[str, FlagRule] = {
