@@ -58,6 +58,21 @@ def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:
     return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(value, name))
 
 
+def _rename_reserved(body: onnx.GraphProto) -> None:
+    """Give the imported graph's tensors that carry a contract name (its input called `image`, its
+    output `logit`, ...) another one, so the wrapper's own tensors of those names stay single."""
+    reserved = {INPUT_NAME, OUTPUT_NAME, FEATURE_DISTANCE_NAME, ACTIVATION_MAP_NAME}
+
+    def renamed(name: str) -> str:
+        return PREFIX + "theirs_" + name if name in reserved else name
+
+    for node in body.node:
+        node.input[:] = [renamed(name) for name in node.input]
+        node.output[:] = [renamed(name) for name in node.output]
+    for value in (*body.input, *body.output, *body.value_info, *body.initializer):
+        value.name = renamed(value.name)
+
+
 def wrap(graph: ImportedGraph, destination: Path) -> Path:
     """Write the imported graph wrapped into the member contract to `destination`; return it."""
     model = onnx.load(str(verify(graph)))
@@ -72,6 +87,8 @@ def wrap(graph: ImportedGraph, destination: Path) -> Path:
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     if opset < MIN_OPSET:
         raise ImportedGraphError(f"{graph.path}: opset {opset}; convert it to {MIN_OPSET} or later first")
+    _rename_reserved(body)
+    inputs = [i for i in body.input if i.name not in {init.name for init in body.initializer}]
     source_input, source_output = inputs[0].name, body.output[0].name
     spec, p = graph.input, PREFIX
     nodes = [

@@ -32,15 +32,21 @@ class TinyClassifier(torch.nn.Module):
         return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
-def exported(tmp_path: Path, outputs: int = 1, layout: str = "NCHW", opset: int = 17) -> tuple[Path, str]:
-    """The tiny classifier as an ONNX file of its own, and its sha256."""
-    path = tmp_path / f"theirs-{outputs}-{layout}.onnx"
+def exported(
+    tmp_path: Path,
+    outputs: int = 1,
+    layout: str = "NCHW",
+    opset: int = 17,
+    names: tuple[str, str] = ("pixels", "scores"),
+) -> tuple[Path, str]:
+    """The tiny classifier as an ONNX file of its own (input and output named `names`), and its sha256."""
+    path = tmp_path / f"theirs-{outputs}-{layout}-{'-'.join(names)}.onnx"
     shape = (2, 3, 96, 96) if layout == "NCHW" else (2, 96, 96, 3)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            TinyClassifier(outputs, layout).eval(), (torch.zeros(shape),), str(path), input_names=["pixels"],
-            output_names=["scores"], dynamic_axes={"pixels": {0: "n"}, "scores": {0: "n"}},
+            TinyClassifier(outputs, layout).eval(), (torch.zeros(shape),), str(path), input_names=[names[0]],
+            output_names=[names[1]], dynamic_axes={names[0]: {0: "n"}, names[1]: {0: "n"}},
             opset_version=opset, dynamo=False,
         )  # fmt: skip
     return path, hashlib.sha256(path.read_bytes()).hexdigest()
@@ -61,6 +67,15 @@ def test_the_wrapped_graph_answers_the_original_on_preprocessed_patches(tmp_path
     np.testing.assert_allclose(ours[OUTPUT_NAME], theirs.reshape(-1), rtol=1e-5, atol=1e-5)
     assert np.isnan(ours[FEATURE_DISTANCE_NAME]).all() and ours[FEATURE_DISTANCE_NAME].shape == (5,)
     assert ours[ACTIVATION_MAP_NAME].shape == (5, 96, 96) and not ours[ACTIVATION_MAP_NAME].any()
+
+
+def test_a_graph_using_the_contract_names_itself_is_wrapped(tmp_path: Path):
+    source, digest = exported(tmp_path, names=("image", "logit"))  # as many exports name them
+    spec = ImportedGraph(path=source, sha256=digest, input=ImportedInput(mean=MEAN, std=STD))
+    images = patches()
+    theirs = session(source).run(None, {"image": preprocess(images, spec.input)})[0]
+    ours = onnx_outputs(session(wrap(spec, tmp_path / "model.onnx")), [images], (OUTPUT_NAME,))[OUTPUT_NAME]
+    np.testing.assert_allclose(ours, theirs.reshape(-1), rtol=1e-5, atol=1e-5)
 
 
 def test_two_class_logits_become_the_tumor_logit(tmp_path: Path):
