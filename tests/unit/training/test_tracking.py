@@ -116,6 +116,11 @@ def test_wandb_offline_records_what_mlflow_records(tmp_path: Path, tiny_config, 
     path, work = staged(config, tmp_path)
     result = CliRunner().invoke(app, ["train", "-c", str(path), "-w", str(work)])
     assert result.exit_code == 0, result.output
+    import wandb
+
+    # `pcam` ran in this process, so W&B's service outlives it: shut it down as the command's exit
+    # would, so every run file is complete before it is read (a loaded machine once read one early).
+    wandb.teardown()
 
     runs = _wandb_runs(store)
     parent, child = runs["tracked/train"], runs["resnet"]
