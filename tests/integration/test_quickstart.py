@@ -11,44 +11,29 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from devstack.stack import LocalStack
-from tests.unit.deploy.walkthrough import Block, block
+from tests.unit.deploy.walkthrough import Block, block, run_block, user_workdir
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART = ROOT / "docs" / "quickstart.md"
-DOCUMENTED_URL = "http://127.0.0.1:8080"
 PATCHES = sorted((ROOT / "tests" / "data" / "he" / "patches").glob("*.png"))
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The quickstart's working directory: the checkout's tests/ and virtualenv, nothing else."""
-    directory = tmp_path_factory.mktemp("quickstart")
-    (directory / "tests").symlink_to(ROOT / "tests")
-    (directory / ".venv").symlink_to(Path(sys.executable).parents[1])
-    return directory
+    return user_workdir(tmp_path_factory.mktemp("quickstart"), tests=ROOT / "tests")
 
 
 def run(step: Block, stack: LocalStack, workdir: Path) -> str:
-    """The block's code with the stack's address for the documented one, run there; its stdout."""
-    code = step.code.replace(DOCUMENTED_URL, stack.config.url("gateway").rstrip("/"))
-    assert code != step.code or DOCUMENTED_URL not in step.code
-    command = (
-        ["bash", "-euo", "pipefail", "-c", code] if step.lang == "bash" else [sys.executable, "-c", code]
-    )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PCAM_")}
-    done = subprocess.run(command, cwd=workdir, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, f"{step.where()}:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
+    """The block run there as written, against the session's stack; its stdout."""
+    return run_block(step, workdir, stack.config.url("gateway")).stdout
 
 
 def documents(output: str) -> list[dict]:

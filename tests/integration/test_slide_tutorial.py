@@ -4,8 +4,8 @@ page says they write is there and parses.
 Blocks run from a scratch working directory whose `model_repository` is the session's smoke release and
 whose `.venv` is this interpreter's virtualenv, so `.venv/bin/pcam ... -r model_repository` is the
 page's command unchanged. The only change to a block is the gateway's address in the `--url` block
-(the session's stack listens on free ports, not 8080). The first in-process scoring is interrupted once
-its checkpoint exists and then run again, as the page's "Stop and resume" describes. The sample JSON the
+(the session's stack listens on free ports, not 8080). The first in-process scoring is interrupted at
+its third batch and then run again, as the page's "Stop and resume" describes. The sample JSON the
 page shows must match the real files' fields; the blocks for real scans cannot run here (no scans), so
 each of their commands is parsed by the real CLI instead. The smoke release barely learns: nothing here
 judges the heatmap's quality (tests/unit/training/test_quality_bars.py does, with the demo release).
@@ -18,7 +18,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,12 +26,11 @@ import tiffslide
 from PIL import Image
 
 from devstack.stack import LocalStack
-from tests.unit.deploy.walkthrough import Block, block, blocks, parse_pcam
+from tests.unit.deploy.walkthrough import Block, block, blocks, parse_pcam, run_block, user_workdir
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 TUTORIAL = ROOT / "docs" / "tutorials" / "score-a-slide.md"
-DOCUMENTED_URL = "http://127.0.0.1:8080"
 IN_PROCESS = ("slide-synthetic", "slide-predict-local", "slide-read", "slide-rescore", "slide-evaluate")
 THROUGH_THE_STACK = ("slide-predict-stack",)
 SHOWN = ("slide-summary", "slide-evaluation")
@@ -49,29 +47,6 @@ def step(name: str) -> Block:
     return block(TUTORIAL, name)
 
 
-def command(step: Block, url: str | None = None) -> list[str]:
-    """The block's code as a command line, with `url` for the documented gateway address."""
-    code = step.code if url is None else step.code.replace(DOCUMENTED_URL, url.rstrip("/"))
-    assert url is None or code != step.code, f"{step.where()}: no {DOCUMENTED_URL} to replace"
-    if step.lang == "python":
-        return [sys.executable, "-c", code]
-    assert step.lang == "bash", f"{step.where()}: a {step.lang} block"
-    return ["bash", "-euo", "pipefail", "-c", code]
-
-
-def environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("PCAM_")}
-
-
-def run(step: Block, workdir: Path, url: str | None = None) -> subprocess.CompletedProcess[str]:
-    """Run the block in workdir; it must succeed."""
-    done = subprocess.run(
-        command(step, url), cwd=workdir, env=environment(), capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, f"{step.where()}:\n{done.stdout}\n{done.stderr}"
-    return done
-
-
 def bar_total(stderr: str) -> int:
     match = BAR_TOTAL.search(stderr)
     assert match, f"no progress bar in:\n{stderr}"
@@ -85,16 +60,13 @@ def read_json(path: Path) -> dict:
 @pytest.fixture(scope="module")
 def workdir(model_repository: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tutorial's working directory: the smoke release as `model_repository`, and the virtualenv."""
-    directory = tmp_path_factory.mktemp("slide-tutorial")
-    (directory / "model_repository").symlink_to(model_repository)
-    (directory / ".venv").symlink_to(Path(sys.executable).parents[1])
-    return directory
+    return user_workdir(tmp_path_factory.mktemp("slide-tutorial"), model_repository=model_repository)
 
 
 @pytest.fixture(scope="module")
 def slide(workdir: Path) -> Path:
     """Step 1: the synthetic slide and its outlines."""
-    run(step("slide-synthetic"), workdir)
+    run_block(step("slide-synthetic"), workdir)
     return workdir / "slides" / "demo.tiff"
 
 
@@ -124,17 +96,9 @@ def interrupted(slide: Path, workdir: Path, tmp_path_factory: pytest.TempPathFac
     sitecustomize in the child only: the command and its arguments are the page's)."""
     hooks = tmp_path_factory.mktemp("interrupt")
     (hooks / "sitecustomize.py").write_text(INTERRUPT)
-    env = environment()
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hooks), env.get("PYTHONPATH")]))
+    pythonpath = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
     checkpoint = workdir / OUT / "demo.progress.npz"
-    done = subprocess.run(
-        command(step("slide-predict-local")),
-        cwd=workdir,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_block(step("slide-predict-local"), workdir, extra_env={"PYTHONPATH": pythonpath}, check=False)
     assert checkpoint.exists(), f"no checkpoint after the interruption (rc {done.returncode}):\n{done.stderr}"
     with np.load(checkpoint) as saved:
         cells = int(saved["done"].sum())
@@ -144,7 +108,7 @@ def interrupted(slide: Path, workdir: Path, tmp_path_factory: pytest.TempPathFac
 @pytest.fixture(scope="module")
 def resumed(interrupted: dict, workdir: Path) -> subprocess.CompletedProcess[str]:
     """Step 2's command again, after the interruption: it resumes from the checkpoint."""
-    return run(step("slide-predict-local"), workdir)
+    return run_block(step("slide-predict-local"), workdir)
 
 
 @pytest.fixture(scope="module")
@@ -227,7 +191,7 @@ def test_the_summary_has_the_fields_the_page_shows_and_explains(summary: dict) -
 
 
 def test_the_python_snippet_reads_the_grid(summary: dict, workdir: Path) -> None:
-    printed = run(step("slide-read"), workdir).stdout.strip()
+    printed = run_block(step("slide-read"), workdir).stdout.strip()
     assert printed == (
         f"(48, 60) cells of 31.1 um, {summary['tissue_cells']} tissue, {summary['tumor_cells']} tumor"
     )
@@ -236,14 +200,14 @@ def test_the_python_snippet_reads_the_grid(summary: dict, workdir: Path) -> None
 def test_rescore_scores_every_cell_again_to_the_same_heatmap(summary: dict, workdir: Path) -> None:
     with np.load(workdir / OUT / "demo.heatmap.npz") as grid:
         resumed = grid["probability"]
-    rescored = run(step("slide-rescore"), workdir)
+    rescored = run_block(step("slide-rescore"), workdir)
     assert bar_total(rescored.stderr) == summary["tissue_cells"]
     with np.load(workdir / OUT / "demo.heatmap.npz") as grid:
         np.testing.assert_allclose(grid["probability"], resumed, atol=1e-6, equal_nan=True)
 
 
 def test_evaluate_writes_the_report_the_page_shows(summary: dict, workdir: Path) -> None:
-    run(step("slide-evaluate"), workdir)
+    run_block(step("slide-evaluate"), workdir)
     report = read_json(workdir / "slides" / "evaluation.json")
     shown = json.loads(step("slide-evaluation").code)
     assert set(shown) <= set(report)
@@ -263,7 +227,7 @@ def test_evaluate_writes_the_report_the_page_shows(summary: dict, workdir: Path)
 def test_through_the_stack_the_heatmap_is_the_one_in_process(
     summary: dict, stack: LocalStack, workdir: Path
 ) -> None:
-    run(step("slide-predict-stack"), workdir, url=stack.config.url("gateway"))
+    run_block(step("slide-predict-stack"), workdir, url=stack.config.url("gateway"))
     remote = read_json(workdir / "slides" / "out" / "demo.summary.json")
     assert remote["release"] == summary["release"] and remote["tissue_cells"] == summary["tissue_cells"]
     with (

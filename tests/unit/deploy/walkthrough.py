@@ -111,6 +111,45 @@ def block(doc: Path, name: str) -> Block:
     return matches[0]
 
 
+DOCUMENTED_URL = "http://127.0.0.1:8080"
+"""The gateway's address as the pages write it (`make run`'s); tests put their stack's in its place."""
+
+
+def user_workdir(directory: Path, **links: Path) -> Path:
+    """A working directory as a page's reader has one: `.venv` (this interpreter's virtualenv) and the
+    named paths (`tests=...`, `model_repository=...`) linked in."""
+    (directory / ".venv").symlink_to(Path(sys.executable).parents[1])
+    for name, target in links.items():
+        (directory / name).symlink_to(target)
+    return directory
+
+
+def run_block(
+    step: Block,
+    cwd: Path,
+    url: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """A bash or python block run as written from `cwd`, `url` in place of the documented gateway
+    address; nothing of the test run's PCAM_* settings reaches it, `extra_env` does. With check, it must
+    succeed."""
+    code = step.code
+    if url is not None:
+        code = code.replace(DOCUMENTED_URL, url.rstrip("/"))
+        assert code != step.code, f"{step.where()}: no {DOCUMENTED_URL} to replace"
+    assert step.lang in ("bash", "python"), f"{step.where()}: a {step.lang} block"
+    command = (
+        [sys.executable, "-c", code] if step.lang == "python" else ["bash", "-euo", "pipefail", "-c", code]
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PCAM_")} | (extra_env or {})
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert not check or done.returncode == 0, (
+        f"{step.where()} ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+    )
+    return done
+
+
 def parse_pcam(line: str) -> dict[str, Any]:
     """A `.venv/bin/pcam ...` line's parameters, as the real CLI parses them (nothing runs); a misspelt
     command or option raises."""

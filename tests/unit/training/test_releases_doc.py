@@ -1,13 +1,11 @@
 """docs/releases.md's Python example runs as written on logits of two members and gives the release's
 rule: a temperature per member, an ensemble temperature and the three ordered operating points."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-from tests.unit.deploy.walkthrough import block
+from tests.unit.deploy.walkthrough import block, run_block
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -20,11 +18,7 @@ def test_fitting_on_your_own_logits_runs_as_written(tmp_path: Path):
     np.save(tmp_path / "valid_labels.npy", labels)
     np.save(tmp_path / "valid_slides.npy", np.arange(2000) // 40)
     example = block(ROOT / "docs" / "releases.md", "releases-calibrate")
-    done = subprocess.run(
-        [sys.executable, "-c", example.code], cwd=tmp_path, capture_output=True, text=True, timeout=300
-    )
-    assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()
+    lines = run_block(example, tmp_path).stdout.splitlines()
     assert lines[0].startswith("{'resnet': ") and "'vit': " in lines[0]
     thresholds = {line.split()[0]: float(line.split()[1]) for line in lines[1:]}
     assert list(thresholds) == ["screening", "balanced", "high_specificity"]
