@@ -180,11 +180,10 @@ class _BootstrapBounds:
     def _lower(self, cls: int, rate_of_below: bool) -> np.ndarray:
         # A resample without the class has no rate at any threshold: its whole row is left out.
         drawn = self._total[cls] > 0
-        share_below = self._below[cls][drawn] / self._total[cls][drawn, None]
-        rate = share_below if rate_of_below else 1.0 - share_below
         if not drawn.any():
             return np.full(len(self.candidates), np.nan)
-        return np.percentile(rate, 2.5, axis=0)
+        share_below = self._below[cls][drawn] / self._total[cls][drawn, None]
+        return np.percentile(share_below if rate_of_below else 1.0 - share_below, 2.5, axis=0)
 
     def highest_threshold_keeping_sensitivity(self, floor: float, at_most: float) -> float:
         """The highest candidate <= at_most whose sensitivity lower bound reaches floor."""

@@ -329,15 +329,15 @@ class TrackingConfig(_Strict):
     )
 
 
+def _member_kind(member: Any) -> str:
+    """A member entry (YAML mapping or model) with `onnx:` is imported, any other is trained."""
+    onnx = member.get("onnx") if isinstance(member, dict) else getattr(member, "onnx", None)
+    return "imported" if onnx else "trained"
+
+
 AnyMember = Annotated[
     Annotated[MemberConfig, Tag("trained")] | Annotated[ImportedMemberConfig, Tag("imported")],
-    Discriminator(
-        lambda value: (
-            "imported"
-            if (value.get("onnx") if isinstance(value, dict) else getattr(value, "onnx", None))
-            else "trained"
-        )
-    ),
+    Discriminator(_member_kind),
 ]
 """A member trained by `pcam train` (a timm architecture), or one imported as an ONNX graph (`onnx:`)."""
 

@@ -122,8 +122,8 @@ def _torch_outputs(module: torch.nn.Module, images: np.ndarray) -> list[np.ndarr
     return [value.numpy().reshape(len(images), -1) for value in (out if isinstance(out, tuple) else (out,))]
 
 
-def _check_close(name: str, got: np.ndarray, expected: np.ndarray, what: str) -> float:
-    """Max |got - expected| of one output; ParityError past its tolerance (NaN fails too)."""
+def check_close(name: str, got: np.ndarray, expected: np.ndarray, what: str) -> float:
+    """Max |got - expected| of one contract output; ParityError past its tolerance (NaN fails too)."""
     rtol, scale = PARITY_RTOL, np.abs(expected)
     if name == FEATURE_DISTANCE_NAME:
         rtol, scale = FEATURE_PARITY_RTOL, np.broadcast_to(scale.max(), scale.shape)
@@ -159,9 +159,9 @@ def parity(
     largest = 0.0
     for k, name in enumerate(names):
         want = expected[k]
-        diff = _check_close(name, np.asarray(batched[k]).reshape(want.shape), want, what)
+        diff = check_close(name, np.asarray(batched[k]).reshape(want.shape), want, what)
         got_single = np.concatenate([np.asarray(out[k]).reshape(1, -1) for out in single])
-        diff_single = _check_close(name, got_single, want[: len(single)], what)
+        diff_single = check_close(name, got_single, want[: len(single)], what)
         if name == OUTPUT_NAME:
             largest = max(diff, diff_single)
     log.info(

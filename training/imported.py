@@ -26,6 +26,7 @@ from pcam_core.contract import (
     PATCH_SIZE,
 )
 from training.config import ImportedGraph, ImportedInput
+from training.graphs import session
 
 MIN_OPSET = 13
 """Slice and Reshape take their bounds and shape as inputs from opset 10 and 5; 13 is the oldest the
@@ -52,6 +53,15 @@ def preprocess(images: np.ndarray, spec: ImportedInput) -> np.ndarray:
     """uint8 NHWC patches as the imported graph expects them (what the wrapped graph computes)."""
     x = (images.astype(np.float32) / np.float32(spec.scale) - np.float32(spec.mean)) / np.float32(spec.std)
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2) if spec.layout == "NCHW" else x)
+
+
+def original_logits(graph: ImportedGraph, images: np.ndarray, threads: int = 1) -> np.ndarray:
+    """(N,) tumor logits of the imported graph itself on uint8 patches preprocessed as its config says:
+    what the wrapped graph must answer."""
+    original = session(graph.path, threads)
+    feed = {original.get_inputs()[0].name: preprocess(images, graph.input)}
+    out = np.asarray(original.run(None, feed)[0], np.float32)
+    return out[:, 1] - out[:, 0] if graph.output == "two_class_logits" else out.reshape(-1)
 
 
 def _constant(name: str, value: np.ndarray) -> onnx.NodeProto:

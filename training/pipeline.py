@@ -39,8 +39,7 @@ from training.data import pcam_h5
 from training.data.synthetic import synthesize
 from training.export import (
     OPSET,
-    PARITY_ATOL,
-    PARITY_RTOL,
+    check_close,
     check_parity,
     check_torchscript_parity,
     export_onnx,
@@ -296,15 +295,11 @@ def _export_imported(
     for stale in (work.torchscript(name), work.int8(name), work.plan(name)):
         stale.unlink(missing_ok=True)
     path = imported.wrap(source, work.onnx(name))
-    theirs = session(source.path, config.threads)
-    expected = theirs.run(None, {theirs.get_inputs()[0].name: imported.preprocess(sample, source.input)})[0]
-    if source.output == "two_class_logits":
-        expected = expected[:, 1] - expected[:, 0]
     graph = session(path, config.threads)
-    got = onnx_logits(graph, [sample])
-    difference = float(np.max(np.abs(got - np.asarray(expected, np.float32).reshape(-1))))
-    if not difference <= PARITY_ATOL + PARITY_RTOL * float(np.max(np.abs(expected))):
-        raise ValueError(f"{name}: the wrapped graph differs from {source.path} by {difference:.3g}")
+    difference = check_close(
+        OUTPUT_NAME, onnx_logits(graph, [sample]), imported.original_logits(source, sample, config.threads),
+        f"{name}: the wrapped {source.path}",
+    )  # fmt: skip
     _save_valid_outputs(work, name, "fp32", graph, valid_x, tta_sample)
     onnx_entry = _artifact(path, opset=OPSET, parity_max_abs_diff=difference, activation_map=None)
     report = {"member": name, "architecture": member.architecture, "imported_from": _artifact(source.path),
