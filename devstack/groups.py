@@ -14,13 +14,24 @@ import psutil
 
 
 def group_processes(pgid: int) -> list[psutil.Process]:
-    """Live (non-zombie) processes of process group `pgid`."""
+    """Live processes of process group `pgid` (a zombie counts while its other threads still exit)."""
     members = []
     for process in psutil.process_iter(["status"]):
         with contextlib.suppress(ProcessLookupError, psutil.Error):
-            if process.info["status"] != psutil.STATUS_ZOMBIE and os.getpgid(process.pid) == pgid:
+            if os.getpgid(process.pid) == pgid and (
+                process.info["status"] != psutil.STATUS_ZOMBIE or _threads_left(process.pid)
+            ):
                 members.append(process)
     return members
+
+
+def _threads_left(pid: int) -> bool:
+    """Whether a zombie leader's other threads are still exiting. A killed multi-threaded process (Triton)
+    shows its leader as a zombie first; its files, listening sockets included, close with its last
+    thread, measured here as a port still accepting after its group looked empty."""
+    with contextlib.suppress(FileNotFoundError):
+        return len(os.listdir(f"/proc/{pid}/task")) > 1
+    return False
 
 
 def group_members(pgid: int) -> list[int]:
