@@ -76,8 +76,13 @@ def _key(item) -> str:
 
 def _wandb_runs(directory: Path) -> dict[str, dict]:
     """The offline W&B runs under a tracking dir: name -> {group, config, summary, history rows}."""
+    import wandb
     from wandb.proto import wandb_internal_pb2
 
+    # The runs finished in this process, so W&B's service outlives them and its writer may still be
+    # flushing a run file after `finish` returned (a loaded machine read one with no records): shut it
+    # down as the process's exit would, so every file is complete before it is read.
+    wandb.teardown()
     runs = {}
     for run_file in sorted((directory / "wandb").glob("offline-run-*/run-*.wandb")):
         run, history, summary, config, artifacts, exit_code = None, [], {}, {}, [], None
@@ -116,12 +121,6 @@ def test_wandb_offline_records_what_mlflow_records(tmp_path: Path, tiny_config, 
     path, work = staged(config, tmp_path)
     result = CliRunner().invoke(app, ["train", "-c", str(path), "-w", str(work)])
     assert result.exit_code == 0, result.output
-    import wandb
-
-    # `pcam` ran in this process, so W&B's service outlives it: shut it down as the command's exit
-    # would, so every run file is complete before it is read (a loaded machine once read one early).
-    wandb.teardown()
-
     runs = _wandb_runs(store)
     parent, child = runs["tracked/train"], runs["resnet"]
     assert parent["group"] == child["group"] and parent["group"].startswith("tracked/train-")
