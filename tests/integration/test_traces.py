@@ -107,6 +107,13 @@ def traced_stack(
         yield stack
 
 
+def triton_traces(receiver: OtlpReceiver) -> dict[str, list[str]]:
+    """Every trace id Triton exported spans under, with their names (a member's spans under another id
+    would mean its call lost the request's context)."""
+    with receiver.lock:
+        return {trace: names for (service, trace), names in receiver.spans.items() if service == "triton"}
+
+
 def exporter_errors(stack: LocalStack) -> list[str]:
     """Lines of Triton's log from its OpenTelemetry exporter (a batch it failed to send is dropped)."""
     lines = stack.processes["triton"].log_path.read_text(errors="replace").splitlines()
@@ -143,4 +150,9 @@ def test_one_request_is_one_trace_from_the_gateway_into_triton(
         time.sleep(0.2)
     assert receiver.services_in(trace_id) >= expected, (dict(receiver.spans), receiver.unreadable)
     # Triton's spans: one InferRequest per member call, under it the model's own span and its compute.
-    assert every_member_traced(), (triton_spans(), receiver.unreadable, exporter_errors(traced_stack))
+    assert every_member_traced(), (
+        triton_spans(),
+        triton_traces(receiver),
+        receiver.unreadable,
+        exporter_errors(traced_stack),
+    )
