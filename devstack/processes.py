@@ -7,7 +7,6 @@ import ctypes
 import errno
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,6 +16,7 @@ import httpx
 import psutil
 
 from devstack.groups import group_members
+from devstack.ports import bindable
 
 POLL_INTERVAL_S = 0.2
 PR_SET_PDEATHSIG = 1
@@ -63,25 +63,14 @@ def port_holder(port: int) -> str:
 
 
 def check_ports_free(ports: Mapping[str, int], host: str = "127.0.0.1") -> None:
-    """Bind each port as its server would (SO_REUSEADDR, so a closed connection's TIME_WAIT is no
-    obstacle); a taken one is a PortTakenError naming it, what it is for and who holds it."""
+    """Bind each port as its server would; a taken one is a PortTakenError naming it, what it is for and
+    who holds it."""
     for name, port in ports.items():
-        with socket.socket() as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind((host, port))
-            except OSError as exc:
-                raise PortTakenError(
-                    f"port {port} ({name}) is taken by {port_holder(port)}: stop it, or choose another "
-                    f"port with PCAM_{name.upper()}_PORT ({exc.strerror})"
-                ) from exc
-
-
-def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        if not bindable(port, host):
+            raise PortTakenError(
+                f"port {port} ({name}) is taken by {port_holder(port)}: stop it, or choose another "
+                f"port with PCAM_{name.upper()}_PORT"
+            )
 
 
 class ManagedProcess:

@@ -13,7 +13,8 @@ from types import TracebackType
 
 import redis
 
-from devstack.processes import ManagedProcess, check_ports_free, free_port, http_ok
+from devstack.ports import free_ports
+from devstack.processes import ManagedProcess, check_ports_free, http_ok
 from devstack.triton import TritonInstall, opentelemetry_trace_args, remove_shared_memory
 from services.common import ports
 from services.common.tracing import otlp_traces_url
@@ -43,8 +44,9 @@ class StackPorts:
 
     @classmethod
     def free(cls) -> StackPorts:
-        """Free ports for every process (tests)."""
-        return cls(**{name: free_port() for name in cls().__dict__})
+        """Free ports for every process, reserved while this process lives (tests)."""
+        names = list(cls().__dict__)
+        return cls(**dict(zip(names, free_ports(len(names)), strict=True)))
 
 
 @dataclass

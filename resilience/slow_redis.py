@@ -27,7 +27,8 @@ from benchmarks.load import Latencies, http_load, predictions
 from benchmarks.report import write
 from benchmarks.serving import UniqueBodies
 from devstack.groups import open_fds, resident_bytes
-from devstack.processes import ManagedProcess, free_port
+from devstack.ports import free_port
+from devstack.processes import ManagedProcess
 from devstack.stack import LocalStack, StackConfig, StackPorts
 from resilience.scenario import OUTPUT_DIR, ROOT, Verdict, scenario_parser
 

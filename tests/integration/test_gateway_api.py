@@ -17,7 +17,8 @@ import httpx
 import pytest
 import redis
 
-from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.ports import free_port
+from devstack.processes import ManagedProcess, http_ok
 from devstack.stack import LocalStack
 from devstack.stack import start_redis as start_redis_server
 from services.gateway.auth import hash_key, new_key

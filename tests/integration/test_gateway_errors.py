@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.ports import free_port
+from devstack.processes import ManagedProcess, http_ok
 from devstack.stack import LocalStack
 from services.common.uploads import max_multipart_bytes
 from services.gateway.settings import GatewaySettings

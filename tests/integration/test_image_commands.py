@@ -22,7 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.ports import free_port
+from devstack.processes import ManagedProcess, http_ok
 from devstack.stack import service_arguments
 from devstack.triton import TritonInstall
 from tests.integration.conftest import TRITON_VENV

@@ -16,7 +16,8 @@ import httpx
 import pytest
 import yaml
 
-from devstack.processes import ManagedProcess, free_port, http_ok
+from devstack.ports import free_port
+from devstack.processes import ManagedProcess, http_ok
 from devstack.stack import LocalStack
 from tests.integration.test_predict import unique_png
 

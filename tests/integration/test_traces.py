@@ -18,7 +18,7 @@ import httpx
 import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from devstack.stack import LocalStack
 from pcam_core.release import ReleaseManifest
 from tests.http_server import serving

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from services.common import healthcheck
 from services.common.settings import ServiceSettings
 from tests.http_server import local_server, serving

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from opentelemetry.sdk.trace import TracerProvider
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from services.common.logging_setup import JsonFormatter
 from services.gateway.app import create_app
 from services.gateway.auth import hash_key

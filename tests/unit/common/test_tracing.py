@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 
 import services.common.app as common_app
 import services.ensemble.app as ensemble_app
-from devstack.processes import free_port
+from devstack.ports import free_port
 from services.common import tracing
 from services.ensemble.settings import EnsembleSettings
 from services.gateway.app import create_app as create_gateway

@@ -7,7 +7,8 @@ import time
 import psutil
 import pytest
 
-from devstack.processes import ManagedProcess, PortTakenError, StartupError, check_ports_free, free_port
+from devstack.ports import free_port
+from devstack.processes import ManagedProcess, PortTakenError, StartupError, check_ports_free
 
 
 def _alive(pid: int) -> bool:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from pcam_core import wire
 from services.ensemble.app import create_app
 from services.ensemble.settings import EnsembleSettings

@@ -143,7 +143,7 @@ async def test_members_never_retry_an_invalid_argument_and_report_it_as_refused(
 
 async def test_the_channel_reconnects_on_the_retry_time_scale() -> None:
     # gRPC's default reconnect backoff would keep answering the cached "connection refused" for seconds.
-    from devstack.processes import free_port
+    from devstack.ports import free_port
     from services.ensemble.triton import connect
 
     port = free_port()

@@ -6,7 +6,7 @@ from typing import Any
 
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from services.gateway.settings import GatewaySettings
 
 

@@ -3,7 +3,7 @@ import asyncio
 from pydantic import BaseModel
 from redis.asyncio import Redis
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from pcam_core.schemas import InferOptions
 from services.gateway.breaker import CircuitBreaker
 from services.gateway.cache import LOCAL_ENTRY_OVERHEAD, ResultCache, result_key

@@ -2,7 +2,7 @@
 
 import asyncio
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from resilience.proxy import Delay, serve
 
 

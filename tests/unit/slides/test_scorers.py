@@ -7,7 +7,7 @@ from http.server import BaseHTTPRequestHandler
 import numpy as np
 import pytest
 
-from devstack.processes import free_port
+from devstack.ports import free_port
 from tests.http_server import local_server, serving, url_of
 from training.slides.scorers import remote_scorer
 
