@@ -114,10 +114,17 @@ def triton_traces(receiver: OtlpReceiver) -> dict[str, list[str]]:
         return {trace: names for (service, trace), names in receiver.spans.items() if service == "triton"}
 
 
-def exporter_errors(stack: LocalStack) -> list[str]:
-    """Lines of Triton's log from its OpenTelemetry exporter (a batch it failed to send is dropped)."""
-    lines = stack.processes["triton"].log_path.read_text(errors="replace").splitlines()
-    return [line for line in lines if re.search(r"otlp|export", line, re.IGNORECASE)]
+def logged_trouble(stack: LocalStack) -> list[str]:
+    """Triton's exporter lines (a batch it fails to send is dropped), its warnings and errors, and the
+    services' warnings and errors (a member call retried, say)."""
+    found = []
+    for name, process in stack.processes.items():
+        for line in process.log_path.read_text(errors="replace").splitlines():
+            if re.search(
+                r"otlp|export|^[EW]\d{4} |\"level\": ?\"(WARNING|ERROR|CRITICAL)\"", line, re.IGNORECASE
+            ):
+                found.append(f"{name}: {line[:300]}")
+    return found
 
 
 def test_one_request_is_one_trace_from_the_gateway_into_triton(
@@ -154,5 +161,5 @@ def test_one_request_is_one_trace_from_the_gateway_into_triton(
         triton_spans(),
         triton_traces(receiver),
         receiver.unreadable,
-        exporter_errors(traced_stack),
+        logged_trouble(traced_stack),
     )
