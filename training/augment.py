@@ -5,8 +5,10 @@ Used: the 8 dihedral transforms (rotations by 90 degrees and flips), HED stain j
 2018) and brightness/contrast/saturation jitter. Not used, on purpose: blur, elastic deformation and
 CutMix, because each can change or erase what decides PCam's label (see docs/training.md).
 
-Every function takes uint8 (N, H, W, 3) and returns a new uint8 tensor of the same shape; the random
-draws come only from the generator given, in a fixed order (dihedral, HED, color), one draw per image.
+Every function takes uint8 (N, H, W, 3) and returns a new uint8 tensor of the same shape, on the images'
+device: training augments on the accelerator, so the CPU only reads patches. The random draws come only
+from the (CPU) generator given, in a fixed order (dihedral, HED, color), one draw per image, so a run's
+stream of draws is the same on every device.
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ def dihedral(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     choice = torch.randint(0, TTA_VIEWS, (len(images),), generator=generator)
     out = torch.empty_like(images)
     for t in range(TTA_VIEWS):
-        idx = torch.nonzero(choice == t).squeeze(1)
+        idx = torch.nonzero(choice == t).squeeze(1).to(images.device)
         if len(idx):
             out[idx] = dihedral_transform(images[idx], t)
     return out
@@ -67,14 +69,14 @@ def hed_jitter(images: torch.Tensor, generator: torch.Generator, scale: float, s
     used it (newer skimage divides by -ln(1e-6)); the stain values are not clipped at 0 (skimage does),
     so scale = shift = 0 gives the input back up to rounding.
     """
-    n = len(images)
+    n, device = len(images), images.device
     alpha = 1 + (torch.rand((n, 1, 1, 3), generator=generator, dtype=torch.float64) * 2 - 1) * scale
     beta = (torch.rand((n, 1, 1, 3), generator=generator, dtype=torch.float64) * 2 - 1) * shift
     rgb = (images.to(torch.float32) / 255).clamp_min(_MIN_INTENSITY)
     od = -torch.log(rgb)
-    stains = od @ HED_FROM_RGB.to(torch.float32)
-    stains = stains * alpha.to(torch.float32) + beta.to(torch.float32)
-    out = torch.exp(-(stains @ RGB_FROM_HED.to(torch.float32)))
+    stains = od @ HED_FROM_RGB.to(device, torch.float32)
+    stains = stains * alpha.to(device, torch.float32) + beta.to(device, torch.float32)
+    out = torch.exp(-(stains @ RGB_FROM_HED.to(device, torch.float32)))
     return _to_uint8(out * 255)
 
 
@@ -97,7 +99,7 @@ def color_jitter(
     factors = 1 + (torch.rand((3, n, 1, 1, 1), generator=generator, dtype=torch.float64) * 2 - 1) * (
         torch.tensor([brightness, contrast, saturation], dtype=torch.float64).view(3, 1, 1, 1, 1)
     )
-    b, c, s = factors.to(torch.float32)
+    b, c, s = factors.to(images.device, torch.float32)
     x = images.to(torch.float32)
     x = (x * b).clamp(0, 255)
     mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)

@@ -35,6 +35,8 @@ from training.schedule import warmup_cosine, warmup_steps
 
 log = logging.getLogger(__name__)
 EVAL_BATCH = 256
+LOSS_SHOWN_EVERY = 20
+"""Steps between two updates of the progress bar's running loss (each update waits for the device)."""
 RESUME_SUFFIX = ".resume.pt"
 RESUME_FORMAT = 2
 
@@ -120,11 +122,13 @@ def _train_epoch(
     """
     model.train()
     device = next(model.parameters()).device
-    total, seen = 0.0, 0
+    # The loss stays on the device: reading it each step would make the CPU wait for the GPU every step.
+    total, seen = torch.zeros((), dtype=torch.float32, device=device), 0
     bar = tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
-    for images, labels in bar:
-        images = augment(images, generator, augmentation or AugmentConfig())
-        images, labels = images.to(device), labels.to(device)
+    for step, (batch, targets) in enumerate(bar, start=1):
+        # uint8 patches cross to the device (pinned, asynchronous) and are augmented there.
+        images = augment(batch.to(device, non_blocking=True), generator, augmentation or AugmentConfig())
+        labels = targets.to(device, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
         with autocast:
             logits = model(images).squeeze(1)
@@ -138,10 +142,11 @@ def _train_epoch(
             loss.backward()
             optimizer.step()
         scheduler.step()
-        total += loss.item() * len(labels)
+        total += loss.detach().float() * len(labels)
         seen += len(labels)
-        bar.set_postfix(loss=f"{total / seen:.4f}")
-    return total / max(seen, 1)
+        if step % LOSS_SHOWN_EVERY == 0:
+            bar.set_postfix(loss=f"{total.item() / seen:.4f}")
+    return total.item() / max(seen, 1)
 
 
 def resume_path(checkpoint: Path) -> Path:
@@ -215,17 +220,24 @@ def _load_resume(path: Path, fingerprint: str, device: torch.device) -> dict | N
 
 
 def _loader(
-    member: MemberConfig, train_set: Dataset, seed: int, generator: torch.Generator, job: Distributed
+    member: MemberConfig,
+    train_set: Dataset,
+    seed: int,
+    generator: torch.Generator,
+    job: Distributed,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """The training DataLoader; under DDP each rank reads its own shard and member.batch_size is global."""
+    """The training DataLoader; under DDP each rank reads its own shard and member.batch_size is global.
+    pin_memory: batches in page-locked memory, for asynchronous copies to a CUDA device."""
     workers = {
         "num_workers": member.num_workers,
         "worker_init_fn": _seed_worker if member.num_workers else None,
+        "pin_memory": pin_memory,
     }
     if not job.enabled:
         # A last batch of one sample would break batch norm; skip the ragged tail instead.
         drop_last = len(train_set) > member.batch_size
-        # Workers only read; augmentation runs here on the one generator, which also draws the shuffle
+        # Workers only read; augmentation runs on the device from the one generator, which also draws the shuffle
         # order and the workers' base seed. With workers the sampler draws earlier (prefetching), so the
         # weights depend on num_workers, but one seed and one worker count always give the same weights.
         return DataLoader(
@@ -287,7 +299,7 @@ def train_member(
         )  # same initial weights on every rank
         if job.enabled:
             generator.manual_seed(seed + 7919 * job.rank)  # a distinct augmentation stream per rank
-        loader = _loader(member, train_set, seed, generator, job)
+        loader = _loader(member, train_set, seed, generator, job, pin_memory=device.type == "cuda")
         # timm's factory leaves biases and norm weights out of weight decay.
         optimizer = timm.optim.create_optimizer_v2(
             model, opt="adamw", lr=member.lr, weight_decay=member.weight_decay

@@ -117,6 +117,20 @@ def test_full_augment_is_deterministic_and_checks_its_input():
     assert torch.equal(augment(images, torch.Generator(), off), images)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_augment_on_cuda_draws_the_same_and_matches_the_cpu_within_one_level():
+    """Training augments on the GPU: the same draws from the CPU generator, the same images up to the
+    rounding of float32 log/exp on another device."""
+    config = AugmentConfig(hed_jitter=HedJitterConfig(), color_jitter=ColorJitterConfig())
+    images = _tissue(64)
+    on_cpu, on_gpu = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    expected = augment(images, on_cpu, config)
+    found = augment(images.cuda(), on_gpu, config)
+    assert found.device.type == "cuda" and found.dtype == torch.uint8
+    assert torch.equal(on_cpu.get_state(), on_gpu.get_state())
+    assert (found.cpu().int() - expected.int()).abs().max() <= 1
+
+
 def test_config_defaults_and_dump():
     member = MemberConfig(name="r", architecture="test_resnet", epochs=1, lr=1e-3)
     assert member.augment == AugmentConfig(dihedral=True, hed_jitter=None, color_jitter=None)
