@@ -27,7 +27,7 @@ from training.models import build_member_model
 
 WARMUP_STEPS = 5
 AUGMENT_ROUNDS = 5
-"""Batches augmented to time one (after one on the device to load its kernels)."""
+"""Batches augmented to time one (after one more as a warm-up)."""
 
 
 @dataclass(frozen=True)
@@ -89,13 +89,12 @@ def time_member(
         torch.cuda.reset_peak_memory_stats(device)
     step_s = _mean_seconds(step, steps, device)
     peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else 0.0
-    augment(images, generator, member.augment)  # warm-up: the device's kernels load once
-    device_augment_s = _mean_seconds(
-        lambda: augment(images, generator, member.augment), AUGMENT_ROUNDS, device
-    )
-    cpu = torch.device("cpu")
-    cpu_augment_s = _mean_seconds(lambda: augment(cpu_batch, generator, member.augment), AUGMENT_ROUNDS, cpu)
-    return MemberTiming(member.name, size, step_s, device_augment_s, cpu_augment_s, peak)
+
+    def augment_seconds(batch: torch.Tensor) -> float:
+        augment(batch, generator, member.augment)  # warm-up: a device's kernels load once
+        return _mean_seconds(lambda: augment(batch, generator, member.augment), AUGMENT_ROUNDS, batch.device)
+
+    return MemberTiming(member.name, size, step_s, augment_seconds(images), augment_seconds(cpu_batch), peak)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -122,12 +122,13 @@ def _train_epoch(
     """
     model.train()
     device = next(model.parameters()).device
+    augmentation = augmentation or AugmentConfig()
     # The loss stays on the device: reading it each step would make the CPU wait for the GPU every step.
     total, seen = torch.zeros((), dtype=torch.float32, device=device), 0
     bar = tqdm(loader, desc=desc, disable=None if progress else True, leave=False)
     for step, (batch, targets) in enumerate(bar, start=1):
         # uint8 patches cross to the device (pinned, asynchronous) and are augmented there.
-        images = augment(batch.to(device, non_blocking=True), generator, augmentation or AugmentConfig())
+        images = augment(batch.to(device, non_blocking=True), generator, augmentation)
         labels = targets.to(device, non_blocking=True)
         autocast = torch.autocast("cuda", dtype=torch.float16) if scaler is not None else nullcontext()
         with autocast:
